@@ -1,0 +1,232 @@
+//! `Error`: what a Coord call can fail with, in three families a caller acts on differently:
+//! rejected (nothing happened, retrying the same request fails again), unavailable (nothing
+//! happened, retry later), and outcome unknown (a write may or may not have been applied).
+
+use coord_proto::v1::{ErrorCode, ErrorDetail};
+use prost::Message;
+use thiserror::Error;
+
+/// An error from a Coord call.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum Error {
+    /// A path broke a syntax rule, which `message` names.
+    #[error("invalid path {path:?}: {message}")]
+    InvalidPath { path: String, message: String },
+    /// The request was malformed in another way.
+    #[error("invalid argument: {message}")]
+    InvalidArgument { message: String },
+    #[error("node {path} already exists")]
+    NodeExists { path: String },
+    #[error("node {path} does not exist")]
+    NoNode { path: String },
+    #[error("node {path} has version {actual}, expected {expected}")]
+    BadVersion {
+        path: String,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("node {path} has children")]
+    NotEmpty { path: String },
+    #[error("parent node {parent} does not exist")]
+    NoParent { parent: String },
+    #[error("parent node {parent} is ephemeral and cannot have children")]
+    EphemeralParent { parent: String },
+    /// The session has expired or was closed; everything it held is gone.
+    #[error("session {session:#x} has expired")]
+    SessionExpired { session: u64 },
+    /// A fenced write was refused: the token's holder is no longer current.
+    #[error("fence rejected on {path}: held token {token}, current token {current}")]
+    FenceRejected {
+        path: String,
+        token: u64,
+        current: u64,
+    },
+    #[error("data for {path} is {size} bytes, over the limit of {limit}")]
+    TooLarge { path: String, size: u64, limit: u64 },
+    #[error("limit exceeded: {message}")]
+    LimitExceeded { message: String },
+    #[error("the root node cannot be deleted")]
+    RootReadOnly,
+    /// A watch asked for history older than the server retains.
+    #[error("revision compacted; the oldest available is {oldest_revision}")]
+    Compacted { oldest_revision: u64 },
+    #[error("membership change refused: {message}")]
+    Membership { message: String },
+    /// One operation of a txn failed; the txn changed nothing.
+    #[error("txn operation {op_index} failed: {source}")]
+    TxnOpFailed { op_index: u32, source: Box<Error> },
+    /// Not applied; the cluster cannot serve it now (no leader, shutting down). Retry later.
+    #[error("unavailable: {message}")]
+    Unavailable {
+        message: String,
+        leader_hint: Option<u64>,
+    },
+    /// The call timed out; a write may or may not have been applied.
+    #[error("timed out: {message}")]
+    Timeout { message: String },
+    /// The connection failed during the call; a write may or may not have been applied.
+    #[error("connection to {endpoint} lost: {message}")]
+    ConnectionLost { endpoint: String, message: String },
+    /// None of the endpoints could be reached.
+    #[error("cannot reach any endpoint of {endpoints:?}: {message}")]
+    Unreachable {
+        endpoints: Vec<String>,
+        message: String,
+    },
+    #[error("server error: {message}")]
+    Internal { message: String },
+}
+
+impl Error {
+    /// Whether the same request may succeed if sent again later, knowing it was not applied.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Unavailable { .. } | Error::Unreachable { .. })
+    }
+
+    /// Whether a write that failed this way may nevertheless have been applied.
+    pub fn is_outcome_unknown(&self) -> bool {
+        matches!(
+            self,
+            Error::Timeout { .. } | Error::ConnectionLost { .. } | Error::Internal { .. }
+        )
+    }
+
+    /// Builds the error for a failed call to `endpoint`.
+    pub(crate) fn from_status(status: &tonic::Status, endpoint: &str) -> Error {
+        match ErrorDetail::decode(status.details()) {
+            Ok(detail) if detail.code != 0 => from_detail(detail),
+            _ => from_transport(status, endpoint),
+        }
+    }
+}
+
+fn from_detail(detail: ErrorDetail) -> Error {
+    let error = match detail.code() {
+        ErrorCode::InvalidPath => Error::InvalidPath {
+            path: detail.path.clone(),
+            message: detail.message.clone(),
+        },
+        ErrorCode::InvalidArgument | ErrorCode::Unspecified | ErrorCode::StaleWriteId => {
+            Error::InvalidArgument {
+                message: detail.message.clone(),
+            }
+        }
+        ErrorCode::NodeExists => Error::NodeExists {
+            path: detail.path.clone(),
+        },
+        ErrorCode::NoNode => Error::NoNode {
+            path: detail.path.clone(),
+        },
+        ErrorCode::BadVersion => Error::BadVersion {
+            path: detail.path.clone(),
+            expected: detail.expected,
+            actual: detail.actual,
+        },
+        ErrorCode::NotEmpty => Error::NotEmpty {
+            path: detail.path.clone(),
+        },
+        ErrorCode::NoParent => Error::NoParent {
+            parent: detail.path.clone(),
+        },
+        ErrorCode::EphemeralParent => Error::EphemeralParent {
+            parent: detail.path.clone(),
+        },
+        ErrorCode::SessionExpired => Error::SessionExpired {
+            session: detail.actual,
+        },
+        ErrorCode::FenceRejected => Error::FenceRejected {
+            path: detail.path.clone(),
+            token: detail.expected,
+            current: detail.actual,
+        },
+        ErrorCode::TooLarge => Error::TooLarge {
+            path: detail.path.clone(),
+            size: detail.actual,
+            limit: detail.expected,
+        },
+        ErrorCode::LimitExceeded => Error::LimitExceeded {
+            message: detail.message.clone(),
+        },
+        ErrorCode::RootReadOnly => Error::RootReadOnly,
+        ErrorCode::Compacted => Error::Compacted {
+            oldest_revision: detail.actual,
+        },
+        ErrorCode::Membership => Error::Membership {
+            message: detail.message.clone(),
+        },
+        ErrorCode::NoLeader | ErrorCode::Unavailable => Error::Unavailable {
+            message: detail.message.clone(),
+            leader_hint: (detail.leader_id != 0).then_some(detail.leader_id),
+        },
+        ErrorCode::Timeout => Error::Timeout {
+            message: detail.message.clone(),
+        },
+        ErrorCode::Internal => Error::Internal {
+            message: detail.message.clone(),
+        },
+    };
+    match detail.op_index {
+        Some(op_index) => Error::TxnOpFailed {
+            op_index,
+            source: Box::new(error),
+        },
+        None => error,
+    }
+}
+
+fn from_transport(status: &tonic::Status, endpoint: &str) -> Error {
+    let message = status.message().to_owned();
+    match status.code() {
+        tonic::Code::DeadlineExceeded => Error::Timeout { message },
+        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled => {
+            Error::ConnectionLost {
+                endpoint: endpoint.to_owned(),
+                message,
+            }
+        }
+        tonic::Code::InvalidArgument | tonic::Code::OutOfRange => {
+            Error::InvalidArgument { message }
+        }
+        tonic::Code::ResourceExhausted => Error::LimitExceeded { message },
+        _ => Error::Internal {
+            message: format!("{:?}: {message}", status.code()),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn details_decode_into_typed_errors() {
+        let detail = ErrorDetail {
+            code: ErrorCode::BadVersion as i32,
+            message: "node /a has version 2, expected 1".into(),
+            path: "/a".into(),
+            expected: 1,
+            actual: 2,
+            ..ErrorDetail::default()
+        };
+        let status =
+            tonic::Status::with_details(tonic::Code::Aborted, "x", detail.encode_to_vec().into());
+        assert_eq!(
+            Error::from_status(&status, "e"),
+            Error::BadVersion {
+                path: "/a".into(),
+                expected: 1,
+                actual: 2
+            }
+        );
+    }
+
+    #[test]
+    fn transport_failures_are_outcome_unknown() {
+        let error = Error::from_status(
+            &tonic::Status::unavailable("tcp connect error"),
+            "127.0.0.1:1",
+        );
+        assert!(error.is_outcome_unknown());
+        assert!(!error.is_retryable());
+    }
+}

@@ -1,0 +1,33 @@
+//! `coord-client`: the Rust client of Coord, a Raft-replicated coordination service.
+//!
+//! It speaks the `coord.v1` gRPC API and turns every failure into a typed [`Error`] that says
+//! whether the request was rejected, not applied (retry later), or of unknown outcome.
+//!
+//! Boundary: this crate depends on `coord-proto` only, never on the server.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), coord_client::Error> {
+//! use coord_client::{Client, CreateOptions, DeleteOptions};
+//! let client = Client::connect(["127.0.0.1:7400"]).await?;
+//! let options = CreateOptions { make_parents: true, ..CreateOptions::default() };
+//! client.create("/services/db/leader", "member-3", &options).await?;
+//! let node = client.get("/services/db/leader").await?;
+//! assert_eq!(node.data, b"member-3");
+//! client.delete("/services", DeleteOptions { recursive: true, ..DeleteOptions::default() }).await?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod client;
+mod error;
+mod txn;
+mod types;
+
+pub use client::{Client, ClientOptions};
+pub use coord_proto::v1::ClusterStatusResponse;
+pub use error::Error;
+pub use txn::{Compare, CompareOp, Op, OpResult, Txn, TxnResult};
+pub use types::{
+    Child, ChildrenPage, Consistency, CreateOptions, Created, DeleteOptions, FenceCheck, Header,
+    NodeData, NodeKind, Stat,
+};

@@ -1,0 +1,202 @@
+//! `ServerConfig`: every setting of a member, as flags with `COORD_*` environment equivalents.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::fsm::NODE_DATA_BYTES_MAX;
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "coord-server",
+    version,
+    about = "A Coord member: Raft-replicated coordination service"
+)]
+pub struct ServerConfig {
+    /// This member's id, unique in the cluster (1..).
+    #[arg(long, env = "COORD_ID", default_value_t = 1)]
+    pub id: u64,
+
+    /// Where the Raft log, snapshots and identity live.
+    #[arg(long, env = "COORD_DATA_DIR", default_value = "./coord-data")]
+    pub data_dir: PathBuf,
+
+    /// Address for client gRPC traffic.
+    #[arg(long, env = "COORD_LISTEN_CLIENT", default_value = "127.0.0.1:7400")]
+    pub listen_client: SocketAddr,
+
+    /// Address for member-to-member (Raft) traffic.
+    #[arg(long, env = "COORD_LISTEN_PEER", default_value = "127.0.0.1:7401")]
+    pub listen_peer: SocketAddr,
+
+    /// Client address other members and clients should use for this member
+    /// (default: --listen-client).
+    #[arg(long, env = "COORD_ADVERTISE_CLIENT")]
+    pub advertise_client: Option<String>,
+
+    /// The founding members, `ID=HOST:PEER_PORT,...` (default: only this member, at its
+    /// --listen-peer address). Read only when the data directory is new.
+    #[arg(long, env = "COORD_INITIAL_CLUSTER", default_value = "")]
+    pub initial_cluster: String,
+
+    /// A name that, with --initial-cluster, identifies the cluster; data directories of
+    /// another cluster are refused.
+    #[arg(long, env = "COORD_CLUSTER_NAME", default_value = "coord")]
+    pub cluster_name: String,
+
+    /// Leader heartbeat interval.
+    #[arg(long, env = "COORD_HEARTBEAT_INTERVAL", default_value = "250ms", value_parser = parse_duration)]
+    pub heartbeat_interval: Duration,
+
+    /// Minimum election timeout; the maximum is twice this.
+    #[arg(long, env = "COORD_ELECTION_TIMEOUT", default_value = "1500ms", value_parser = parse_duration)]
+    pub election_timeout: Duration,
+
+    /// Build a snapshot (and purge the log behind it) after this many log entries.
+    #[arg(long, env = "COORD_SNAPSHOT_ENTRIES", default_value_t = 20_000)]
+    pub snapshot_entries: u64,
+
+    /// Log entries kept behind a snapshot for slightly lagging followers.
+    #[arg(long, env = "COORD_SNAPSHOT_KEEP_ENTRIES", default_value_t = 1_000)]
+    pub snapshot_keep_entries: u64,
+
+    /// Largest node data accepted, in bytes.
+    #[arg(long, env = "COORD_MAX_DATA_BYTES", default_value_t = NODE_DATA_BYTES_MAX)]
+    pub max_data_bytes: u64,
+
+    /// Longest wait for a write to commit or a read barrier to pass.
+    #[arg(long, env = "COORD_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+
+    /// Log format: `text` or `json` (filter with RUST_LOG).
+    #[arg(long, env = "COORD_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+}
+
+impl ServerConfig {
+    /// The founding members by id, defaulting to this member alone.
+    pub fn initial_members(&self) -> Result<BTreeMap<u64, String>, String> {
+        if self.initial_cluster.trim().is_empty() {
+            return Ok(BTreeMap::from([(self.id, self.listen_peer.to_string())]));
+        }
+        let mut members = BTreeMap::new();
+        for item in self
+            .initial_cluster
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+        {
+            let (id, address) = item
+                .split_once('=')
+                .ok_or_else(|| format!("--initial-cluster item {item:?} is not ID=HOST:PORT"))?;
+            let id: u64 = id.trim().parse().map_err(|_| {
+                format!("--initial-cluster item {item:?}: {id:?} is not a member id")
+            })?;
+            if id == 0 {
+                return Err(format!(
+                    "--initial-cluster item {item:?}: member ids start at 1"
+                ));
+            }
+            if !address.contains(':') {
+                return Err(format!(
+                    "--initial-cluster item {item:?}: {address:?} has no port"
+                ));
+            }
+            if members.insert(id, address.trim().to_owned()).is_some() {
+                return Err(format!("--initial-cluster names member {id} twice"));
+            }
+        }
+        if !members.contains_key(&self.id) {
+            return Err(format!(
+                "--initial-cluster does not name this member (--id {})",
+                self.id
+            ));
+        }
+        Ok(members)
+    }
+
+    /// A stable id derived from the cluster name and founding members.
+    pub fn cluster_id(&self, members: &BTreeMap<u64, String>) -> String {
+        let mut text = self.cluster_name.clone();
+        for (id, address) in members {
+            text.push_str(&format!("|{id}={address}"));
+        }
+        format!("{}-{:016x}", self.cluster_name, fnv1a64(text.as_bytes()))
+    }
+}
+
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in bytes {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+/// Parses `500ms`, `10s`, `1m`, `2h` (a number and a unit).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|character: char| !character.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 500ms, 10s or 1m"))?;
+    let millis = match unit {
+        "ms" => number,
+        "s" => number * 1000,
+        "m" => number * 60_000,
+        "h" => number * 3_600_000,
+        _ => return Err(format!("{text:?} has no unit: use ms, s, m or h")),
+    };
+    Ok(Duration::from_millis(millis))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(arguments: &[&str]) -> ServerConfig {
+        let mut all = vec!["coord-server"];
+        all.extend_from_slice(arguments);
+        ServerConfig::try_parse_from(all).unwrap()
+    }
+
+    #[test]
+    fn defaults_form_a_single_member_cluster() {
+        let config = config(&[]);
+        assert_eq!(config.id, 1);
+        assert_eq!(config.listen_client.to_string(), "127.0.0.1:7400");
+        assert_eq!(
+            config.initial_members().unwrap(),
+            BTreeMap::from([(1, "127.0.0.1:7401".to_owned())])
+        );
+    }
+
+    #[test]
+    fn initial_cluster_is_parsed_and_checked() {
+        let config = config(&["--id", "2", "--initial-cluster", "1=a:1,2=b:2"]);
+        assert_eq!(config.initial_members().unwrap().len(), 2);
+        let missing = self::config(&["--id", "3", "--initial-cluster", "1=a:1,2=b:2"]);
+        assert!(missing
+            .initial_members()
+            .unwrap_err()
+            .contains("does not name this member"));
+        let duplicate = self::config(&["--initial-cluster", "1=a:1,1=b:2"]);
+        assert!(duplicate.initial_members().unwrap_err().contains("twice"));
+    }
+
+    #[test]
+    fn durations_read_like_people_write_them() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+}

@@ -1,0 +1,209 @@
+//! `Command`: the replicated write operations, as they are stored in the Raft log, and their
+//! outputs. Paths are carried as the client sent them and checked again by `Namespace::apply`,
+//! so that an entry in the log can never put the tree into a state that breaks a path rule.
+
+use serde::{Deserialize, Serialize};
+
+use super::error::FsmError;
+use super::ids::{FencingToken, Revision, SessionId};
+use super::node::{NodeKind, NodeStat};
+use super::path::NodePath;
+
+/// Default largest node data, in bytes (1 MiB).
+pub const NODE_DATA_BYTES_MAX: u64 = 1024 * 1024;
+/// Most operations in one branch of a txn.
+pub const TXN_OPS_MAX: usize = 128;
+/// Most compares plus fences in one txn.
+pub const TXN_CONDITIONS_MAX: usize = 128;
+/// Largest total payload of one command (data of every operation), in bytes.
+pub const COMMAND_BYTES_MAX: u64 = 8 * 1024 * 1024;
+
+const _: () = assert!(NODE_DATA_BYTES_MAX <= COMMAND_BYTES_MAX);
+
+/// Limits checked before a command is proposed. They are configuration, so they are checked by
+/// the member that accepts the request and never inside `apply`: members with different limits
+/// still apply the same log to the same state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub node_data_bytes_max: u64,
+    pub txn_ops_max: usize,
+    pub txn_conditions_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            node_data_bytes_max: NODE_DATA_BYTES_MAX,
+            txn_ops_max: TXN_OPS_MAX,
+            txn_conditions_max: TXN_CONDITIONS_MAX,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateCommand {
+    /// With `sequential`, a prefix that may end in `/` (then the name is the suffix alone).
+    pub path: String,
+    pub data: Vec<u8>,
+    pub kind: NodeKind,
+    pub sequential: bool,
+    pub make_parents: bool,
+    pub session: SessionId,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetCommand {
+    pub path: String,
+    pub data: Vec<u8>,
+    pub expected_version: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteCommand {
+    pub path: String,
+    pub expected_version: Option<u64>,
+    pub recursive: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CompareOp {
+    Equal,
+    NotEqual,
+    Less,
+    Greater,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CompareTarget {
+    Exists(bool),
+    Version(u64),
+    CreateRevision(Revision),
+    ModRevision(Revision),
+    Value(Vec<u8>),
+}
+
+/// A txn condition. Against a missing node every target but `Exists` compares false.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Compare {
+    pub path: String,
+    pub op: CompareOp,
+    pub target: CompareTarget,
+}
+
+/// A fencing precondition: the node at `path` must exist with `create_revision == token`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fence {
+    pub path: String,
+    pub token: FencingToken,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxnOp {
+    Create(CreateCommand),
+    Set(SetCommand),
+    Delete(DeleteCommand),
+    Get { path: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnCommand {
+    pub compares: Vec<Compare>,
+    pub fences: Vec<Fence>,
+    pub success: Vec<TxnOp>,
+    pub failure: Vec<TxnOp>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    Create(CreateCommand),
+    Set(SetCommand),
+    Delete(DeleteCommand),
+    Txn(TxnCommand),
+}
+
+/// The result of a successful command (or of one txn operation).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Output {
+    Created {
+        path: NodePath,
+        stat: NodeStat,
+    },
+    Set {
+        stat: NodeStat,
+    },
+    Deleted {
+        count: u64,
+    },
+    Got {
+        data: Vec<u8>,
+        stat: NodeStat,
+    },
+    Txn {
+        succeeded: bool,
+        results: Vec<Output>,
+    },
+}
+
+impl Command {
+    /// Checks the configurable limits; called before proposing, never during apply.
+    pub fn check_limits(&self, limits: &Limits) -> Result<(), FsmError> {
+        match self {
+            Command::Create(create) => check_data(&create.path, &create.data, limits),
+            Command::Set(set) => check_data(&set.path, &set.data, limits),
+            Command::Delete(_) => Ok(()),
+            Command::Txn(txn) => {
+                let conditions = txn.compares.len() + txn.fences.len();
+                if conditions > limits.txn_conditions_max {
+                    return Err(FsmError::LimitExceeded {
+                        what: "number of txn compares and fences".into(),
+                        size: conditions as u64,
+                        limit: limits.txn_conditions_max as u64,
+                    });
+                }
+                for branch in [&txn.success, &txn.failure] {
+                    if branch.len() > limits.txn_ops_max {
+                        return Err(FsmError::LimitExceeded {
+                            what: "number of operations in a txn branch".into(),
+                            size: branch.len() as u64,
+                            limit: limits.txn_ops_max as u64,
+                        });
+                    }
+                }
+                let mut total: u64 = 0;
+                for op in txn.success.iter().chain(&txn.failure) {
+                    match op {
+                        TxnOp::Create(create) => {
+                            check_data(&create.path, &create.data, limits)?;
+                            total += create.data.len() as u64;
+                        }
+                        TxnOp::Set(set) => {
+                            check_data(&set.path, &set.data, limits)?;
+                            total += set.data.len() as u64;
+                        }
+                        TxnOp::Delete(_) | TxnOp::Get { .. } => {}
+                    }
+                }
+                if total > COMMAND_BYTES_MAX {
+                    return Err(FsmError::LimitExceeded {
+                        what: "total data in one txn".into(),
+                        size: total,
+                        limit: COMMAND_BYTES_MAX,
+                    });
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+fn check_data(path: &str, data: &[u8], limits: &Limits) -> Result<(), FsmError> {
+    let size = data.len() as u64;
+    if size > limits.node_data_bytes_max {
+        return Err(FsmError::TooLarge {
+            path: path.to_owned(),
+            size,
+            limit: limits.node_data_bytes_max,
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,61 @@
+//! `FsmError`: every way a command can be refused by the namespace. These are API errors:
+//! expected, stable and shown to clients; none of them stops the member.
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use super::ids::{FencingToken, SessionId};
+use super::path::{NodePath, PathRule};
+
+#[derive(Debug, Clone, PartialEq, Eq, Error, Serialize, Deserialize)]
+pub enum FsmError {
+    #[error("invalid path {path:?}: {rule}")]
+    InvalidPath { path: String, rule: PathRule },
+    #[error("invalid argument: {reason}")]
+    InvalidArgument { reason: String },
+    #[error("node {path} already exists")]
+    NodeExists { path: NodePath },
+    #[error("node {path} does not exist")]
+    NoNode { path: NodePath },
+    #[error("node {path} has version {actual}, expected {expected}")]
+    BadVersion {
+        path: NodePath,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("node {path} has children")]
+    NotEmpty { path: NodePath },
+    #[error("parent node {parent} does not exist")]
+    NoParent { parent: NodePath },
+    #[error("parent node {parent} is ephemeral and cannot have children")]
+    EphemeralParent { parent: NodePath },
+    #[error("session {session} has expired or does not exist")]
+    SessionExpired { session: SessionId },
+    #[error("fence rejected: {path} has token {current}, the request held {token}")]
+    FenceRejected {
+        path: NodePath,
+        token: FencingToken,
+        current: FencingToken,
+    },
+    #[error("data for {path} is {size} bytes, over the limit of {limit}")]
+    TooLarge { path: String, size: u64, limit: u64 },
+    #[error("{what} is {size}, over the limit of {limit}")]
+    LimitExceeded { what: String, size: u64, limit: u64 },
+    #[error("the root node cannot be deleted")]
+    RootReadOnly,
+    #[error("txn operation {op_index} failed: {source}")]
+    TxnOpFailed {
+        op_index: usize,
+        source: Box<FsmError>,
+    },
+}
+
+impl FsmError {
+    /// Builds an `InvalidPath` for `text`, which broke `rule`.
+    pub fn invalid_path(text: &str, rule: PathRule) -> FsmError {
+        FsmError::InvalidPath {
+            path: text.to_owned(),
+            rule,
+        }
+    }
+}

@@ -1,0 +1,725 @@
+//! Property tests: `Namespace` against a deliberately naive reference model.
+//!
+//! The model keeps a flat map of paths, finds children by scanning, and gets atomicity by
+//! cloning itself before each command. Random command sequences must give the same outcomes,
+//! the same trees (data and every stat field) and the same revisions; every state must pass
+//! `validate`, and snapshot → restore must give an equal state and equal bytes.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+
+use super::*;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ModelNode {
+    data: Vec<u8>,
+    stat: NodeStat,
+    next_sequence: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Model {
+    nodes: BTreeMap<String, ModelNode>,
+    revision: u64,
+}
+
+fn parent_of(path: &str) -> Option<String> {
+    if path == "/" {
+        return None;
+    }
+    let cut = path.rfind('/').unwrap();
+    Some(if cut == 0 {
+        "/".to_owned()
+    } else {
+        path[..cut].to_owned()
+    })
+}
+
+fn parse(path: &str) -> Result<NodePath, FsmError> {
+    NodePath::parse(path).map_err(|rule| FsmError::invalid_path(path, rule))
+}
+
+fn np(path: &str) -> NodePath {
+    NodePath::parse(path).unwrap()
+}
+
+impl Model {
+    fn new() -> Model {
+        let root = Node::new(Vec::new(), NodeKind::Persistent, SessionId(0), Revision(0));
+        let mut nodes = BTreeMap::new();
+        nodes.insert(
+            "/".to_owned(),
+            ModelNode {
+                data: Vec::new(),
+                stat: root.stat,
+                next_sequence: 0,
+            },
+        );
+        Model { nodes, revision: 0 }
+    }
+
+    fn children_of(&self, path: &str) -> Vec<String> {
+        self.nodes
+            .keys()
+            .filter(|key| parent_of(key).as_deref() == Some(path))
+            .cloned()
+            .collect()
+    }
+
+    fn apply(&mut self, command: &Command) -> Result<Output, FsmError> {
+        self.revision += 1;
+        let saved = self.nodes.clone();
+        let result = match command {
+            Command::Create(create) => self.create(create),
+            Command::Set(set) => self.set(set),
+            Command::Delete(delete) => self.delete(delete),
+            Command::Txn(txn) => self.txn(txn),
+        };
+        if result.is_err() {
+            self.nodes = saved;
+        }
+        result
+    }
+
+    fn touch_parent(&mut self, path: &str, delta: i64) {
+        let revision = Revision(self.revision);
+        let parent = self.nodes.get_mut(&parent_of(path).unwrap()).unwrap();
+        parent.stat.num_children = (parent.stat.num_children as i64 + delta) as u64;
+        parent.stat.cversion += 1;
+        parent.stat.children_revision = revision;
+    }
+
+    fn add(&mut self, path: &str, data: Vec<u8>, kind: NodeKind) -> NodeStat {
+        let node = Node::new(data.clone(), kind, SessionId(0), Revision(self.revision));
+        self.nodes.insert(
+            path.to_owned(),
+            ModelNode {
+                data,
+                stat: node.stat,
+                next_sequence: 0,
+            },
+        );
+        self.touch_parent(path, 1);
+        node.stat
+    }
+
+    fn parent_ok(&self, path: &str) -> Result<(), FsmError> {
+        let parent = parent_of(path).unwrap();
+        match self.nodes.get(&parent) {
+            None => Err(FsmError::NoParent {
+                parent: np(&parent),
+            }),
+            Some(node) if node.stat.kind == NodeKind::Ephemeral => Err(FsmError::EphemeralParent {
+                parent: np(&parent),
+            }),
+            Some(_) => Ok(()),
+        }
+    }
+
+    fn create(&mut self, create: &CreateCommand) -> Result<Output, FsmError> {
+        let mut path = if create.sequential {
+            let sample = format!("{}0000000000", create.path);
+            NodePath::parse(&sample).map_err(|rule| FsmError::invalid_path(&create.path, rule))?;
+            sample
+        } else {
+            parse(&create.path)?;
+            create.path.clone()
+        };
+        if path == "/" {
+            return Err(FsmError::NodeExists {
+                path: NodePath::root(),
+            });
+        }
+        if create.make_parents {
+            for ancestor in np(&path).ancestors() {
+                if !self.nodes.contains_key(ancestor.as_str()) {
+                    self.parent_ok(ancestor.as_str())?;
+                    self.add(ancestor.as_str(), Vec::new(), NodeKind::Persistent);
+                }
+            }
+        }
+        if create.sequential {
+            let parent = parent_of(&path).unwrap();
+            let parent_node = self
+                .nodes
+                .get_mut(&parent)
+                .ok_or_else(|| FsmError::NoParent {
+                    parent: np(&parent),
+                })?;
+            path = format!("{}{:010}", create.path, parent_node.next_sequence);
+            parse(&path)?;
+            parent_node.next_sequence += 1;
+        }
+        if self.nodes.contains_key(&path) {
+            return Err(FsmError::NodeExists { path: np(&path) });
+        }
+        self.parent_ok(&path)?;
+        match create.kind {
+            NodeKind::Ephemeral => {
+                return Err(FsmError::SessionExpired {
+                    session: create.session,
+                })
+            }
+            _ if create.session != SessionId(0) => {
+                return Err(FsmError::InvalidArgument {
+                    reason: "a session may only own ephemeral nodes".into(),
+                })
+            }
+            _ => {}
+        }
+        let stat = self.add(&path, create.data.clone(), create.kind);
+        Ok(Output::Created {
+            path: np(&path),
+            stat,
+        })
+    }
+
+    fn set(&mut self, set: &SetCommand) -> Result<Output, FsmError> {
+        let path = parse(&set.path)?;
+        let revision = Revision(self.revision);
+        let node = self
+            .nodes
+            .get_mut(path.as_str())
+            .ok_or(FsmError::NoNode { path: path.clone() })?;
+        if let Some(expected) = set.expected_version {
+            if expected != node.stat.version {
+                return Err(FsmError::BadVersion {
+                    path,
+                    expected,
+                    actual: node.stat.version,
+                });
+            }
+        }
+        node.data = set.data.clone();
+        node.stat.version += 1;
+        node.stat.mod_revision = revision;
+        node.stat.data_length = set.data.len() as u64;
+        Ok(Output::Set { stat: node.stat })
+    }
+
+    fn remove_subtree(&mut self, path: &str) -> u64 {
+        let mut count = 0;
+        for child in self.children_of(path) {
+            count += self.remove_subtree(&child);
+        }
+        self.nodes.remove(path);
+        self.touch_parent(path, -1);
+        count + 1
+    }
+
+    fn delete(&mut self, delete: &DeleteCommand) -> Result<Output, FsmError> {
+        let path = parse(&delete.path)?;
+        if path.is_root() {
+            return Err(FsmError::RootReadOnly);
+        }
+        let node = self
+            .nodes
+            .get(path.as_str())
+            .ok_or(FsmError::NoNode { path: path.clone() })?;
+        if let Some(expected) = delete.expected_version {
+            if expected != node.stat.version {
+                return Err(FsmError::BadVersion {
+                    path,
+                    expected,
+                    actual: node.stat.version,
+                });
+            }
+        }
+        if !self.children_of(path.as_str()).is_empty() && !delete.recursive {
+            return Err(FsmError::NotEmpty { path });
+        }
+        let count = self.remove_subtree(path.as_str());
+        let mut current = parent_of(path.as_str()).unwrap();
+        while current != "/"
+            && self.nodes[&current].stat.kind == NodeKind::Container
+            && self.children_of(&current).is_empty()
+        {
+            self.remove_subtree(&current.clone());
+            current = parent_of(&current).unwrap();
+        }
+        Ok(Output::Deleted { count })
+    }
+
+    fn txn(&mut self, txn: &TxnCommand) -> Result<Output, FsmError> {
+        for fence in &txn.fences {
+            let path = parse(&fence.path)?;
+            let current = self
+                .nodes
+                .get(path.as_str())
+                .map_or(0, |node| node.stat.create_revision.0);
+            if current != fence.token.0 || !self.nodes.contains_key(path.as_str()) {
+                return Err(FsmError::FenceRejected {
+                    path,
+                    token: fence.token,
+                    current: FencingToken(current),
+                });
+            }
+        }
+        let mut succeeded = true;
+        for compare in &txn.compares {
+            let path = parse(&compare.path)?;
+            let node = self.nodes.get(path.as_str());
+            let holds = match (&compare.target, node) {
+                (CompareTarget::Exists(expected), node) => match compare.op {
+                    CompareOp::Equal => node.is_some() == *expected,
+                    CompareOp::NotEqual => node.is_some() != *expected,
+                    _ => {
+                        return Err(FsmError::InvalidArgument {
+                            reason: format!(
+                                "compare on {path}: existence takes only EQUAL or NOT_EQUAL"
+                            ),
+                        })
+                    }
+                },
+                (_, None) => false,
+                (target, Some(node)) => {
+                    let ordering = match target {
+                        CompareTarget::Version(value) => node.stat.version.cmp(value),
+                        CompareTarget::CreateRevision(value) => {
+                            node.stat.create_revision.cmp(value)
+                        }
+                        CompareTarget::ModRevision(value) => node.stat.mod_revision.cmp(value),
+                        CompareTarget::Value(value) => node.data.cmp(value),
+                        CompareTarget::Exists(_) => unreachable!(),
+                    };
+                    match compare.op {
+                        CompareOp::Equal => ordering.is_eq(),
+                        CompareOp::NotEqual => ordering.is_ne(),
+                        CompareOp::Less => ordering.is_lt(),
+                        CompareOp::Greater => ordering.is_gt(),
+                    }
+                }
+            };
+            succeeded &= holds;
+        }
+        let branch = if succeeded {
+            &txn.success
+        } else {
+            &txn.failure
+        };
+        let mut results = Vec::new();
+        for (op_index, op) in branch.iter().enumerate() {
+            let result = match op {
+                TxnOp::Create(create) => self.create(create),
+                TxnOp::Set(set) => self.set(set),
+                TxnOp::Delete(delete) => self.delete(delete),
+                TxnOp::Get { path } => parse(path).and_then(|path| {
+                    let node = self
+                        .nodes
+                        .get(path.as_str())
+                        .ok_or(FsmError::NoNode { path: path.clone() })?;
+                    Ok(Output::Got {
+                        data: node.data.clone(),
+                        stat: node.stat,
+                    })
+                }),
+            };
+            results.push(result.map_err(|source| FsmError::TxnOpFailed {
+                op_index,
+                source: Box::new(source),
+            })?);
+        }
+        Ok(Output::Txn { succeeded, results })
+    }
+
+    fn tree(&self) -> Vec<(String, ModelNode)> {
+        self.nodes
+            .iter()
+            .map(|(path, node)| (path.clone(), node.clone()))
+            .collect()
+    }
+}
+
+fn tree_of(namespace: &Namespace) -> Vec<(String, ModelNode)> {
+    namespace
+        .iter()
+        .map(|(path, node)| {
+            let model_node = ModelNode {
+                data: node.data.clone(),
+                stat: node.stat,
+                next_sequence: node.next_sequence,
+            };
+            (path.to_string(), model_node)
+        })
+        .collect()
+}
+
+// --- generators: a small alphabet so commands collide often ---
+
+fn path_strategy() -> impl Strategy<Value = String> {
+    prop_oneof![
+        8 => prop::collection::vec(prop::sample::select(vec!["a", "b", "c"]), 1..4)
+            .prop_map(|segments| format!("/{}", segments.join("/"))),
+        1 => Just("/".to_owned()),
+        1 => prop::sample::select(vec!["", "a", "/a/", "//a", "/a/./b", "/a/\u{7}"]).prop_map(str::to_owned),
+    ]
+}
+
+fn data_strategy() -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(prop::sample::select(vec![b'x', b'y']), 0..3)
+}
+
+fn create_strategy() -> impl Strategy<Value = CreateCommand> {
+    (
+        path_strategy(),
+        data_strategy(),
+        prop_oneof![4 => Just(NodeKind::Persistent), 2 => Just(NodeKind::Container), 1 => Just(NodeKind::Ephemeral)],
+        prop::bool::weighted(0.25),
+        prop::bool::weighted(0.3),
+        prop::bool::weighted(0.05),
+    )
+        .prop_map(|(path, data, kind, sequential, make_parents, with_session)| {
+            let path = if sequential && path != "/" { format!("{path}-") } else { path };
+            CreateCommand {
+                path,
+                data,
+                kind,
+                sequential,
+                make_parents,
+                session: SessionId(u64::from(with_session) * 7),
+            }
+        })
+}
+
+fn set_strategy() -> impl Strategy<Value = SetCommand> {
+    (
+        path_strategy(),
+        data_strategy(),
+        prop::option::weighted(0.3, 0u64..3),
+    )
+        .prop_map(|(path, data, expected_version)| SetCommand {
+            path,
+            data,
+            expected_version,
+        })
+}
+
+fn delete_strategy() -> impl Strategy<Value = DeleteCommand> {
+    (
+        path_strategy(),
+        prop::option::weighted(0.3, 0u64..3),
+        prop::bool::weighted(0.4),
+    )
+        .prop_map(|(path, expected_version, recursive)| DeleteCommand {
+            path,
+            expected_version,
+            recursive,
+        })
+}
+
+fn compare_strategy() -> impl Strategy<Value = Compare> {
+    let op = prop::sample::select(vec![
+        CompareOp::Equal,
+        CompareOp::NotEqual,
+        CompareOp::Less,
+        CompareOp::Greater,
+    ]);
+    let target = prop_oneof![
+        any::<bool>().prop_map(CompareTarget::Exists),
+        (0u64..3).prop_map(CompareTarget::Version),
+        (0u64..20).prop_map(|value| CompareTarget::CreateRevision(Revision(value))),
+        (0u64..20).prop_map(|value| CompareTarget::ModRevision(Revision(value))),
+        data_strategy().prop_map(CompareTarget::Value),
+    ];
+    (path_strategy(), op, target).prop_map(|(path, op, target)| Compare { path, op, target })
+}
+
+fn txn_op_strategy() -> impl Strategy<Value = TxnOp> {
+    prop_oneof![
+        create_strategy().prop_map(TxnOp::Create),
+        set_strategy().prop_map(TxnOp::Set),
+        delete_strategy().prop_map(TxnOp::Delete),
+        path_strategy().prop_map(|path| TxnOp::Get { path }),
+    ]
+}
+
+fn command_strategy() -> impl Strategy<Value = Command> {
+    prop_oneof![
+        5 => create_strategy().prop_map(Command::Create),
+        2 => set_strategy().prop_map(Command::Set),
+        2 => delete_strategy().prop_map(Command::Delete),
+        2 => (
+            prop::collection::vec(compare_strategy(), 0..3),
+            prop::collection::vec((path_strategy(), 0u64..20), 0..2),
+            prop::collection::vec(txn_op_strategy(), 0..4),
+            prop::collection::vec(txn_op_strategy(), 0..3),
+        )
+            .prop_map(|(compares, fences, success, failure)| {
+                let fences = fences
+                    .into_iter()
+                    .map(|(path, token)| Fence { path, token: FencingToken(token) })
+                    .collect();
+                Command::Txn(TxnCommand { compares, fences, success, failure })
+            }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn namespace_matches_the_reference_model(commands in prop::collection::vec(command_strategy(), 1..60)) {
+        let mut namespace = Namespace::new();
+        let mut model = Model::new();
+        for (step, command) in commands.iter().enumerate() {
+            let revision = Revision(step as u64 + 1);
+            let applied = namespace.apply(revision, command);
+            let expected = model.apply(command);
+            prop_assert_eq!(&applied.outcome, &expected, "step {} command {:?}", step, command);
+            if applied.outcome.is_err() {
+                prop_assert!(applied.events.is_empty());
+            }
+            for event in &applied.events {
+                prop_assert_eq!(event.revision, revision);
+            }
+            prop_assert_eq!(namespace.revision(), revision);
+            prop_assert_eq!(tree_of(&namespace), model.tree(), "tree after step {}", step);
+            if let Err(reason) = namespace.validate() {
+                prop_assert!(false, "invalid state after step {}: {}", step, reason);
+            }
+        }
+        let bytes = namespace.to_snapshot();
+        let restored = Namespace::from_snapshot(&bytes).unwrap();
+        prop_assert_eq!(&restored, &namespace);
+        prop_assert_eq!(restored.to_snapshot(), bytes);
+    }
+}
+
+// --- scenario tests: exact outputs and events ---
+
+fn create(path: &str, kind: NodeKind) -> Command {
+    Command::Create(CreateCommand {
+        path: path.into(),
+        data: b"d".to_vec(),
+        kind,
+        sequential: false,
+        make_parents: false,
+        session: SessionId(0),
+    })
+}
+
+fn kinds(applied: &Applied) -> Vec<(String, EventKind)> {
+    applied
+        .events
+        .iter()
+        .map(|event| (event.path.to_string(), event.kind))
+        .collect()
+}
+
+#[test]
+fn create_emits_created_and_children_changed() {
+    let mut namespace = Namespace::new();
+    let applied = namespace.apply(Revision(5), &create("/a", NodeKind::Persistent));
+    assert_eq!(
+        kinds(&applied),
+        [
+            ("/a".into(), EventKind::Created),
+            ("/".into(), EventKind::ChildrenChanged)
+        ]
+    );
+    let stat = namespace.get(&np("/a")).unwrap().stat;
+    assert_eq!(stat.create_revision, Revision(5));
+    assert_eq!(
+        namespace
+            .get(&NodePath::root())
+            .unwrap()
+            .stat
+            .children_revision,
+        Revision(5)
+    );
+}
+
+#[test]
+fn sequential_suffixes_increase_even_after_deletes() {
+    let mut namespace = Namespace::new();
+    namespace.apply(Revision(1), &create("/q", NodeKind::Persistent));
+    let mut names = Vec::new();
+    for step in 0..3u64 {
+        let command = Command::Create(CreateCommand {
+            path: "/q/n-".into(),
+            data: Vec::new(),
+            kind: NodeKind::Persistent,
+            sequential: true,
+            make_parents: false,
+            session: SessionId(0),
+        });
+        let applied = namespace.apply(Revision(2 + step * 2), &command);
+        let Ok(Output::Created { path, .. }) = applied.outcome else {
+            panic!("{applied:?}")
+        };
+        names.push(path.to_string());
+        let delete = Command::Delete(DeleteCommand {
+            path: path.to_string(),
+            expected_version: None,
+            recursive: false,
+        });
+        assert!(namespace
+            .apply(Revision(3 + step * 2), &delete)
+            .outcome
+            .is_ok());
+    }
+    assert_eq!(
+        names,
+        ["/q/n-0000000000", "/q/n-0000000001", "/q/n-0000000002"]
+    );
+}
+
+#[test]
+fn container_goes_with_its_last_child_and_cascades() {
+    let mut namespace = Namespace::new();
+    namespace.apply(Revision(1), &create("/locks", NodeKind::Container));
+    namespace.apply(Revision(2), &create("/locks/x", NodeKind::Container));
+    namespace.apply(
+        Revision(3),
+        &create("/locks/x/holder", NodeKind::Persistent),
+    );
+    let delete = Command::Delete(DeleteCommand {
+        path: "/locks/x/holder".into(),
+        expected_version: None,
+        recursive: false,
+    });
+    let applied = namespace.apply(Revision(4), &delete);
+    assert_eq!(
+        kinds(&applied),
+        [
+            (
+                "/locks/x/holder".into(),
+                EventKind::Deleted(DeleteReason::Deleted)
+            ),
+            ("/locks/x".into(), EventKind::ChildrenChanged),
+            (
+                "/locks/x".into(),
+                EventKind::Deleted(DeleteReason::ContainerEmpty)
+            ),
+            ("/locks".into(), EventKind::ChildrenChanged),
+            (
+                "/locks".into(),
+                EventKind::Deleted(DeleteReason::ContainerEmpty)
+            ),
+            ("/".into(), EventKind::ChildrenChanged),
+        ]
+    );
+    assert_eq!(namespace.node_count(), 1);
+}
+
+#[test]
+fn failed_txn_changes_nothing_and_names_the_operation() {
+    let mut namespace = Namespace::new();
+    namespace.apply(Revision(1), &create("/a", NodeKind::Persistent));
+    let before = namespace.to_snapshot();
+    let txn = Command::Txn(TxnCommand {
+        compares: vec![],
+        fences: vec![],
+        success: vec![
+            TxnOp::Set(SetCommand {
+                path: "/a".into(),
+                data: b"new".to_vec(),
+                expected_version: None,
+            }),
+            TxnOp::Create(CreateCommand {
+                path: "/a".into(),
+                data: Vec::new(),
+                kind: NodeKind::Persistent,
+                sequential: false,
+                make_parents: false,
+                session: SessionId(0),
+            }),
+        ],
+        failure: vec![],
+    });
+    let applied = namespace.apply(Revision(2), &txn);
+    assert_eq!(
+        applied.outcome,
+        Err(FsmError::TxnOpFailed {
+            op_index: 1,
+            source: Box::new(FsmError::NodeExists { path: np("/a") })
+        })
+    );
+    assert!(applied.events.is_empty());
+    // Only the revision moved.
+    let mut expected = Namespace::from_snapshot(&before).unwrap();
+    expected.advance(Revision(2));
+    assert_eq!(namespace, expected);
+}
+
+#[test]
+fn fence_rejects_a_stale_token_and_accepts_the_current_one() {
+    let mut namespace = Namespace::new();
+    namespace.apply(Revision(1), &create("/lock", NodeKind::Persistent));
+    namespace.apply(Revision(2), &create("/resource", NodeKind::Persistent));
+    let fenced_write = |token: u64| {
+        Command::Txn(TxnCommand {
+            compares: vec![],
+            fences: vec![Fence {
+                path: "/lock".into(),
+                token: FencingToken(token),
+            }],
+            success: vec![TxnOp::Set(SetCommand {
+                path: "/resource".into(),
+                data: b"w".to_vec(),
+                expected_version: None,
+            })],
+            failure: vec![],
+        })
+    };
+    let stale = namespace.apply(Revision(3), &fenced_write(7));
+    assert_eq!(
+        stale.outcome,
+        Err(FsmError::FenceRejected {
+            path: np("/lock"),
+            token: FencingToken(7),
+            current: FencingToken(1)
+        })
+    );
+    assert!(namespace
+        .apply(Revision(4), &fenced_write(1))
+        .outcome
+        .is_ok());
+    assert_eq!(namespace.get(&np("/resource")).unwrap().data, b"w");
+}
+
+#[test]
+fn limits_are_checked_before_proposal() {
+    let limits = Limits {
+        node_data_bytes_max: 4,
+        ..Limits::default()
+    };
+    let command = Command::Set(SetCommand {
+        path: "/a".into(),
+        data: vec![0; 5],
+        expected_version: None,
+    });
+    assert_eq!(
+        command.check_limits(&limits),
+        Err(FsmError::TooLarge {
+            path: "/a".into(),
+            size: 5,
+            limit: 4
+        })
+    );
+}
+
+#[test]
+fn children_pages_are_ordered_and_complete() {
+    let mut namespace = Namespace::new();
+    namespace.apply(Revision(1), &create("/d", NodeKind::Persistent));
+    for index in 0..25u64 {
+        namespace.apply(
+            Revision(2 + index),
+            &create(&format!("/d/n{index:02}"), NodeKind::Persistent),
+        );
+    }
+    let mut names = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = namespace.children(&np("/d"), after.as_deref(), 10).unwrap();
+        names.extend(page.children.iter().map(|(name, _)| name.clone()));
+        after = page.children.last().map(|(name, _)| name.clone());
+        if !page.more {
+            break;
+        }
+    }
+    let expected: Vec<String> = (0..25).map(|index| format!("n{index:02}")).collect();
+    assert_eq!(names, expected);
+}

@@ -1,0 +1,793 @@
+//! `Namespace`: the replicated tree of nodes and the session table, and the deterministic
+//! `apply` that moves it from one revision to the next.
+//!
+//! Every command runs inside a `Change`, which journals the inverse of each primitive mutation.
+//! A command that fails part-way (a txn whose third operation hits `NodeExists`, say) is rolled
+//! back by replaying that journal backwards, so every command is all or nothing without cloning
+//! the tree.
+//!
+//! ```text
+//!  apply(revision, command)
+//!     │  Change { undo: [], events: [] }
+//!     ├─ primitives: insert / remove / set_data / touch_meta ──► push Undo, push WatchEvent
+//!     ├─ Ok  ─► keep state, return (Ok(output), events)
+//!     └─ Err ─► replay undo backwards, return (Err(error), [])
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
+
+use serde::{Deserialize, Serialize};
+
+use super::command::{
+    Command, Compare, CompareOp, CompareTarget, CreateCommand, DeleteCommand, Fence, Output,
+    SetCommand, TxnCommand, TxnOp,
+};
+use super::error::FsmError;
+use super::event::{DeleteReason, EventKind, WatchEvent};
+use super::ids::{FencingToken, Revision, SessionId};
+use super::node::{Node, NodeKind, NodeStat};
+use super::path::NodePath;
+
+/// A live session as the state machine knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub ttl_ms: u64,
+    /// Ephemeral nodes this session owns.
+    pub ephemerals: BTreeSet<NodePath>,
+}
+
+/// What one `apply` produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub outcome: Result<Output, FsmError>,
+    /// Changes in the order they happened, all at the command's revision; empty on failure.
+    pub events: Vec<WatchEvent>,
+}
+
+/// One page of a children listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildrenPage {
+    pub parent: NodeStat,
+    pub children: Vec<(String, NodeStat)>,
+    /// Whether names after the last returned one exist.
+    pub more: bool,
+}
+
+/// The tree and sessions at one revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Namespace {
+    pub(super) nodes: BTreeMap<NodePath, Node>,
+    pub(super) sessions: BTreeMap<SessionId, SessionRecord>,
+    pub(super) revision: Revision,
+}
+
+impl Default for Namespace {
+    fn default() -> Namespace {
+        Namespace::new()
+    }
+}
+
+enum Undo {
+    Inserted {
+        path: NodePath,
+    },
+    Removed {
+        path: NodePath,
+        node: Node,
+    },
+    Meta {
+        path: NodePath,
+        stat: NodeStat,
+        next_sequence: u64,
+    },
+    Data {
+        path: NodePath,
+        data: Vec<u8>,
+    },
+    Linked {
+        parent: NodePath,
+        name: String,
+    },
+    Unlinked {
+        parent: NodePath,
+        name: String,
+    },
+    OwnerLinked {
+        session: SessionId,
+        path: NodePath,
+    },
+    OwnerUnlinked {
+        session: SessionId,
+        path: NodePath,
+    },
+}
+
+/// One command in progress: the journal to roll it back and the events it produced.
+struct Change<'a> {
+    namespace: &'a mut Namespace,
+    revision: Revision,
+    undo: Vec<Undo>,
+    events: Vec<WatchEvent>,
+    /// Index in `events` of the coalesced ChildrenChanged event of each parent.
+    children_event: BTreeMap<NodePath, usize>,
+}
+
+impl Namespace {
+    /// An empty tree: only the root, at revision 0.
+    pub fn new() -> Namespace {
+        let mut nodes = BTreeMap::new();
+        nodes.insert(
+            NodePath::root(),
+            Node::new(Vec::new(), NodeKind::Persistent, SessionId(0), Revision(0)),
+        );
+        Namespace {
+            nodes,
+            sessions: BTreeMap::new(),
+            revision: Revision(0),
+        }
+    }
+
+    /// The revision of the last applied entry.
+    pub fn revision(&self) -> Revision {
+        self.revision
+    }
+
+    /// Number of nodes, the root included.
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn get(&self, path: &NodePath) -> Option<&Node> {
+        self.nodes.get(path)
+    }
+
+    pub fn sessions(&self) -> &BTreeMap<SessionId, SessionRecord> {
+        &self.sessions
+    }
+
+    /// All nodes in path order.
+    pub fn iter(&self) -> impl Iterator<Item = (&NodePath, &Node)> {
+        self.nodes.iter()
+    }
+
+    /// Up to `limit` children of `path` whose names sort after `after`.
+    pub fn children(
+        &self,
+        path: &NodePath,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<ChildrenPage, FsmError> {
+        let node = self
+            .nodes
+            .get(path)
+            .ok_or_else(|| FsmError::NoNode { path: path.clone() })?;
+        let names: Box<dyn Iterator<Item = &String>> = match after {
+            Some(after) => Box::new(
+                node.children
+                    .range::<str, _>((Bound::Excluded(after), Bound::Unbounded)),
+            ),
+            None => Box::new(node.children.iter()),
+        };
+        let mut children = Vec::new();
+        let mut more = false;
+        for name in names {
+            if children.len() == limit {
+                more = true;
+                break;
+            }
+            let child_path = path
+                .child(name)
+                .expect("stored child names are valid segments");
+            let child = self.nodes.get(&child_path).expect("a listed child exists");
+            children.push((name.clone(), child.stat));
+        }
+        Ok(ChildrenPage {
+            parent: node.stat,
+            children,
+            more,
+        })
+    }
+
+    /// Whether `token` is the create revision of the node now at `path`; also returns that
+    /// node's create revision (0 when there is none).
+    pub fn check_fence(&self, path: &NodePath, token: FencingToken) -> (bool, FencingToken) {
+        match self.nodes.get(path) {
+            Some(node) => {
+                let current = FencingToken(node.stat.create_revision.0);
+                (current == token, current)
+            }
+            None => (false, FencingToken(0)),
+        }
+    }
+
+    /// Moves to `revision` without changing the tree (for log entries that carry no command).
+    pub fn advance(&mut self, revision: Revision) {
+        assert!(
+            revision > self.revision,
+            "revision {revision} after {}",
+            self.revision
+        );
+        self.revision = revision;
+    }
+
+    /// Applies `command` at `revision`, which must be above the current revision.
+    pub fn apply(&mut self, revision: Revision, command: &Command) -> Applied {
+        self.advance(revision);
+        let mut change = Change {
+            namespace: self,
+            revision,
+            undo: Vec::new(),
+            events: Vec::new(),
+            children_event: BTreeMap::new(),
+        };
+        let outcome = match command {
+            Command::Create(create) => change.create(create),
+            Command::Set(set) => change.set(set),
+            Command::Delete(delete) => change.delete(delete),
+            Command::Txn(txn) => change.txn(txn),
+        };
+        match outcome {
+            Ok(output) => Applied {
+                outcome: Ok(output),
+                events: change.events,
+            },
+            Err(error) => {
+                change.rollback();
+                Applied {
+                    outcome: Err(error),
+                    events: Vec::new(),
+                }
+            }
+        }
+    }
+
+    /// Checks every structural invariant; a violation means the replica diverged.
+    pub fn validate(&self) -> Result<(), String> {
+        let root = self
+            .nodes
+            .get(&NodePath::root())
+            .ok_or("the root is missing")?;
+        if root.stat.kind != NodeKind::Persistent {
+            return Err("the root is not persistent".into());
+        }
+        let mut owned: BTreeMap<SessionId, BTreeSet<NodePath>> = BTreeMap::new();
+        for (path, node) in &self.nodes {
+            if node.stat.num_children != node.children.len() as u64 {
+                return Err(format!(
+                    "{path}: num_children {} but {} children",
+                    node.stat.num_children,
+                    node.children.len()
+                ));
+            }
+            if node.stat.data_length != node.data.len() as u64 {
+                return Err(format!(
+                    "{path}: data_length {} but {} bytes",
+                    node.stat.data_length,
+                    node.data.len()
+                ));
+            }
+            if node.stat.mod_revision > self.revision {
+                return Err(format!(
+                    "{path}: mod_revision {} above {}",
+                    node.stat.mod_revision, self.revision
+                ));
+            }
+            if node.stat.create_revision > node.stat.mod_revision {
+                return Err(format!("{path}: create_revision above mod_revision"));
+            }
+            for name in &node.children {
+                let child = path
+                    .child(name)
+                    .map_err(|rule| format!("{path}: child {name:?}: {rule}"))?;
+                if !self.nodes.contains_key(&child) {
+                    return Err(format!("{path}: lists missing child {name}"));
+                }
+            }
+            match node.stat.kind {
+                NodeKind::Ephemeral => {
+                    if !node.children.is_empty() {
+                        return Err(format!("{path}: ephemeral node has children"));
+                    }
+                    if !self.sessions.contains_key(&node.stat.ephemeral_owner) {
+                        return Err(format!(
+                            "{path}: owner {} is not a live session",
+                            node.stat.ephemeral_owner
+                        ));
+                    }
+                    owned
+                        .entry(node.stat.ephemeral_owner)
+                        .or_default()
+                        .insert(path.clone());
+                }
+                NodeKind::Persistent | NodeKind::Container => {
+                    if node.stat.ephemeral_owner != SessionId(0) {
+                        return Err(format!("{path}: non-ephemeral node has an owner"));
+                    }
+                }
+            }
+            if let Some(parent) = path.parent() {
+                let parent_node = self
+                    .nodes
+                    .get(&parent)
+                    .ok_or_else(|| format!("{path}: parent is missing"))?;
+                if !parent_node.children.contains(path.name()) {
+                    return Err(format!("{path}: not listed by its parent"));
+                }
+            }
+        }
+        for (session, record) in &self.sessions {
+            let expected = owned.remove(session).unwrap_or_default();
+            if record.ephemerals != expected {
+                return Err(format!(
+                    "session {session}: owner list disagrees with the tree"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Change<'_> {
+    fn node(&self, path: &NodePath) -> Result<&Node, FsmError> {
+        self.namespace
+            .nodes
+            .get(path)
+            .ok_or_else(|| FsmError::NoNode { path: path.clone() })
+    }
+
+    fn create(&mut self, create: &CreateCommand) -> Result<Output, FsmError> {
+        let (parent, path) = self.create_target(create)?;
+        if create.make_parents {
+            for ancestor in path.ancestors() {
+                if !self.namespace.nodes.contains_key(&ancestor) {
+                    self.check_parent_accepts(&ancestor)?;
+                    let node = Node::new(
+                        Vec::new(),
+                        NodeKind::Persistent,
+                        SessionId(0),
+                        self.revision,
+                    );
+                    self.insert(ancestor, node);
+                }
+            }
+        }
+        let (path, parent) = match (create.sequential, path) {
+            (true, _) => {
+                // The suffix comes from the parent, which may only now exist.
+                let parent_node = self.node(&parent).map_err(|_| FsmError::NoParent {
+                    parent: parent.clone(),
+                })?;
+                let sequence = parent_node.next_sequence;
+                let text = sequential_name(&create.path, sequence);
+                let path =
+                    NodePath::parse(&text).map_err(|rule| FsmError::invalid_path(&text, rule))?;
+                self.touch_meta(&parent, |_, next_sequence| *next_sequence += 1);
+                (path, parent)
+            }
+            (false, path) => (path, parent),
+        };
+        if self.namespace.nodes.contains_key(&path) {
+            return Err(FsmError::NodeExists { path });
+        }
+        self.check_parent_accepts(&path)?;
+        let owner = match create.kind {
+            NodeKind::Ephemeral => {
+                if !self.namespace.sessions.contains_key(&create.session) {
+                    return Err(FsmError::SessionExpired {
+                        session: create.session,
+                    });
+                }
+                create.session
+            }
+            NodeKind::Persistent | NodeKind::Container => {
+                if create.session != SessionId(0) {
+                    return Err(FsmError::InvalidArgument {
+                        reason: "a session may only own ephemeral nodes".into(),
+                    });
+                }
+                SessionId(0)
+            }
+        };
+        debug_assert!(parent == path.parent().expect("a created path is not the root"));
+        let node = Node::new(create.data.clone(), create.kind, owner, self.revision);
+        let stat = node.stat;
+        self.insert(path.clone(), node);
+        Ok(Output::Created { path, stat })
+    }
+
+    /// The parent and (for non-sequential creates) the final path of a create.
+    fn create_target(&self, create: &CreateCommand) -> Result<(NodePath, NodePath), FsmError> {
+        if create.sequential {
+            // Validate the shape with a sample suffix; the real suffix is chosen later.
+            let sample = sequential_name(&create.path, 0);
+            let path = NodePath::parse(&sample)
+                .map_err(|rule| FsmError::invalid_path(&create.path, rule))?;
+            let parent = path.parent().expect("a sequential path has a parent");
+            Ok((parent, path))
+        } else {
+            let path = NodePath::parse(&create.path)
+                .map_err(|rule| FsmError::invalid_path(&create.path, rule))?;
+            let Some(parent) = path.parent() else {
+                return Err(FsmError::NodeExists { path });
+            };
+            Ok((parent, path))
+        }
+    }
+
+    fn check_parent_accepts(&self, path: &NodePath) -> Result<(), FsmError> {
+        let parent = path.parent().expect("checked paths are not the root");
+        match self.namespace.nodes.get(&parent) {
+            None => Err(FsmError::NoParent { parent }),
+            Some(node) if node.stat.kind == NodeKind::Ephemeral => {
+                Err(FsmError::EphemeralParent { parent })
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
+    fn set(&mut self, set: &SetCommand) -> Result<Output, FsmError> {
+        let path =
+            NodePath::parse(&set.path).map_err(|rule| FsmError::invalid_path(&set.path, rule))?;
+        let node = self.node(&path)?;
+        check_version(&path, node, set.expected_version)?;
+        self.set_data(&path, set.data.clone());
+        Ok(Output::Set {
+            stat: self.node(&path)?.stat,
+        })
+    }
+
+    fn delete(&mut self, delete: &DeleteCommand) -> Result<Output, FsmError> {
+        let path = NodePath::parse(&delete.path)
+            .map_err(|rule| FsmError::invalid_path(&delete.path, rule))?;
+        if path.is_root() {
+            return Err(FsmError::RootReadOnly);
+        }
+        let node = self.node(&path)?;
+        check_version(&path, node, delete.expected_version)?;
+        if !node.children.is_empty() && !delete.recursive {
+            return Err(FsmError::NotEmpty { path });
+        }
+        let mut subtree = vec![path.clone()];
+        let prefix = format!("{path}/");
+        subtree.extend(
+            self.namespace
+                .nodes
+                .range::<str, _>((Bound::Included(prefix.as_str()), Bound::Unbounded))
+                .take_while(|(candidate, _)| candidate.as_str().starts_with(&prefix))
+                .map(|(candidate, _)| candidate.clone()),
+        );
+        // Descendants sort after their ancestors, so reverse order removes leaves first.
+        for doomed in subtree.iter().rev() {
+            self.remove(doomed, DeleteReason::Deleted);
+        }
+        self.collapse_empty_containers(path.parent().expect("not the root"));
+        Ok(Output::Deleted {
+            count: subtree.len() as u64,
+        })
+    }
+
+    fn txn(&mut self, txn: &TxnCommand) -> Result<Output, FsmError> {
+        for fence in &txn.fences {
+            self.check_fence(fence)?;
+        }
+        let mut succeeded = true;
+        for compare in &txn.compares {
+            // Evaluate every compare so a malformed one is reported even after a false one.
+            if !self.evaluate(compare)? {
+                succeeded = false;
+            }
+        }
+        let branch = if succeeded {
+            &txn.success
+        } else {
+            &txn.failure
+        };
+        let mut results = Vec::with_capacity(branch.len());
+        for (op_index, op) in branch.iter().enumerate() {
+            let result = match op {
+                TxnOp::Create(create) => self.create(create),
+                TxnOp::Set(set) => self.set(set),
+                TxnOp::Delete(delete) => self.delete(delete),
+                TxnOp::Get { path } => self.read(path),
+            };
+            match result {
+                Ok(output) => results.push(output),
+                Err(source) => {
+                    return Err(FsmError::TxnOpFailed {
+                        op_index,
+                        source: Box::new(source),
+                    })
+                }
+            }
+        }
+        Ok(Output::Txn { succeeded, results })
+    }
+
+    fn read(&self, path: &str) -> Result<Output, FsmError> {
+        let path = NodePath::parse(path).map_err(|rule| FsmError::invalid_path(path, rule))?;
+        let node = self.node(&path)?;
+        Ok(Output::Got {
+            data: node.data.clone(),
+            stat: node.stat,
+        })
+    }
+
+    fn check_fence(&self, fence: &Fence) -> Result<(), FsmError> {
+        let path = NodePath::parse(&fence.path)
+            .map_err(|rule| FsmError::invalid_path(&fence.path, rule))?;
+        let (current, holder) = self.namespace.check_fence(&path, fence.token);
+        if current {
+            Ok(())
+        } else {
+            Err(FsmError::FenceRejected {
+                path,
+                token: fence.token,
+                current: holder,
+            })
+        }
+    }
+
+    fn evaluate(&self, compare: &Compare) -> Result<bool, FsmError> {
+        let path = NodePath::parse(&compare.path)
+            .map_err(|rule| FsmError::invalid_path(&compare.path, rule))?;
+        let node = self.namespace.nodes.get(&path);
+        if let CompareTarget::Exists(expected) = compare.target {
+            return match compare.op {
+                CompareOp::Equal => Ok(node.is_some() == expected),
+                CompareOp::NotEqual => Ok(node.is_some() != expected),
+                CompareOp::Less | CompareOp::Greater => Err(FsmError::InvalidArgument {
+                    reason: format!("compare on {path}: existence takes only EQUAL or NOT_EQUAL"),
+                }),
+            };
+        }
+        let Some(node) = node else {
+            return Ok(false);
+        };
+        let ordering = match &compare.target {
+            CompareTarget::Exists(_) => unreachable!("handled above"),
+            CompareTarget::Version(version) => node.stat.version.cmp(version),
+            CompareTarget::CreateRevision(revision) => node.stat.create_revision.cmp(revision),
+            CompareTarget::ModRevision(revision) => node.stat.mod_revision.cmp(revision),
+            CompareTarget::Value(value) => node.data.as_slice().cmp(value.as_slice()),
+        };
+        Ok(match compare.op {
+            CompareOp::Equal => ordering.is_eq(),
+            CompareOp::NotEqual => ordering.is_ne(),
+            CompareOp::Less => ordering.is_lt(),
+            CompareOp::Greater => ordering.is_gt(),
+        })
+    }
+
+    // --- primitives: every mutation of the tree goes through these and is journalled ---
+
+    fn insert(&mut self, path: NodePath, node: Node) {
+        let parent = path.parent().expect("the root is never inserted");
+        let name = path.name().to_owned();
+        if node.stat.kind == NodeKind::Ephemeral {
+            let session = node.stat.ephemeral_owner;
+            let record = self
+                .namespace
+                .sessions
+                .get_mut(&session)
+                .expect("owner checked live");
+            record.ephemerals.insert(path.clone());
+            self.undo.push(Undo::OwnerLinked {
+                session,
+                path: path.clone(),
+            });
+        }
+        self.push_event(&path, EventKind::Created, node.stat, &node.data);
+        let previous = self.namespace.nodes.insert(path.clone(), node);
+        assert!(previous.is_none(), "insert over existing node {path}");
+        self.undo.push(Undo::Inserted { path });
+        self.link(&parent, name);
+    }
+
+    fn remove(&mut self, path: &NodePath, reason: DeleteReason) {
+        let parent = path.parent().expect("the root is never removed");
+        let node = self
+            .namespace
+            .nodes
+            .remove(path)
+            .expect("removed node exists");
+        assert!(
+            node.children.is_empty(),
+            "removing {path} which still has children"
+        );
+        if node.stat.kind == NodeKind::Ephemeral {
+            let session = node.stat.ephemeral_owner;
+            if let Some(record) = self.namespace.sessions.get_mut(&session) {
+                record.ephemerals.remove(path);
+                self.undo.push(Undo::OwnerUnlinked {
+                    session,
+                    path: path.clone(),
+                });
+            }
+        }
+        self.push_event(path, EventKind::Deleted(reason), node.stat, &node.data);
+        self.undo.push(Undo::Removed {
+            path: path.clone(),
+            node,
+        });
+        self.unlink(&parent, path.name().to_owned());
+    }
+
+    /// Removes `path` and its ancestors while each is an empty container.
+    fn collapse_empty_containers(&mut self, mut path: NodePath) {
+        loop {
+            let Some(node) = self.namespace.nodes.get(&path) else {
+                return;
+            };
+            if path.is_root() || node.stat.kind != NodeKind::Container || !node.children.is_empty()
+            {
+                return;
+            }
+            self.remove(&path, DeleteReason::ContainerEmpty);
+            path = path.parent().expect("not the root");
+        }
+    }
+
+    fn link(&mut self, parent: &NodePath, name: String) {
+        let revision = self.revision;
+        self.touch_meta(parent, |stat, _| {
+            stat.num_children += 1;
+            stat.cversion += 1;
+            stat.children_revision = revision;
+        });
+        let node = self.namespace.nodes.get_mut(parent).expect("parent exists");
+        assert!(
+            node.children.insert(name.clone()),
+            "{parent} already lists {name}"
+        );
+        self.undo.push(Undo::Linked {
+            parent: parent.clone(),
+            name,
+        });
+        self.push_children_event(parent);
+    }
+
+    fn unlink(&mut self, parent: &NodePath, name: String) {
+        let revision = self.revision;
+        self.touch_meta(parent, |stat, _| {
+            stat.num_children -= 1;
+            stat.cversion += 1;
+            stat.children_revision = revision;
+        });
+        let node = self.namespace.nodes.get_mut(parent).expect("parent exists");
+        assert!(node.children.remove(&name), "{parent} does not list {name}");
+        self.undo.push(Undo::Unlinked {
+            parent: parent.clone(),
+            name,
+        });
+        self.push_children_event(parent);
+    }
+
+    fn set_data(&mut self, path: &NodePath, data: Vec<u8>) {
+        let revision = self.revision;
+        self.touch_meta(path, |stat, _| {
+            stat.version += 1;
+            stat.mod_revision = revision;
+            stat.data_length = data.len() as u64;
+        });
+        let node = self.namespace.nodes.get_mut(path).expect("node exists");
+        let old = std::mem::replace(&mut node.data, data);
+        let stat = node.stat;
+        let data = node.data.clone();
+        self.undo.push(Undo::Data {
+            path: path.clone(),
+            data: old,
+        });
+        self.push_event(path, EventKind::DataChanged, stat, &data);
+    }
+
+    /// Changes a node's stat or sequence counter, journalling the old values.
+    fn touch_meta(&mut self, path: &NodePath, edit: impl FnOnce(&mut NodeStat, &mut u64)) {
+        let node = self
+            .namespace
+            .nodes
+            .get_mut(path)
+            .expect("touched node exists");
+        self.undo.push(Undo::Meta {
+            path: path.clone(),
+            stat: node.stat,
+            next_sequence: node.next_sequence,
+        });
+        edit(&mut node.stat, &mut node.next_sequence);
+    }
+
+    fn push_event(&mut self, path: &NodePath, kind: EventKind, stat: NodeStat, data: &[u8]) {
+        self.events.push(WatchEvent {
+            revision: self.revision,
+            path: path.clone(),
+            kind,
+            stat,
+            data: data.to_vec(),
+        });
+    }
+
+    /// One ChildrenChanged per parent per command, carrying the parent's final stat.
+    fn push_children_event(&mut self, parent: &NodePath) {
+        let stat = self
+            .namespace
+            .nodes
+            .get(parent)
+            .expect("parent exists")
+            .stat;
+        match self.children_event.get(parent) {
+            Some(&index) => self.events[index].stat = stat,
+            None => {
+                self.children_event
+                    .insert(parent.clone(), self.events.len());
+                self.push_event(parent, EventKind::ChildrenChanged, stat, &[]);
+            }
+        }
+    }
+
+    fn rollback(&mut self) {
+        while let Some(undo) = self.undo.pop() {
+            let nodes = &mut self.namespace.nodes;
+            match undo {
+                Undo::Inserted { path } => {
+                    nodes.remove(&path).expect("inserted node exists");
+                }
+                Undo::Removed { path, node } => {
+                    nodes.insert(path, node);
+                }
+                Undo::Meta {
+                    path,
+                    stat,
+                    next_sequence,
+                } => {
+                    let node = nodes.get_mut(&path).expect("touched node exists");
+                    node.stat = stat;
+                    node.next_sequence = next_sequence;
+                }
+                Undo::Data { path, data } => {
+                    nodes.get_mut(&path).expect("changed node exists").data = data;
+                }
+                Undo::Linked { parent, name } => {
+                    nodes
+                        .get_mut(&parent)
+                        .expect("parent exists")
+                        .children
+                        .remove(&name);
+                }
+                Undo::Unlinked { parent, name } => {
+                    nodes
+                        .get_mut(&parent)
+                        .expect("parent exists")
+                        .children
+                        .insert(name);
+                }
+                Undo::OwnerLinked { session, path } => {
+                    if let Some(record) = self.namespace.sessions.get_mut(&session) {
+                        record.ephemerals.remove(&path);
+                    }
+                }
+                Undo::OwnerUnlinked { session, path } => {
+                    if let Some(record) = self.namespace.sessions.get_mut(&session) {
+                        record.ephemerals.insert(path);
+                    }
+                }
+            }
+        }
+        self.events.clear();
+    }
+}
+
+fn check_version(path: &NodePath, node: &Node, expected: Option<u64>) -> Result<(), FsmError> {
+    match expected {
+        Some(expected) if expected != node.stat.version => Err(FsmError::BadVersion {
+            path: path.clone(),
+            expected,
+            actual: node.stat.version,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The name of a sequential node: the requested prefix and a zero-padded counter.
+fn sequential_name(prefix: &str, sequence: u64) -> String {
+    format!("{prefix}{sequence:010}")
+}

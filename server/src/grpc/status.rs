@@ -1,0 +1,234 @@
+//! The one mapping from Coord's errors to `tonic::Status`. Each status carries a stable gRPC
+//! code, an encoded `ErrorDetail` in its details, and `coord-error: <CODE>` in its metadata.
+//!
+//! | error | gRPC code | retryable |
+//! | --- | --- | --- |
+//! | InvalidPath, InvalidArgument, TooLarge, LimitExceeded, RootReadOnly | INVALID_ARGUMENT | no |
+//! | NodeExists | ALREADY_EXISTS | no |
+//! | NoNode | NOT_FOUND | no |
+//! | BadVersion, FenceRejected | ABORTED | no |
+//! | NotEmpty, NoParent, EphemeralParent, SessionExpired | FAILED_PRECONDITION | no |
+//! | NoLeader, ShuttingDown | UNAVAILABLE | yes |
+//! | Timeout | DEADLINE_EXCEEDED | yes (outcome unknown for writes) |
+//! | Membership | FAILED_PRECONDITION | no |
+//! | Fatal | INTERNAL | no |
+
+use coord_proto::v1::{ErrorCode, ErrorDetail};
+use coord_proto::ERROR_CODE_METADATA_KEY;
+use prost::Message;
+use tonic::{Code, Status};
+
+use crate::fsm::FsmError;
+use crate::raft::ConsensusError;
+
+/// Builds the status for `detail`.
+pub fn status(code: Code, detail: ErrorDetail) -> Status {
+    let name = detail.code().as_str_name();
+    let mut status =
+        Status::with_details(code, detail.message.clone(), detail.encode_to_vec().into());
+    if let Ok(value) = name.parse() {
+        status.metadata_mut().insert(ERROR_CODE_METADATA_KEY, value);
+    }
+    status
+}
+
+fn detail(code: ErrorCode, message: String) -> ErrorDetail {
+    ErrorDetail {
+        code: code as i32,
+        message,
+        ..ErrorDetail::default()
+    }
+}
+
+/// The status for a namespace error.
+pub fn fsm_status(error: &FsmError) -> Status {
+    let (code, detail) = fsm_detail(error);
+    status(code, detail)
+}
+
+fn fsm_detail(error: &FsmError) -> (Code, ErrorDetail) {
+    let message = error.to_string();
+    match error {
+        FsmError::InvalidPath { path, .. } => (
+            Code::InvalidArgument,
+            ErrorDetail {
+                path: path.clone(),
+                ..detail(ErrorCode::InvalidPath, message)
+            },
+        ),
+        FsmError::InvalidArgument { .. } => (
+            Code::InvalidArgument,
+            detail(ErrorCode::InvalidArgument, message),
+        ),
+        FsmError::NodeExists { path } => (
+            Code::AlreadyExists,
+            ErrorDetail {
+                path: path.to_string(),
+                ..detail(ErrorCode::NodeExists, message)
+            },
+        ),
+        FsmError::NoNode { path } => (
+            Code::NotFound,
+            ErrorDetail {
+                path: path.to_string(),
+                ..detail(ErrorCode::NoNode, message)
+            },
+        ),
+        FsmError::BadVersion {
+            path,
+            expected,
+            actual,
+        } => (
+            Code::Aborted,
+            ErrorDetail {
+                path: path.to_string(),
+                expected: *expected,
+                actual: *actual,
+                ..detail(ErrorCode::BadVersion, message)
+            },
+        ),
+        FsmError::NotEmpty { path } => (
+            Code::FailedPrecondition,
+            ErrorDetail {
+                path: path.to_string(),
+                ..detail(ErrorCode::NotEmpty, message)
+            },
+        ),
+        FsmError::NoParent { parent } => (
+            Code::FailedPrecondition,
+            ErrorDetail {
+                path: parent.to_string(),
+                ..detail(ErrorCode::NoParent, message)
+            },
+        ),
+        FsmError::EphemeralParent { parent } => (
+            Code::FailedPrecondition,
+            ErrorDetail {
+                path: parent.to_string(),
+                ..detail(ErrorCode::EphemeralParent, message)
+            },
+        ),
+        FsmError::SessionExpired { session } => (
+            Code::FailedPrecondition,
+            ErrorDetail {
+                actual: session.0,
+                ..detail(ErrorCode::SessionExpired, message)
+            },
+        ),
+        FsmError::FenceRejected {
+            path,
+            token,
+            current,
+        } => (
+            Code::Aborted,
+            ErrorDetail {
+                path: path.to_string(),
+                expected: token.0,
+                actual: current.0,
+                ..detail(ErrorCode::FenceRejected, message)
+            },
+        ),
+        FsmError::TooLarge { path, size, limit } => (
+            Code::InvalidArgument,
+            ErrorDetail {
+                path: path.clone(),
+                expected: *limit,
+                actual: *size,
+                ..detail(ErrorCode::TooLarge, message)
+            },
+        ),
+        FsmError::LimitExceeded { size, limit, .. } => (
+            Code::InvalidArgument,
+            ErrorDetail {
+                expected: *limit,
+                actual: *size,
+                ..detail(ErrorCode::LimitExceeded, message)
+            },
+        ),
+        FsmError::RootReadOnly => (
+            Code::InvalidArgument,
+            detail(ErrorCode::RootReadOnly, message),
+        ),
+        FsmError::TxnOpFailed { op_index, source } => {
+            let (code, inner) = fsm_detail(source);
+            (
+                code,
+                ErrorDetail {
+                    op_index: Some(*op_index as u32),
+                    message,
+                    ..inner
+                },
+            )
+        }
+    }
+}
+
+/// The status for a consensus error.
+pub fn consensus_status(error: &ConsensusError) -> Status {
+    let message = error.to_string();
+    match error {
+        ConsensusError::NoLeader { leader_hint } => status(
+            Code::Unavailable,
+            ErrorDetail {
+                retryable: true,
+                leader_id: leader_hint.unwrap_or(0),
+                ..detail(ErrorCode::NoLeader, message)
+            },
+        ),
+        ConsensusError::Timeout { .. } => status(
+            Code::DeadlineExceeded,
+            ErrorDetail {
+                retryable: true,
+                ..detail(ErrorCode::Timeout, message)
+            },
+        ),
+        ConsensusError::ShuttingDown => status(
+            Code::Unavailable,
+            ErrorDetail {
+                retryable: true,
+                ..detail(ErrorCode::Unavailable, message)
+            },
+        ),
+        ConsensusError::Membership { .. } => status(
+            Code::FailedPrecondition,
+            detail(ErrorCode::Membership, message),
+        ),
+        ConsensusError::Fatal { .. } => {
+            status(Code::Internal, detail(ErrorCode::Internal, message))
+        }
+    }
+}
+
+/// The status for a malformed request that never reached the namespace.
+pub fn invalid_argument(message: impl Into<String>) -> Status {
+    status(
+        Code::InvalidArgument,
+        detail(ErrorCode::InvalidArgument, message.into()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fsm::NodePath;
+
+    #[test]
+    fn txn_failures_keep_the_inner_code_and_name_the_operation() {
+        let error = FsmError::TxnOpFailed {
+            op_index: 2,
+            source: Box::new(FsmError::NoNode {
+                path: NodePath::parse("/a").unwrap(),
+            }),
+        };
+        let status = fsm_status(&error);
+        assert_eq!(status.code(), Code::NotFound);
+        let detail = ErrorDetail::decode(status.details()).unwrap();
+        assert_eq!(detail.code(), ErrorCode::NoNode);
+        assert_eq!(detail.op_index, Some(2));
+        assert_eq!(detail.path, "/a");
+        assert_eq!(
+            status.metadata().get(ERROR_CODE_METADATA_KEY).unwrap(),
+            "ERROR_CODE_NO_NODE"
+        );
+    }
+}

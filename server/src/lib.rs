@@ -1,0 +1,10 @@
+//! The Coord server as a library: the binary in `main.rs` only parses flags, sets up logging and
+//! calls [`member::run`], so tests and tools can run members in-process too.
+
+pub mod config;
+pub mod fsm;
+pub mod grpc;
+pub mod member;
+pub mod pb;
+pub mod raft;
+pub mod storage;

@@ -1,0 +1,154 @@
+//! `run`: one member's whole life: claim the data directory, bind both ports, start consensus,
+//! serve gRPC until `shutdown` resolves, then stop cleanly.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use coord_proto::v1::cluster_server::ClusterServer;
+use coord_proto::v1::namespace_server::NamespaceServer;
+use coord_proto::v1::peer::peer_server::PeerServer;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::config::ServerConfig;
+use crate::fsm::Limits;
+use crate::grpc::{ClusterService, NamespaceService, PeerService, CLIENT_MESSAGE_BYTES_MAX};
+use crate::raft::{
+    Consensus, ConsensusConfig, Member, MemberId, StartError, PEER_MESSAGE_BYTES_MAX,
+};
+use crate::storage::{DataDirIdentity, IdentityError};
+
+/// Why a member could not start or stopped abnormally. Each message says what to change.
+#[derive(Debug, Error)]
+pub enum RunError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error("cannot listen for {role} on {address}: {source} (is another coord-server running?)")]
+    Bind {
+        role: &'static str,
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("cannot open the data directory {dir}: {source} (is another coord-server using it?)")]
+    Start { dir: String, source: StartError },
+    #[error("{role} server failed: {source}")]
+    Serve {
+        role: &'static str,
+        source: tonic::transport::Error,
+    },
+}
+
+/// Runs a member until `shutdown` resolves.
+pub async fn run(
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    if config.id == 0 {
+        return Err(RunError::Config("--id must be at least 1".into()));
+    }
+    let initial_members = config.initial_members().map_err(RunError::Config)?;
+    let cluster_id = config.cluster_id(&initial_members);
+    let is_new = DataDirIdentity::claim(&config.data_dir, &cluster_id, config.id)?;
+
+    let client_listener = bind("client requests", config.listen_client).await?;
+    let peer_listener = bind("peer traffic", config.listen_peer).await?;
+    let client_address = config
+        .advertise_client
+        .clone()
+        .unwrap_or_else(|| config.listen_client.to_string());
+
+    let consensus_config = ConsensusConfig {
+        member_id: MemberId(config.id),
+        heartbeat_interval: config.heartbeat_interval,
+        election_timeout_min: config.election_timeout,
+        election_timeout_max: config.election_timeout * 2,
+        snapshot_entries: config.snapshot_entries,
+        snapshot_keep_entries: config.snapshot_keep_entries,
+        request_timeout: config.request_timeout,
+    };
+    let members = initial_members
+        .into_iter()
+        .map(|(id, address)| (id, Member { addr: address }))
+        .collect();
+    let consensus = Consensus::start(consensus_config, &config.data_dir, members)
+        .await
+        .map_err(|source| RunError::Start {
+            dir: config.data_dir.display().to_string(),
+            source,
+        })?;
+    let consensus = Arc::new(consensus);
+    tracing::info!(
+        member = config.id,
+        cluster = %cluster_id,
+        new_data_dir = is_new,
+        client = %config.listen_client,
+        peer = %config.listen_peer,
+        data_dir = %config.data_dir.display(),
+        "coord-server serving"
+    );
+
+    let limits = Limits {
+        node_data_bytes_max: config.max_data_bytes,
+        ..Limits::default()
+    };
+    let namespace = NamespaceServer::new(NamespaceService::new(consensus.clone(), limits))
+        .max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX);
+    let cluster = ClusterServer::new(ClusterService::new(
+        consensus.clone(),
+        cluster_id,
+        client_address,
+    ));
+    let peer = PeerServer::new(PeerService::new(consensus.clone()))
+        .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX);
+
+    let (stop_sender, stop_receiver) = tokio::sync::watch::channel(false);
+    let stopped = |mut receiver: tokio::sync::watch::Receiver<bool>| async move {
+        // An error means the sender is gone, which also means stop.
+        let _ = receiver.wait_for(|stop| *stop).await;
+    };
+    let client_server = tonic::transport::Server::builder()
+        .add_service(namespace)
+        .add_service(cluster)
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(client_listener),
+            stopped(stop_receiver.clone()),
+        );
+    let peer_server = tonic::transport::Server::builder()
+        .add_service(peer)
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(peer_listener),
+            stopped(stop_receiver),
+        );
+    let client_task = tokio::spawn(client_server);
+    let peer_task = tokio::spawn(peer_server);
+
+    shutdown.await;
+    tracing::info!("shutting down");
+    let _ = stop_sender.send(true);
+    consensus.shutdown().await;
+    for (role, task) in [("client", client_task), ("peer", peer_task)] {
+        match task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(source)) => return Err(RunError::Serve { role, source }),
+            Err(join_error) => {
+                tracing::warn!(%join_error, role, "server task did not finish cleanly")
+            }
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn bind(role: &'static str, address: std::net::SocketAddr) -> Result<TcpListener, RunError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| RunError::Bind {
+            role,
+            address: address.to_string(),
+            source,
+        })
+}

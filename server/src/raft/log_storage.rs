@@ -1,0 +1,210 @@
+//! `LogStorage`: openraft's `RaftLogStorage` over `storage::LogDb`. A thin adapter: encoding,
+//! decoding and error conversion only.
+//!
+//! Invariant: `append` reports completion only after the whole batch is on disk (one synced
+//! RocksDB write per batch), so nothing openraft counts as persisted can be lost by a crash.
+//! The vote is written synced; the committed index is written unsynced because losing it only
+//! means replaying a little more log on restart.
+
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+
+use openraft::storage::{LogFlushed, RaftLogStorage};
+use openraft::{AnyError, LogId, LogState, RaftLogReader, StorageError, StorageIOError, Vote};
+
+use super::{Entry, TypeConfig};
+use crate::storage::{LogDb, StorageFault};
+
+const VOTE_KEY: &str = "vote";
+const COMMITTED_KEY: &str = "committed";
+const PURGED_KEY: &str = "purged";
+
+#[derive(Clone)]
+pub struct LogStorage {
+    log_db: LogDb,
+}
+
+impl LogStorage {
+    pub fn new(log_db: LogDb) -> LogStorage {
+        LogStorage { log_db }
+    }
+}
+
+fn read_fault(fault: StorageFault) -> StorageError<u64> {
+    StorageIOError::read_logs(AnyError::error(fault.to_string())).into()
+}
+
+fn write_fault(fault: StorageFault) -> StorageError<u64> {
+    StorageIOError::write_logs(AnyError::error(fault.to_string())).into()
+}
+
+fn decode<T: serde::de::DeserializeOwned>(
+    what: &str,
+    bytes: &[u8],
+) -> Result<T, StorageError<u64>> {
+    bincode::deserialize(bytes).map_err(|error| {
+        StorageIOError::read_logs(AnyError::error(format!("cannot decode {what}: {error}"))).into()
+    })
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    bincode::serialize(value).expect("encoding into memory cannot fail")
+}
+
+/// Runs a blocking RocksDB call off the async runtime's worker threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StorageError<u64>> + Send + 'static,
+) -> Result<T, StorageError<u64>> {
+    tokio::task::spawn_blocking(work).await.map_err(|error| {
+        StorageError::from(StorageIOError::write_logs(AnyError::error(format!(
+            "storage task failed: {error}"
+        ))))
+    })?
+}
+
+impl RaftLogReader<TypeConfig> for LogStorage {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError<u64>> {
+        let start = match range.start_bound() {
+            Bound::Included(&start) => start,
+            Bound::Excluded(&start) => start + 1,
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(&end) => end.saturating_add(1),
+            Bound::Excluded(&end) => end,
+            Bound::Unbounded => u64::MAX,
+        };
+        let log_db = self.log_db.clone();
+        blocking(move || {
+            let records = log_db.read_range(start, end).map_err(read_fault)?;
+            records
+                .iter()
+                .map(|(index, body)| {
+                    let entry: Entry = decode("log entry", body)?;
+                    assert_eq!(
+                        entry.log_id.index, *index,
+                        "log entry stored under another index"
+                    );
+                    Ok(entry)
+                })
+                .collect()
+        })
+        .await
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStorage {
+    type LogReader = LogStorage;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<u64>> {
+        let log_db = self.log_db.clone();
+        blocking(move || {
+            let last_purged_log_id: Option<LogId<u64>> =
+                match log_db.get_meta(PURGED_KEY).map_err(read_fault)? {
+                    Some(bytes) => decode("purged log id", &bytes)?,
+                    None => None,
+                };
+            let last_log_id = match log_db.last().map_err(read_fault)? {
+                Some((_, body)) => Some(decode::<Entry>("log entry", &body)?.log_id),
+                None => last_purged_log_id,
+            };
+            Ok(LogState {
+                last_purged_log_id,
+                last_log_id,
+            })
+        })
+        .await
+    }
+
+    async fn get_log_reader(&mut self) -> LogStorage {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError<u64>> {
+        let log_db = self.log_db.clone();
+        let bytes = encode(vote);
+        blocking(move || {
+            log_db.put_meta(VOTE_KEY, &bytes).map_err(|fault| {
+                StorageIOError::write_vote(AnyError::error(fault.to_string())).into()
+            })
+        })
+        .await
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError<u64>> {
+        let log_db = self.log_db.clone();
+        blocking(
+            move || match log_db.get_meta(VOTE_KEY).map_err(read_fault)? {
+                Some(bytes) => Ok(Some(decode("vote", &bytes)?)),
+                None => Ok(None),
+            },
+        )
+        .await
+    }
+
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId<u64>>,
+    ) -> Result<(), StorageError<u64>> {
+        let log_db = self.log_db.clone();
+        let bytes = encode(&committed);
+        blocking(move || {
+            log_db
+                .put_meta_relaxed(COMMITTED_KEY, &bytes)
+                .map_err(write_fault)
+        })
+        .await
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError<u64>> {
+        let log_db = self.log_db.clone();
+        blocking(
+            move || match log_db.get_meta(COMMITTED_KEY).map_err(read_fault)? {
+                Some(bytes) => decode("committed log id", &bytes),
+                None => Ok(None),
+            },
+        )
+        .await
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError<u64>>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let records: Vec<(u64, Vec<u8>)> = entries
+            .into_iter()
+            .map(|entry| (entry.log_id.index, encode(&entry)))
+            .collect();
+        let log_db = self.log_db.clone();
+        let result = blocking(move || log_db.append(&records).map_err(write_fault)).await;
+        match &result {
+            Ok(()) => callback.log_io_completed(Ok(())),
+            Err(error) => callback.log_io_completed(Err(std::io::Error::other(error.to_string()))),
+        }
+        result
+    }
+
+    async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
+        let log_db = self.log_db.clone();
+        blocking(move || log_db.truncate_from(log_id.index).map_err(write_fault)).await
+    }
+
+    async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
+        let log_db = self.log_db.clone();
+        let bytes = encode(&Some(log_id));
+        blocking(move || {
+            log_db
+                .purge_through(log_id.index, PURGED_KEY, &bytes)
+                .map_err(write_fault)
+        })
+        .await
+    }
+}

@@ -1,0 +1,291 @@
+//! `StateMachine`: openraft's `RaftStateMachine` over the pure `fsm::Namespace`. A thin adapter:
+//! it decodes entries, calls `Namespace::apply`, and persists and restores snapshots. No rule
+//! of the namespace lives here.
+//!
+//! The applied state is shared with the read path through `Replica`: a `std::sync::RwLock`
+//! (never held across an `.await`), written once per applied batch.
+
+use std::io::Cursor;
+use std::sync::{Arc, RwLock};
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    AnyError, EntryPayload, LogId, RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError,
+    StoredMembership,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::proposal::ProposalResult;
+use super::{Entry, Member, TypeConfig};
+use crate::fsm::{Namespace, Revision, WatchEvent};
+use crate::storage::{SnapshotFile, StorageFault};
+
+/// The applied state, readable by the gRPC layer.
+pub struct ReplicaState {
+    pub namespace: Namespace,
+    pub last_applied: Option<LogId<u64>>,
+    pub membership: StoredMembership<u64, Member>,
+}
+
+/// Shared between the state machine (writer) and readers.
+pub struct Replica {
+    state: RwLock<ReplicaState>,
+    /// The last applied revision, for waiters (`min_revision` reads).
+    applied_revision: watch::Sender<Revision>,
+    /// Events of each applied batch, for watch fan-out.
+    events: tokio::sync::broadcast::Sender<Arc<Vec<WatchEvent>>>,
+}
+
+impl Replica {
+    /// Runs `read` against the current applied state.
+    pub fn read<T>(&self, read: impl FnOnce(&ReplicaState) -> T) -> T {
+        let state = self
+            .state
+            .read()
+            .expect("a panic while applying stops the member");
+        read(&state)
+    }
+
+    pub fn applied_revision(&self) -> watch::Receiver<Revision> {
+        self.applied_revision.subscribe()
+    }
+
+    pub fn subscribe_events(&self) -> tokio::sync::broadcast::Receiver<Arc<Vec<WatchEvent>>> {
+        self.events.subscribe()
+    }
+}
+
+/// What the snapshot file holds: openraft's metadata and the encoded namespace.
+#[derive(Serialize, Deserialize)]
+struct SnapshotEnvelope {
+    meta: SnapshotMeta<u64, Member>,
+    namespace: Vec<u8>,
+}
+
+pub struct StateMachine {
+    replica: Arc<Replica>,
+    snapshot_file: SnapshotFile,
+}
+
+fn snapshot_fault(fault: impl ToString) -> StorageError<u64> {
+    StorageIOError::read_snapshot(None, AnyError::error(fault.to_string())).into()
+}
+
+impl StateMachine {
+    /// Restores the state from the snapshot file, if any. The log after it is replayed by
+    /// openraft from the committed index.
+    pub fn open(snapshot_file: SnapshotFile) -> Result<StateMachine, StorageFault> {
+        let state = match snapshot_file.load()? {
+            None => ReplicaState {
+                namespace: Namespace::new(),
+                last_applied: None,
+                membership: StoredMembership::default(),
+            },
+            Some(bytes) => {
+                let corrupt = |reason: String| StorageFault::Corrupt {
+                    location: "snapshot".into(),
+                    reason,
+                };
+                let envelope: SnapshotEnvelope =
+                    bincode::deserialize(&bytes).map_err(|error| corrupt(error.to_string()))?;
+                let namespace = Namespace::from_snapshot(&envelope.namespace)
+                    .map_err(|error| corrupt(error.to_string()))?;
+                let applied_index = envelope.meta.last_log_id.map_or(0, |log_id| log_id.index);
+                if namespace.revision() != Revision(applied_index) {
+                    return Err(corrupt(format!(
+                        "namespace is at revision {} but the snapshot covers index {applied_index}",
+                        namespace.revision()
+                    )));
+                }
+                ReplicaState {
+                    namespace,
+                    last_applied: envelope.meta.last_log_id,
+                    membership: envelope.meta.last_membership,
+                }
+            }
+        };
+        let revision = state.namespace.revision();
+        let (events, _) = tokio::sync::broadcast::channel(1024);
+        let replica = Replica {
+            state: RwLock::new(state),
+            applied_revision: watch::Sender::new(revision),
+            events,
+        };
+        Ok(StateMachine {
+            replica: Arc::new(replica),
+            snapshot_file,
+        })
+    }
+
+    pub fn replica(&self) -> Arc<Replica> {
+        self.replica.clone()
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<u64>>, StoredMembership<u64, Member>), StorageError<u64>> {
+        Ok(self
+            .replica
+            .read(|state| (state.last_applied, state.membership.clone())))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ProposalResult>, StorageError<u64>>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut results = Vec::new();
+        let mut batch_events = Vec::new();
+        let revision = {
+            let mut state = self
+                .replica
+                .state
+                .write()
+                .expect("a panic while applying stops the member");
+            for entry in entries {
+                let revision = Revision(entry.log_id.index);
+                let outcome = match entry.payload {
+                    EntryPayload::Blank => {
+                        state.namespace.advance(revision);
+                        None
+                    }
+                    EntryPayload::Membership(membership) => {
+                        state.namespace.advance(revision);
+                        state.membership = StoredMembership::new(Some(entry.log_id), membership);
+                        None
+                    }
+                    EntryPayload::Normal(proposal) => {
+                        let applied = state.namespace.apply(revision, &proposal.command);
+                        batch_events.extend(applied.events);
+                        Some(applied.outcome)
+                    }
+                };
+                state.last_applied = Some(entry.log_id);
+                results.push(ProposalResult { revision, outcome });
+            }
+            state.namespace.revision()
+        };
+        if !batch_events.is_empty() {
+            // No receiver is not an error: nobody is watching.
+            let _ = self.replica.events.send(Arc::new(batch_events));
+        }
+        self.replica.applied_revision.send_replace(revision);
+        Ok(results)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        SnapshotBuilder {
+            replica: self.replica.clone(),
+            snapshot_file: self.snapshot_file.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<u64>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<u64, Member>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError<u64>> {
+        let namespace_bytes = snapshot.into_inner();
+        let namespace = Namespace::from_snapshot(&namespace_bytes).map_err(snapshot_fault)?;
+        let envelope = SnapshotEnvelope {
+            meta: meta.clone(),
+            namespace: namespace_bytes,
+        };
+        let bytes = bincode::serialize(&envelope).expect("encoding into memory cannot fail");
+        let snapshot_file = self.snapshot_file.clone();
+        tokio::task::spawn_blocking(move || snapshot_file.save(&bytes))
+            .await
+            .map_err(snapshot_fault)?
+            .map_err(snapshot_fault)?;
+        let revision = namespace.revision();
+        {
+            let mut state = self
+                .replica
+                .state
+                .write()
+                .expect("a panic while applying stops the member");
+            state.namespace = namespace;
+            state.last_applied = meta.last_log_id;
+            state.membership = meta.last_membership.clone();
+        }
+        self.replica.applied_revision.send_replace(revision);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<u64>> {
+        let snapshot_file = self.snapshot_file.clone();
+        let loaded = tokio::task::spawn_blocking(move || snapshot_file.load())
+            .await
+            .map_err(snapshot_fault)?
+            .map_err(snapshot_fault)?;
+        let Some(bytes) = loaded else { return Ok(None) };
+        let envelope: SnapshotEnvelope = bincode::deserialize(&bytes).map_err(snapshot_fault)?;
+        Ok(Some(Snapshot {
+            meta: envelope.meta,
+            snapshot: Box::new(Cursor::new(envelope.namespace)),
+        }))
+    }
+}
+
+/// Builds a snapshot off the apply path: the state is cloned under the read lock, then encoded
+/// and written on a blocking thread while applying continues.
+pub struct SnapshotBuilder {
+    replica: Arc<Replica>,
+    snapshot_file: SnapshotFile,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<u64>> {
+        let (namespace, last_applied, membership) = self.replica.read(|state| {
+            (
+                state.namespace.clone(),
+                state.last_applied,
+                state.membership.clone(),
+            )
+        });
+        let snapshot_id = match last_applied {
+            Some(log_id) => format!("{}-{}", log_id.leader_id.term, log_id.index),
+            None => "0-0".to_owned(),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: last_applied,
+            last_membership: membership,
+            snapshot_id,
+        };
+        let snapshot_file = self.snapshot_file.clone();
+        let envelope_meta = meta.clone();
+        let namespace_bytes = tokio::task::spawn_blocking(move || {
+            let namespace_bytes = namespace.to_snapshot();
+            let envelope = SnapshotEnvelope {
+                meta: envelope_meta,
+                namespace: namespace_bytes,
+            };
+            let bytes = bincode::serialize(&envelope).expect("encoding into memory cannot fail");
+            snapshot_file.save(&bytes)?;
+            Ok::<_, StorageFault>(envelope.namespace)
+        })
+        .await
+        .map_err(snapshot_fault)?
+        .map_err(|fault| {
+            StorageIOError::write_snapshot(None, AnyError::error(fault.to_string()))
+        })?;
+        tracing::info!(index = ?meta.last_log_id.map(|log_id| log_id.index), bytes = namespace_bytes.len(), "snapshot built");
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(namespace_bytes)),
+        })
+    }
+}

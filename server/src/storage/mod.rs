@@ -1,0 +1,37 @@
+//! Durable storage: the only module that knows RocksDB and the data directory's layout.
+//!
+//! It stores opaque, checksummed records and knows nothing of Raft or of the namespace.
+//! Invariant: every record is checksummed before it is written and verified when it is read
+//! back; a mismatch is a `StorageFault`, which stops the member rather than serve bad state.
+//!
+//! Data directory layout:
+//! ```text
+//! <data-dir>/identity      member id and cluster id, written once
+//! <data-dir>/log/          RocksDB: column families `log` (Raft entries) and `meta`
+//! <data-dir>/snapshot      the latest state machine snapshot (atomically replaced)
+//! ```
+
+mod checksum;
+mod identity;
+mod log_db;
+mod snapshot_file;
+
+pub use identity::{DataDirIdentity, IdentityError};
+pub use log_db::LogDb;
+pub use snapshot_file::SnapshotFile;
+
+use thiserror::Error;
+
+/// A failure of the disk or of stored data: fatal for the member.
+#[derive(Debug, Error)]
+pub enum StorageFault {
+    #[error("rocksdb: {0}")]
+    RocksDb(#[from] rocksdb::Error),
+    #[error("i/o on {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("corrupt record in {location}: {reason}")]
+    Corrupt { location: String, reason: String },
+}
