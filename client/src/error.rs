@@ -10,10 +10,10 @@ use thiserror::Error;
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum Error {
     /// A path broke a syntax rule, which `message` names.
-    #[error("invalid path {path:?}: {message}")]
+    #[error("{message}")]
     InvalidPath { path: String, message: String },
     /// The request was malformed in another way.
-    #[error("invalid argument: {message}")]
+    #[error("{message}")]
     InvalidArgument { message: String },
     #[error("node {path} already exists")]
     NodeExists { path: String },

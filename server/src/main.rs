@@ -7,6 +7,13 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
     let config = ServerConfig::parse();
+    // A panic means a broken invariant; the member must stop rather than keep serving with a
+    // dead task. The default hook prints the message and location first.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        std::process::abort();
+    }));
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
     let subscriber = tracing_subscriber::fmt()

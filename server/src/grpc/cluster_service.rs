@@ -119,6 +119,7 @@ impl ClusterApi for ClusterService {
             applied_index: status.applied_index,
             last_log_index: status.last_log_index,
             snapshot_index: status.snapshot_index,
+            purged_index: status.purged_index,
             members,
         }))
     }

@@ -326,6 +326,7 @@ impl Consensus {
             last_log_index: metrics.last_log_index.unwrap_or(0),
             applied_index: metrics.last_applied.map_or(0, |log_id| log_id.index),
             snapshot_index: metrics.snapshot.map_or(0, |log_id| log_id.index),
+            purged_index: metrics.purged.map_or(0, |log_id| log_id.index),
             members,
         }
     }
@@ -357,6 +358,7 @@ pub struct ConsensusStatus {
     pub last_log_index: u64,
     pub applied_index: u64,
     pub snapshot_index: u64,
+    pub purged_index: u64,
     pub members: Vec<MemberState>,
 }
 

@@ -149,13 +149,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .expect("a panic while applying stops the member");
             for entry in entries {
                 let revision = Revision(entry.log_id.index);
+                // Only the founding membership entry sits at index 0, where the tree already is.
+                let moves = entry.log_id.index > 0;
                 let outcome = match entry.payload {
                     EntryPayload::Blank => {
-                        state.namespace.advance(revision);
+                        if moves {
+                            state.namespace.advance(revision);
+                        }
                         None
                     }
                     EntryPayload::Membership(membership) => {
-                        state.namespace.advance(revision);
+                        if moves {
+                            state.namespace.advance(revision);
+                        }
                         state.membership = StoredMembership::new(Some(entry.log_id), membership);
                         None
                     }

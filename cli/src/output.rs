@@ -1,0 +1,379 @@
+//! Printing results as text for people or as one JSON object per result for scripts.
+//! Everything goes through `emit`, so stdout is written in one place.
+
+use std::io::Write;
+
+use coord_client::{
+    Child, Client, ClusterStatusResponse, Created, Error, NodeData, NodeKind, OpResult, Stat,
+    TxnResult,
+};
+use serde_json::{json, Value};
+
+pub struct Printer {
+    pub json: bool,
+}
+
+fn emit(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    // A closed pipe (e.g. `| head`) is not an error worth reporting.
+    let _ = stdout.write_all(text.as_bytes());
+    let _ = stdout.flush();
+}
+
+fn kind_name(kind: NodeKind) -> &'static str {
+    match kind {
+        NodeKind::Persistent => "persistent",
+        NodeKind::Ephemeral => "ephemeral",
+        NodeKind::Container => "container",
+    }
+}
+
+fn stat_json(stat: &Stat) -> Value {
+    json!({
+        "create_revision": stat.create_revision,
+        "mod_revision": stat.mod_revision,
+        "version": stat.version,
+        "cversion": stat.cversion,
+        "num_children": stat.num_children,
+        "ephemeral_owner": stat.ephemeral_owner,
+        "data_length": stat.data_length,
+        "kind": kind_name(stat.kind),
+        "children_revision": stat.children_revision,
+    })
+}
+
+fn data_json(data: &[u8]) -> Value {
+    match std::str::from_utf8(data) {
+        Ok(text) => Value::String(text.to_owned()),
+        Err(_) => Value::Array(data.iter().map(|byte| json!(byte)).collect()),
+    }
+}
+
+fn stat_text(stat: &Stat) -> String {
+    format!(
+        "create_revision: {}\nmod_revision: {}\nversion: {}\ncversion: {}\nnum_children: {}\n\
+         ephemeral_owner: {:#x}\ndata_length: {}\nkind: {}\nchildren_revision: {}\n",
+        stat.create_revision,
+        stat.mod_revision,
+        stat.version,
+        stat.cversion,
+        stat.num_children,
+        stat.ephemeral_owner,
+        stat.data_length,
+        kind_name(stat.kind),
+        stat.children_revision,
+    )
+}
+
+/// A subtree read breadth-first for `coordctl tree`.
+pub struct TreeEntry {
+    pub path: String,
+    pub depth: usize,
+    pub stat: Stat,
+}
+
+pub async fn collect_tree(client: &Client, root: &str) -> Result<Vec<TreeEntry>, Error> {
+    let root_stat = client.exists(root).await?.ok_or(Error::NoNode {
+        path: root.to_owned(),
+    })?;
+    let mut entries = vec![TreeEntry {
+        path: root.to_owned(),
+        depth: 0,
+        stat: root_stat,
+    }];
+    let mut index = 0;
+    // Depth-first order for printing: insert children right after their parent.
+    while index < entries.len() {
+        let (path, depth) = (entries[index].path.clone(), entries[index].depth);
+        let mut children = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = client
+                .children_page(
+                    &path,
+                    0,
+                    token.as_deref(),
+                    true,
+                    coord_client::Consistency::Linearizable,
+                )
+                .await?;
+            for child in page.children {
+                let child_path = if path == "/" {
+                    format!("/{}", child.name)
+                } else {
+                    format!("{path}/{}", child.name)
+                };
+                children.push(TreeEntry {
+                    path: child_path,
+                    depth: depth + 1,
+                    stat: child.stat.unwrap_or_default(),
+                });
+            }
+            match page.next_page_token {
+                Some(next) => token = Some(next),
+                None => break,
+            }
+        }
+        entries.splice(index + 1..index + 1, children);
+        index += 1;
+    }
+    Ok(entries)
+}
+
+impl Printer {
+    pub fn node(&self, path: &str, node: &NodeData) {
+        if self.json {
+            let value = json!({
+                "path": path,
+                "data": data_json(&node.data),
+                "stat": stat_json(&node.stat),
+                "revision": node.header.revision,
+            });
+            emit(&format!("{value}\n"));
+        } else {
+            let mut stdout = std::io::stdout().lock();
+            let _ = stdout.write_all(&node.data);
+            let _ = stdout.write_all(b"\n");
+        }
+    }
+
+    pub fn stat_line(&self, path: &str, stat: &Stat) {
+        if self.json {
+            emit(&format!(
+                "{}\n",
+                json!({"path": path, "stat": stat_json(stat)})
+            ));
+        } else {
+            emit(&format!(
+                "{path} version={} mod_revision={}\n",
+                stat.version, stat.mod_revision
+            ));
+        }
+    }
+
+    pub fn created(&self, created: &Created) {
+        if self.json {
+            emit(&format!(
+                "{}\n",
+                json!({"path": created.path, "stat": stat_json(&created.stat)})
+            ));
+        } else {
+            emit(&format!("{}\n", created.path));
+        }
+    }
+
+    pub fn deleted(&self, path: &str, count: u64) {
+        if self.json {
+            emit(&format!("{}\n", json!({"path": path, "deleted": count})));
+        } else {
+            emit(&format!(
+                "deleted {count} node{}\n",
+                if count == 1 { "" } else { "s" }
+            ));
+        }
+    }
+
+    pub fn children(&self, path: &str, children: &[Child], long: bool) {
+        if self.json {
+            let items: Vec<Value> = children
+                .iter()
+                .map(|child| match &child.stat {
+                    Some(stat) if long => json!({"name": child.name, "stat": stat_json(stat)}),
+                    _ => json!({"name": child.name}),
+                })
+                .collect();
+            emit(&format!("{}\n", json!({"path": path, "children": items})));
+            return;
+        }
+        let mut text = String::new();
+        for child in children {
+            match &child.stat {
+                Some(stat) if long => text.push_str(&format!(
+                    "{:<10} v{:<4} {:>8}B {:>4} children  rev {:<8} {}\n",
+                    kind_name(stat.kind),
+                    stat.version,
+                    stat.data_length,
+                    stat.num_children,
+                    stat.mod_revision,
+                    child.name
+                )),
+                _ => text.push_str(&format!("{}\n", child.name)),
+            }
+        }
+        emit(&text);
+    }
+
+    pub fn stat(&self, path: &str, stat: &Stat) {
+        if self.json {
+            emit(&format!(
+                "{}\n",
+                json!({"path": path, "stat": stat_json(stat)})
+            ));
+        } else {
+            emit(&stat_text(stat));
+        }
+    }
+
+    pub fn tree(&self, entries: &[TreeEntry]) {
+        if self.json {
+            let items: Vec<Value> = entries
+                .iter()
+                .map(|entry| json!({"path": entry.path, "stat": stat_json(&entry.stat)}))
+                .collect();
+            emit(&format!("{}\n", json!({"nodes": items})));
+            return;
+        }
+        let mut text = String::new();
+        for entry in entries {
+            let name = if entry.depth == 0 {
+                entry.path.as_str()
+            } else {
+                entry.path.rsplit('/').next().unwrap_or("")
+            };
+            text.push_str(&format!("{}{}\n", "  ".repeat(entry.depth), name));
+        }
+        emit(&text);
+    }
+
+    pub fn txn(&self, result: &TxnResult) {
+        let results: Vec<Value> = result
+            .results
+            .iter()
+            .map(|op| match op {
+                OpResult::Created { path, stat } => {
+                    json!({"created": path, "stat": stat_json(stat)})
+                }
+                OpResult::Set { stat } => json!({"set": stat_json(stat)}),
+                OpResult::Deleted { count } => json!({"deleted": count}),
+                OpResult::Got { data, stat } => {
+                    json!({"data": data_json(data), "stat": stat_json(stat)})
+                }
+            })
+            .collect();
+        if self.json {
+            let value = json!({"succeeded": result.succeeded, "revision": result.header.revision, "results": results});
+            emit(&format!("{value}\n"));
+            return;
+        }
+        let mut text = format!(
+            "{}\n",
+            if result.succeeded {
+                "SUCCEEDED"
+            } else {
+                "FAILED"
+            }
+        );
+        for op in &result.results {
+            match op {
+                OpResult::Created { path, .. } => text.push_str(&format!("created {path}\n")),
+                OpResult::Set { stat } => text.push_str(&format!("set version={}\n", stat.version)),
+                OpResult::Deleted { count } => text.push_str(&format!("deleted {count}\n")),
+                OpResult::Got { data, .. } => {
+                    text.push_str(&format!("{}\n", String::from_utf8_lossy(data)))
+                }
+            }
+        }
+        emit(&text);
+    }
+
+    pub fn cluster_status(&self, status: &ClusterStatusResponse) {
+        let role_name = |role: i32| match coord_client::MemberRole::try_from(role) {
+            Ok(coord_client::MemberRole::Leader) => "leader",
+            Ok(coord_client::MemberRole::Follower) => "follower",
+            Ok(coord_client::MemberRole::Candidate) => "candidate",
+            Ok(coord_client::MemberRole::Learner) => "learner",
+            _ => "unknown",
+        };
+        if self.json {
+            let members: Vec<Value> = status
+                .members
+                .iter()
+                .map(|member| {
+                    let identity = member.member.clone().unwrap_or_default();
+                    json!({
+                        "id": identity.id,
+                        "peer_address": identity.peer_address,
+                        "client_address": identity.client_address,
+                        "voter": identity.voter,
+                        "role": role_name(member.role),
+                        "matched_index": member.matched_index,
+                        "lag": member.lag,
+                        "reachable": member.reachable,
+                    })
+                })
+                .collect();
+            let value = json!({
+                "cluster_id": status.cluster_id,
+                "leader_id": status.leader_id,
+                "term": status.term,
+                "committed_index": status.committed_index,
+                "applied_index": status.applied_index,
+                "last_log_index": status.last_log_index,
+                "snapshot_index": status.snapshot_index,
+                "members": members,
+            });
+            emit(&format!("{value}\n"));
+            return;
+        }
+        let mut text = format!(
+            "cluster {}  leader {}  term {}  applied {}  last log {}  snapshot {}\n",
+            status.cluster_id,
+            status.leader_id,
+            status.term,
+            status.applied_index,
+            status.last_log_index,
+            status.snapshot_index
+        );
+        text.push_str("ID  ROLE       PEER                   MATCHED    LAG  REACHABLE\n");
+        for member in &status.members {
+            let identity = member.member.clone().unwrap_or_default();
+            text.push_str(&format!(
+                "{:<3} {:<10} {:<22} {:<10} {:<4} {}\n",
+                identity.id,
+                role_name(member.role),
+                identity.peer_address,
+                member.matched_index,
+                member.lag,
+                if member.reachable { "yes" } else { "no" }
+            ));
+        }
+        emit(&text);
+    }
+
+    pub fn error(&self, error: &Error) {
+        eprintln!("coordctl: {error}");
+        if self.json {
+            emit(&format!(
+                "{}\n",
+                json!({"error": {"kind": error_kind(error), "message": error.to_string()}})
+            ));
+        }
+    }
+}
+
+/// A stable, machine-readable name for an error.
+fn error_kind(error: &Error) -> &'static str {
+    match error {
+        Error::InvalidPath { .. } => "invalid_path",
+        Error::InvalidArgument { .. } => "invalid_argument",
+        Error::NodeExists { .. } => "node_exists",
+        Error::NoNode { .. } => "no_node",
+        Error::BadVersion { .. } => "bad_version",
+        Error::NotEmpty { .. } => "not_empty",
+        Error::NoParent { .. } => "no_parent",
+        Error::EphemeralParent { .. } => "ephemeral_parent",
+        Error::SessionExpired { .. } => "session_expired",
+        Error::FenceRejected { .. } => "fence_rejected",
+        Error::TooLarge { .. } => "too_large",
+        Error::LimitExceeded { .. } => "limit_exceeded",
+        Error::RootReadOnly => "root_read_only",
+        Error::Compacted { .. } => "compacted",
+        Error::Membership { .. } => "membership",
+        Error::TxnOpFailed { source, .. } => error_kind(source),
+        Error::Unavailable { .. } => "unavailable",
+        Error::Timeout { .. } => "timeout",
+        Error::ConnectionLost { .. } => "connection_lost",
+        Error::Unreachable { .. } => "unreachable",
+        Error::Internal { .. } => "internal",
+    }
+}

@@ -1,0 +1,220 @@
+//! `ServerProcess`: one `coord-server` child process with its own data directory and ports.
+
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use coord_client::{Client, ClientOptions};
+
+/// Path of a binary built by this workspace, next to the running test executable.
+pub fn binary(name: &str) -> PathBuf {
+    let test_executable = std::env::current_exe().expect("the test binary knows its path");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let profile_dir = test_executable
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binaries live in target/<profile>/deps");
+    let path = profile_dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run the tests with `cargo test --workspace` so the binaries are built",
+        path.display()
+    );
+    path
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("loopback has free ports");
+    listener
+        .local_addr()
+        .expect("a bound socket has an address")
+        .port()
+}
+
+/// A running (or stopped) member. Killed with SIGKILL when dropped.
+pub struct ServerProcess {
+    pub id: u64,
+    pub client_port: u16,
+    pub peer_port: u16,
+    pub data_dir: PathBuf,
+    extra_args: Vec<String>,
+    log_path: PathBuf,
+    child: Option<Child>,
+}
+
+impl ServerProcess {
+    /// Starts a single-member cluster in `dir` (which the caller keeps alive).
+    pub fn start_single(dir: &Path, extra_args: &[&str]) -> ServerProcess {
+        let mut server = ServerProcess {
+            id: 1,
+            client_port: free_port(),
+            peer_port: free_port(),
+            data_dir: dir.join("data"),
+            extra_args: extra_args.iter().map(|arg| (*arg).to_owned()).collect(),
+            log_path: dir.join("server.log"),
+            child: None,
+        };
+        server.spawn();
+        server
+    }
+
+    pub fn client_address(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port)
+    }
+
+    /// The arguments this member is started with.
+    pub fn args(&self) -> Vec<String> {
+        let mut args = vec![
+            "--id".to_owned(),
+            self.id.to_string(),
+            "--data-dir".to_owned(),
+            self.data_dir.display().to_string(),
+            "--listen-client".to_owned(),
+            self.client_address(),
+            "--listen-peer".to_owned(),
+            format!("127.0.0.1:{}", self.peer_port),
+            // Fast elections keep restarts short in tests.
+            "--heartbeat-interval".to_owned(),
+            "100ms".to_owned(),
+            "--election-timeout".to_owned(),
+            "500ms".to_owned(),
+        ];
+        args.extend(self.extra_args.iter().cloned());
+        args
+    }
+
+    fn spawn(&mut self) {
+        assert!(
+            self.child.is_none(),
+            "member {} is already running",
+            self.id
+        );
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("the log file can be opened");
+        let child = Command::new(binary("coord-server"))
+            .args(self.args())
+            .env("RUST_LOG", "info,openraft=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file handles can be cloned"))
+            .stderr(log)
+            .spawn()
+            .expect("coord-server starts");
+        self.child = Some(child);
+    }
+
+    /// Replaces the extra arguments used by the next `restart`.
+    pub fn set_extra_args(&mut self, extra_args: &[&str]) {
+        self.extra_args = extra_args.iter().map(|arg| (*arg).to_owned()).collect();
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then wait up to `timeout` for a clean exit; returns the exit code.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<i32> {
+        let mut child = self.child.take()?;
+        signal(&child, libc::SIGTERM);
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("member {} ignored SIGTERM for {timeout:?}", self.id);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGSTOP: the process stays alive but does nothing.
+    pub fn pause(&self) {
+        signal(
+            self.child.as_ref().expect("member is running"),
+            libc::SIGSTOP,
+        );
+    }
+
+    /// SIGCONT after `pause`.
+    pub fn resume(&self) {
+        signal(
+            self.child.as_ref().expect("member is running"),
+            libc::SIGCONT,
+        );
+    }
+
+    /// Starts the member again on the same data directory and ports.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// The member's log so far, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Connects a client, waiting (bounded) until the member answers and knows a leader.
+    pub async fn client(&self) -> Client {
+        let options = ClientOptions {
+            connect_timeout: Duration::from_secs(2),
+            request_timeout: Duration::from_secs(20),
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(client) = Client::connect_with([self.client_address()], options.clone()).await
+            {
+                if let Ok(status) = client.cluster_status().await {
+                    if status.leader_id != 0 {
+                        return client;
+                    }
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "member {} did not become ready within 30s; log:\n{}",
+                self.id,
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn signal(child: &Child, signal: libc::c_int) {
+    let pid = libc::pid_t::try_from(child.id()).expect("pids fit pid_t");
+    // SAFETY: sending a signal to a child process we own, identified by its PID.
+    #[allow(unsafe_code, reason = "libc::kill has no safe wrapper in std")]
+    unsafe {
+        libc::kill(pid, signal);
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_ref() {
+            // A paused process must be resumed to die promptly on some kernels.
+            signal(child, libc::SIGCONT);
+        }
+        self.kill9();
+    }
+}
