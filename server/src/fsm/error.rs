@@ -9,7 +9,7 @@ use super::path::{NodePath, PathRule};
 
 #[derive(Debug, Clone, PartialEq, Eq, Error, Serialize, Deserialize)]
 pub enum FsmError {
-    #[error("invalid path {path:?}: {rule}")]
+    #[error("invalid path: {rule}: {path:?}")]
     InvalidPath { path: String, rule: PathRule },
     #[error("invalid argument: {reason}")]
     InvalidArgument { reason: String },

@@ -21,8 +21,27 @@ use tonic::{Code, Status};
 use crate::fsm::FsmError;
 use crate::raft::ConsensusError;
 
+/// Longest path and message carried in a status: both travel in HTTP/2 headers, whose size
+/// is limited, and a 4 KiB path quoted twice must not turn a clean error into a protocol error.
+const STATUS_PATH_BYTES_MAX: usize = 256;
+const STATUS_MESSAGE_BYTES_MAX: usize = 1024;
+
+/// `text` cut to at most `limit` bytes on a character boundary, marked when cut.
+fn abbreviate(text: &str, limit: usize) -> String {
+    if text.len() <= limit {
+        return text.to_owned();
+    }
+    let mut cut = limit;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…({} bytes)", &text[..cut], text.len())
+}
+
 /// Builds the status for `detail`.
-pub fn status(code: Code, detail: ErrorDetail) -> Status {
+pub fn status(code: Code, mut detail: ErrorDetail) -> Status {
+    detail.path = abbreviate(&detail.path, STATUS_PATH_BYTES_MAX);
+    detail.message = abbreviate(&detail.message, STATUS_MESSAGE_BYTES_MAX);
     let name = detail.code().as_str_name();
     let mut status =
         Status::with_details(code, detail.message.clone(), detail.encode_to_vec().into());
@@ -211,6 +230,19 @@ pub fn invalid_argument(message: impl Into<String>) -> Status {
 mod tests {
     use super::*;
     use crate::fsm::NodePath;
+
+    #[test]
+    fn long_paths_are_abbreviated_in_statuses() {
+        let long = format!("/{}", "é".repeat(3000));
+        let status = fsm_status(&FsmError::invalid_path(
+            &long,
+            crate::fsm::PathRule::TooLong,
+        ));
+        let detail = ErrorDetail::decode(status.details()).unwrap();
+        assert!(detail.path.len() < 300, "{}", detail.path.len());
+        assert!(detail.path.ends_with("(6001 bytes)"));
+        assert!(status.message().len() < 1100);
+    }
 
     #[test]
     fn txn_failures_keep_the_inner_code_and_name_the_operation() {

@@ -1,0 +1,70 @@
+//! Start-up refusals: a data directory of another member or cluster, and a taken port, each
+//! stop the member with a message that says what to change and a non-zero exit.
+
+use std::process::Command;
+use std::time::Duration;
+
+use coord_tests::{binary, free_port, ServerProcess};
+
+fn run_server(args: &[String]) -> (Option<i32>, String) {
+    let output = Command::new(binary("coord-server"))
+        .args(args)
+        .output()
+        .expect("coord-server runs");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_foreign_data_directories_and_taken_ports() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::start_single(dir.path(), &[]);
+    server.client().await;
+
+    // The port is taken by the running member.
+    let mut taken = server.args();
+    taken[3] = dir.path().join("other").display().to_string();
+    let (code, stderr) = run_server(&taken);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("cannot listen for client requests")
+            && stderr.contains(&server.client_address()),
+        "{stderr}"
+    );
+
+    // SIGTERM is a clean shutdown.
+    assert_eq!(server.terminate(Duration::from_secs(20)), Some(0));
+
+    // Same directory, another member id.
+    let fresh_ports = |args: &mut Vec<String>| {
+        args[5] = format!("127.0.0.1:{}", free_port());
+        args[7] = format!("127.0.0.1:{}", free_port());
+    };
+    let mut other_member = server.args();
+    other_member[1] = "2".into();
+    other_member.extend([
+        "--initial-cluster".to_owned(),
+        format!("2=127.0.0.1:{}", free_port()),
+    ]);
+    fresh_ports(&mut other_member);
+    let (code, stderr) = run_server(&other_member);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("belongs to member 1, not to member 2"),
+        "{stderr}"
+    );
+
+    // Same directory and id, another cluster.
+    let mut other_cluster = server.args();
+    other_cluster.extend(["--cluster-name".to_owned(), "elsewhere".to_owned()]);
+    fresh_ports(&mut other_cluster);
+    let (code, stderr) = run_server(&other_cluster);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("belongs to cluster coord-"), "{stderr}");
+
+    // The original configuration still starts and finds its data.
+    server.restart();
+    server.client().await;
+}
