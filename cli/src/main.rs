@@ -117,6 +117,27 @@ enum Command {
         #[command(subcommand)]
         command: ClusterCommand,
     },
+    /// Membership: list, add a learner, promote it to voter, remove a member.
+    Member {
+        #[command(subcommand)]
+        command: MemberCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum MemberCommand {
+    /// List the members.
+    List,
+    /// Add a learner (start it first with `coord-server --join`).
+    Add {
+        id: u64,
+        /// The new member's peer address (host:port).
+        peer_address: String,
+    },
+    /// Promote a learner to voter.
+    Promote { id: u64 },
+    /// Remove a member; it stops itself.
+    Remove { id: u64 },
 }
 
 const TXN_HELP: &str = "Run a transaction read from stdin, all or nothing at one revision.
@@ -289,6 +310,17 @@ async fn execute(cli: Cli, printer: &Printer) -> anyhow::Result<()> {
             let txn = txn_script::parse(&text)?;
             let result = client.txn(txn).await?;
             printer.txn(&result);
+        }
+        Command::Member { command } => {
+            let members = match command {
+                MemberCommand::List => client.member_list().await?,
+                MemberCommand::Add { id, peer_address } => {
+                    client.member_add(id, &peer_address).await?
+                }
+                MemberCommand::Promote { id } => client.member_promote(id).await?,
+                MemberCommand::Remove { id } => client.member_remove(id).await?,
+            };
+            printer.members(&members);
         }
         Command::Cluster {
             command: ClusterCommand::Status,

@@ -4,8 +4,8 @@
 use std::io::Write;
 
 use coord_client::{
-    Child, Client, ClusterStatusResponse, Created, Error, NodeData, NodeKind, OpResult, Stat,
-    TxnResult,
+    Child, Client, ClusterStatusResponse, Created, Error, Member, NodeData, NodeKind, OpResult,
+    Stat, TxnResult,
 };
 use serde_json::{json, Value};
 
@@ -340,6 +340,35 @@ impl Printer {
         emit(&text);
     }
 
+    pub fn members(&self, members: &[Member]) {
+        if self.json {
+            let items: Vec<Value> = members
+                .iter()
+                .map(|member| {
+                    json!({
+                        "id": member.id,
+                        "peer_address": member.peer_address,
+                        "client_address": member.client_address,
+                        "voter": member.voter,
+                    })
+                })
+                .collect();
+            emit(&format!("{}\n", json!({"members": items})));
+            return;
+        }
+        let mut text = String::from("ID  VOTER  PEER                   CLIENT\n");
+        for member in members {
+            text.push_str(&format!(
+                "{:<3} {:<6} {:<22} {}\n",
+                member.id,
+                if member.voter { "yes" } else { "no" },
+                member.peer_address,
+                member.client_address
+            ));
+        }
+        emit(&text);
+    }
+
     pub fn error(&self, error: &Error) {
         eprintln!("coordctl: {error}");
         if self.json {
@@ -372,6 +401,7 @@ fn error_kind(error: &Error) -> &'static str {
         Error::TxnOpFailed { source, .. } => error_kind(source),
         Error::Unavailable { .. } => "unavailable",
         Error::Timeout { .. } => "timeout",
+        Error::Interrupted { .. } => "interrupted",
         Error::ConnectionLost { .. } => "connection_lost",
         Error::Unreachable { .. } => "unreachable",
         Error::Internal { .. } => "internal",

@@ -176,7 +176,10 @@ impl Client {
                 Ok(value) => return Ok(value),
                 Err(status) => Error::from_status(&status, &self.inner.endpoints[index]),
             };
-            let connection_failed = matches!(error, Error::ConnectionLost { .. });
+            let connection_failed = matches!(
+                error,
+                Error::ConnectionLost { .. } | Error::Unreachable { .. }
+            );
             if connection_failed {
                 self.rotate(index);
             }
@@ -413,6 +416,54 @@ impl Client {
             })
             .await?;
         Ok(response.into_inner())
+    }
+
+    /// The cluster's members as the answering member knows them.
+    pub async fn member_list(&self) -> Result<Vec<pb::Member>, Error> {
+        let response = self
+            .call(true, |channel, timeout| {
+                let request = with_timeout(pb::MemberListRequest {}, timeout);
+                async move { ClusterClient::new(channel).member_list(request).await }
+            })
+            .await?;
+        Ok(response.into_inner().members)
+    }
+
+    /// Adds a learner: it receives the log but does not vote until promoted.
+    pub async fn member_add(&self, id: u64, peer_address: &str) -> Result<Vec<pb::Member>, Error> {
+        let request = pb::MemberAddRequest {
+            id,
+            peer_address: peer_address.to_owned(),
+        };
+        let response = self
+            .call(false, |channel, timeout| {
+                let request = with_timeout(request.clone(), timeout);
+                async move { ClusterClient::new(channel).member_add(request).await }
+            })
+            .await?;
+        Ok(response.into_inner().members)
+    }
+
+    /// Makes a learner a voter.
+    pub async fn member_promote(&self, id: u64) -> Result<Vec<pb::Member>, Error> {
+        let response = self
+            .call(false, |channel, timeout| {
+                let request = with_timeout(pb::MemberPromoteRequest { id }, timeout);
+                async move { ClusterClient::new(channel).member_promote(request).await }
+            })
+            .await?;
+        Ok(response.into_inner().members)
+    }
+
+    /// Removes a member (voter or learner); a removed member stops itself.
+    pub async fn member_remove(&self, id: u64) -> Result<Vec<pb::Member>, Error> {
+        let response = self
+            .call(false, |channel, timeout| {
+                let request = with_timeout(pb::MemberRemoveRequest { id }, timeout);
+                async move { ClusterClient::new(channel).member_remove(request).await }
+            })
+            .await?;
+        Ok(response.into_inner().members)
     }
 
     /// The header of a cheap request: which revision, term and leader an endpoint knows.

@@ -64,6 +64,9 @@ pub enum Error {
     /// The call timed out; a write may or may not have been applied.
     #[error("timed out: {message}")]
     Timeout { message: String },
+    /// The member stopped while the write was in flight; it may or may not have been applied.
+    #[error("interrupted: {message}")]
+    Interrupted { message: String },
     /// The connection failed during the call; a write may or may not have been applied.
     #[error("connection to {endpoint} lost: {message}")]
     ConnectionLost { endpoint: String, message: String },
@@ -87,7 +90,10 @@ impl Error {
     pub fn is_outcome_unknown(&self) -> bool {
         matches!(
             self,
-            Error::Timeout { .. } | Error::ConnectionLost { .. } | Error::Internal { .. }
+            Error::Timeout { .. }
+                | Error::Interrupted { .. }
+                | Error::ConnectionLost { .. }
+                | Error::Internal { .. }
         )
     }
 
@@ -161,6 +167,9 @@ fn from_detail(detail: ErrorDetail) -> Error {
         ErrorCode::Timeout => Error::Timeout {
             message: detail.message.clone(),
         },
+        ErrorCode::Interrupted => Error::Interrupted {
+            message: detail.message.clone(),
+        },
         ErrorCode::Internal => Error::Internal {
             message: detail.message.clone(),
         },
@@ -176,6 +185,13 @@ fn from_detail(detail: ErrorDetail) -> Error {
 
 fn from_transport(status: &tonic::Status, endpoint: &str) -> Error {
     let message = status.message().to_owned();
+    // No connection was made, so the request was never sent: safe to send elsewhere.
+    if message.contains("tcp connect error") || message.contains("Connection refused") {
+        return Error::Unreachable {
+            endpoints: vec![endpoint.to_owned()],
+            message,
+        };
+    }
     match status.code() {
         tonic::Code::DeadlineExceeded => Error::Timeout { message },
         tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled => {

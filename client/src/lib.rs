@@ -24,7 +24,7 @@ mod txn;
 mod types;
 
 pub use client::{Client, ClientOptions};
-pub use coord_proto::v1::{ClusterStatusResponse, MemberRole};
+pub use coord_proto::v1::{ClusterStatusResponse, Member, MemberRole, MemberStatus};
 pub use error::Error;
 pub use txn::{Compare, CompareOp, Op, OpResult, Txn, TxnResult};
 pub use types::{

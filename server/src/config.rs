@@ -42,6 +42,11 @@ pub struct ServerConfig {
     #[arg(long, env = "COORD_INITIAL_CLUSTER", default_value = "")]
     pub initial_cluster: String,
 
+    /// Join the existing cluster with this id (shown by `coordctl cluster status`): a new data
+    /// directory then waits to be added with `coordctl member add` instead of founding a cluster.
+    #[arg(long, env = "COORD_JOIN", value_name = "CLUSTER_ID")]
+    pub join: Option<String>,
+
     /// A name that, with --initial-cluster, identifies the cluster; data directories of
     /// another cluster are refused.
     #[arg(long, env = "COORD_CLUSTER_NAME", default_value = "coord")]

@@ -19,6 +19,12 @@ use crate::raft::{
 };
 use crate::storage::{DataDirIdentity, IdentityError};
 
+/// How often members exchange identities (client addresses) and liveness.
+const HELLO_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How long a removed member keeps answering before it stops.
+const REMOVAL_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Why a member could not start or stopped abnormally. Each message says what to change.
 #[derive(Debug, Error)]
 pub enum RunError {
@@ -50,7 +56,10 @@ pub async fn run(
         return Err(RunError::Config("--id must be at least 1".into()));
     }
     let initial_members = config.initial_members().map_err(RunError::Config)?;
-    let cluster_id = config.cluster_id(&initial_members);
+    let cluster_id = match &config.join {
+        Some(cluster_id) => cluster_id.clone(),
+        None => config.cluster_id(&initial_members),
+    };
     let is_new = DataDirIdentity::claim(&config.data_dir, &cluster_id, config.id)?;
 
     let client_listener = bind("client requests", config.listen_client).await?;
@@ -62,6 +71,8 @@ pub async fn run(
 
     let consensus_config = ConsensusConfig {
         member_id: MemberId(config.id),
+        cluster_id: cluster_id.clone(),
+        client_address: client_address.clone(),
         heartbeat_interval: config.heartbeat_interval,
         election_timeout_min: config.election_timeout,
         election_timeout_max: config.election_timeout * 2,
@@ -69,11 +80,14 @@ pub async fn run(
         snapshot_keep_entries: config.snapshot_keep_entries,
         request_timeout: config.request_timeout,
     };
+    // Exactly one member founds a new cluster: the lowest id of the initial cluster. The others
+    // (and members started with --join) wait for the leader; a restarted member never founds.
+    let founder = config.join.is_none() && initial_members.keys().next() == Some(&config.id);
     let members = initial_members
         .into_iter()
         .map(|(id, address)| (id, Member { addr: address }))
         .collect();
-    let consensus = Consensus::start(consensus_config, &config.data_dir, members)
+    let consensus = Consensus::start(consensus_config, &config.data_dir, members, founder)
         .await
         .map_err(|source| RunError::Start {
             dir: config.data_dir.display().to_string(),
@@ -96,11 +110,7 @@ pub async fn run(
     };
     let namespace = NamespaceServer::new(NamespaceService::new(consensus.clone(), limits))
         .max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX);
-    let cluster = ClusterServer::new(ClusterService::new(
-        consensus.clone(),
-        cluster_id,
-        client_address,
-    ));
+    let cluster = ClusterServer::new(ClusterService::new(consensus.clone(), client_address));
     let peer = PeerServer::new(PeerService::new(consensus.clone()))
         .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX);
@@ -126,8 +136,26 @@ pub async fn run(
     let client_task = tokio::spawn(client_server);
     let peer_task = tokio::spawn(peer_server);
 
-    shutdown.await;
-    tracing::info!("shutting down");
+    // Learn the other members' client addresses and reachability, once a second.
+    let greeter = {
+        let consensus = consensus.clone();
+        tokio::spawn(async move {
+            loop {
+                consensus.greet_peers().await;
+                tokio::time::sleep(HELLO_INTERVAL).await;
+            }
+        })
+    };
+
+    tokio::select! {
+        () = shutdown => tracing::info!("shutting down"),
+        () = consensus.removed() => {
+            tracing::warn!("this member was removed from the cluster; stopping");
+            // Let in-flight requests (the removal itself, often) answer before the ports close.
+            tokio::time::sleep(REMOVAL_GRACE).await;
+        }
+    }
+    greeter.abort();
     let _ = stop_sender.send(true);
     consensus.shutdown().await;
     for (role, task) in [("client", client_task), ("peer", peer_task)] {

@@ -5,8 +5,10 @@
 //! Invariants: every port is picked free at start; every wait is bounded; every process this
 //! harness starts is killed (by PID) when its handle drops, even when a test panics.
 
+mod cluster;
 mod server;
 
+pub use cluster::Cluster;
 pub use server::{binary, free_port, ServerProcess};
 
 use std::time::Duration;

@@ -10,12 +10,14 @@ use coord_client::{Client, ClientOptions};
 
 /// Path of a binary built by this workspace, next to the running test executable.
 pub fn binary(name: &str) -> PathBuf {
-    let test_executable = std::env::current_exe().expect("the test binary knows its path");
-    // target/<profile>/deps/<test> → target/<profile>/<name>
-    let profile_dir = test_executable
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binaries live in target/<profile>/deps");
+    let executable = std::env::current_exe().expect("the running binary knows its path");
+    // Tests run from target/<profile>/deps/, tools such as coord-bench from target/<profile>/.
+    let directory = executable.parent().expect("binaries live in a directory");
+    let profile_dir = if directory.ends_with("deps") {
+        directory.parent().expect("deps has a parent")
+    } else {
+        directory
+    };
     let path = profile_dir.join(name);
     assert!(
         path.exists(),
@@ -40,6 +42,10 @@ pub struct ServerProcess {
     pub client_port: u16,
     pub peer_port: u16,
     pub data_dir: PathBuf,
+    /// `--initial-cluster` for multi-member clusters.
+    initial_cluster: Option<String>,
+    /// Start with `--join CLUSTER_ID` (a new member waiting to be added).
+    join: Option<String>,
     extra_args: Vec<String>,
     log_path: PathBuf,
     child: Option<Child>,
@@ -48,17 +54,47 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts a single-member cluster in `dir` (which the caller keeps alive).
     pub fn start_single(dir: &Path, extra_args: &[&str]) -> ServerProcess {
-        let mut server = ServerProcess {
-            id: 1,
-            client_port: free_port(),
-            peer_port: free_port(),
-            data_dir: dir.join("data"),
-            extra_args: extra_args.iter().map(|arg| (*arg).to_owned()).collect(),
-            log_path: dir.join("server.log"),
-            child: None,
-        };
+        let mut server = ServerProcess::prepare(1, dir, extra_args);
         server.spawn();
         server
+    }
+
+    /// A member that is not started yet, with fresh ports and its own directory under `dir`.
+    pub fn prepare(id: u64, dir: &Path, extra_args: &[&str]) -> ServerProcess {
+        let member_dir = if id == 1 {
+            dir.to_path_buf()
+        } else {
+            dir.join(format!("member-{id}"))
+        };
+        std::fs::create_dir_all(&member_dir).expect("member directories can be created");
+        ServerProcess {
+            id,
+            client_port: free_port(),
+            peer_port: free_port(),
+            data_dir: member_dir.join("data"),
+            initial_cluster: None,
+            join: None,
+            extra_args: extra_args.iter().map(|arg| (*arg).to_owned()).collect(),
+            log_path: member_dir.join("server.log"),
+            child: None,
+        }
+    }
+
+    pub fn peer_address(&self) -> String {
+        format!("127.0.0.1:{}", self.peer_port)
+    }
+
+    pub fn set_initial_cluster(&mut self, initial_cluster: &str) {
+        self.initial_cluster = Some(initial_cluster.to_owned());
+    }
+
+    pub fn set_join(&mut self, join: Option<String>) {
+        self.join = join;
+    }
+
+    /// Starts a member prepared with `prepare`.
+    pub fn start(&mut self) {
+        self.spawn();
     }
 
     pub fn client_address(&self) -> String {
@@ -82,6 +118,12 @@ impl ServerProcess {
             "--election-timeout".to_owned(),
             "500ms".to_owned(),
         ];
+        if let Some(initial_cluster) = &self.initial_cluster {
+            args.extend(["--initial-cluster".to_owned(), initial_cluster.clone()]);
+        }
+        if let Some(cluster_id) = &self.join {
+            args.extend(["--join".to_owned(), cluster_id.clone()]);
+        }
         args.extend(self.extra_args.iter().cloned());
         args
     }
@@ -159,6 +201,11 @@ impl ServerProcess {
     pub fn restart(&mut self) {
         self.kill9();
         self.spawn();
+    }
+
+    /// The process id while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     pub fn is_running(&mut self) -> bool {

@@ -1,4 +1,4 @@
-//! The `coord.v1.Cluster` service: status and membership.
+//! The `coord.v1.Cluster` service: status and membership changes (run on the leader).
 
 use std::sync::Arc;
 
@@ -7,24 +7,18 @@ use coord_proto::v1::cluster_server::Cluster as ClusterApi;
 use openraft::ServerState;
 use tonic::{Request, Response, Status};
 
-use super::status::status;
-use crate::raft::Consensus;
+use super::status::{consensus_status, invalid_argument};
+use crate::raft::{Consensus, ForwardRequest};
 
 pub struct ClusterService {
     consensus: Arc<Consensus>,
-    cluster_id: String,
     client_address: String,
 }
 
 impl ClusterService {
-    pub fn new(
-        consensus: Arc<Consensus>,
-        cluster_id: String,
-        client_address: String,
-    ) -> ClusterService {
+    pub fn new(consensus: Arc<Consensus>, client_address: String) -> ClusterService {
         ClusterService {
             consensus,
-            cluster_id,
             client_address,
         }
     }
@@ -43,34 +37,44 @@ impl ClusterService {
         }
     }
 
+    fn client_address_of(&self, id: u64) -> String {
+        if id == self.consensus.member_id().0 {
+            self.client_address.clone()
+        } else {
+            self.consensus
+                .directory()
+                .client_address(id)
+                .unwrap_or_default()
+        }
+    }
+
     fn members(&self) -> Vec<pb::Member> {
-        let status = self.consensus.status();
-        status
+        self.consensus
+            .status()
             .members
             .iter()
             .map(|member| pb::Member {
                 id: member.id,
                 peer_address: member.peer_address.clone(),
-                client_address: if member.id == status.member_id {
-                    self.client_address.clone()
-                } else {
-                    String::new()
-                },
+                client_address: self.client_address_of(member.id),
                 voter: member.voter,
             })
             .collect()
     }
-}
 
-fn unsupported(what: &str) -> Status {
-    status(
-        tonic::Code::Unimplemented,
-        pb::ErrorDetail {
-            code: pb::ErrorCode::Membership as i32,
-            message: format!("{what} is not supported by this release yet"),
-            ..pb::ErrorDetail::default()
-        },
-    )
+    async fn change(
+        &self,
+        request: ForwardRequest,
+    ) -> Result<Response<pb::MemberListResponse>, Status> {
+        self.consensus
+            .change_membership(request)
+            .await
+            .map_err(|error| consensus_status(&error))?;
+        Ok(Response::new(pb::MemberListResponse {
+            header: Some(self.header()),
+            members: self.members(),
+        }))
+    }
 }
 
 #[tonic::async_trait]
@@ -80,47 +84,53 @@ impl ClusterApi for ClusterService {
         _request: Request<pb::ClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
         let status = self.consensus.status();
-        let members = self
-            .members()
-            .into_iter()
-            .map(|member| {
-                let state = status.members.iter().find(|state| state.id == member.id);
-                let role = if Some(member.id) == status.leader {
+        let members = status
+            .members
+            .iter()
+            .map(|state| {
+                let is_self = state.id == status.member_id;
+                let role = if Some(state.id) == status.leader {
                     pb::MemberRole::Leader
-                } else if !member.voter {
+                } else if !state.voter {
                     pb::MemberRole::Learner
-                } else if member.id == status.member_id && status.role == ServerState::Candidate {
+                } else if is_self && status.role == ServerState::Candidate {
                     pb::MemberRole::Candidate
                 } else {
                     pb::MemberRole::Follower
                 };
-                let matched_index = state.and_then(|state| state.matched_index);
-                let matched_index = if member.id == status.member_id {
+                // The leader knows each member's progress; others know only their own.
+                let matched_index = if is_self {
                     Some(status.last_log_index)
                 } else {
-                    matched_index
+                    state.matched_index
                 };
+                let reachable = is_self || self.consensus.directory().is_reachable(state.id);
                 pb::MemberStatus {
+                    member: Some(pb::Member {
+                        id: state.id,
+                        peer_address: state.peer_address.clone(),
+                        client_address: self.client_address_of(state.id),
+                        voter: state.voter,
+                    }),
                     role: role as i32,
                     matched_index: matched_index.unwrap_or(0),
                     lag: matched_index
                         .map_or(0, |matched| status.last_log_index.saturating_sub(matched)),
-                    reachable: matched_index.is_some() || !status.is_leader,
-                    member: Some(member),
+                    reachable,
                 }
             })
             .collect();
         Ok(Response::new(pb::ClusterStatusResponse {
             header: Some(self.header()),
-            cluster_id: self.cluster_id.clone(),
+            cluster_id: self.consensus.cluster_id().to_owned(),
             leader_id: status.leader.unwrap_or(0),
             term: status.term,
             committed_index: status.applied_index,
             applied_index: status.applied_index,
             last_log_index: status.last_log_index,
             snapshot_index: status.snapshot_index,
-            purged_index: status.purged_index,
             members,
+            purged_index: status.purged_index,
         }))
     }
 
@@ -136,22 +146,54 @@ impl ClusterApi for ClusterService {
 
     async fn member_add(
         &self,
-        _request: Request<pb::MemberAddRequest>,
+        request: Request<pb::MemberAddRequest>,
     ) -> Result<Response<pb::MemberListResponse>, Status> {
-        Err(unsupported("adding a member"))
+        let request = request.into_inner();
+        if request.id == 0 {
+            return Err(invalid_argument("id: member ids start at 1"));
+        }
+        if !request.peer_address.contains(':') {
+            return Err(invalid_argument(format!(
+                "peer_address {:?} is not HOST:PORT",
+                request.peer_address
+            )));
+        }
+        if self
+            .consensus
+            .status()
+            .members
+            .iter()
+            .any(|member| member.id == request.id)
+        {
+            return Err(invalid_argument(format!(
+                "member {} is already in the cluster",
+                request.id
+            )));
+        }
+        self.change(ForwardRequest::AddLearner {
+            id: request.id,
+            peer_address: request.peer_address,
+        })
+        .await
     }
 
     async fn member_promote(
         &self,
-        _request: Request<pb::MemberPromoteRequest>,
+        request: Request<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberListResponse>, Status> {
-        Err(unsupported("promoting a member"))
+        self.change(ForwardRequest::Promote {
+            id: request.into_inner().id,
+        })
+        .await
     }
 
     async fn member_remove(
         &self,
-        _request: Request<pb::MemberRemoveRequest>,
+        request: Request<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberListResponse>, Status> {
-        Err(unsupported("removing a member"))
+        self.change(ForwardRequest::Remove {
+            id: request.into_inner().id,
+        })
+        .await
     }
 }

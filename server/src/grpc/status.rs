@@ -10,7 +10,9 @@
 //! | NotEmpty, NoParent, EphemeralParent, SessionExpired | FAILED_PRECONDITION | no |
 //! | NoLeader, ShuttingDown | UNAVAILABLE | yes |
 //! | Timeout | DEADLINE_EXCEEDED | yes (outcome unknown for writes) |
+//! | LeaderUnreachable | UNAVAILABLE (code TIMEOUT) | yes (outcome unknown for writes) |
 //! | Membership | FAILED_PRECONDITION | no |
+//! | Interrupted | UNAVAILABLE | no: the write's outcome is unknown |
 //! | Fatal | INTERNAL | no |
 
 use coord_proto::v1::{ErrorCode, ErrorDetail};
@@ -194,6 +196,15 @@ pub fn consensus_status(error: &ConsensusError) -> Status {
                 ..detail(ErrorCode::NoLeader, message)
             },
         ),
+        // The forwarded request may have reached the leader: outcome unknown, like a timeout.
+        ConsensusError::LeaderUnreachable { leader, .. } => status(
+            Code::Unavailable,
+            ErrorDetail {
+                retryable: true,
+                leader_id: *leader,
+                ..detail(ErrorCode::Timeout, message)
+            },
+        ),
         ConsensusError::Timeout { .. } => status(
             Code::DeadlineExceeded,
             ErrorDetail {
@@ -206,6 +217,13 @@ pub fn consensus_status(error: &ConsensusError) -> Status {
             ErrorDetail {
                 retryable: true,
                 ..detail(ErrorCode::Unavailable, message)
+            },
+        ),
+        ConsensusError::Interrupted { .. } => status(
+            Code::Unavailable,
+            ErrorDetail {
+                retryable: false,
+                ..detail(ErrorCode::Interrupted, message)
             },
         ),
         ConsensusError::Membership { .. } => status(

@@ -14,12 +14,21 @@
 //!  grpc ──Replica::read(|state| ..)──► the applied Namespace (RwLock, no await while held)
 //! ```
 //!
+//! Any member accepts any request. A follower forwards writes and membership changes to the
+//! leader it knows (one hop, over the peer port) and, for a linearizable read, asks the leader
+//! for a read index, waits until it has applied that far, and answers from its own replica.
+//!
 //! Invariant: a write is acknowledged only after openraft has committed it, which needs the
-//! entry durable on a majority (one member here: its own synced RocksDB batch).
+//! entry durable on a majority of voters (each member's own synced RocksDB batch).
+//! Invariant: a linearizable read is answered only at or after a read index confirmed by a
+//! quorum after the read arrived.
 
+mod directory;
+mod forward;
 mod log_storage;
 mod network;
 mod proposal;
+mod read_index;
 mod state_machine;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -29,16 +38,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
-use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
+use openraft::{BasicNode, ChangeMembers, Config, Raft, ServerState, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-pub use network::{decode_peer, encode_peer, PeerNetwork, PEER_MESSAGE_BYTES_MAX};
+pub use directory::{MemberDirectory, PEER_SILENCE_MAX};
+pub use forward::{ForwardReply, ForwardRequest, ForwardResult, Hello, ReadIndexResult};
+pub use network::{
+    decode_peer, encode_peer, PeerCall, PeerClients, PeerNetwork, CLUSTER_ID_METADATA_KEY,
+    PEER_MESSAGE_BYTES_MAX,
+};
 pub use proposal::{Proposal, ProposalResult};
 pub use state_machine::{Replica, ReplicaState};
 
 use crate::fsm::{Command, FsmError, Output, Revision};
 use crate::storage::{LogDb, SnapshotFile, StorageFault};
 use log_storage::LogStorage;
+use read_index::ReadIndexBatcher;
 use state_machine::StateMachine;
 
 /// A member as the Raft membership records it: its peer address.
@@ -66,10 +82,13 @@ pub enum Consistency {
     MinRevision(Revision),
 }
 
-/// Timing and snapshot settings for consensus.
+/// Identity, timing and snapshot settings for consensus.
 #[derive(Debug, Clone)]
 pub struct ConsensusConfig {
     pub member_id: MemberId,
+    pub cluster_id: String,
+    /// The client address other members and clients should use for this member.
+    pub client_address: String,
     pub heartbeat_interval: Duration,
     pub election_timeout_min: Duration,
     pub election_timeout_max: Duration,
@@ -81,19 +100,23 @@ pub struct ConsensusConfig {
     pub request_timeout: Duration,
 }
 
-#[derive(Debug, Error)]
+/// Why consensus could not serve a request. Crosses the peer port, hence serializable.
+#[derive(Debug, Clone, PartialEq, Eq, Error, Serialize, Deserialize)]
 pub enum ConsensusError {
     /// No leader is known (election in progress, or no quorum). Nothing was applied.
     #[error("no leader is known right now{}", hint(*.leader_hint))]
     NoLeader { leader_hint: Option<u64> },
     /// The request did not finish in time; for a write its outcome is unknown.
     #[error("{what} did not finish within {timeout:?}")]
-    Timeout {
-        what: &'static str,
-        timeout: Duration,
-    },
+    Timeout { what: String, timeout: Duration },
+    /// Forwarding to the leader failed in transit; for a write its outcome is unknown.
+    #[error("the leader (member {leader}) could not be reached: {reason}")]
+    LeaderUnreachable { leader: u64, reason: String },
     #[error("the member is shutting down")]
     ShuttingDown,
+    /// The member stopped after the write was proposed; it may or may not have been applied.
+    #[error("the write was interrupted ({reason}); it may or may not have been applied")]
+    Interrupted { reason: String },
     #[error("membership change refused: {reason}")]
     Membership { reason: String },
     #[error("consensus failed: {reason}")]
@@ -130,18 +153,30 @@ pub struct Consensus {
     raft: Raft<TypeConfig>,
     replica: Arc<Replica>,
     config: ConsensusConfig,
+    directory: MemberDirectory,
+    peers: PeerClients,
+    read_index: ReadIndexBatcher,
+}
+
+/// Where a request must go when this member cannot run it itself.
+enum Route {
+    Local,
+    Leader { id: u64, address: String },
+    Nowhere { leader_hint: Option<u64> },
 }
 
 impl Consensus {
-    /// Opens the member's storage under `data_dir` and starts Raft. A pristine member is
-    /// initialised with `initial_members`; a restarted one recovers from its log and snapshot.
+    /// Opens the member's storage under `data_dir` and starts Raft. A pristine member with
+    /// `initialize` set founds the cluster with `initial_members`; every other member waits to
+    /// be contacted by a leader. A restarted member recovers from its log and snapshot.
     pub async fn start(
         config: ConsensusConfig,
         data_dir: &Path,
         initial_members: BTreeMap<u64, Member>,
+        initialize: bool,
     ) -> Result<Consensus, StartError> {
         let raft_config = Config {
-            cluster_name: "coord".into(),
+            cluster_name: config.cluster_id.clone(),
             heartbeat_interval: config.heartbeat_interval.as_millis() as u64,
             election_timeout_min: config.election_timeout_min.as_millis() as u64,
             election_timeout_max: config.election_timeout_max.as_millis() as u64,
@@ -149,6 +184,8 @@ impl Consensus {
             max_in_snapshot_log_to_keep: config.snapshot_keep_entries,
             // Bounds one AppendEntries message: entries carry at most 8 MiB each.
             max_payload_entries: 64,
+            // A slow disk or a loaded machine must not make a healthy leader look dead.
+            install_snapshot_timeout: 30_000,
             ..Config::default()
         }
         .validate()
@@ -156,7 +193,7 @@ impl Consensus {
         let log_db = LogDb::open(&data_dir.join("log"))?;
         let state_machine = StateMachine::open(SnapshotFile::new(data_dir))?;
         let replica = state_machine.replica();
-        let network = PeerNetwork::new(config.member_id.0);
+        let network = PeerNetwork::new(config.member_id.0, config.cluster_id.clone());
         let raft = Raft::new(
             config.member_id.0,
             Arc::new(raft_config),
@@ -170,17 +207,23 @@ impl Consensus {
             .is_initialized()
             .await
             .map_err(|error| StartError::Raft(error.to_string()))?;
-        if !initialized {
-            tracing::info!(members = ?initial_members.keys().collect::<Vec<_>>(), "initialising a new cluster");
+        if !initialized && initialize {
+            tracing::info!(members = ?initial_members.keys().collect::<Vec<_>>(), "founding a new cluster");
             match raft.initialize(initial_members).await {
                 Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
                 Err(error) => return Err(StartError::Raft(error.to_string())),
             }
+        } else if !initialized {
+            tracing::info!("new member: waiting for the leader to contact it");
         }
+        let peers = PeerClients::new(config.cluster_id.clone());
         Ok(Consensus {
             raft,
             replica,
             config,
+            directory: MemberDirectory::default(),
+            peers,
+            read_index: ReadIndexBatcher::default(),
         })
     }
 
@@ -188,13 +231,30 @@ impl Consensus {
         self.config.member_id
     }
 
+    pub fn cluster_id(&self) -> &str {
+        &self.config.cluster_id
+    }
+
     pub fn replica(&self) -> &Arc<Replica> {
         &self.replica
+    }
+
+    pub fn directory(&self) -> &MemberDirectory {
+        &self.directory
     }
 
     /// The openraft handle, for the peer service in `grpc/` only.
     pub fn raft(&self) -> &Raft<TypeConfig> {
         &self.raft
+    }
+
+    /// This member's identity, as sent in `Peer.Hello`.
+    pub fn hello(&self) -> Hello {
+        Hello {
+            cluster_id: self.config.cluster_id.clone(),
+            member_id: self.config.member_id.0,
+            client_address: self.config.client_address.clone(),
+        }
     }
 
     pub fn view(&self) -> ClusterView {
@@ -207,95 +267,270 @@ impl Consensus {
         }
     }
 
-    /// Proposes `command` and waits until it is committed and applied here.
-    /// Returns the revision it was applied at and the namespace's verdict.
+    /// Where leader-only work goes right now.
+    fn route(&self) -> Route {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        match metrics.current_leader {
+            Some(leader)
+                if leader == self.config.member_id.0 && metrics.state == ServerState::Leader =>
+            {
+                Route::Local
+            }
+            Some(leader) => match metrics.membership_config.membership().get_node(&leader) {
+                Some(member) if leader != self.config.member_id.0 => Route::Leader {
+                    id: leader,
+                    address: member.addr.clone(),
+                },
+                _ => Route::Nowhere {
+                    leader_hint: Some(leader),
+                },
+            },
+            None => Route::Nowhere { leader_hint: None },
+        }
+    }
+
+    /// Sends leader-only work to the leader, once.
+    async fn forward(&self, leader: u64, address: &str, request: &ForwardRequest) -> ForwardResult {
+        let timeout = self.config.request_timeout;
+        let reply: Result<ForwardResult, String> = self
+            .peers
+            .call(address, PeerCall::Forward, request, timeout)
+            .await;
+        reply.unwrap_or_else(|reason| Err(ConsensusError::LeaderUnreachable { leader, reason }))
+    }
+
+    /// Proposes `command` (on the leader, forwarding if needed) and waits until it is committed
+    /// and applied on the leader. Returns the revision and the namespace's verdict.
     pub async fn write(
         &self,
         command: Command,
     ) -> Result<(Revision, Result<Output, FsmError>), ConsensusError> {
+        let request = ForwardRequest::Write(command);
+        match self.route() {
+            Route::Local => self.run_forwarded(request).await,
+            Route::Leader { id, address } => self.forward(id, &address, &request).await,
+            Route::Nowhere { leader_hint } => Err(ConsensusError::NoLeader { leader_hint }),
+        }
+        .map(|reply| match reply {
+            ForwardReply::Written { revision, outcome } => (revision, outcome),
+            ForwardReply::MembershipChanged => unreachable!("a write is answered with Written"),
+        })
+    }
+
+    /// Runs leader-only work here; answers `NoLeader` if this member is not the leader (a
+    /// forwarded request is never forwarded again).
+    pub async fn run_forwarded(&self, request: ForwardRequest) -> ForwardResult {
         let timeout = self.config.request_timeout;
-        let written = tokio::time::timeout(timeout, self.raft.client_write(Proposal { command }))
-            .await
-            .map_err(|_| ConsensusError::Timeout {
-                what: "write",
-                timeout,
-            })?;
-        match written {
-            Ok(response) => {
+        let timed_out = |what: &str| ConsensusError::Timeout {
+            what: what.to_owned(),
+            timeout,
+        };
+        match request {
+            ForwardRequest::Write(command) => {
+                let written =
+                    tokio::time::timeout(timeout, self.raft.client_write(Proposal { command }))
+                        .await
+                        .map_err(|_| timed_out("write"))?;
+                let response = written.map_err(client_write_error)?;
                 let result = response.data;
                 let outcome = result
                     .outcome
                     .expect("a normal entry always has an outcome");
-                Ok((result.revision, outcome))
-            }
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
-                Err(ConsensusError::NoLeader {
-                    leader_hint: forward.leader_id,
+                Ok(ForwardReply::Written {
+                    revision: result.revision,
+                    outcome,
                 })
             }
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(error))) => {
-                Err(ConsensusError::Membership {
-                    reason: error.to_string(),
-                })
+            ForwardRequest::AddLearner { id, peer_address } => {
+                let added = tokio::time::timeout(
+                    timeout,
+                    self.raft
+                        .add_learner(id, Member { addr: peer_address }, false),
+                )
+                .await
+                .map_err(|_| timed_out("add learner"))?;
+                added
+                    .map(|_| ForwardReply::MembershipChanged)
+                    .map_err(client_write_error)
             }
-            Err(RaftError::Fatal(fatal)) => Err(fatal_error(fatal.to_string())),
+            ForwardRequest::Promote { id } => {
+                let change = ChangeMembers::AddVoterIds(BTreeSet::from([id]));
+                let changed =
+                    tokio::time::timeout(timeout, self.raft.change_membership(change, false))
+                        .await
+                        .map_err(|_| timed_out("promote"))?;
+                changed
+                    .map(|_| ForwardReply::MembershipChanged)
+                    .map_err(client_write_error)
+            }
+            ForwardRequest::Remove { id } => {
+                let membership = self
+                    .raft
+                    .metrics()
+                    .borrow()
+                    .membership_config
+                    .membership()
+                    .clone();
+                if membership.get_node(&id).is_none() {
+                    return Err(ConsensusError::Membership {
+                        reason: format!("member {id} is not in the cluster"),
+                    });
+                }
+                let voters: BTreeSet<u64> = membership.voter_ids().collect();
+                let change = if voters.contains(&id) {
+                    ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+                } else {
+                    ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+                };
+                let changed =
+                    tokio::time::timeout(timeout, self.raft.change_membership(change, false))
+                        .await
+                        .map_err(|_| timed_out("remove"))?;
+                changed
+                    .map(|_| ForwardReply::MembershipChanged)
+                    .map_err(client_write_error)
+            }
         }
     }
 
-    /// Waits until a read at `consistency` may be answered from the local replica.
-    pub async fn read_barrier(&self, consistency: Consistency) -> Result<(), ConsensusError> {
+    /// A membership change, run on the leader.
+    pub async fn change_membership(&self, request: ForwardRequest) -> Result<(), ConsensusError> {
+        match self.route() {
+            Route::Local => self.run_forwarded(request).await,
+            Route::Leader { id, address } => self.forward(id, &address, &request).await,
+            Route::Nowhere { leader_hint } => Err(ConsensusError::NoLeader { leader_hint }),
+        }
+        .map(|_| ())
+    }
+
+    /// On the leader: an index that every linearizable read starting now must see, confirmed
+    /// by a quorum; concurrent callers share one confirmation round.
+    pub async fn leader_read_index(&self) -> ReadIndexResult {
         let timeout = self.config.request_timeout;
-        match consistency {
-            Consistency::Serializable => Ok(()),
-            Consistency::Linearizable => {
-                let confirmed = tokio::time::timeout(timeout, self.raft.ensure_linearizable())
+        self.read_index
+            .read_index(|| async {
+                let confirmed = tokio::time::timeout(timeout, self.raft.get_read_log_id())
                     .await
                     .map_err(|_| ConsensusError::Timeout {
-                        what: "linearizable read",
+                        what: "leadership confirmation".into(),
                         timeout,
                     })?;
                 match confirmed {
-                    Ok(_) => Ok(()),
+                    Ok((read_log_id, _applied)) => Ok(read_log_id.map_or(0, |log_id| log_id.index)),
                     Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {
                         Err(ConsensusError::NoLeader {
                             leader_hint: forward.leader_id,
                         })
                     }
                     Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => {
-                        Err(ConsensusError::NoLeader {
-                            leader_hint: Some(self.config.member_id.0),
-                        })
+                        Err(ConsensusError::NoLeader { leader_hint: None })
                     }
                     Err(RaftError::Fatal(fatal)) => Err(fatal_error(fatal.to_string())),
                 }
-            }
-            Consistency::MinRevision(revision) => {
-                let mut applied = self.replica.applied_revision();
-                let reached =
-                    tokio::time::timeout(timeout, applied.wait_for(|current| *current >= revision))
-                        .await
-                        .map_err(|_| ConsensusError::Timeout {
-                            what: "wait for min_revision",
-                            timeout,
-                        })?;
-                reached
-                    .map(|_| ())
-                    .map_err(|_| ConsensusError::ShuttingDown)
-            }
-        }
+            })
+            .await
     }
 
-    /// Waits until this member knows a leader, or `timeout` passes.
-    pub async fn wait_for_leader(&self, timeout: Duration) -> Option<u64> {
+    /// Waits until a read at `consistency` may be answered from the local replica.
+    pub async fn read_barrier(&self, consistency: Consistency) -> Result<(), ConsensusError> {
+        let index = match consistency {
+            Consistency::Serializable => return Ok(()),
+            Consistency::MinRevision(revision) => revision.0,
+            Consistency::Linearizable => match self.route() {
+                Route::Local => self.leader_read_index().await?,
+                Route::Leader { id, address } => {
+                    let timeout = self.config.request_timeout;
+                    let reply: Result<ReadIndexResult, String> = self
+                        .peers
+                        .call(&address, PeerCall::ReadIndex, &(), timeout)
+                        .await;
+                    reply.unwrap_or_else(|reason| {
+                        Err(ConsensusError::LeaderUnreachable { leader: id, reason })
+                    })?
+                }
+                Route::Nowhere { leader_hint } => {
+                    return Err(ConsensusError::NoLeader { leader_hint })
+                }
+            },
+        };
+        self.wait_applied(Revision(index)).await
+    }
+
+    /// Waits (bounded) until the local replica has applied `revision`.
+    async fn wait_applied(&self, revision: Revision) -> Result<(), ConsensusError> {
+        let timeout = self.config.request_timeout;
+        let mut applied = self.replica.applied_revision();
+        let reached =
+            tokio::time::timeout(timeout, applied.wait_for(|current| *current >= revision))
+                .await
+                .map_err(|_| ConsensusError::Timeout {
+                    what: format!("catching up to revision {revision}"),
+                    timeout,
+                })?;
+        reached
+            .map(|_| ())
+            .map_err(|_| ConsensusError::ShuttingDown)
+    }
+
+    /// Exchanges identities with every other member once; records who answered.
+    pub async fn greet_peers(&self) {
+        let members: Vec<(u64, String)> = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow();
+            metrics
+                .membership_config
+                .membership()
+                .nodes()
+                .filter(|(id, _)| **id != self.config.member_id.0)
+                .map(|(id, member)| (*id, member.addr.clone()))
+                .collect()
+        };
+        let hello = self.hello();
+        let timeout = Duration::from_secs(1);
+        let greetings = members.into_iter().map(|(id, address)| {
+            let hello = &hello;
+            async move {
+                let reply: Result<Hello, String> = self.peers.call(&address, PeerCall::Hello, hello, timeout).await;
+                match reply {
+                    Ok(reply) if reply.cluster_id != self.config.cluster_id => {
+                        tracing::error!(member = id, %address, theirs = %reply.cluster_id, ours = %self.config.cluster_id,
+                            "peer belongs to another cluster");
+                    }
+                    Ok(reply) if reply.member_id != id => {
+                        tracing::error!(expected = id, found = reply.member_id, %address, "peer address answers as another member");
+                    }
+                    Ok(reply) => self.directory.heard_from(id, reply.client_address),
+                    Err(reason) => tracing::debug!(member = id, %reason, "peer did not answer hello"),
+                }
+            }
+        });
+        futures::future::join_all(greetings).await;
+    }
+
+    /// Resolves once this member has been removed from the cluster's membership.
+    pub async fn removed(&self) {
+        let me = self.config.member_id.0;
         let mut metrics = self.raft.metrics();
-        let found = tokio::time::timeout(
-            timeout,
-            metrics.wait_for(|metrics| metrics.current_leader.is_some()),
-        )
-        .await;
-        match found {
-            Ok(Ok(metrics)) => metrics.current_leader,
-            _ => None,
+        let mut was_member = false;
+        loop {
+            {
+                let current = metrics.borrow_and_update();
+                let is_member = current
+                    .membership_config
+                    .membership()
+                    .get_node(&me)
+                    .is_some();
+                // Only a committed change that drops us counts; a pristine member is not yet in.
+                if is_member {
+                    was_member = true;
+                } else if was_member {
+                    return;
+                }
+            }
+            if metrics.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
         }
     }
 
@@ -336,6 +571,25 @@ impl Consensus {
         if let Err(error) = self.raft.shutdown().await {
             tracing::warn!(%error, "raft shutdown reported an error");
         }
+    }
+}
+
+fn client_write_error(error: RaftError<u64, ClientWriteError<u64, Member>>) -> ConsensusError {
+    match error {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => {
+            ConsensusError::NoLeader {
+                leader_hint: forward.leader_id,
+            }
+        }
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(error)) => {
+            ConsensusError::Membership {
+                reason: error.to_string(),
+            }
+        }
+        // The entry may already be in the log and commit later: the outcome is unknown.
+        RaftError::Fatal(fatal) => ConsensusError::Interrupted {
+            reason: fatal.to_string(),
+        },
     }
 }
 

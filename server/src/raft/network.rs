@@ -29,13 +29,20 @@ pub const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Largest peer message accepted, in bytes: 64 entries of up to 8 MiB plus framing.
 pub const PEER_MESSAGE_BYTES_MAX: usize = 600 * 1024 * 1024;
 
+/// gRPC metadata naming the sender's cluster; a member refuses peer traffic from another one.
+pub const CLUSTER_ID_METADATA_KEY: &str = "coord-cluster-id";
+
 pub struct PeerNetwork {
     member_id: u64,
+    cluster_id: String,
 }
 
 impl PeerNetwork {
-    pub fn new(member_id: u64) -> PeerNetwork {
-        PeerNetwork { member_id }
+    pub fn new(member_id: u64, cluster_id: String) -> PeerNetwork {
+        PeerNetwork {
+            member_id,
+            cluster_id,
+        }
     }
 }
 
@@ -47,6 +54,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             from: self.member_id,
             target,
             address: member.addr.clone(),
+            cluster_id: self.cluster_id.clone(),
             client: None,
         }
     }
@@ -57,7 +65,104 @@ pub struct PeerLink {
     from: u64,
     target: u64,
     address: String,
+    cluster_id: String,
     client: Option<PeerClient<Channel>>,
+}
+
+/// A peer request with a deadline and the sender's cluster id.
+pub fn peer_request(
+    cluster_id: &str,
+    message: PeerMessage,
+    timeout: Duration,
+) -> tonic::Request<PeerMessage> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(timeout);
+    if let Ok(value) = cluster_id.parse() {
+        request
+            .metadata_mut()
+            .insert(CLUSTER_ID_METADATA_KEY, value);
+    }
+    request
+}
+
+/// Opens a lazily connecting client to a peer address.
+fn connect_peer(address: &str) -> Result<PeerClient<Channel>, String> {
+    let endpoint = Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|error| format!("bad peer address {address}: {error}"))?
+        .connect_timeout(PEER_CONNECT_TIMEOUT)
+        .tcp_nodelay(true);
+    Ok(PeerClient::new(endpoint.connect_lazy())
+        .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX))
+}
+
+/// Clients for the member-to-member calls Coord makes itself (forwarding, read index, hello),
+/// one per peer address, reused across calls.
+pub struct PeerClients {
+    cluster_id: String,
+    clients: std::sync::Mutex<std::collections::BTreeMap<String, PeerClient<Channel>>>,
+}
+
+/// The member-to-member calls Coord makes itself.
+#[derive(Debug, Clone, Copy)]
+pub enum PeerCall {
+    Forward,
+    ReadIndex,
+    Hello,
+}
+
+impl PeerClients {
+    pub fn new(cluster_id: String) -> PeerClients {
+        PeerClients {
+            cluster_id,
+            clients: std::sync::Mutex::new(std::collections::BTreeMap::new()),
+        }
+    }
+
+    fn client(&self, address: &str) -> Result<PeerClient<Channel>, String> {
+        let mut clients = self
+            .clients
+            .lock()
+            .expect("no panic while holding the peer client lock");
+        if let Some(client) = clients.get(address) {
+            return Ok(client.clone());
+        }
+        let client = connect_peer(address)?;
+        clients.insert(address.to_owned(), client.clone());
+        Ok(client)
+    }
+
+    fn forget(&self, address: &str) {
+        self.clients
+            .lock()
+            .expect("no panic while holding the peer client lock")
+            .remove(address);
+    }
+
+    /// Calls `method` on the peer at `address` and decodes its reply.
+    pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        address: &str,
+        method: PeerCall,
+        request: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, String> {
+        let mut client = self.client(address)?;
+        let request = peer_request(&self.cluster_id, encode_peer(request), timeout);
+        let reply = match method {
+            PeerCall::Forward => client.forward(request).await,
+            PeerCall::ReadIndex => client.read_index(request).await,
+            PeerCall::Hello => client.hello(request).await,
+        };
+        match reply {
+            Ok(reply) => decode_peer(reply.get_ref())
+                .map_err(|error| format!("undecodable reply from {address}: {error}")),
+            Err(status) => {
+                self.forget(address);
+                Err(format!("{address}: {}", status.message()))
+            }
+        }
+    }
 }
 
 /// Encodes a peer message body.
@@ -79,18 +184,8 @@ impl PeerLink {
         if let Some(client) = &self.client {
             return Ok(client.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{}", self.address))
-            .map_err(|error| {
-                Unreachable::new(&AnyError::error(format!(
-                    "bad peer address {}: {error}",
-                    self.address
-                )))
-            })?
-            .connect_timeout(PEER_CONNECT_TIMEOUT)
-            .tcp_nodelay(true);
-        let client = PeerClient::new(endpoint.connect_lazy())
-            .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
-            .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX);
+        let client = connect_peer(&self.address)
+            .map_err(|error| Unreachable::new(&AnyError::error(error)))?;
         self.client = Some(client.clone());
         Ok(client)
     }
@@ -108,8 +203,7 @@ impl PeerLink {
     {
         let mut client = self.client().map_err(RPCError::Unreachable)?;
         let ttl = option.hard_ttl();
-        let mut grpc_request = tonic::Request::new(encode_peer(request));
-        grpc_request.set_timeout(ttl);
+        let grpc_request = peer_request(&self.cluster_id, encode_peer(request), ttl);
         let call = async {
             match method {
                 PeerMethod::AppendEntries => client.append_entries(grpc_request).await,

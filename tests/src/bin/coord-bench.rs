@@ -1,0 +1,185 @@
+//! `coord-bench`: small benchmarks that print numbers (never assert on them).
+//!
+//! ```text
+//! coord-bench writes  [--endpoints E] [--clients 32] [--ops 20000] [--value-bytes 100]
+//! coord-bench restart [--nodes 100000]
+//! ```
+//! Without `--endpoints`, `writes` starts its own single-member server in a temporary directory
+//! (the `coord-server` binary next to this one).
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use coord_client::{Client, CreateOptions, Op, Txn};
+use coord_tests::ServerProcess;
+
+fn flag(arguments: &[String], name: &str, default: &str) -> String {
+    arguments
+        .iter()
+        .position(|argument| argument == name)
+        .and_then(|index| arguments.get(index + 1))
+        .cloned()
+        .unwrap_or_else(|| default.to_owned())
+}
+
+fn report(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{line}");
+}
+
+fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * fraction).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let arguments: Vec<String> = std::env::args().collect();
+    match arguments.get(1).map(String::as_str) {
+        Some("writes") => writes(&arguments).await,
+        Some("restart") => restart(&arguments).await,
+        _ => {
+            report("usage: coord-bench writes [--endpoints E] [--clients N] [--ops N] [--value-bytes B]");
+            report("       coord-bench restart [--nodes N]");
+            std::process::exit(2);
+        }
+    }
+}
+
+async fn writes(arguments: &[String]) -> anyhow::Result<()> {
+    let clients: usize = flag(arguments, "--clients", "32")
+        .parse()
+        .context("--clients")?;
+    let ops: usize = flag(arguments, "--ops", "20000").parse().context("--ops")?;
+    let value_bytes: usize = flag(arguments, "--value-bytes", "100")
+        .parse()
+        .context("--value-bytes")?;
+    let directory = tempfile::tempdir()?;
+    let (_server, endpoints) = match arguments
+        .iter()
+        .position(|argument| argument == "--endpoints")
+    {
+        Some(index) => (None, arguments[index + 1].clone()),
+        None => {
+            let server = ServerProcess::start_single(directory.path(), &[]);
+            server.client().await;
+            let address = server.client_address();
+            (Some(server), address)
+        }
+    };
+    let client = Client::connect(endpoints.split(',')).await?;
+    let root = format!("/bench-{}", std::process::id());
+    client.create(&root, "", &CreateOptions::default()).await?;
+    let value = vec![b'v'; value_bytes];
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for worker in 0..clients {
+        let client = client.clone();
+        let root = root.clone();
+        let value = value.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            for index in (worker..ops).step_by(clients) {
+                let begun = Instant::now();
+                client
+                    .create(
+                        &format!("{root}/n{index}"),
+                        value.clone(),
+                        &CreateOptions::default(),
+                    )
+                    .await?;
+                latencies.push(begun.elapsed());
+            }
+            Ok::<_, coord_client::Error>(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await??);
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    report(&format!(
+        "writes: clients={clients} ops={} value={value_bytes}B elapsed={:.2}s throughput={:.0} ops/s \
+         latency p50={:.2}ms p90={:.2}ms p99={:.2}ms max={:.2}ms",
+        latencies.len(),
+        elapsed.as_secs_f64(),
+        latencies.len() as f64 / elapsed.as_secs_f64(),
+        percentile(&latencies, 0.50).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.90).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+        latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+    ));
+    Ok(())
+}
+
+async fn restart(arguments: &[String]) -> anyhow::Result<()> {
+    let nodes: usize = flag(arguments, "--nodes", "100000")
+        .parse()
+        .context("--nodes")?;
+    let directory = tempfile::tempdir()?;
+    let mut server = ServerProcess::start_single(directory.path(), &[]);
+    let client = server.client().await;
+    client
+        .create("/restart", "", &CreateOptions::default())
+        .await?;
+    let populate = Instant::now();
+    const BATCH: usize = 100;
+    let mut tasks = Vec::new();
+    for worker in 0..8 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            for batch in (worker * BATCH..nodes).step_by(8 * BATCH) {
+                let mut txn = Txn::new();
+                for index in batch..(batch + BATCH).min(nodes) {
+                    txn = txn.then(Op::create(
+                        &format!("/restart/n{index:07}"),
+                        "data",
+                        &CreateOptions::default(),
+                    ));
+                }
+                client.txn(txn).await?;
+            }
+            Ok::<_, coord_client::Error>(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let status = client.cluster_status().await?;
+    let pid = server.pid().context("server is running")?;
+    report(&format!(
+        "populated {nodes} nodes in {:.1}s (last log index {}, snapshot at {}, rss {} MiB)",
+        populate.elapsed().as_secs_f64(),
+        status.last_log_index,
+        status.snapshot_index,
+        rss_kib(pid).unwrap_or(0) / 1024
+    ));
+    server.kill9();
+    let restarted = Instant::now();
+    server.restart();
+    let client = server.client().await;
+    let ready = restarted.elapsed();
+    let count = client
+        .exists("/restart")
+        .await?
+        .context("/restart exists")?
+        .num_children;
+    let pid = server.pid().context("server is running")?;
+    report(&format!(
+        "restart after SIGKILL: serving linearizable reads {:.2}s after spawn; /restart has {count} children; rss {} MiB",
+        ready.as_secs_f64(),
+        rss_kib(pid).unwrap_or(0) / 1024
+    ));
+    anyhow::ensure!(
+        count as usize == nodes,
+        "expected {nodes} nodes after restart, found {count}"
+    );
+    Ok(())
+}

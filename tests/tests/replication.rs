@@ -1,0 +1,471 @@
+//! Replication with real three-member clusters on loopback: routing from any member,
+//! linearizable reads on followers, leader failure, catch-up by snapshot, a paused leader,
+//! membership changes, and reads without a quorum.
+//!
+//! Tests in this file run one at a time (`SERIAL`): each starts several servers, and two
+//! clusters on two cores would mostly measure the scheduler.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use coord_client::{Client, Consistency, CreateOptions, Error, Op, Txn};
+use coord_tests::{eventually, tree_digest, Cluster};
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const LEADER_WAIT: Duration = Duration::from_secs(30);
+
+/// Creates `path`, retrying while the outcome is unknown or the cluster unavailable; a
+/// `NodeExists` on a retry means an earlier attempt was applied. Returns whether the create is
+/// known to be applied.
+async fn create_with_retry(client: &Client, path: &str) -> bool {
+    let mut retried = false;
+    for _ in 0..100 {
+        match client
+            .create(path, path.as_bytes().to_vec(), &CreateOptions::default())
+            .await
+        {
+            Ok(_) => return true,
+            Err(Error::NodeExists { .. }) if retried => return true,
+            Err(error)
+                if error.is_retryable()
+                    || error.is_outcome_unknown()
+                    || matches!(error, Error::Unreachable { .. }) =>
+            {
+                retried = true;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(error) => panic!("create {path}: {error}"),
+        }
+    }
+    false
+}
+
+/// Writers that create nodes until stopped, recording every acknowledged path.
+struct Load {
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<Vec<String>>>,
+}
+
+impl Load {
+    fn start(client: &Client, writers: usize, prefix: &str) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = (0..writers)
+            .map(|writer| {
+                let client = client.clone();
+                let stop = stop.clone();
+                let prefix = prefix.to_owned();
+                tokio::spawn(async move {
+                    let mut acknowledged = Vec::new();
+                    let mut index = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        let path = format!("{prefix}/w{writer}-{index:06}");
+                        if create_with_retry(&client, &path).await {
+                            acknowledged.push(path);
+                        }
+                        index += 1;
+                    }
+                    acknowledged
+                })
+            })
+            .collect();
+        Load { stop, tasks }
+    }
+
+    async fn finish(self) -> Vec<String> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut acknowledged = Vec::new();
+        for task in self.tasks {
+            acknowledged.extend(task.await.expect("writer task"));
+        }
+        acknowledged
+    }
+}
+
+/// Waits until every member in `ids` has applied the same revision, then compares digests
+/// of their whole trees read locally.
+async fn assert_converged(cluster: &Cluster, ids: &[u64]) -> Vec<String> {
+    let mut clients = Vec::new();
+    for id in ids {
+        clients.push(cluster.client_of(*id).await);
+    }
+    let target = clients[0].header().await.unwrap().revision;
+    for (client, id) in clients.iter().zip(ids) {
+        eventually(
+            &format!("member {id} to apply revision {target}"),
+            Duration::from_secs(60),
+            || async move {
+                let revision = client.header().await.ok()?.revision;
+                (revision >= target).then_some(())
+            },
+        )
+        .await;
+    }
+    // Read at the same revision everywhere: serializable, after everyone passed `target`, with
+    // no writes running.
+    let mut digests = Vec::new();
+    for client in &clients {
+        digests.push(
+            tree_digest(client, "/", Consistency::Serializable)
+                .await
+                .unwrap(),
+        );
+    }
+    for (digest, id) in digests.iter().zip(ids) {
+        assert_eq!(
+            digest.len(),
+            digests[0].len(),
+            "member {id} has another number of nodes"
+        );
+        assert!(
+            digest == &digests[0],
+            "member {id}'s tree differs from member {}'s",
+            ids[0]
+        );
+    }
+    digests.swap_remove(0)
+}
+
+fn followers(all: &[u64], leader: u64) -> Vec<u64> {
+    all.iter().copied().filter(|id| *id != leader).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_at_one_follower_is_read_linearizably_at_the_other() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(&[1, 2, 3], LEADER_WAIT).await;
+    let followers = followers(&[1, 2, 3], leader);
+    let writer = cluster.client_of(followers[0]).await;
+    let reader = cluster.client_of(followers[1]).await;
+    for index in 0..50 {
+        let path = format!("/seen-{index}");
+        let created = writer
+            .create(&path, "x", &CreateOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            created.header.leader_id, leader,
+            "responses carry the leader's id"
+        );
+        let node = reader
+            .get(&path)
+            .await
+            .unwrap_or_else(|error| panic!("{path} not visible at a follower: {error}"));
+        assert_eq!(node.data, b"x");
+        assert!(node.header.revision >= created.header.revision);
+        assert_eq!(
+            node.header.member_id, followers[1],
+            "answered by the follower itself"
+        );
+    }
+    // Members learn each other's client addresses over the peer link.
+    let members = reader.member_list().await.unwrap();
+    assert_eq!(members.len(), 3);
+    for member in members {
+        let expected = cluster
+            .members
+            .iter()
+            .find(|process| process.id == member.id)
+            .unwrap()
+            .client_address();
+        eventually(
+            "client addresses to be learned",
+            Duration::from_secs(10),
+            || {
+                let reader = reader.clone();
+                let expected = expected.clone();
+                async move {
+                    let list = reader.member_list().await.ok()?;
+                    list.iter()
+                        .any(|known| known.id == member.id && known.client_address == expected)
+                        .then_some(())
+                }
+            },
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_the_leader_under_load_loses_no_acknowledged_write() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(&[1, 2, 3], LEADER_WAIT).await;
+    let client = cluster.client().await;
+    client
+        .create("/load", "", &CreateOptions::default())
+        .await
+        .unwrap();
+
+    let load = Load::start(&client, 8, "/load");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.member(leader).kill9();
+    let survivors = followers(&[1, 2, 3], leader);
+    let new_leader = cluster.wait_for_leader(&survivors, LEADER_WAIT).await;
+    assert_ne!(new_leader, leader);
+    // The writers keep going against the new leader.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let acknowledged = load.finish().await;
+    assert!(
+        acknowledged.len() > 50,
+        "only {} writes were acknowledged",
+        acknowledged.len()
+    );
+
+    for id in &survivors {
+        let member = cluster.client_of(*id).await;
+        let present: BTreeSet<String> = member
+            .children("/load")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|name| format!("/load/{name}"))
+            .collect();
+        let lost: Vec<&String> = acknowledged
+            .iter()
+            .filter(|path| !present.contains(*path))
+            .collect();
+        assert!(
+            lost.is_empty(),
+            "member {id} lost {} acknowledged writes, e.g. {:?}",
+            lost.len(),
+            &lost[..lost.len().min(5)]
+        );
+    }
+
+    // The killed member restarts and converges.
+    cluster.member(leader).restart();
+    cluster.wait_for_leader(&[1, 2, 3], LEADER_WAIT).await;
+    assert_converged(&cluster, &[1, 2, 3]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_far_behind_catches_up_by_snapshot() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = Cluster::start(
+        3,
+        &["--snapshot-entries", "100", "--snapshot-keep-entries", "10"],
+    );
+    let leader = cluster.wait_for_leader(&[1, 2, 3], LEADER_WAIT).await;
+    let absent = followers(&[1, 2, 3], leader)[0];
+    cluster.member(absent).kill9();
+
+    let client = cluster.client_of(leader).await;
+    client
+        .create("/bulk", "", &CreateOptions::default())
+        .await
+        .unwrap();
+    // 20,000 nodes in 400 txns of 50: 400 log entries, four snapshot thresholds.
+    let mut writers = Vec::new();
+    for writer in 0..4 {
+        let client = client.clone();
+        writers.push(tokio::spawn(async move {
+            for batch in (writer..400).step_by(4) {
+                let mut txn = Txn::new();
+                for index in batch * 50..(batch + 1) * 50 {
+                    txn = txn.then(Op::create(
+                        &format!("/bulk/n{index:05}"),
+                        "payload",
+                        &CreateOptions::default(),
+                    ));
+                }
+                client.txn(txn).await.unwrap();
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let status = eventually(
+        "a snapshot and a purge on the leader",
+        Duration::from_secs(30),
+        || {
+            let client = client.clone();
+            async move {
+                let status = client.cluster_status().await.ok()?;
+                (status.snapshot_index > 0 && status.purged_index > 0).then_some(status)
+            }
+        },
+    )
+    .await;
+
+    cluster.member(absent).restart();
+    let digest = assert_converged(&cluster, &[1, 2, 3]).await;
+    assert_eq!(digest.len(), 20_002, "root, /bulk and 20,000 nodes");
+    let caught_up = cluster
+        .client_of(absent)
+        .await
+        .cluster_status()
+        .await
+        .unwrap();
+    assert!(
+        caught_up.snapshot_index >= status.purged_index,
+        "member {absent} must have installed a snapshot (it has {}, the leader purged through {})",
+        caught_up.snapshot_index,
+        status.purged_index
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_paused_leader_steps_down_and_commits_nothing_in_its_old_term() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = Cluster::start(3, &[]);
+    let old_leader = cluster.wait_for_leader(&[1, 2, 3], LEADER_WAIT).await;
+    let stale_client = cluster.client_of(old_leader).await;
+    let old_term = stale_client.header().await.unwrap().raft_term;
+
+    cluster.member(old_leader).pause();
+    let others = followers(&[1, 2, 3], old_leader);
+    let new_leader = cluster.wait_for_leader(&others, LEADER_WAIT).await;
+    assert_ne!(new_leader, old_leader);
+    let fresh = cluster.client_of(new_leader).await;
+    fresh
+        .create("/after-failover", "", &CreateOptions::default())
+        .await
+        .unwrap();
+
+    // A write sent to the paused member waits in its socket; resume it and see what happens.
+    let pending = {
+        let stale_client = stale_client.clone();
+        tokio::spawn(async move {
+            stale_client
+                .create("/from-stale", "", &CreateOptions::default())
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.member(old_leader).resume();
+    match pending.await.unwrap() {
+        // Accepted only after the member stepped down and forwarded it: a new-term commit.
+        Ok(created) => assert!(
+            created.header.raft_term > old_term,
+            "committed in term {}",
+            created.header.raft_term
+        ),
+        Err(error) => assert!(
+            error.is_retryable() || error.is_outcome_unknown(),
+            "{error}"
+        ),
+    }
+    let leader = cluster.wait_for_leader(&[1, 2, 3], LEADER_WAIT).await;
+    assert_ne!(leader, old_leader, "the resumed member stepped down");
+    let status = cluster
+        .client_of(old_leader)
+        .await
+        .cluster_status()
+        .await
+        .unwrap();
+    assert!(
+        status.term > old_term,
+        "the resumed member learned the new term"
+    );
+    assert_converged(&cluster, &[1, 2, 3]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn grow_to_four_and_shrink_back_by_removing_the_leader_under_load() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = Cluster::start(3, &[]);
+    let original_leader = cluster.wait_for_leader(&[1, 2, 3], LEADER_WAIT).await;
+    let client = cluster.client().await;
+    client
+        .create("/grow", "", &CreateOptions::default())
+        .await
+        .unwrap();
+    let load = Load::start(&client, 4, "/grow");
+
+    let cluster_id = client.cluster_status().await.unwrap().cluster_id;
+    let mut fourth = coord_tests::ServerProcess::prepare(4, cluster.dir.path(), &[]);
+    fourth.set_join(Some(cluster_id));
+    fourth.start();
+    client.member_add(4, &fourth.peer_address()).await.unwrap();
+    let members = client.member_promote(4).await.unwrap();
+    assert!(
+        members.iter().any(|member| member.id == 4 && member.voter),
+        "{members:?}"
+    );
+    cluster.members.push(fourth);
+
+    let members = client.member_remove(original_leader).await.unwrap();
+    assert!(
+        members.iter().all(|member| member.id != original_leader),
+        "{members:?}"
+    );
+    let remaining: Vec<u64> = [1, 2, 3, 4]
+        .into_iter()
+        .filter(|id| *id != original_leader)
+        .collect();
+    cluster.wait_for_leader(&remaining, LEADER_WAIT).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let acknowledged = load.finish().await;
+
+    // The removed member stops by itself.
+    eventually(
+        "the removed member to exit",
+        Duration::from_secs(20),
+        || {
+            let running = cluster.member(original_leader).is_running();
+            async move { (!running).then_some(()) }
+        },
+    )
+    .await;
+    let digest = assert_converged(&cluster, &remaining).await;
+    for path in &acknowledged {
+        assert!(
+            digest
+                .iter()
+                .any(|line| line.starts_with(&format!("{path} "))),
+            "{path} was lost"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_isolated_member_serves_stale_reads_and_refuses_linearizable_ones() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(&[1, 2, 3], LEADER_WAIT).await;
+    let client = cluster.client().await;
+    client
+        .create("/kept", "value", &CreateOptions::default())
+        .await
+        .unwrap();
+    let lonely = followers(&[1, 2, 3], leader)[0];
+    let lonely_client = cluster.client_of(lonely).await;
+    eventually(
+        "the follower to apply /kept",
+        Duration::from_secs(10),
+        || {
+            let lonely_client = lonely_client.clone();
+            async move {
+                lonely_client
+                    .get_with("/kept", Consistency::Serializable)
+                    .await
+                    .ok()
+            }
+        },
+    )
+    .await;
+    for id in [1, 2, 3].into_iter().filter(|id| *id != lonely) {
+        cluster.member(id).kill9();
+    }
+    let node = lonely_client
+        .get_with("/kept", Consistency::Serializable)
+        .await
+        .unwrap();
+    assert_eq!(node.data, b"value");
+    let started = tokio::time::Instant::now();
+    let error = lonely_client.get("/kept").await.unwrap_err();
+    assert!(
+        error.is_retryable() || error.is_outcome_unknown(),
+        "{error}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "the refusal took {:?}",
+        started.elapsed()
+    );
+}

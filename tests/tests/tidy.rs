@@ -1,0 +1,197 @@
+//! Tidy: the project's structural rules, checked on every test run.
+//! - every Rust source opens with a `//!` module doc;
+//! - `server/src/fsm/` does no I/O, reads no clock, takes no lock and draws no randomness;
+//! - crate dependencies point one way (client and server → proto; cli → client; never
+//!   client → server);
+//! - no `dbg!`, `todo!` or `FIXME` in the sources;
+//! - every source file is named in ARCHITECTURE.md's code map.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ lives in the workspace")
+        .to_path_buf()
+}
+
+fn rust_files(dir: &Path, files: &mut Vec<PathBuf>) {
+    for entry in fs::read_dir(dir).unwrap_or_else(|error| panic!("{}: {error}", dir.display())) {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, files);
+        } else if path.extension().is_some_and(|extension| extension == "rs") {
+            files.push(path);
+        }
+    }
+}
+
+fn sources() -> Vec<PathBuf> {
+    let root = workspace_root();
+    let mut files = Vec::new();
+    for crate_dir in [
+        "proto/src",
+        "server/src",
+        "client/src",
+        "cli/src",
+        "tests/src",
+        "tests/tests",
+    ] {
+        rust_files(&root.join(crate_dir), &mut files);
+    }
+    files.sort();
+    files
+}
+
+fn relative(path: &Path) -> String {
+    path.strip_prefix(workspace_root())
+        .unwrap()
+        .display()
+        .to_string()
+}
+
+#[test]
+fn every_source_opens_with_a_module_doc() {
+    let missing: Vec<String> = sources()
+        .into_iter()
+        .filter(|path| {
+            !fs::read_to_string(path)
+                .unwrap()
+                .trim_start()
+                .starts_with("//!")
+        })
+        .map(|path| relative(&path))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "files without a //! module doc: {missing:?}"
+    );
+}
+
+#[test]
+fn the_state_machine_stays_pure() {
+    let banned = [
+        "tokio",
+        "rocksdb",
+        "tonic",
+        "openraft",
+        "Instant",
+        "SystemTime",
+        "rand::",
+        "std::env",
+        "Mutex",
+        "RwLock",
+        "std::fs",
+        "std::net",
+        "std::thread",
+        "HashMap",
+        "HashSet",
+    ];
+    let mut violations = Vec::new();
+    let mut files = Vec::new();
+    rust_files(&workspace_root().join("server/src/fsm"), &mut files);
+    assert!(files.len() >= 5, "fsm sources not found");
+    for path in files {
+        let text = fs::read_to_string(&path).unwrap();
+        for (number, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or_default();
+            for word in banned {
+                if code.contains(word) {
+                    violations.push(format!("{}:{}: {word}", relative(&path), number + 1));
+                }
+            }
+        }
+    }
+    assert!(
+        violations.is_empty(),
+        "fsm/ must not use I/O, clocks, locks, randomness or unordered maps: {violations:#?}"
+    );
+}
+
+#[test]
+fn dependencies_point_one_way() {
+    let root = workspace_root();
+    let manifest =
+        |crate_dir: &str| fs::read_to_string(root.join(crate_dir).join("Cargo.toml")).unwrap();
+    let internal = |text: &str| -> Vec<&'static str> {
+        ["coord-proto", "coord-server", "coord-client"]
+            .into_iter()
+            .filter(|name| text.contains(&format!("{name}.")))
+            .collect()
+    };
+    assert_eq!(
+        internal(&manifest("proto")),
+        Vec::<&str>::new(),
+        "proto depends on no other crate of ours"
+    );
+    assert_eq!(
+        internal(&manifest("client")),
+        ["coord-proto"],
+        "client depends on proto only, never on the server"
+    );
+    assert_eq!(
+        internal(&manifest("server")),
+        ["coord-proto"],
+        "server depends on proto only"
+    );
+    assert_eq!(
+        internal(&manifest("cli")),
+        ["coord-client"],
+        "cli goes through the client"
+    );
+    assert!(
+        !internal(&manifest("tests")).contains(&"coord-server"),
+        "tests drive the built binaries, not the server library"
+    );
+}
+
+#[test]
+fn no_debugging_leftovers() {
+    let mut found = Vec::new();
+    let needles = [
+        concat!("dbg", "!("),
+        concat!("todo", "!("),
+        concat!("FIX", "ME"),
+    ];
+    for path in sources() {
+        let text = fs::read_to_string(&path).unwrap();
+        for needle in needles {
+            if text.contains(needle) {
+                found.push(format!("{}: {needle}", relative(&path)));
+            }
+        }
+    }
+    assert!(found.is_empty(), "leftovers: {found:?}");
+}
+
+#[test]
+fn architecture_names_every_source_file() {
+    let architecture = fs::read_to_string(workspace_root().join("ARCHITECTURE.md"))
+        .expect("ARCHITECTURE.md exists");
+    let missing: Vec<String> = sources()
+        .into_iter()
+        .filter(|path| !path.starts_with(workspace_root().join("tests/tests")))
+        .filter(|path| {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            let parent = path
+                .parent()
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            let shown = match name.as_str() {
+                "mod.rs" => format!("{parent}/"),
+                "lib.rs" | "main.rs" => relative(path),
+                _ => name,
+            };
+            !architecture.contains(&format!("`{shown}`"))
+        })
+        .map(|path| relative(&path))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "ARCHITECTURE.md's code map does not name: {missing:?}"
+    );
+}
