@@ -237,12 +237,18 @@ mod tests {
     }
 
     #[test]
-    fn transport_failures_are_outcome_unknown() {
-        let error = Error::from_status(
+    fn transport_failures_are_outcome_unknown_unless_nothing_was_sent() {
+        let lost = Error::from_status(
+            &tonic::Status::unavailable("connection reset"),
+            "127.0.0.1:1",
+        );
+        assert!(lost.is_outcome_unknown());
+        assert!(!lost.is_retryable());
+        let refused = Error::from_status(
             &tonic::Status::unavailable("tcp connect error"),
             "127.0.0.1:1",
         );
-        assert!(error.is_outcome_unknown());
-        assert!(!error.is_retryable());
+        assert!(refused.is_retryable());
+        assert!(!refused.is_outcome_unknown());
     }
 }

@@ -9,7 +9,7 @@ use coord_proto::v1::namespace_server::NamespaceServer;
 use coord_proto::v1::peer::peer_server::PeerServer;
 use thiserror::Error;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use crate::config::ServerConfig;
 use crate::fsm::Limits;
@@ -123,16 +123,10 @@ pub async fn run(
     let client_server = tonic::transport::Server::builder()
         .add_service(namespace)
         .add_service(cluster)
-        .serve_with_incoming_shutdown(
-            TcpListenerStream::new(client_listener),
-            stopped(stop_receiver.clone()),
-        );
+        .serve_with_incoming_shutdown(incoming(client_listener), stopped(stop_receiver.clone()));
     let peer_server = tonic::transport::Server::builder()
         .add_service(peer)
-        .serve_with_incoming_shutdown(
-            TcpListenerStream::new(peer_listener),
-            stopped(stop_receiver),
-        );
+        .serve_with_incoming_shutdown(incoming(peer_listener), stopped(stop_receiver));
     let client_task = tokio::spawn(client_server);
     let peer_task = tokio::spawn(peer_server);
 
@@ -169,6 +163,12 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Accepted connections with Nagle's algorithm off: a gRPC reply is several small writes, and
+/// with Nagle on each one after the first waits for the peer's delayed ACK (about 40 ms).
+fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
 async fn bind(role: &'static str, address: std::net::SocketAddr) -> Result<TcpListener, RunError> {

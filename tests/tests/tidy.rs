@@ -3,7 +3,7 @@
 //! - `server/src/fsm/` does no I/O, reads no clock, takes no lock and draws no randomness;
 //! - crate dependencies point one way (client and server → proto; cli → client; never
 //!   client → server);
-//! - no `dbg!`, `todo!` or `FIXME` in the sources;
+//! - no debugging leftovers (the dbg and todo macros, fix-me markers) in the sources;
 //! - every source file is named in ARCHITECTURE.md's code map.
 
 use std::fs;

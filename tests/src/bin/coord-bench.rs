@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! coord-bench writes  [--endpoints E] [--clients 32] [--ops 20000] [--value-bytes 100]
+//! coord-bench reads   [--endpoints E] [--clients 32] [--ops 20000] [--consistency linearizable|serializable]
 //! coord-bench restart [--nodes 100000]
 //! ```
 //! Without `--endpoints`, `writes` starts its own single-member server in a temporary directory
@@ -44,6 +45,7 @@ async fn main() -> anyhow::Result<()> {
     match arguments.get(1).map(String::as_str) {
         Some("writes") => writes(&arguments).await,
         Some("restart") => restart(&arguments).await,
+        Some("reads") => reads(&arguments).await,
         _ => {
             report("usage: coord-bench writes [--endpoints E] [--clients N] [--ops N] [--value-bytes B]");
             report("       coord-bench restart [--nodes N]");
@@ -115,6 +117,70 @@ async fn writes(arguments: &[String]) -> anyhow::Result<()> {
         percentile(&latencies, 0.90).as_secs_f64() * 1e3,
         percentile(&latencies, 0.99).as_secs_f64() * 1e3,
         latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+    ));
+    Ok(())
+}
+
+async fn reads(arguments: &[String]) -> anyhow::Result<()> {
+    let clients: usize = flag(arguments, "--clients", "32")
+        .parse()
+        .context("--clients")?;
+    let ops: usize = flag(arguments, "--ops", "20000").parse().context("--ops")?;
+    let consistency = match flag(arguments, "--consistency", "linearizable").as_str() {
+        "linearizable" => coord_client::Consistency::Linearizable,
+        "serializable" => coord_client::Consistency::Serializable,
+        other => anyhow::bail!("--consistency {other}: use linearizable or serializable"),
+    };
+    let directory = tempfile::tempdir()?;
+    let (_server, endpoints) = match arguments
+        .iter()
+        .position(|argument| argument == "--endpoints")
+    {
+        Some(index) => (None, arguments[index + 1].clone()),
+        None => {
+            let server = ServerProcess::start_single(directory.path(), &[]);
+            server.client().await;
+            let address = server.client_address();
+            (Some(server), address)
+        }
+    };
+    let endpoints: Vec<String> = endpoints.split(',').map(str::to_owned).collect();
+    let path = format!("/bench-read-{}", std::process::id());
+    Client::connect(&endpoints)
+        .await?
+        .create(&path, "value", &CreateOptions::default())
+        .await?;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for worker in 0..clients {
+        // Spread clients over the endpoints, one connection each.
+        let endpoint = endpoints[worker % endpoints.len()].clone();
+        let path = path.clone();
+        tasks.push(tokio::spawn(async move {
+            let client = Client::connect([endpoint]).await?;
+            let mut latencies = Vec::new();
+            for _ in (worker..ops).step_by(clients) {
+                let begun = Instant::now();
+                client.get_with(&path, consistency).await?;
+                latencies.push(begun.elapsed());
+            }
+            Ok::<_, coord_client::Error>(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await??);
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    report(&format!(
+        "reads: consistency={consistency:?} clients={clients} ops={} elapsed={:.2}s throughput={:.0} ops/s \
+         latency p50={:.2}ms p99={:.2}ms",
+        latencies.len(),
+        elapsed.as_secs_f64(),
+        latencies.len() as f64 / elapsed.as_secs_f64(),
+        percentile(&latencies, 0.50).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
     ));
     Ok(())
 }
