@@ -16,6 +16,9 @@ use crate::types::{
     NodeData, Stat,
 };
 
+/// Longest pause between retries; a leader election takes a few seconds, so retrying at least
+/// every half second keeps the write gap close to the election time.
+const RETRY_BACKOFF_MAX: Duration = Duration::from_millis(500);
 /// Largest message the client accepts, in bytes.
 const MESSAGE_BYTES_MAX: usize = 256 * 1024 * 1024;
 
@@ -198,7 +201,7 @@ impl Client {
                 });
             }
             tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(1));
+            backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
         }
     }
 

@@ -64,6 +64,10 @@ pub struct ServerConfig {
     #[arg(long, env = "COORD_SNAPSHOT_ENTRIES", default_value_t = 20_000)]
     pub snapshot_entries: u64,
 
+    /// Also build a snapshot after this many bytes of log since the last one.
+    #[arg(long, env = "COORD_SNAPSHOT_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub snapshot_bytes: u64,
+
     /// Log entries kept behind a snapshot for slightly lagging followers.
     #[arg(long, env = "COORD_SNAPSHOT_KEEP_ENTRIES", default_value_t = 1_000)]
     pub snapshot_keep_entries: u64,

@@ -78,6 +78,7 @@ pub async fn run(
         election_timeout_max: config.election_timeout * 2,
         snapshot_entries: config.snapshot_entries,
         snapshot_keep_entries: config.snapshot_keep_entries,
+        snapshot_bytes: config.snapshot_bytes,
         request_timeout: config.request_timeout,
     };
     // Exactly one member founds a new cluster: the lowest id of the initial cluster. The others

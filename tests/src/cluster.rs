@@ -116,8 +116,18 @@ impl Cluster {
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(20),
         };
-        Client::connect_with([member.client_address()], options)
-            .await
-            .expect("the member answers")
+        // A member that was just (re)started may not listen yet: retry, bounded.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match Client::connect_with([member.client_address()], options.clone()).await {
+                Ok(client) => return client,
+                Err(error) => assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "member {id} did not answer within 30s: {error}\n{}",
+                    member.log()
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }

@@ -6,6 +6,8 @@
 //! harness starts is killed (by PID) when its handle drops, even when a test panics.
 
 mod cluster;
+pub mod history;
+pub mod linearizability;
 mod server;
 
 pub use cluster::Cluster;

@@ -91,7 +91,12 @@ async fn assert_converged(cluster: &Cluster, ids: &[u64]) -> Vec<String> {
     for id in ids {
         clients.push(cluster.client_of(*id).await);
     }
-    let target = clients[0].header().await.unwrap().revision;
+    // The highest revision any member has applied: every member must reach it (a restarted
+    // member may still be catching up when this starts).
+    let mut target = 0;
+    for client in &clients {
+        target = target.max(client.header().await.unwrap().revision);
+    }
     for (client, id) in clients.iter().zip(ids) {
         eventually(
             &format!("member {id} to apply revision {target}"),

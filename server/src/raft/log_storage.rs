@@ -8,6 +8,8 @@
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{AnyError, LogId, LogState, RaftLogReader, StorageError, StorageIOError, Vote};
@@ -22,11 +24,16 @@ const PURGED_KEY: &str = "purged";
 #[derive(Clone)]
 pub struct LogStorage {
     log_db: LogDb,
+    /// Bytes appended since the last snapshot, for the size-based snapshot trigger.
+    appended_bytes: Arc<AtomicU64>,
 }
 
 impl LogStorage {
-    pub fn new(log_db: LogDb) -> LogStorage {
-        LogStorage { log_db }
+    pub fn new(log_db: LogDb, appended_bytes: Arc<AtomicU64>) -> LogStorage {
+        LogStorage {
+            log_db,
+            appended_bytes,
+        }
     }
 }
 
@@ -183,6 +190,9 @@ impl RaftLogStorage<TypeConfig> for LogStorage {
             .into_iter()
             .map(|entry| (entry.log_id.index, encode(&entry)))
             .collect();
+        let bytes: usize = records.iter().map(|(_, body)| body.len()).sum();
+        self.appended_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
         let log_db = self.log_db.clone();
         let result = blocking(move || log_db.append(&records).map_err(write_fault)).await;
         match &result {

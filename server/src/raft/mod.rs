@@ -34,6 +34,7 @@ mod state_machine;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Cursor;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -96,6 +97,8 @@ pub struct ConsensusConfig {
     pub snapshot_entries: u64,
     /// Entries kept behind a snapshot for followers that lag a little.
     pub snapshot_keep_entries: u64,
+    /// Also build a snapshot once this many bytes of log were appended since the last one.
+    pub snapshot_bytes: u64,
     /// Longest wait for a write to commit or a read barrier to pass.
     pub request_timeout: Duration,
 }
@@ -156,6 +159,8 @@ pub struct Consensus {
     directory: MemberDirectory,
     peers: PeerClients,
     read_index: ReadIndexBatcher,
+    /// The task that asks for a snapshot when the log grows past `snapshot_bytes`.
+    size_trigger: tokio::task::JoinHandle<()>,
 }
 
 /// Where a request must go when this member cannot run it itself.
@@ -194,11 +199,12 @@ impl Consensus {
         let state_machine = StateMachine::open(SnapshotFile::new(data_dir))?;
         let replica = state_machine.replica();
         let network = PeerNetwork::new(config.member_id.0, config.cluster_id.clone());
+        let appended_bytes = Arc::new(AtomicU64::new(0));
         let raft = Raft::new(
             config.member_id.0,
             Arc::new(raft_config),
             network,
-            LogStorage::new(log_db),
+            LogStorage::new(log_db, appended_bytes.clone()),
             state_machine,
         )
         .await
@@ -216,6 +222,11 @@ impl Consensus {
         } else if !initialized {
             tracing::info!("new member: waiting for the leader to contact it");
         }
+        let size_trigger = tokio::spawn(snapshot_on_size(
+            raft.clone(),
+            appended_bytes,
+            config.snapshot_bytes,
+        ));
         let peers = PeerClients::new(config.cluster_id.clone());
         Ok(Consensus {
             raft,
@@ -224,6 +235,7 @@ impl Consensus {
             directory: MemberDirectory::default(),
             peers,
             read_index: ReadIndexBatcher::default(),
+            size_trigger,
         })
     }
 
@@ -568,8 +580,29 @@ impl Consensus {
 
     /// Stops Raft; storage is closed when the last handle is dropped.
     pub async fn shutdown(&self) {
+        self.size_trigger.abort();
         if let Err(error) = self.raft.shutdown().await {
             tracing::warn!(%error, "raft shutdown reported an error");
+        }
+    }
+}
+
+/// Asks openraft for a snapshot whenever more than `limit` bytes of log were appended since the
+/// last request (openraft 0.9's own policy counts entries only; large entries need this too).
+async fn snapshot_on_size(raft: Raft<TypeConfig>, appended_bytes: Arc<AtomicU64>, limit: u64) {
+    let mut ticker = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        ticker.tick().await;
+        if appended_bytes.load(Ordering::Relaxed) < limit {
+            continue;
+        }
+        appended_bytes.store(0, Ordering::Relaxed);
+        tracing::info!(
+            limit,
+            "log grew past the snapshot size threshold; building a snapshot"
+        );
+        if raft.trigger().snapshot().await.is_err() {
+            return;
         }
     }
 }

@@ -4,15 +4,16 @@
 //! coord-bench writes  [--endpoints E] [--clients 32] [--ops 20000] [--value-bytes 100]
 //! coord-bench reads   [--endpoints E] [--clients 32] [--ops 20000] [--consistency linearizable|serializable]
 //! coord-bench restart [--nodes 100000]
+//! coord-bench failover [--runs 5] [--writers 4]
 //! ```
-//! Without `--endpoints`, `writes` starts its own single-member server in a temporary directory
-//! (the `coord-server` binary next to this one).
+//! Without `--endpoints`, `writes` and `reads` start their own servers in a temporary directory
+//! (`--members 1` or `3`; the `coord-server` binary next to this one).
 
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use coord_client::{Client, CreateOptions, Op, Txn};
-use coord_tests::ServerProcess;
+use coord_tests::{Cluster, ServerProcess};
 
 fn flag(arguments: &[String], name: &str, default: &str) -> String {
     arguments
@@ -46,9 +47,12 @@ async fn main() -> anyhow::Result<()> {
         Some("writes") => writes(&arguments).await,
         Some("restart") => restart(&arguments).await,
         Some("reads") => reads(&arguments).await,
+        Some("failover") => failover(&arguments).await,
         _ => {
-            report("usage: coord-bench writes [--endpoints E] [--clients N] [--ops N] [--value-bytes B]");
-            report("       coord-bench restart [--nodes N]");
+            report("usage: coord-bench writes   [--endpoints E | --members N] [--clients N] [--ops N] [--value-bytes B]");
+            report("       coord-bench reads    [--endpoints E | --members N] [--clients N] [--ops N] [--consistency C]");
+            report("       coord-bench restart  [--nodes N]");
+            report("       coord-bench failover [--runs N] [--writers N]");
             std::process::exit(2);
         }
     }
@@ -63,18 +67,7 @@ async fn writes(arguments: &[String]) -> anyhow::Result<()> {
         .parse()
         .context("--value-bytes")?;
     let directory = tempfile::tempdir()?;
-    let (_server, endpoints) = match arguments
-        .iter()
-        .position(|argument| argument == "--endpoints")
-    {
-        Some(index) => (None, arguments[index + 1].clone()),
-        None => {
-            let server = ServerProcess::start_single(directory.path(), &[]);
-            server.client().await;
-            let address = server.client_address();
-            (Some(server), address)
-        }
-    };
+    let (_target, endpoints) = target(arguments, directory.path()).await;
     let client = Client::connect(endpoints.split(',')).await?;
     let root = format!("/bench-{}", std::process::id());
     client.create(&root, "", &CreateOptions::default()).await?;
@@ -121,6 +114,126 @@ async fn writes(arguments: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The servers a benchmark runs against: external (`--endpoints`), or started here
+/// (`--members N`, default 1).
+struct Target {
+    /// Kept only so the processes live as long as the benchmark (they are killed on drop).
+    _single: Option<ServerProcess>,
+    _cluster: Option<Cluster>,
+}
+
+async fn target(arguments: &[String], directory: &std::path::Path) -> (Target, String) {
+    if let Some(index) = arguments
+        .iter()
+        .position(|argument| argument == "--endpoints")
+    {
+        return (
+            Target {
+                _single: None,
+                _cluster: None,
+            },
+            arguments[index + 1].clone(),
+        );
+    }
+    let members: u64 = flag(arguments, "--members", "1")
+        .parse()
+        .expect("--members is a number");
+    if members == 1 {
+        let server = ServerProcess::start_single(directory, &[]);
+        server.client().await;
+        let address = server.client_address();
+        return (
+            Target {
+                _single: Some(server),
+                _cluster: None,
+            },
+            address,
+        );
+    }
+    let cluster = Cluster::start(members, &[]);
+    let ids: Vec<u64> = (1..=members).collect();
+    cluster.wait_for_leader(&ids, Duration::from_secs(30)).await;
+    let endpoints = cluster.endpoints().join(",");
+    (
+        Target {
+            _single: None,
+            _cluster: Some(cluster),
+        },
+        endpoints,
+    )
+}
+
+/// Longest pause in acknowledged writes when the leader of a 3-member cluster is killed.
+async fn failover(arguments: &[String]) -> anyhow::Result<()> {
+    let runs: usize = flag(arguments, "--runs", "5").parse().context("--runs")?;
+    let writers: usize = flag(arguments, "--writers", "4")
+        .parse()
+        .context("--writers")?;
+    let mut gaps = Vec::new();
+    for run in 0..runs {
+        let mut cluster = Cluster::start(3, &[]);
+        let leader = cluster
+            .wait_for_leader(&[1, 2, 3], Duration::from_secs(30))
+            .await;
+        let client = cluster.client().await;
+        client
+            .create("/failover", "", &CreateOptions::default())
+            .await?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        for writer in 0..writers {
+            let client = client.clone();
+            let stop = stop.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut acknowledged = Vec::new();
+                let mut index = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let path = format!("/failover/w{writer}-{index}");
+                    loop {
+                        match client.create(&path, "x", &CreateOptions::default()).await {
+                            Ok(_) | Err(coord_client::Error::NodeExists { .. }) => break,
+                            Err(_) if stop.load(std::sync::atomic::Ordering::Relaxed) => break,
+                            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                        }
+                    }
+                    acknowledged.push(Instant::now());
+                    index += 1;
+                }
+                acknowledged
+            }));
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let killed_at = Instant::now();
+        cluster.member(leader).kill9();
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut acknowledged = Vec::new();
+        for task in tasks {
+            acknowledged.extend(task.await?);
+        }
+        acknowledged.sort();
+        let gap = acknowledged
+            .windows(2)
+            .filter(|pair| pair[1] >= killed_at)
+            .map(|pair| pair[1] - pair[0])
+            .max()
+            .unwrap_or_default();
+        report(&format!(
+            "failover run {}: longest write gap {:.0} ms ({} writes acknowledged)",
+            run + 1,
+            gap.as_secs_f64() * 1e3,
+            acknowledged.len()
+        ));
+        gaps.push(gap);
+    }
+    gaps.sort();
+    report(&format!(
+        "failover: median longest write gap over {runs} runs: {:.0} ms",
+        gaps[gaps.len() / 2].as_secs_f64() * 1e3
+    ));
+    Ok(())
+}
+
 async fn reads(arguments: &[String]) -> anyhow::Result<()> {
     let clients: usize = flag(arguments, "--clients", "32")
         .parse()
@@ -132,18 +245,7 @@ async fn reads(arguments: &[String]) -> anyhow::Result<()> {
         other => anyhow::bail!("--consistency {other}: use linearizable or serializable"),
     };
     let directory = tempfile::tempdir()?;
-    let (_server, endpoints) = match arguments
-        .iter()
-        .position(|argument| argument == "--endpoints")
-    {
-        Some(index) => (None, arguments[index + 1].clone()),
-        None => {
-            let server = ServerProcess::start_single(directory.path(), &[]);
-            server.client().await;
-            let address = server.client_address();
-            (Some(server), address)
-        }
-    };
+    let (_target, endpoints) = target(arguments, directory.path()).await;
     let endpoints: Vec<String> = endpoints.split(',').map(str::to_owned).collect();
     let path = format!("/bench-read-{}", std::process::id());
     Client::connect(&endpoints)
