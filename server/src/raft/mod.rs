@@ -523,24 +523,21 @@ impl Consensus {
     /// Resolves once this member has been removed from the cluster's membership.
     pub async fn removed(&self) {
         let me = self.config.member_id.0;
-        let mut metrics = self.raft.metrics();
+        let mut applied = self.replica.applied_revision();
         let mut was_member = false;
         loop {
-            {
-                let current = metrics.borrow_and_update();
-                let is_member = current
-                    .membership_config
-                    .membership()
-                    .get_node(&me)
-                    .is_some();
-                // Only a committed change that drops us counts; a pristine member is not yet in.
-                if is_member {
-                    was_member = true;
-                } else if was_member {
-                    return;
-                }
+            // The applied membership is a committed one: an uncommitted change that drops this
+            // member (and might still be truncated) does not stop it. A pristine member is not
+            // in any membership yet, so it waits to be added first.
+            let is_member = self
+                .replica
+                .read(|state| state.membership.membership().get_node(&me).is_some());
+            if is_member {
+                was_member = true;
+            } else if was_member {
+                return;
             }
-            if metrics.changed().await.is_err() {
+            if applied.changed().await.is_err() {
                 std::future::pending::<()>().await;
             }
         }

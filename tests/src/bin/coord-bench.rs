@@ -34,6 +34,22 @@ fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
     sorted[index.min(sorted.len() - 1)]
 }
 
+type LatencyTask = tokio::task::JoinHandle<Result<Vec<Duration>, coord_client::Error>>;
+
+/// Waits for every worker and returns all latencies, sorted, and the time since `started`.
+async fn join_latencies(
+    tasks: Vec<LatencyTask>,
+    started: Instant,
+) -> anyhow::Result<(Vec<Duration>, Duration)> {
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await??);
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    Ok((latencies, elapsed))
+}
+
 fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
@@ -94,12 +110,7 @@ async fn writes(arguments: &[String]) -> anyhow::Result<()> {
             Ok::<_, coord_client::Error>(latencies)
         }));
     }
-    let mut latencies = Vec::new();
-    for task in tasks {
-        latencies.extend(task.await??);
-    }
-    let elapsed = started.elapsed();
-    latencies.sort();
+    let (latencies, elapsed) = join_latencies(tasks, started).await?;
     report(&format!(
         "writes: clients={clients} ops={} value={value_bytes}B elapsed={:.2}s throughput={:.0} ops/s \
          latency p50={:.2}ms p90={:.2}ms p99={:.2}ms max={:.2}ms",
@@ -269,12 +280,7 @@ async fn reads(arguments: &[String]) -> anyhow::Result<()> {
             Ok::<_, coord_client::Error>(latencies)
         }));
     }
-    let mut latencies = Vec::new();
-    for task in tasks {
-        latencies.extend(task.await??);
-    }
-    let elapsed = started.elapsed();
-    latencies.sort();
+    let (latencies, elapsed) = join_latencies(tasks, started).await?;
     report(&format!(
         "reads: consistency={consistency:?} clients={clients} ops={} elapsed={:.2}s throughput={:.0} ops/s \
          latency p50={:.2}ms p99={:.2}ms",
