@@ -334,16 +334,15 @@ impl Consensus {
     /// forwarded request is never forwarded again).
     pub async fn run_forwarded(&self, request: ForwardRequest) -> ForwardResult {
         let timeout = self.config.request_timeout;
-        let timed_out = |what: &str| ConsensusError::Timeout {
-            what: what.to_owned(),
-            timeout,
-        };
         match request {
             ForwardRequest::Write(command) => {
                 let written =
                     tokio::time::timeout(timeout, self.raft.client_write(Proposal { command }))
                         .await
-                        .map_err(|_| timed_out("write"))?;
+                        .map_err(|_| ConsensusError::Timeout {
+                            what: "write".into(),
+                            timeout,
+                        })?;
                 let response = written.map_err(client_write_error)?;
                 let result = response.data;
                 let outcome = result
@@ -355,26 +354,19 @@ impl Consensus {
                 })
             }
             ForwardRequest::AddLearner { id, peer_address } => {
-                let added = tokio::time::timeout(
-                    timeout,
-                    self.raft
-                        .add_learner(id, Member { addr: peer_address }, false),
-                )
-                .await
-                .map_err(|_| timed_out("add learner"))?;
-                added
-                    .map(|_| ForwardReply::MembershipChanged)
-                    .map_err(client_write_error)
+                let adding = self
+                    .raft
+                    .add_learner(id, Member { addr: peer_address }, false);
+                membership_changed("add learner", timeout, adding).await
             }
             ForwardRequest::Promote { id } => {
                 let change = ChangeMembers::AddVoterIds(BTreeSet::from([id]));
-                let changed =
-                    tokio::time::timeout(timeout, self.raft.change_membership(change, false))
-                        .await
-                        .map_err(|_| timed_out("promote"))?;
-                changed
-                    .map(|_| ForwardReply::MembershipChanged)
-                    .map_err(client_write_error)
+                membership_changed(
+                    "promote",
+                    timeout,
+                    self.raft.change_membership(change, false),
+                )
+                .await
             }
             ForwardRequest::Remove { id } => {
                 let membership = self
@@ -395,13 +387,12 @@ impl Consensus {
                 } else {
                     ChangeMembers::RemoveNodes(BTreeSet::from([id]))
                 };
-                let changed =
-                    tokio::time::timeout(timeout, self.raft.change_membership(change, false))
-                        .await
-                        .map_err(|_| timed_out("remove"))?;
-                changed
-                    .map(|_| ForwardReply::MembershipChanged)
-                    .map_err(client_write_error)
+                membership_changed(
+                    "remove",
+                    timeout,
+                    self.raft.change_membership(change, false),
+                )
+                .await
             }
         }
     }
@@ -602,6 +593,29 @@ async fn snapshot_on_size(raft: Raft<TypeConfig>, appended_bytes: Arc<AtomicU64>
             return;
         }
     }
+}
+
+/// Waits (bounded) for a membership change to commit.
+async fn membership_changed(
+    what: &str,
+    timeout: Duration,
+    change: impl std::future::Future<
+        Output = Result<
+            openraft::raft::ClientWriteResponse<TypeConfig>,
+            RaftError<u64, ClientWriteError<u64, Member>>,
+        >,
+    >,
+) -> ForwardResult {
+    let changed =
+        tokio::time::timeout(timeout, change)
+            .await
+            .map_err(|_| ConsensusError::Timeout {
+                what: what.to_owned(),
+                timeout,
+            })?;
+    changed
+        .map(|_| ForwardReply::MembershipChanged)
+        .map_err(client_write_error)
 }
 
 fn client_write_error(error: RaftError<u64, ClientWriteError<u64, Member>>) -> ConsensusError {
