@@ -32,6 +32,11 @@ pub struct ServerConfig {
     #[arg(long, env = "COORD_LISTEN_PEER", default_value = "127.0.0.1:7401")]
     pub listen_peer: SocketAddr,
 
+    /// Local address outgoing member-to-member connections are made from, e.g. to pick one
+    /// interface of a multi-homed host (default: chosen by the OS).
+    #[arg(long, env = "COORD_PEER_SOURCE_ADDRESS", value_name = "IP")]
+    pub peer_source_address: Option<std::net::IpAddr>,
+
     /// Client address other members and clients should use for this member
     /// (default: --listen-client).
     #[arg(long, env = "COORD_ADVERTISE_CLIENT")]

@@ -80,6 +80,7 @@ pub async fn run(
         snapshot_keep_entries: config.snapshot_keep_entries,
         snapshot_bytes: config.snapshot_bytes,
         request_timeout: config.request_timeout,
+        peer_source_address: config.peer_source_address,
     };
     // Exactly one member founds a new cluster: the lowest id of the initial cluster. The others
     // (and members started with --join) wait for the leader; a restarted member never founds.

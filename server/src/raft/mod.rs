@@ -101,6 +101,8 @@ pub struct ConsensusConfig {
     pub snapshot_bytes: u64,
     /// Longest wait for a write to commit or a read barrier to pass.
     pub request_timeout: Duration,
+    /// The local address outgoing peer connections are made from (`None`: the OS chooses).
+    pub peer_source_address: Option<std::net::IpAddr>,
 }
 
 /// Why consensus could not serve a request. Crosses the peer port, hence serializable.
@@ -198,7 +200,11 @@ impl Consensus {
         let log_db = LogDb::open(&data_dir.join("log"))?;
         let state_machine = StateMachine::open(SnapshotFile::new(data_dir))?;
         let replica = state_machine.replica();
-        let network = PeerNetwork::new(config.member_id.0, config.cluster_id.clone());
+        let network = PeerNetwork::new(
+            config.member_id.0,
+            config.cluster_id.clone(),
+            config.peer_source_address,
+        );
         let appended_bytes = Arc::new(AtomicU64::new(0));
         let raft = Raft::new(
             config.member_id.0,
@@ -227,7 +233,7 @@ impl Consensus {
             appended_bytes,
             config.snapshot_bytes,
         ));
-        let peers = PeerClients::new(config.cluster_id.clone());
+        let peers = PeerClients::new(config.cluster_id.clone(), config.peer_source_address);
         Ok(Consensus {
             raft,
             replica,

@@ -5,6 +5,7 @@
 //! Every call has a deadline (openraft's per-RPC TTL); a connection that fails is dropped and
 //! re-created lazily on the next call, and openraft backs off from unreachable members.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use coord_proto::v1::peer::peer_client::PeerClient;
@@ -35,13 +36,17 @@ pub const CLUSTER_ID_METADATA_KEY: &str = "coord-cluster-id";
 pub struct PeerNetwork {
     member_id: u64,
     cluster_id: String,
+    source_address: Option<IpAddr>,
 }
 
 impl PeerNetwork {
-    pub fn new(member_id: u64, cluster_id: String) -> PeerNetwork {
+    /// `source_address`: the local address outgoing peer connections are made from (the OS
+    /// chooses when `None`).
+    pub fn new(member_id: u64, cluster_id: String, source_address: Option<IpAddr>) -> PeerNetwork {
         PeerNetwork {
             member_id,
             cluster_id,
+            source_address,
         }
     }
 }
@@ -55,6 +60,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             target,
             address: member.addr.clone(),
             cluster_id: self.cluster_id.clone(),
+            source_address: self.source_address,
             client: None,
         }
     }
@@ -66,6 +72,7 @@ pub struct PeerLink {
     target: u64,
     address: String,
     cluster_id: String,
+    source_address: Option<IpAddr>,
     client: Option<PeerClient<Channel>>,
 }
 
@@ -86,10 +93,14 @@ pub fn peer_request(
 }
 
 /// Opens a lazily connecting client to a peer address.
-fn connect_peer(address: &str) -> Result<PeerClient<Channel>, String> {
+fn connect_peer(
+    address: &str,
+    source_address: Option<IpAddr>,
+) -> Result<PeerClient<Channel>, String> {
     let endpoint = Endpoint::from_shared(format!("http://{address}"))
         .map_err(|error| format!("bad peer address {address}: {error}"))?
         .connect_timeout(PEER_CONNECT_TIMEOUT)
+        .local_address(source_address)
         .tcp_nodelay(true);
     Ok(PeerClient::new(endpoint.connect_lazy())
         .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
@@ -100,6 +111,7 @@ fn connect_peer(address: &str) -> Result<PeerClient<Channel>, String> {
 /// one per peer address, reused across calls.
 pub struct PeerClients {
     cluster_id: String,
+    source_address: Option<IpAddr>,
     clients: std::sync::Mutex<std::collections::BTreeMap<String, PeerClient<Channel>>>,
 }
 
@@ -112,9 +124,10 @@ pub enum PeerCall {
 }
 
 impl PeerClients {
-    pub fn new(cluster_id: String) -> PeerClients {
+    pub fn new(cluster_id: String, source_address: Option<IpAddr>) -> PeerClients {
         PeerClients {
             cluster_id,
+            source_address,
             clients: std::sync::Mutex::new(std::collections::BTreeMap::new()),
         }
     }
@@ -127,7 +140,7 @@ impl PeerClients {
         if let Some(client) = clients.get(address) {
             return Ok(client.clone());
         }
-        let client = connect_peer(address)?;
+        let client = connect_peer(address, self.source_address)?;
         clients.insert(address.to_owned(), client.clone());
         Ok(client)
     }
@@ -184,7 +197,7 @@ impl PeerLink {
         if let Some(client) = &self.client {
             return Ok(client.clone());
         }
-        let client = connect_peer(&self.address)
+        let client = connect_peer(&self.address, self.source_address)
             .map_err(|error| Unreachable::new(&AnyError::error(error)))?;
         self.client = Some(client.clone());
         Ok(client)
