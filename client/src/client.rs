@@ -183,7 +183,9 @@ impl Client {
                 error,
                 Error::ConnectionLost { .. } | Error::Unreachable { .. }
             );
-            if connection_failed {
+            // A member that does not answer in time may be partitioned away (a black hole
+            // refuses nothing): the next call tries another one.
+            if connection_failed || matches!(error, Error::Timeout { .. }) {
                 self.rotate(index);
             }
             let retry = error.is_retryable() || (idempotent && connection_failed);
