@@ -4,21 +4,47 @@ use std::time::Duration;
 
 use coord_client::{Client, ClientOptions, MemberRole};
 
+use crate::proxy::FaultyNetwork;
 use crate::server::ServerProcess;
+use crate::{eventually, tree_digest};
 
 pub struct Cluster {
     /// Keeps every member's directory alive for the cluster's lifetime.
     pub dir: tempfile::TempDir,
     pub members: Vec<ServerProcess>,
+    /// The proxies every link crosses, for clusters started with `start_behind_proxies`.
+    /// Declared after `members`, so members die before their links do.
+    pub network: Option<FaultyNetwork>,
 }
+
+/// Timeouts for the harness's own status calls, which must not hang on a paused member.
+const PROBE_OPTIONS: ClientOptions = ClientOptions {
+    connect_timeout: Duration::from_millis(500),
+    request_timeout: Duration::from_secs(1),
+};
 
 impl Cluster {
     /// Starts `size` members with one `--initial-cluster`, all at once.
     pub fn start(size: u64, extra_args: &[&str]) -> Cluster {
+        Cluster::start_with(size, extra_args, None)
+    }
+
+    /// Starts `size` members whose every peer and client link crosses a fault-injecting proxy
+    /// (`Cluster::network`); `seed` fixes the proxies' loss and jitter.
+    pub fn start_behind_proxies(size: u64, extra_args: &[&str], seed: u64) -> Cluster {
+        Cluster::start_with(size, extra_args, Some(FaultyNetwork::new(seed)))
+    }
+
+    fn start_with(size: u64, extra_args: &[&str], network: Option<FaultyNetwork>) -> Cluster {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let mut members: Vec<ServerProcess> = (1..=size)
             .map(|id| ServerProcess::prepare(id, dir.path(), extra_args))
             .collect();
+        if let Some(network) = &network {
+            for member in &mut members {
+                member.put_behind(network);
+            }
+        }
         let initial_cluster = members
             .iter()
             .map(|member| format!("{}={}", member.id, member.peer_address()))
@@ -29,7 +55,160 @@ impl Cluster {
             member.set_initial_cluster(&initial_cluster);
             member.start();
         }
-        Cluster { dir, members }
+        Cluster {
+            dir,
+            members,
+            network,
+        }
+    }
+
+    /// The proxies of a cluster started with `start_behind_proxies`.
+    pub fn network(&self) -> &FaultyNetwork {
+        self.network
+            .as_ref()
+            .expect("the cluster was started behind proxies")
+    }
+
+    /// Replaces member `id`'s disk: removes it from the membership, kills it and deletes its
+    /// data, starts it empty with `--join`, adds it back as a learner and promotes it once it
+    /// has caught up. This is the safe way back for a member whose disk was lost; restarting it
+    /// empty without the removal would let it vote again in a term it already voted in.
+    pub async fn wipe_and_rejoin(&mut self, id: u64, timeout: Duration) {
+        let other = self
+            .ids()
+            .into_iter()
+            .find(|other| *other != id)
+            .expect("a cluster of two or more");
+        let admin = self.direct_client_of(other).await;
+        let cluster_id = eventually("the cluster id", timeout, || async {
+            admin
+                .cluster_status()
+                .await
+                .ok()
+                .map(|status| status.cluster_id)
+        })
+        .await;
+        eventually(&format!("removing member {id}"), timeout, || async {
+            admin.member_remove(id).await.ok()
+        })
+        .await;
+        let member = self.member(id);
+        member.wipe();
+        member.set_join(Some(cluster_id));
+        member.start();
+        let peer_address = member.peer_address();
+        eventually(&format!("adding member {id} back"), timeout, || async {
+            admin.member_add(id, &peer_address).await.ok()
+        })
+        .await;
+        eventually(&format!("promoting member {id}"), timeout, || async {
+            admin.member_promote(id).await.ok()
+        })
+        .await;
+    }
+
+    /// The last `lines` lines of every member's log, for failure messages.
+    pub fn log_tails(&self, lines: usize) -> String {
+        let mut report = String::new();
+        for member in &self.members {
+            let log = member.log();
+            let all: Vec<&str> = log.lines().collect();
+            let tail = &all[all.len().saturating_sub(lines)..];
+            report.push_str(&format!(
+                "--- member {} log (last {lines} lines) ---\n",
+                member.id
+            ));
+            for line in tail {
+                report.push_str(line);
+                report.push('\n');
+            }
+        }
+        report
+    }
+
+    /// Every member's id.
+    pub fn ids(&self) -> Vec<u64> {
+        self.members.iter().map(|member| member.id).collect()
+    }
+
+    /// The leader of the highest term any running member reports, asked directly (past any
+    /// proxy), or `None` when no member names one.
+    pub async fn current_leader(&self) -> Option<u64> {
+        let mut best: Option<(u64, u64)> = None;
+        for member in &self.members {
+            let Ok(client) =
+                Client::connect_with([member.direct_client_address()], PROBE_OPTIONS).await
+            else {
+                continue;
+            };
+            let status =
+                tokio::time::timeout(Duration::from_secs(1), client.cluster_status()).await;
+            if let Ok(Ok(status)) = status {
+                let term = status.term;
+                if status.leader_id != 0 && best.is_none_or(|(best_term, _)| term > best_term) {
+                    best = Some((term, status.leader_id));
+                }
+            }
+        }
+        best.map(|(_, leader)| leader)
+    }
+
+    /// Waits until every member in `ids` has applied the same revision, then compares the
+    /// digests of their whole trees read locally; panics naming the member that differs.
+    /// Call with no writes running. Returns the common digest.
+    pub async fn converged_digest(&self, ids: &[u64], timeout: Duration) -> Vec<String> {
+        let mut clients = Vec::new();
+        for id in ids {
+            clients.push(self.direct_client_of(*id).await);
+        }
+        // The highest revision any member has applied: every member must reach it (a restarted
+        // member may still be catching up when this starts).
+        let mut target = 0;
+        for client in &clients {
+            let header = eventually("a header from every member", timeout, || async {
+                client.header().await.ok()
+            })
+            .await;
+            target = target.max(header.revision);
+        }
+        for (client, id) in clients.iter().zip(ids) {
+            eventually(
+                &format!("member {id} to apply revision {target}"),
+                timeout,
+                || async move {
+                    let revision = client.header().await.ok()?.revision;
+                    (revision >= target).then_some(())
+                },
+            )
+            .await;
+        }
+        // Read at the same revision everywhere: serializable, after everyone passed `target`,
+        // with no writes running.
+        let mut digests = Vec::new();
+        for client in &clients {
+            let digest = tree_digest(client, "/", coord_client::Consistency::Serializable)
+                .await
+                .expect("a member that answered a header reads its own tree");
+            digests.push(digest);
+        }
+        for (digest, id) in digests.iter().zip(ids) {
+            if digest != &digests[0] {
+                let only_here: Vec<&String> = digest
+                    .iter()
+                    .filter(|line| !digests[0].contains(line))
+                    .collect();
+                let only_there: Vec<&String> = digests[0]
+                    .iter()
+                    .filter(|line| !digest.contains(line))
+                    .collect();
+                panic!(
+                    "member {id}'s tree differs from member {}'s at revision {target}:\n\
+                     only on {id}: {only_here:#?}\nonly on {}: {only_there:#?}",
+                    ids[0], ids[0]
+                );
+            }
+        }
+        digests.swap_remove(0)
     }
 
     /// The member with id `id`.
@@ -74,7 +253,8 @@ impl Cluster {
                     connect_timeout: Duration::from_millis(500),
                     request_timeout: Duration::from_secs(1),
                 };
-                let status = match Client::connect_with([member.client_address()], options).await {
+                let address = member.direct_client_address();
+                let status = match Client::connect_with([address], options).await {
                     Ok(client) => client.cluster_status().await.ok(),
                     Err(_) => None,
                 };
@@ -99,14 +279,24 @@ impl Cluster {
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "no agreed leader among {among:?} within {timeout:?}: {leaders:?}"
+                "no agreed leader among {among:?} within {timeout:?}: {leaders:?}\n{}",
+                self.log_tails(40)
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
-    /// A client connected to one member only.
+    /// A client connected to one member only (through its proxy, if it has one).
     pub async fn client_of(&self, id: u64) -> Client {
+        self.connect_to(id, false).await
+    }
+
+    /// A client connected to one member only, past any proxy: the harness's own view.
+    pub async fn direct_client_of(&self, id: u64) -> Client {
+        self.connect_to(id, true).await
+    }
+
+    async fn connect_to(&self, id: u64, direct: bool) -> Client {
         let member = self
             .members
             .iter()
@@ -119,7 +309,12 @@ impl Cluster {
         // A member that was just (re)started may not listen yet: retry, bounded.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            match Client::connect_with([member.client_address()], options.clone()).await {
+            let address = if direct {
+                member.direct_client_address()
+            } else {
+                member.client_address()
+            };
+            match Client::connect_with([address], options.clone()).await {
                 Ok(client) => return client,
                 Err(error) => assert!(
                     tokio::time::Instant::now() < deadline,

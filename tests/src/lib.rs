@@ -8,7 +8,11 @@
 mod cluster;
 pub mod history;
 pub mod linearizability;
+pub mod nemesis;
+pub mod proxy;
+pub mod rng;
 mod server;
+pub mod workload;
 
 pub use cluster::Cluster;
 pub use server::{binary, free_port, ServerProcess};

@@ -1,12 +1,14 @@
 //! `ServerProcess`: one `coord-server` child process with its own data directory and ports.
 
 use std::fs::File;
-use std::net::TcpListener;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use coord_client::{Client, ClientOptions};
+
+use crate::proxy::FaultyNetwork;
 
 /// Path of a binary built by this workspace, next to the running test executable.
 pub fn binary(name: &str) -> PathBuf {
@@ -42,6 +44,13 @@ pub struct ServerProcess {
     pub client_port: u16,
     pub peer_port: u16,
     pub data_dir: PathBuf,
+    /// The loopback address both ports listen on and peer connections come from: 127.0.0.1,
+    /// or the member's own address behind proxies, where the proxies' ports (on 127.0.0.1)
+    /// cannot collide with it.
+    ip: IpAddr,
+    /// Addresses given out instead of the real ones, when the member sits behind proxies.
+    advertised_peer: Option<String>,
+    advertised_client: Option<String>,
     /// `--initial-cluster` for multi-member clusters.
     initial_cluster: Option<String>,
     /// Start with `--join CLUSTER_ID` (a new member waiting to be added).
@@ -72,6 +81,9 @@ impl ServerProcess {
             client_port: free_port(),
             peer_port: free_port(),
             data_dir: member_dir.join("data"),
+            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            advertised_peer: None,
+            advertised_client: None,
             initial_cluster: None,
             join: None,
             extra_args: extra_args.iter().map(|arg| (*arg).to_owned()).collect(),
@@ -80,8 +92,39 @@ impl ServerProcess {
         }
     }
 
+    /// The peer address other members use for this one.
     pub fn peer_address(&self) -> String {
-        format!("127.0.0.1:{}", self.peer_port)
+        self.advertised_peer
+            .clone()
+            .unwrap_or_else(|| format!("{}:{}", self.ip, self.peer_port))
+    }
+
+    /// Puts the member behind `network`'s proxies: it listens for peers on its own loopback
+    /// address and connects from it, and gives out proxy addresses for both ports. Call before
+    /// the first start.
+    pub fn put_behind(&mut self, network: &FaultyNetwork) {
+        self.ip = network.member_ip(self.id);
+        let peer = network.proxy(self.id, SocketAddr::new(self.ip, self.peer_port));
+        let client = network.proxy(self.id, self.direct_client_socket());
+        self.advertised_peer = Some(peer.to_string());
+        self.advertised_client = Some(client.to_string());
+    }
+
+    fn direct_client_socket(&self) -> SocketAddr {
+        SocketAddr::new(self.ip, self.client_port)
+    }
+
+    /// The client address that bypasses any proxy, for the harness's own observations.
+    pub fn direct_client_address(&self) -> String {
+        self.direct_client_socket().to_string()
+    }
+
+    /// Kills the member and deletes its data directory (an empty disk).
+    pub fn wipe(&mut self) {
+        self.kill9();
+        if self.data_dir.exists() {
+            std::fs::remove_dir_all(&self.data_dir).expect("the data directory can be removed");
+        }
     }
 
     pub fn set_initial_cluster(&mut self, initial_cluster: &str) {
@@ -97,8 +140,11 @@ impl ServerProcess {
         self.spawn();
     }
 
+    /// The client address clients use (a proxy's, when the member sits behind one).
     pub fn client_address(&self) -> String {
-        format!("127.0.0.1:{}", self.client_port)
+        self.advertised_client
+            .clone()
+            .unwrap_or_else(|| self.direct_client_address())
     }
 
     /// The arguments this member is started with.
@@ -109,15 +155,21 @@ impl ServerProcess {
             "--data-dir".to_owned(),
             self.data_dir.display().to_string(),
             "--listen-client".to_owned(),
-            self.client_address(),
+            self.direct_client_address(),
             "--listen-peer".to_owned(),
-            format!("127.0.0.1:{}", self.peer_port),
+            format!("{}:{}", self.ip, self.peer_port),
             // Fast elections keep restarts short in tests.
             "--heartbeat-interval".to_owned(),
             "100ms".to_owned(),
             "--election-timeout".to_owned(),
             "500ms".to_owned(),
         ];
+        if let Some(client) = &self.advertised_client {
+            args.extend(["--advertise-client".to_owned(), client.clone()]);
+        }
+        if self.ip != IpAddr::V4(Ipv4Addr::LOCALHOST) {
+            args.extend(["--peer-source-address".to_owned(), self.ip.to_string()]);
+        }
         if let Some(initial_cluster) = &self.initial_cluster {
             args.extend(["--initial-cluster".to_owned(), initial_cluster.clone()]);
         }

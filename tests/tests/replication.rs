@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use coord_client::{Client, Consistency, CreateOptions, Error, Op, Txn};
-use coord_tests::{eventually, tree_digest, Cluster};
+use coord_tests::{eventually, Cluster};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -87,50 +87,7 @@ impl Load {
 /// Waits until every member in `ids` has applied the same revision, then compares digests
 /// of their whole trees read locally.
 async fn assert_converged(cluster: &Cluster, ids: &[u64]) -> Vec<String> {
-    let mut clients = Vec::new();
-    for id in ids {
-        clients.push(cluster.client_of(*id).await);
-    }
-    // The highest revision any member has applied: every member must reach it (a restarted
-    // member may still be catching up when this starts).
-    let mut target = 0;
-    for client in &clients {
-        target = target.max(client.header().await.unwrap().revision);
-    }
-    for (client, id) in clients.iter().zip(ids) {
-        eventually(
-            &format!("member {id} to apply revision {target}"),
-            Duration::from_secs(60),
-            || async move {
-                let revision = client.header().await.ok()?.revision;
-                (revision >= target).then_some(())
-            },
-        )
-        .await;
-    }
-    // Read at the same revision everywhere: serializable, after everyone passed `target`, with
-    // no writes running.
-    let mut digests = Vec::new();
-    for client in &clients {
-        digests.push(
-            tree_digest(client, "/", Consistency::Serializable)
-                .await
-                .unwrap(),
-        );
-    }
-    for (digest, id) in digests.iter().zip(ids) {
-        assert_eq!(
-            digest.len(),
-            digests[0].len(),
-            "member {id} has another number of nodes"
-        );
-        assert!(
-            digest == &digests[0],
-            "member {id}'s tree differs from member {}'s",
-            ids[0]
-        );
-    }
-    digests.swap_remove(0)
+    cluster.converged_digest(ids, Duration::from_secs(60)).await
 }
 
 fn followers(all: &[u64], leader: u64) -> Vec<u64> {
