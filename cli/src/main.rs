@@ -8,10 +8,13 @@ mod txn_script;
 
 use std::io::Read;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use coord_client::{Client, Consistency, CreateOptions, DeleteOptions, Error, NodeKind};
+use coord_client::{
+    Client, Consistency, CreateOptions, DeleteOptions, Error, NodeKind, SessionState,
+};
 use output::Printer;
 
 #[derive(Parser)]
@@ -80,9 +83,16 @@ enum Command {
         /// Create missing parents.
         #[arg(long, short = 'p')]
         parents: bool,
-        /// Removed when its session ends (needs session support, which comes later).
-        #[arg(long)]
+        /// Owned by a new session: deleted when the session ends. Needs --hold.
+        #[arg(long, requires = "hold")]
         ephemeral: bool,
+        /// The session's TTL, e.g. 500ms, 10s, 1m.
+        #[arg(long, default_value = "10s", value_parser = coord_client::parse_duration, requires = "ephemeral")]
+        ttl: Duration,
+        /// Keep the session alive until interrupted (Ctrl-C or SIGTERM), then close it, which
+        /// deletes the node. Exits 1 if the session is lost meanwhile.
+        #[arg(long, requires = "ephemeral")]
+        hold: bool,
     },
     /// Delete a node.
     Rm {
@@ -122,6 +132,19 @@ enum Command {
         #[command(subcommand)]
         command: MemberCommand,
     },
+    /// Sessions: list them, or close one (deleting its ephemeral nodes).
+    Session {
+        #[command(subcommand)]
+        command: SessionCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SessionCommand {
+    /// Every session with its TTL, time left, last keep-alive and ephemeral nodes.
+    List,
+    /// Close a session now, as if its owner had.
+    Close { id: u64 },
 }
 
 #[derive(Subcommand)]
@@ -241,11 +264,12 @@ async fn execute(cli: Cli, printer: &Printer) -> anyhow::Result<()> {
             container,
             parents,
             ephemeral,
+            ttl,
+            hold,
         } => {
-            if ephemeral {
-                anyhow::bail!(
-                    "--ephemeral needs a session; sessions are not supported by this release yet"
-                );
+            if ephemeral && hold {
+                let shape = (sequential, parents);
+                return hold_ephemeral(&client, printer, &path, value, ttl, shape).await;
             }
             let options = CreateOptions {
                 kind: if container {
@@ -322,6 +346,13 @@ async fn execute(cli: Cli, printer: &Printer) -> anyhow::Result<()> {
             };
             printer.members(&members);
         }
+        Command::Session { command } => match command {
+            SessionCommand::List => printer.sessions(&client.list_sessions().await?),
+            SessionCommand::Close { id } => {
+                let deleted = client.close_session(id).await?;
+                printer.session_closed(id, deleted);
+            }
+        },
         Command::Cluster {
             command: ClusterCommand::Status,
         } => {
@@ -329,5 +360,64 @@ async fn execute(cli: Cli, printer: &Printer) -> anyhow::Result<()> {
             printer.cluster_status(&status);
         }
     }
+    Ok(())
+}
+
+/// `create --ephemeral --hold`: opens a session, creates the node in it, and keeps the session
+/// alive until a signal arrives (then closes it) or the session is lost (then fails).
+async fn hold_ephemeral(
+    client: &Client,
+    printer: &Printer,
+    path: &str,
+    value: String,
+    ttl: Duration,
+    (sequential, make_parents): (bool, bool),
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate()).context("cannot watch for SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch for SIGINT")?;
+    let session = client.open_session(ttl).await?;
+    let options = CreateOptions {
+        kind: NodeKind::Ephemeral,
+        sequential,
+        make_parents,
+        session_id: session.id(),
+    };
+    let created = match client.create(path, value.into_bytes(), &options).await {
+        Ok(created) => created,
+        Err(error) => {
+            // Do not leave the session behind for its TTL.
+            let _ = session.close().await;
+            return Err(error.into());
+        }
+    };
+    printer.created(&created);
+    let mut state = session.watch_state();
+    let lost = async {
+        // Resolves when the session is gone, or its safe deadline passed without a renewal.
+        loop {
+            let deadline = session.safe_until();
+            tokio::select! {
+                changed = state.changed() => {
+                    if changed.is_err() || *state.borrow() == SessionState::Expired {
+                        return;
+                    }
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    if !session.is_safe() {
+                        return;
+                    }
+                }
+            }
+        }
+    };
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+        () = lost => {
+            return Err(Error::SessionExpired { session: session.id() }.into());
+        }
+    }
+    session.close().await?;
     Ok(())
 }

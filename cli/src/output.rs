@@ -3,9 +3,11 @@
 
 use std::io::Write;
 
+use std::time::Duration;
+
 use coord_client::{
     Child, Client, ClusterStatusResponse, Created, Error, Member, NodeData, NodeKind, OpResult,
-    Stat, TxnResult,
+    SessionInfo, Stat, TxnResult,
 };
 use serde_json::{json, Value};
 
@@ -52,7 +54,7 @@ fn data_json(data: &[u8]) -> Value {
 fn stat_text(stat: &Stat) -> String {
     format!(
         "create_revision: {}\nmod_revision: {}\nversion: {}\ncversion: {}\nnum_children: {}\n\
-         ephemeral_owner: {:#x}\ndata_length: {}\nkind: {}\nchildren_revision: {}\n",
+         ephemeral_owner: {}\ndata_length: {}\nkind: {}\nchildren_revision: {}\n",
         stat.create_revision,
         stat.mod_revision,
         stat.version,
@@ -367,6 +369,51 @@ impl Printer {
             ));
         }
         emit(&text);
+    }
+
+    pub fn sessions(&self, sessions: &[SessionInfo]) {
+        let millis = |duration: Duration| u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+        if self.json {
+            let items: Vec<Value> = sessions
+                .iter()
+                .map(|session| {
+                    json!({
+                        "id": session.id,
+                        "ttl_ms": millis(session.ttl),
+                        "remaining_ms": millis(session.remaining),
+                        "last_keepalive_age_ms": session.last_keepalive_age.map(millis),
+                        "ephemeral_nodes": session.ephemeral_nodes,
+                    })
+                })
+                .collect();
+            emit(&format!("{}\n", json!({"sessions": items})));
+            return;
+        }
+        let mut text = String::from("ID        TTL       LEFT      KEEPALIVE  NODES\n");
+        for session in sessions {
+            let age = session
+                .last_keepalive_age
+                .map_or_else(|| "-".to_owned(), |age| format!("{}ms ago", millis(age)));
+            text.push_str(&format!(
+                "{:<9} {:<9} {:<9} {:<10} {}\n",
+                session.id,
+                format!("{}ms", millis(session.ttl)),
+                format!("{}ms", millis(session.remaining)),
+                age,
+                session.ephemeral_nodes.join(" ")
+            ));
+        }
+        emit(&text);
+    }
+
+    pub fn session_closed(&self, id: u64, deleted: u64) {
+        if self.json {
+            emit(&format!("{}\n", json!({"session": id, "deleted": deleted})));
+        } else {
+            emit(&format!(
+                "closed session {id}, deleted {deleted} ephemeral node(s)\n"
+            ));
+        }
     }
 
     pub fn error(&self, error: &Error) {

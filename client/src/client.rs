@@ -149,12 +149,12 @@ impl Client {
         })
     }
 
-    fn channel(&self) -> (usize, Channel) {
+    pub(crate) fn channel(&self) -> (usize, Channel) {
         let index = self.inner.current.load(Ordering::Relaxed) % self.inner.channels.len();
         (index, self.inner.channels[index].clone())
     }
 
-    fn rotate(&self, failed: usize) {
+    pub(crate) fn rotate(&self, failed: usize) {
         let next = (failed + 1) % self.inner.channels.len();
         let _ =
             self.inner
@@ -164,7 +164,7 @@ impl Client {
 
     /// Runs `call` against the current endpoint, moving to the next endpoint and retrying with
     /// back-off while the failure allows it, until the request timeout.
-    async fn call<T, F, Fut>(&self, idempotent: bool, call: F) -> Result<T, Error>
+    pub(crate) async fn call<T, F, Fut>(&self, idempotent: bool, call: F) -> Result<T, Error>
     where
         F: Fn(Channel, Duration) -> Fut,
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,
@@ -477,7 +477,7 @@ impl Client {
     }
 }
 
-fn with_timeout<T>(message: T, timeout: Duration) -> tonic::Request<T> {
+pub(crate) fn with_timeout<T>(message: T, timeout: Duration) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.set_timeout(timeout);
     request

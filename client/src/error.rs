@@ -32,7 +32,7 @@ pub enum Error {
     #[error("parent node {parent} is ephemeral and cannot have children")]
     EphemeralParent { parent: String },
     /// The session has expired or was closed; everything it held is gone.
-    #[error("session {session:#x} has expired")]
+    #[error("session {session} has expired or was closed")]
     SessionExpired { session: u64 },
     /// A fenced write was refused: the token's holder is no longer current.
     #[error("fence rejected on {path}: held token {token}, current token {current}")]

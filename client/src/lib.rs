@@ -20,12 +20,15 @@
 
 mod client;
 mod error;
+mod session;
 mod txn;
 mod types;
 
 pub use client::{Client, ClientOptions};
+pub use coord_proto::parse_duration;
 pub use coord_proto::v1::{ClusterStatusResponse, Member, MemberRole, MemberStatus};
 pub use error::Error;
+pub use session::{Session, SessionInfo, SessionOptions, SessionState};
 pub use txn::{Compare, CompareOp, Op, OpResult, Txn, TxnResult};
 pub use types::{
     Child, ChildrenPage, Consistency, CreateOptions, Created, DeleteOptions, FenceCheck, Header,

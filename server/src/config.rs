@@ -81,6 +81,21 @@ pub struct ServerConfig {
     #[arg(long, env = "COORD_MAX_DATA_BYTES", default_value_t = NODE_DATA_BYTES_MAX)]
     pub max_data_bytes: u64,
 
+    /// Shortest session TTL granted; shorter requests are raised to it.
+    #[arg(long, env = "COORD_SESSION_TTL_MIN", default_value = "1s", value_parser = parse_duration)]
+    pub session_ttl_min: Duration,
+
+    /// Longest session TTL granted; longer requests are lowered to it.
+    #[arg(long, env = "COORD_SESSION_TTL_MAX", default_value = "1h", value_parser = parse_duration)]
+    pub session_ttl_max: Duration,
+
+    /// How often the leader checkpoints every session's remaining time through Raft. A dead
+    /// client's session ends at most its TTL plus one election timeout plus this after its last
+    /// keep-alive, however often the leader changes. Keep-alives are acknowledged once a
+    /// checkpoint (taken four times as often) records them.
+    #[arg(long, env = "COORD_SESSION_CHECKPOINT_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub session_checkpoint_interval: Duration,
+
     /// Longest wait for a write to commit or a read barrier to pass.
     #[arg(long, env = "COORD_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub request_timeout: Duration,
@@ -151,25 +166,7 @@ fn fnv1a64(bytes: &[u8]) -> u64 {
     hash
 }
 
-/// Parses `500ms`, `10s`, `1m`, `2h` (a number and a unit).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|character: char| !character.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 500ms, 10s or 1m"))?;
-    let millis = match unit {
-        "ms" => number,
-        "s" => number * 1000,
-        "m" => number * 60_000,
-        "h" => number * 3_600_000,
-        _ => return Err(format!("{text:?} has no unit: use ms, s, m or h")),
-    };
-    Ok(Duration::from_millis(millis))
-}
+pub use coord_proto::parse_duration;
 
 #[cfg(test)]
 mod tests {

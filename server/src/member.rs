@@ -7,13 +7,17 @@ use std::sync::Arc;
 use coord_proto::v1::cluster_server::ClusterServer;
 use coord_proto::v1::namespace_server::NamespaceServer;
 use coord_proto::v1::peer::peer_server::PeerServer;
+use coord_proto::v1::sessions_server::SessionsServer;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 
 use crate::config::ServerConfig;
 use crate::fsm::Limits;
-use crate::grpc::{ClusterService, NamespaceService, PeerService, CLIENT_MESSAGE_BYTES_MAX};
+use crate::grpc::{
+    ClusterService, NamespaceService, PeerService, SessionsService, TtlBounds,
+    CLIENT_MESSAGE_BYTES_MAX,
+};
 use crate::raft::{
     Consensus, ConsensusConfig, Member, MemberId, StartError, PEER_MESSAGE_BYTES_MAX,
 };
@@ -81,6 +85,7 @@ pub async fn run(
         snapshot_bytes: config.snapshot_bytes,
         request_timeout: config.request_timeout,
         peer_source_address: config.peer_source_address,
+        session_checkpoint_interval: config.session_checkpoint_interval,
     };
     // Exactly one member founds a new cluster: the lowest id of the initial cluster. The others
     // (and members started with --join) wait for the leader; a restarted member never founds.
@@ -113,6 +118,11 @@ pub async fn run(
     let namespace = NamespaceServer::new(NamespaceService::new(consensus.clone(), limits))
         .max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX);
     let cluster = ClusterServer::new(ClusterService::new(consensus.clone(), client_address));
+    let ttl_bounds = TtlBounds {
+        min: config.session_ttl_min,
+        max: config.session_ttl_max,
+    };
+    let sessions = SessionsServer::new(SessionsService::new(consensus.clone(), ttl_bounds));
     let peer = PeerServer::new(PeerService::new(consensus.clone()))
         .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX);
@@ -125,6 +135,7 @@ pub async fn run(
     let client_server = tonic::transport::Server::builder()
         .add_service(namespace)
         .add_service(cluster)
+        .add_service(sessions)
         .serve_with_incoming_shutdown(incoming(client_listener), stopped(stop_receiver.clone()));
     let peer_server = tonic::transport::Server::builder()
         .add_service(peer)
@@ -143,6 +154,8 @@ pub async fn run(
         })
     };
 
+    let session_keeper = tokio::spawn(consensus.clone().run_session_keeper());
+
     tokio::select! {
         () = shutdown => tracing::info!("shutting down"),
         () = consensus.removed() => {
@@ -152,6 +165,7 @@ pub async fn run(
         }
     }
     greeter.abort();
+    session_keeper.abort();
     let _ = stop_sender.send(true);
     consensus.shutdown().await;
     for (role, task) in [("client", client_task), ("peer", peer_task)] {

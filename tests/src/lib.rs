@@ -12,10 +12,12 @@ pub mod nemesis;
 pub mod proxy;
 pub mod rng;
 mod server;
+mod tool;
 pub mod workload;
 
 pub use cluster::Cluster;
 pub use server::{binary, free_port, ServerProcess};
+pub use tool::ToolProcess;
 
 use std::time::Duration;
 

@@ -299,7 +299,7 @@ impl ServerProcess {
     }
 }
 
-fn signal(child: &Child, signal: libc::c_int) {
+pub(crate) fn signal(child: &Child, signal: libc::c_int) {
     let pid = libc::pid_t::try_from(child.id()).expect("pids fit pid_t");
     // SAFETY: sending a signal to a child process we own, identified by its PID.
     #[allow(unsafe_code, reason = "libc::kill has no safe wrapper in std")]

@@ -119,6 +119,58 @@ pub enum Command {
     Set(SetCommand),
     Delete(DeleteCommand),
     Txn(TxnCommand),
+    /// Opens a session; its id is the revision of this entry.
+    OpenSession(OpenSessionCommand),
+    /// Ends a session and deletes its ephemeral nodes, all at this entry's revision.
+    CloseSession(CloseSessionCommand),
+    /// The leader's record of how long each session has left, which a new leader starts from.
+    CheckpointSessions(CheckpointCommand),
+    /// `command`, applied at most once per `WriteId`: a repeat gets the first outcome again.
+    Once {
+        id: WriteId,
+        command: Box<Command>,
+    },
+}
+
+/// Identifies one write of one client, for exactly-once retries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteId {
+    pub client: String,
+    pub sequence: u64,
+    /// The client has the outcome of every sequence below this one, so the state machine may
+    /// forget them (and refuses them as stale).
+    pub answered_below: u64,
+}
+
+/// Longest client id of a `WriteId`, in bytes.
+pub const WRITE_CLIENT_ID_BYTES_MAX: usize = 128;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenSessionCommand {
+    /// Already clamped to the configured bounds by the member that accepted the request.
+    pub ttl_ms: u64,
+}
+
+/// Why a session ends; its ephemeral nodes' deletion events carry it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SessionEnd {
+    /// The client (or an administrator) closed it.
+    Closed,
+    /// The leader heard no keep-alive within its TTL.
+    Expired,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloseSessionCommand {
+    pub session: SessionId,
+    pub end: SessionEnd,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointCommand {
+    /// Milliseconds each session had left when the leader wrote the checkpoint. Sessions
+    /// that are gone by the time it applies are skipped.
+    pub remaining: Vec<(SessionId, u64)>,
 }
 
 /// The result of a successful command (or of one txn operation).
@@ -142,6 +194,15 @@ pub enum Output {
         succeeded: bool,
         results: Vec<Output>,
     },
+    SessionOpened {
+        session: SessionId,
+        ttl_ms: u64,
+    },
+    SessionClosed {
+        /// Ephemeral nodes deleted with the session.
+        deleted: u64,
+    },
+    Checkpointed,
 }
 
 impl Command {
@@ -150,7 +211,27 @@ impl Command {
         match self {
             Command::Create(create) => check_data(&create.path, &create.data, limits),
             Command::Set(set) => check_data(&set.path, &set.data, limits),
-            Command::Delete(_) => Ok(()),
+            Command::Once { id, command } => {
+                if id.client.is_empty() || id.client.len() > WRITE_CLIENT_ID_BYTES_MAX {
+                    return Err(FsmError::InvalidArgument {
+                        reason: format!(
+                            "write_id.client_id must be 1 to {WRITE_CLIENT_ID_BYTES_MAX} bytes, \
+                             got {}",
+                            id.client.len()
+                        ),
+                    });
+                }
+                if matches!(**command, Command::Once { .. }) {
+                    return Err(FsmError::InvalidArgument {
+                        reason: "a write carries one write id".into(),
+                    });
+                }
+                command.check_limits(limits)
+            }
+            Command::Delete(_)
+            | Command::OpenSession(_)
+            | Command::CloseSession(_)
+            | Command::CheckpointSessions(_) => Ok(()),
             Command::Txn(txn) => {
                 let conditions = txn.compares.len() + txn.fences.len();
                 if conditions > limits.txn_conditions_max {

@@ -43,6 +43,15 @@ pub enum FsmError {
     LimitExceeded { what: String, size: u64, limit: u64 },
     #[error("the root node cannot be deleted")]
     RootReadOnly,
+    #[error(
+        "write {sequence} of client {client:?} is older than what the client said it has \
+         answers for (sequences from {answered_below}); it is not applied"
+    )]
+    StaleWriteId {
+        client: String,
+        sequence: u64,
+        answered_below: u64,
+    },
     #[error("txn operation {op_index} failed: {source}")]
     TxnOpFailed {
         op_index: usize,

@@ -31,7 +31,7 @@ impl fmt::Display for Revision {
 
 impl fmt::Display for SessionId {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(formatter, "{:#x}", self.0)
+        write!(formatter, "{}", self.0)
     }
 }
 

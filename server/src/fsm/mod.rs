@@ -26,13 +26,17 @@ mod snapshot;
 mod model_tests;
 
 pub use command::{
-    Command, Compare, CompareOp, CompareTarget, CreateCommand, DeleteCommand, Fence, Limits,
-    Output, SetCommand, TxnCommand, TxnOp, COMMAND_BYTES_MAX, NODE_DATA_BYTES_MAX, TXN_OPS_MAX,
+    CheckpointCommand, CloseSessionCommand, Command, Compare, CompareOp, CompareTarget,
+    CreateCommand, DeleteCommand, Fence, Limits, OpenSessionCommand, Output, SessionEnd,
+    SetCommand, TxnCommand, TxnOp, WriteId, COMMAND_BYTES_MAX, NODE_DATA_BYTES_MAX, TXN_OPS_MAX,
+    WRITE_CLIENT_ID_BYTES_MAX,
 };
 pub use error::FsmError;
 pub use event::{DeleteReason, EventKind, WatchEvent};
 pub use ids::{FencingToken, Revision, SessionId};
-pub use namespace::{Applied, ChildrenPage, Namespace, SessionRecord};
+pub use namespace::{
+    Applied, ChildrenPage, Namespace, SessionRecord, WriterRecord, WRITERS_MAX, WRITER_RESULTS_MAX,
+};
 pub use node::{Node, NodeKind, NodeStat};
 pub use path::{NodePath, PathRule, PATH_BYTES_MAX, PATH_DEPTH_MAX};
 pub use snapshot::SnapshotError;

@@ -21,6 +21,8 @@ struct ModelNode {
 #[derive(Debug, Clone)]
 struct Model {
     nodes: BTreeMap<String, ModelNode>,
+    /// Live sessions: id to (TTL, remaining at the last checkpoint).
+    sessions: BTreeMap<u64, (u64, u64)>,
     revision: u64,
 }
 
@@ -56,7 +58,11 @@ impl Model {
                 next_sequence: 0,
             },
         );
-        Model { nodes, revision: 0 }
+        Model {
+            nodes,
+            sessions: BTreeMap::new(),
+            revision: 0,
+        }
     }
 
     fn children_of(&self, path: &str) -> Vec<String> {
@@ -69,17 +75,67 @@ impl Model {
 
     fn apply(&mut self, command: &Command) -> Result<Output, FsmError> {
         self.revision += 1;
-        let saved = self.nodes.clone();
+        let saved = (self.nodes.clone(), self.sessions.clone());
         let result = match command {
             Command::Create(create) => self.create(create),
             Command::Set(set) => self.set(set),
             Command::Delete(delete) => self.delete(delete),
             Command::Txn(txn) => self.txn(txn),
+            Command::OpenSession(open) => {
+                self.sessions
+                    .insert(self.revision, (open.ttl_ms, open.ttl_ms));
+                Ok(Output::SessionOpened {
+                    session: SessionId(self.revision),
+                    ttl_ms: open.ttl_ms,
+                })
+            }
+            Command::CloseSession(close) => self.close_session(close),
+            Command::Once { .. } => unreachable!("write ids have their own tests"),
+            Command::CheckpointSessions(checkpoint) => {
+                for (session, remaining) in &checkpoint.remaining {
+                    if let Some((ttl, left)) = self.sessions.get_mut(&session.0) {
+                        *left = (*remaining).min(*ttl);
+                    }
+                }
+                Ok(Output::Checkpointed)
+            }
         };
         if result.is_err() {
-            self.nodes = saved;
+            (self.nodes, self.sessions) = saved;
         }
         result
+    }
+
+    fn close_session(&mut self, close: &CloseSessionCommand) -> Result<Output, FsmError> {
+        if self.sessions.remove(&close.session.0).is_none() {
+            return Err(FsmError::SessionExpired {
+                session: close.session,
+            });
+        }
+        let owned: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|(_, node)| node.stat.ephemeral_owner == close.session)
+            .map(|(path, _)| path.clone())
+            .collect();
+        for path in &owned {
+            self.remove_subtree(path);
+            self.collapse_containers(parent_of(path).unwrap());
+        }
+        Ok(Output::SessionClosed {
+            deleted: owned.len() as u64,
+        })
+    }
+
+    /// Removes `current` and its ancestors while each is an empty container.
+    fn collapse_containers(&mut self, mut current: String) {
+        while current != "/"
+            && self.nodes[&current].stat.kind == NodeKind::Container
+            && self.children_of(&current).is_empty()
+        {
+            self.remove_subtree(&current.clone());
+            current = parent_of(&current).unwrap();
+        }
     }
 
     fn touch_parent(&mut self, path: &str, delta: i64) {
@@ -90,8 +146,8 @@ impl Model {
         parent.stat.children_revision = revision;
     }
 
-    fn add(&mut self, path: &str, data: Vec<u8>, kind: NodeKind) -> NodeStat {
-        let node = Node::new(data.clone(), kind, SessionId(0), Revision(self.revision));
+    fn add(&mut self, path: &str, data: Vec<u8>, kind: NodeKind, owner: SessionId) -> NodeStat {
+        let node = Node::new(data.clone(), kind, owner, Revision(self.revision));
         self.nodes.insert(
             path.to_owned(),
             ModelNode {
@@ -135,7 +191,12 @@ impl Model {
             for ancestor in np(&path).ancestors() {
                 if !self.nodes.contains_key(ancestor.as_str()) {
                     self.parent_ok(ancestor.as_str())?;
-                    self.add(ancestor.as_str(), Vec::new(), NodeKind::Persistent);
+                    self.add(
+                        ancestor.as_str(),
+                        Vec::new(),
+                        NodeKind::Persistent,
+                        SessionId(0),
+                    );
                 }
             }
         }
@@ -155,20 +216,21 @@ impl Model {
             return Err(FsmError::NodeExists { path: np(&path) });
         }
         self.parent_ok(&path)?;
-        match create.kind {
-            NodeKind::Ephemeral => {
+        let owner = match create.kind {
+            NodeKind::Ephemeral if !self.sessions.contains_key(&create.session.0) => {
                 return Err(FsmError::SessionExpired {
                     session: create.session,
                 })
             }
+            NodeKind::Ephemeral => create.session,
             _ if create.session != SessionId(0) => {
                 return Err(FsmError::InvalidArgument {
                     reason: "a session may only own ephemeral nodes".into(),
                 })
             }
-            _ => {}
-        }
-        let stat = self.add(&path, create.data.clone(), create.kind);
+            _ => SessionId(0),
+        };
+        let stat = self.add(&path, create.data.clone(), create.kind, owner);
         Ok(Output::Created {
             path: np(&path),
             stat,
@@ -230,14 +292,7 @@ impl Model {
             return Err(FsmError::NotEmpty { path });
         }
         let count = self.remove_subtree(path.as_str());
-        let mut current = parent_of(path.as_str()).unwrap();
-        while current != "/"
-            && self.nodes[&current].stat.kind == NodeKind::Container
-            && self.children_of(&current).is_empty()
-        {
-            self.remove_subtree(&current.clone());
-            current = parent_of(&current).unwrap();
-        }
+        self.collapse_containers(parent_of(path.as_str()).unwrap());
         Ok(Output::Deleted { count })
     }
 
@@ -331,6 +386,37 @@ impl Model {
     }
 }
 
+/// Each live session: id, TTL, checkpointed remainder, and owned nodes.
+type SessionTable = Vec<(u64, u64, u64, Vec<String>)>;
+
+fn sessions_of(namespace: &Namespace) -> SessionTable {
+    namespace
+        .sessions()
+        .iter()
+        .map(|(id, record)| {
+            let owned = record.ephemerals.iter().map(ToString::to_string).collect();
+            (id.0, record.ttl_ms, record.remaining_ms, owned)
+        })
+        .collect()
+}
+
+impl Model {
+    fn session_table(&self) -> SessionTable {
+        self.sessions
+            .iter()
+            .map(|(id, (ttl, remaining))| {
+                let owned = self
+                    .nodes
+                    .iter()
+                    .filter(|(_, node)| node.stat.ephemeral_owner == SessionId(*id))
+                    .map(|(path, _)| path.clone())
+                    .collect();
+                (*id, *ttl, *remaining, owned)
+            })
+            .collect()
+    }
+}
+
 fn tree_of(namespace: &Namespace) -> Vec<(String, ModelNode)> {
     namespace
         .iter()
@@ -364,10 +450,11 @@ fn create_strategy() -> impl Strategy<Value = CreateCommand> {
     (
         path_strategy(),
         data_strategy(),
-        prop_oneof![4 => Just(NodeKind::Persistent), 2 => Just(NodeKind::Container), 1 => Just(NodeKind::Ephemeral)],
+        prop_oneof![4 => Just(NodeKind::Persistent), 2 => Just(NodeKind::Container), 3 => Just(NodeKind::Ephemeral)],
         prop::bool::weighted(0.25),
         prop::bool::weighted(0.3),
-        prop::bool::weighted(0.05),
+        // Mostly no session; else a symbolic reference resolved by `resolve_sessions`.
+        prop_oneof![6 => Just(0u64), 4 => 1u64..5],
     )
         .prop_map(|(path, data, kind, sequential, make_parents, with_session)| {
             let path = if sequential && path != "/" { format!("{path}-") } else { path };
@@ -377,9 +464,53 @@ fn create_strategy() -> impl Strategy<Value = CreateCommand> {
                 kind,
                 sequential,
                 make_parents,
-                session: SessionId(u64::from(with_session) * 7),
+                session: SessionId(with_session),
             }
         })
+}
+
+/// Generated commands name sessions symbolically: `k` is the `k`th session opened so far (or a
+/// session that never existed, once fewer were opened), so that ephemeral nodes and closes hit
+/// live sessions often.
+fn resolve_sessions(command: &Command, opened: &[u64]) -> Command {
+    let resolve = |session: SessionId| match session.0 {
+        0 => SessionId(0),
+        k => SessionId(opened.get(k as usize - 1).copied().unwrap_or(1_000 + k)),
+    };
+    let resolve_create = |create: &CreateCommand| CreateCommand {
+        session: resolve(create.session),
+        ..create.clone()
+    };
+    match command {
+        Command::Create(create) => Command::Create(resolve_create(create)),
+        Command::Txn(txn) => {
+            let resolve_ops = |ops: &[TxnOp]| -> Vec<TxnOp> {
+                ops.iter()
+                    .map(|op| match op {
+                        TxnOp::Create(create) => TxnOp::Create(resolve_create(create)),
+                        other => other.clone(),
+                    })
+                    .collect()
+            };
+            Command::Txn(TxnCommand {
+                success: resolve_ops(&txn.success),
+                failure: resolve_ops(&txn.failure),
+                ..txn.clone()
+            })
+        }
+        Command::CloseSession(close) => Command::CloseSession(CloseSessionCommand {
+            session: resolve(close.session),
+            end: close.end,
+        }),
+        Command::CheckpointSessions(checkpoint) => Command::CheckpointSessions(CheckpointCommand {
+            remaining: checkpoint
+                .remaining
+                .iter()
+                .map(|(session, left)| (resolve(*session), *left))
+                .collect(),
+        }),
+        other => other.clone(),
+    }
 }
 
 fn set_strategy() -> impl Strategy<Value = SetCommand> {
@@ -439,6 +570,20 @@ fn command_strategy() -> impl Strategy<Value = Command> {
         5 => create_strategy().prop_map(Command::Create),
         2 => set_strategy().prop_map(Command::Set),
         2 => delete_strategy().prop_map(Command::Delete),
+        2 => (1u64..5).prop_map(|ttl_ms| Command::OpenSession(OpenSessionCommand { ttl_ms })),
+        2 => (1u64..5, any::<bool>()).prop_map(|(session, expired)| {
+            Command::CloseSession(CloseSessionCommand {
+                session: SessionId(session),
+                end: if expired { SessionEnd::Expired } else { SessionEnd::Closed },
+            })
+        }),
+        1 => prop::collection::vec((1u64..5, 0u64..6), 0..4).prop_map(|remaining| {
+            let remaining = remaining
+                .into_iter()
+                .map(|(session, left)| (SessionId(session), left))
+                .collect();
+            Command::CheckpointSessions(CheckpointCommand { remaining })
+        }),
         2 => (
             prop::collection::vec(compare_strategy(), 0..3),
             prop::collection::vec((path_strategy(), 0u64..20), 0..2),
@@ -462,9 +607,14 @@ proptest! {
     fn namespace_matches_the_reference_model(commands in prop::collection::vec(command_strategy(), 1..60)) {
         let mut namespace = Namespace::new();
         let mut model = Model::new();
+        let mut opened = Vec::new();
         for (step, command) in commands.iter().enumerate() {
             let revision = Revision(step as u64 + 1);
+            let command = &resolve_sessions(command, &opened);
             let applied = namespace.apply(revision, command);
+            if let Ok(Output::SessionOpened { session, .. }) = &applied.outcome {
+                opened.push(session.0);
+            }
             let expected = model.apply(command);
             prop_assert_eq!(&applied.outcome, &expected, "step {} command {:?}", step, command);
             if applied.outcome.is_err() {
@@ -475,6 +625,7 @@ proptest! {
             }
             prop_assert_eq!(namespace.revision(), revision);
             prop_assert_eq!(tree_of(&namespace), model.tree(), "tree after step {}", step);
+            prop_assert_eq!(sessions_of(&namespace), model.session_table(), "sessions after step {}", step);
             if let Err(reason) = namespace.validate() {
                 prop_assert!(false, "invalid state after step {}: {}", step, reason);
             }
@@ -722,4 +873,163 @@ fn children_pages_are_ordered_and_complete() {
     }
     let expected: Vec<String> = (0..25).map(|index| format!("n{index:02}")).collect();
     assert_eq!(names, expected);
+}
+
+#[test]
+fn closing_a_session_deletes_its_ephemerals_at_one_revision_and_collapses_containers() {
+    let mut namespace = Namespace::new();
+    namespace.apply(Revision(1), &create("/jobs", NodeKind::Container));
+    let opened = namespace.apply(
+        Revision(2),
+        &Command::OpenSession(OpenSessionCommand { ttl_ms: 5_000 }),
+    );
+    assert_eq!(
+        opened.outcome,
+        Ok(Output::SessionOpened {
+            session: SessionId(2),
+            ttl_ms: 5_000
+        })
+    );
+    for (revision, path) in [(3, "/jobs/one"), (4, "/jobs/two")] {
+        let ephemeral = Command::Create(CreateCommand {
+            path: path.into(),
+            data: Vec::new(),
+            kind: NodeKind::Ephemeral,
+            sequential: false,
+            make_parents: false,
+            session: SessionId(2),
+        });
+        assert!(namespace
+            .apply(Revision(revision), &ephemeral)
+            .outcome
+            .is_ok());
+    }
+    let close = Command::CloseSession(CloseSessionCommand {
+        session: SessionId(2),
+        end: SessionEnd::Expired,
+    });
+    let applied = namespace.apply(Revision(5), &close);
+    assert_eq!(applied.outcome, Ok(Output::SessionClosed { deleted: 2 }));
+    let expired = EventKind::Deleted(DeleteReason::SessionExpired);
+    assert_eq!(
+        kinds(&applied),
+        [
+            ("/jobs/one".into(), expired),
+            ("/jobs".into(), EventKind::ChildrenChanged),
+            ("/jobs/two".into(), expired),
+            (
+                "/jobs".into(),
+                EventKind::Deleted(DeleteReason::ContainerEmpty)
+            ),
+            ("/".into(), EventKind::ChildrenChanged),
+        ]
+    );
+    assert!(applied
+        .events
+        .iter()
+        .all(|event| event.revision == Revision(5)));
+    assert!(namespace.sessions().is_empty());
+    assert_eq!(namespace.node_count(), 1);
+    // A closed session is gone: closing it again, or creating under it, is refused.
+    assert_eq!(
+        namespace.apply(Revision(6), &close).outcome,
+        Err(FsmError::SessionExpired {
+            session: SessionId(2)
+        })
+    );
+    namespace.validate().unwrap();
+}
+
+fn once(client: &str, sequence: u64, answered_below: u64, command: Command) -> Command {
+    Command::Once {
+        id: WriteId {
+            client: client.into(),
+            sequence,
+            answered_below,
+        },
+        command: Box::new(command),
+    }
+}
+
+#[test]
+fn a_repeated_write_id_gets_the_first_outcome_and_applies_once() {
+    let mut namespace = Namespace::new();
+    namespace.apply(Revision(1), &create("/q", NodeKind::Persistent));
+    let sequential = Command::Create(CreateCommand {
+        path: "/q/job-".into(),
+        data: Vec::new(),
+        kind: NodeKind::Persistent,
+        sequential: true,
+        make_parents: false,
+        session: SessionId(0),
+    });
+    let first = namespace.apply(Revision(2), &once("c1", 7, 0, sequential.clone()));
+    let again = namespace.apply(Revision(3), &once("c1", 7, 0, sequential.clone()));
+    assert_eq!(first.outcome, again.outcome);
+    assert!(again.events.is_empty(), "a repeat changes nothing");
+    assert_eq!(namespace.get(&np("/q")).unwrap().children.len(), 1);
+    // Another sequence, or another client, is a new write.
+    assert!(namespace
+        .apply(Revision(4), &once("c1", 8, 0, sequential.clone()))
+        .outcome
+        .is_ok());
+    assert!(namespace
+        .apply(Revision(5), &once("c2", 7, 0, sequential.clone()))
+        .outcome
+        .is_ok());
+    assert_eq!(namespace.get(&np("/q")).unwrap().children.len(), 3);
+    // A failure is remembered too: the repeat does not succeed later by accident.
+    let missing = Command::Set(SetCommand {
+        path: "/nope".into(),
+        data: Vec::new(),
+        expected_version: None,
+    });
+    let failed = namespace.apply(Revision(6), &once("c1", 9, 0, missing.clone()));
+    assert!(failed.outcome.is_err());
+    namespace.apply(Revision(7), &create("/nope", NodeKind::Persistent));
+    assert_eq!(
+        namespace
+            .apply(Revision(8), &once("c1", 9, 0, missing))
+            .outcome,
+        failed.outcome
+    );
+    // Writes remembered survive a snapshot.
+    let restored = Namespace::from_snapshot(&namespace.to_snapshot()).unwrap();
+    assert_eq!(restored.writers(), namespace.writers());
+}
+
+#[test]
+fn a_write_id_below_what_the_client_has_answers_for_is_refused() {
+    let mut namespace = Namespace::new();
+    let make = |path: &str| create(path, NodeKind::Persistent);
+    assert!(namespace
+        .apply(Revision(1), &once("c", 1, 0, make("/a")))
+        .outcome
+        .is_ok());
+    // The client now says it has every answer below 5: sequence 1 is forgotten.
+    assert!(namespace
+        .apply(Revision(2), &once("c", 5, 5, make("/b")))
+        .outcome
+        .is_ok());
+    assert_eq!(
+        namespace
+            .apply(Revision(3), &once("c", 1, 5, make("/a")))
+            .outcome,
+        Err(FsmError::StaleWriteId {
+            client: "c".into(),
+            sequence: 1,
+            answered_below: 5
+        })
+    );
+    assert_eq!(namespace.writers()["c"].results.len(), 1);
+    assert!(Command::Once {
+        id: WriteId {
+            client: String::new(),
+            sequence: 1,
+            answered_below: 0
+        },
+        command: Box::new(make("/c")),
+    }
+    .check_limits(&Limits::default())
+    .is_err());
 }

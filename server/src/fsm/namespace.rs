@@ -20,8 +20,9 @@ use std::ops::Bound;
 use serde::{Deserialize, Serialize};
 
 use super::command::{
-    Command, Compare, CompareOp, CompareTarget, CreateCommand, DeleteCommand, Fence, Output,
-    SetCommand, TxnCommand, TxnOp,
+    CheckpointCommand, CloseSessionCommand, Command, Compare, CompareOp, CompareTarget,
+    CreateCommand, DeleteCommand, Fence, OpenSessionCommand, Output, SessionEnd, SetCommand,
+    TxnCommand, TxnOp, WriteId,
 };
 use super::error::FsmError;
 use super::event::{DeleteReason, EventKind, WatchEvent};
@@ -33,8 +34,28 @@ use super::path::NodePath;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionRecord {
     pub ttl_ms: u64,
+    /// Time left at the last checkpoint (the TTL until the first one): what a new leader
+    /// grants, plus an election's worth, before it has heard from the session itself.
+    pub remaining_ms: u64,
     /// Ephemeral nodes this session owns.
     pub ephemerals: BTreeSet<NodePath>,
+}
+
+/// Most clients whose write outcomes are remembered; beyond it the least recently writing
+/// client is forgotten (its retries then apply again, as without a write id).
+pub const WRITERS_MAX: usize = 10_000;
+/// Most outcomes remembered per client (for writes it has in flight at once).
+pub const WRITER_RESULTS_MAX: usize = 256;
+
+/// The remembered outcomes of one client's writes, for exactly-once retries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriterRecord {
+    /// Every sequence below this was answered; such writes are refused as stale.
+    pub answered_below: u64,
+    /// Outcomes by sequence.
+    pub results: BTreeMap<u64, Result<Output, FsmError>>,
+    /// The revision of this client's last write, to forget the least recent client first.
+    pub last_revision: Revision,
 }
 
 /// What one `apply` produced.
@@ -59,6 +80,7 @@ pub struct ChildrenPage {
 pub struct Namespace {
     pub(super) nodes: BTreeMap<NodePath, Node>,
     pub(super) sessions: BTreeMap<SessionId, SessionRecord>,
+    pub(super) writers: BTreeMap<String, WriterRecord>,
     pub(super) revision: Revision,
 }
 
@@ -101,6 +123,17 @@ enum Undo {
         session: SessionId,
         path: NodePath,
     },
+    SessionOpened {
+        session: SessionId,
+    },
+    SessionClosed {
+        session: SessionId,
+        record: SessionRecord,
+    },
+    SessionRemaining {
+        session: SessionId,
+        remaining_ms: u64,
+    },
 }
 
 /// One command in progress: the journal to roll it back and the events it produced.
@@ -124,8 +157,14 @@ impl Namespace {
         Namespace {
             nodes,
             sessions: BTreeMap::new(),
+            writers: BTreeMap::new(),
             revision: Revision(0),
         }
+    }
+
+    /// The clients whose write outcomes are remembered.
+    pub fn writers(&self) -> &BTreeMap<String, WriterRecord> {
+        &self.writers
     }
 
     /// The revision of the last applied entry.
@@ -213,6 +252,68 @@ impl Namespace {
 
     /// Applies `command` at `revision`, which must be above the current revision.
     pub fn apply(&mut self, revision: Revision, command: &Command) -> Applied {
+        let Command::Once { id, command } = command else {
+            return self.apply_plain(revision, command);
+        };
+        if let Some(outcome) = self.remembered(id) {
+            self.advance(revision);
+            return Applied {
+                outcome,
+                events: Vec::new(),
+            };
+        }
+        let applied = self.apply_plain(revision, command);
+        self.remember(id, revision, &applied.outcome);
+        applied
+    }
+
+    /// What an earlier write with `id` returned, or a refusal if `id` is stale; `None` when
+    /// the write is new.
+    fn remembered(&self, id: &WriteId) -> Option<Result<Output, FsmError>> {
+        let record = self.writers.get(&id.client)?;
+        if id.sequence < record.answered_below {
+            return Some(Err(FsmError::StaleWriteId {
+                client: id.client.clone(),
+                sequence: id.sequence,
+                answered_below: record.answered_below,
+            }));
+        }
+        record.results.get(&id.sequence).cloned()
+    }
+
+    /// Records the outcome of a new write, forgetting what the client no longer needs and,
+    /// beyond the bounds, the oldest outcomes and the least recent client.
+    fn remember(&mut self, id: &WriteId, revision: Revision, outcome: &Result<Output, FsmError>) {
+        let record = self
+            .writers
+            .entry(id.client.clone())
+            .or_insert_with(|| WriterRecord {
+                answered_below: 0,
+                results: BTreeMap::new(),
+                last_revision: revision,
+            });
+        record.answered_below = record.answered_below.max(id.answered_below);
+        let answered_below = record.answered_below;
+        record
+            .results
+            .retain(|sequence, _| *sequence >= answered_below);
+        record.results.insert(id.sequence, outcome.clone());
+        while record.results.len() > WRITER_RESULTS_MAX {
+            record.results.pop_first();
+        }
+        record.last_revision = revision;
+        if self.writers.len() > WRITERS_MAX {
+            let least_recent = self
+                .writers
+                .iter()
+                .min_by_key(|(_, record)| record.last_revision)
+                .map(|(client, _)| client.clone())
+                .expect("more than the bound means not empty");
+            self.writers.remove(&least_recent);
+        }
+    }
+
+    fn apply_plain(&mut self, revision: Revision, command: &Command) -> Applied {
         self.advance(revision);
         let mut change = Change {
             namespace: self,
@@ -226,6 +327,12 @@ impl Namespace {
             Command::Set(set) => change.set(set),
             Command::Delete(delete) => change.delete(delete),
             Command::Txn(txn) => change.txn(txn),
+            Command::OpenSession(open) => Ok(change.open_session(open)),
+            Command::CloseSession(close) => change.close_session(close),
+            Command::CheckpointSessions(checkpoint) => Ok(change.checkpoint(checkpoint)),
+            Command::Once { .. } => Err(FsmError::InvalidArgument {
+                reason: "a write carries one write id".into(),
+            }),
         };
         match outcome {
             Ok(output) => Applied {
@@ -465,6 +572,69 @@ impl Change<'_> {
         Ok(Output::Deleted {
             count: subtree.len() as u64,
         })
+    }
+
+    fn open_session(&mut self, open: &OpenSessionCommand) -> Output {
+        let session = SessionId(self.revision.0);
+        let record = SessionRecord {
+            ttl_ms: open.ttl_ms,
+            remaining_ms: open.ttl_ms,
+            ephemerals: BTreeSet::new(),
+        };
+        let previous = self.namespace.sessions.insert(session, record);
+        assert!(
+            previous.is_none(),
+            "session ids are revisions, never reused"
+        );
+        self.undo.push(Undo::SessionOpened { session });
+        Output::SessionOpened {
+            session,
+            ttl_ms: open.ttl_ms,
+        }
+    }
+
+    fn close_session(&mut self, close: &CloseSessionCommand) -> Result<Output, FsmError> {
+        let Some(record) = self.namespace.sessions.get(&close.session) else {
+            return Err(FsmError::SessionExpired {
+                session: close.session,
+            });
+        };
+        let reason = match close.end {
+            SessionEnd::Closed => DeleteReason::SessionClosed,
+            SessionEnd::Expired => DeleteReason::SessionExpired,
+        };
+        // Ephemeral nodes have no children, so each goes alone; in path order, for
+        // deterministic events.
+        let doomed: Vec<NodePath> = record.ephemerals.iter().cloned().collect();
+        for path in &doomed {
+            self.remove(path, reason);
+            self.collapse_empty_containers(path.parent().expect("an ephemeral is not the root"));
+        }
+        let record = self
+            .namespace
+            .sessions
+            .remove(&close.session)
+            .expect("checked above");
+        self.undo.push(Undo::SessionClosed {
+            session: close.session,
+            record,
+        });
+        Ok(Output::SessionClosed {
+            deleted: doomed.len() as u64,
+        })
+    }
+
+    fn checkpoint(&mut self, checkpoint: &CheckpointCommand) -> Output {
+        for (session, remaining_ms) in &checkpoint.remaining {
+            if let Some(record) = self.namespace.sessions.get_mut(session) {
+                self.undo.push(Undo::SessionRemaining {
+                    session: *session,
+                    remaining_ms: record.remaining_ms,
+                });
+                record.remaining_ms = (*remaining_ms).min(record.ttl_ms);
+            }
+        }
+        Output::Checkpointed
     }
 
     fn txn(&mut self, txn: &TxnCommand) -> Result<Output, FsmError> {
@@ -768,6 +938,20 @@ impl Change<'_> {
                 Undo::OwnerUnlinked { session, path } => {
                     if let Some(record) = self.namespace.sessions.get_mut(&session) {
                         record.ephemerals.insert(path);
+                    }
+                }
+                Undo::SessionOpened { session } => {
+                    self.namespace.sessions.remove(&session);
+                }
+                Undo::SessionClosed { session, record } => {
+                    self.namespace.sessions.insert(session, record);
+                }
+                Undo::SessionRemaining {
+                    session,
+                    remaining_ms,
+                } => {
+                    if let Some(record) = self.namespace.sessions.get_mut(&session) {
+                        record.remaining_ms = remaining_ms;
                     }
                 }
             }

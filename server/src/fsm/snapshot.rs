@@ -1,18 +1,18 @@
 //! Snapshot encoding of a `Namespace`: nodes in path order, then sessions, so equal states give
 //! byte-equal snapshots. Child sets and owner lists are derived data and are rebuilt on decode.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::ids::{Revision, SessionId};
-use super::namespace::{Namespace, SessionRecord};
+use super::namespace::{Namespace, SessionRecord, WriterRecord};
 use super::node::{Node, NodeStat};
 use super::path::NodePath;
 
 /// Bumped whenever the encoding changes.
-const SNAPSHOT_FORMAT: u32 = 1;
+const SNAPSHOT_FORMAT: u32 = 3;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum SnapshotError {
@@ -29,7 +29,8 @@ struct ImageRef<'a> {
     format: u32,
     revision: Revision,
     nodes: Vec<NodeImageRef<'a>>,
-    sessions: Vec<(SessionId, u64)>,
+    sessions: Vec<SessionImage>,
+    writers: &'a BTreeMap<String, WriterRecord>,
 }
 
 #[derive(Serialize)]
@@ -45,7 +46,15 @@ struct Image {
     format: u32,
     revision: Revision,
     nodes: Vec<NodeImage>,
-    sessions: Vec<(SessionId, u64)>,
+    sessions: Vec<SessionImage>,
+    writers: BTreeMap<String, WriterRecord>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SessionImage {
+    id: SessionId,
+    ttl_ms: u64,
+    remaining_ms: u64,
 }
 
 #[derive(Deserialize)]
@@ -75,8 +84,13 @@ impl Namespace {
             sessions: self
                 .sessions
                 .iter()
-                .map(|(id, record)| (*id, record.ttl_ms))
+                .map(|(id, record)| SessionImage {
+                    id: *id,
+                    ttl_ms: record.ttl_ms,
+                    remaining_ms: record.remaining_ms,
+                })
                 .collect(),
+            writers: &self.writers,
         };
         bincode::serialize(&image).expect("encoding into memory cannot fail")
     }
@@ -96,11 +110,13 @@ impl Namespace {
         let mut namespace = Namespace::new();
         namespace.nodes.clear();
         namespace.revision = image.revision;
-        for (session, ttl_ms) in image.sessions {
+        namespace.writers = image.writers;
+        for session in image.sessions {
             namespace.sessions.insert(
-                session,
+                session.id,
                 SessionRecord {
-                    ttl_ms,
+                    ttl_ms: session.ttl_ms,
+                    remaining_ms: session.remaining_ms,
                     ephemerals: BTreeSet::new(),
                 },
             );

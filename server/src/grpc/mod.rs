@@ -1,6 +1,6 @@
 //! gRPC services: the only module that knows `tonic::Status`.
 //!
-//! Client port: `Namespace`, `Cluster` (and later `Sessions`, `Watch`).
+//! Client port: `Namespace`, `Sessions`, `Cluster` (and later `Watch`).
 //! Peer port: `Peer` (Raft messages between members).
 //! Every service validates its input and turns every error into a status through `status.rs`;
 //! no request can panic the member.
@@ -8,11 +8,13 @@
 mod cluster_service;
 mod namespace_service;
 mod peer_service;
+mod sessions_service;
 mod status;
 
 pub use cluster_service::ClusterService;
 pub use namespace_service::{NamespaceService, CHILDREN_PAGE_DEFAULT, CHILDREN_PAGE_MAX};
 pub use peer_service::PeerService;
+pub use sessions_service::{SessionsService, TtlBounds};
 pub use status::{consensus_status, fsm_status};
 
 /// Largest client request accepted, in bytes: a txn may carry 8 MiB of data, plus framing.

@@ -166,6 +166,18 @@ fn fsm_detail(error: &FsmError) -> (Code, ErrorDetail) {
                 ..detail(ErrorCode::LimitExceeded, message)
             },
         ),
+        FsmError::StaleWriteId {
+            sequence,
+            answered_below,
+            ..
+        } => (
+            Code::FailedPrecondition,
+            ErrorDetail {
+                expected: *answered_below,
+                actual: *sequence,
+                ..detail(ErrorCode::StaleWriteId, message)
+            },
+        ),
         FsmError::RootReadOnly => (
             Code::InvalidArgument,
             detail(ErrorCode::RootReadOnly, message),

@@ -4,7 +4,7 @@ use coord_proto::v1 as pb;
 
 use crate::fsm::{
     Command, Compare, CompareOp, CompareTarget, CreateCommand, DeleteCommand, Fence, FencingToken,
-    FsmError, NodeKind, Revision, SessionId, SetCommand, TxnCommand, TxnOp,
+    FsmError, NodeKind, Revision, SessionId, SetCommand, TxnCommand, TxnOp, WriteId,
 };
 
 fn invalid(reason: String) -> FsmError {
@@ -46,32 +46,28 @@ pub fn command_from_create(request: pb::CreateRequest) -> Result<Command, FsmErr
         sequential,
         make_parents,
         session_id,
-        write_id: _,
+        write_id,
     } = request;
-    Ok(Command::Create(create_from_parts(
-        path,
-        data,
-        kind,
-        sequential,
-        make_parents,
-        session_id,
-    )?))
+    let create = create_from_parts(path, data, kind, sequential, make_parents, session_id)?;
+    Ok(with_write_id(Command::Create(create), write_id))
 }
 
 pub fn command_from_set(request: pb::SetRequest) -> Command {
-    Command::Set(SetCommand {
+    let set = Command::Set(SetCommand {
         path: request.path,
         data: request.data,
         expected_version: request.expected_version,
-    })
+    });
+    with_write_id(set, request.write_id)
 }
 
 pub fn command_from_delete(request: pb::DeleteRequest) -> Command {
-    Command::Delete(DeleteCommand {
+    let delete = Command::Delete(DeleteCommand {
         path: request.path,
         expected_version: request.expected_version,
         recursive: request.recursive,
-    })
+    });
+    with_write_id(delete, request.write_id)
 }
 
 fn op_from_pb(index: usize, op: pb::TxnOp) -> Result<TxnOp, FsmError> {
@@ -158,10 +154,26 @@ pub fn command_from_txn(request: pb::TxnRequest) -> Result<Command, FsmError> {
         .enumerate()
         .map(|(index, op)| op_from_pb(index, op))
         .collect::<Result<_, _>>()?;
-    Ok(Command::Txn(TxnCommand {
+    let txn = Command::Txn(TxnCommand {
         compares,
         fences,
         success,
         failure,
-    }))
+    });
+    Ok(with_write_id(txn, request.write_id))
+}
+
+/// `command` with the request's write id, if it has one: applied at most once per id.
+pub fn with_write_id(command: Command, write_id: Option<pb::WriteId>) -> Command {
+    match write_id {
+        None => command,
+        Some(id) => Command::Once {
+            id: WriteId {
+                client: id.client_id,
+                sequence: id.sequence,
+                answered_below: id.answered_below,
+            },
+            command: Box::new(command),
+        },
+    }
 }

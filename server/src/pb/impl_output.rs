@@ -45,7 +45,12 @@ pub fn txn_results(results: &[Output]) -> Vec<pb::TxnOpResult> {
                     data: data.clone(),
                     stat: Some(stat_to_pb(stat)),
                 }),
-                Output::Txn { .. } => unreachable!("txns do not nest"),
+                Output::Txn { .. }
+                | Output::SessionOpened { .. }
+                | Output::SessionClosed { .. }
+                | Output::Checkpointed => {
+                    unreachable!("a txn branch holds only namespace operations")
+                }
             };
             pb::TxnOpResult {
                 result: Some(result),

@@ -7,7 +7,7 @@ mod impl_output;
 mod impl_stat;
 
 pub use impl_command::{
-    command_from_create, command_from_delete, command_from_set, command_from_txn,
+    command_from_create, command_from_delete, command_from_set, command_from_txn, with_write_id,
 };
 pub use impl_output::{created_response, txn_results};
 pub use impl_stat::stat_to_pb;

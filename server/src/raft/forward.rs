@@ -6,8 +6,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::leases::LeaseView;
 use super::ConsensusError;
-use crate::fsm::{Command, FsmError, Output, Revision};
+use crate::fsm::{Command, FsmError, Output, Revision, SessionId};
 
 /// Work only the leader may do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,6 +17,8 @@ pub enum ForwardRequest {
     AddLearner { id: u64, peer_address: String },
     Promote { id: u64 },
     Remove { id: u64 },
+    KeepAlive { session: SessionId },
+    ListSessions,
 }
 
 /// The leader's answer to a `ForwardRequest`.
@@ -26,6 +29,11 @@ pub enum ForwardReply {
         outcome: Result<Output, FsmError>,
     },
     MembershipChanged,
+    /// The TTL granted in milliseconds; 0 when the session is gone.
+    KeptAlive {
+        ttl_ms: u64,
+    },
+    Sessions(Vec<LeaseView>),
 }
 
 /// What crosses the peer port for a forwarded request.

@@ -25,10 +25,12 @@
 
 mod directory;
 mod forward;
+mod leases;
 mod log_storage;
 mod network;
 mod proposal;
 mod read_index;
+mod sessions;
 mod state_machine;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -45,6 +47,7 @@ use thiserror::Error;
 
 pub use directory::{MemberDirectory, PEER_SILENCE_MAX};
 pub use forward::{ForwardReply, ForwardRequest, ForwardResult, Hello, ReadIndexResult};
+pub use leases::LeaseView;
 pub use network::{
     decode_peer, encode_peer, PeerCall, PeerClients, PeerNetwork, CLUSTER_ID_METADATA_KEY,
     PEER_MESSAGE_BYTES_MAX,
@@ -103,6 +106,9 @@ pub struct ConsensusConfig {
     pub request_timeout: Duration,
     /// The local address outgoing peer connections are made from (`None`: the OS chooses).
     pub peer_source_address: Option<std::net::IpAddr>,
+    /// How often the leader checkpoints every session's remaining time (renewals are
+    /// checkpointed four times as often).
+    pub session_checkpoint_interval: Duration,
 }
 
 /// Why consensus could not serve a request. Crosses the peer port, hence serializable.
@@ -161,6 +167,8 @@ pub struct Consensus {
     directory: MemberDirectory,
     peers: PeerClients,
     read_index: ReadIndexBatcher,
+    /// The leader's session deadlines (empty on other members).
+    leases: std::sync::Mutex<leases::LeaseTable>,
     /// The task that asks for a snapshot when the log grows past `snapshot_bytes`.
     size_trigger: tokio::task::JoinHandle<()>,
 }
@@ -234,6 +242,7 @@ impl Consensus {
             config.snapshot_bytes,
         ));
         let peers = PeerClients::new(config.cluster_id.clone(), config.peer_source_address);
+        let leases = std::sync::Mutex::new(leases::LeaseTable::new(config.election_timeout_max));
         Ok(Consensus {
             raft,
             replica,
@@ -241,6 +250,7 @@ impl Consensus {
             directory: MemberDirectory::default(),
             peers,
             read_index: ReadIndexBatcher::default(),
+            leases,
             size_trigger,
         })
     }
@@ -332,7 +342,7 @@ impl Consensus {
         }
         .map(|reply| match reply {
             ForwardReply::Written { revision, outcome } => (revision, outcome),
-            ForwardReply::MembershipChanged => unreachable!("a write is answered with Written"),
+            _ => unreachable!("a write is answered with Written"),
         })
     }
 
@@ -359,6 +369,8 @@ impl Consensus {
                     outcome,
                 })
             }
+            ForwardRequest::KeepAlive { session } => self.keep_alive_here(session).await,
+            ForwardRequest::ListSessions => self.list_sessions_here(),
             ForwardRequest::AddLearner { id, peer_address } => {
                 let adding = self
                     .raft

@@ -5,8 +5,10 @@
 //! The applied state is shared with the read path through `Replica`: a `std::sync::RwLock`
 //! (never held across an `.await`), written once per applied batch.
 
+use std::collections::HashMap;
 use std::io::Cursor;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
@@ -18,7 +20,7 @@ use tokio::sync::watch;
 
 use super::proposal::ProposalResult;
 use super::{Entry, Member, TypeConfig};
-use crate::fsm::{Namespace, Revision, WatchEvent};
+use crate::fsm::{Command, FsmError, Namespace, Output, Revision, SessionId, WatchEvent};
 use crate::storage::{SnapshotFile, StorageFault};
 
 /// The applied state, readable by the gRPC layer.
@@ -26,6 +28,62 @@ pub struct ReplicaState {
     pub namespace: Namespace,
     pub last_applied: Option<LogId<u64>>,
     pub membership: StoredMembership<u64, Member>,
+    /// When each session would expire by the checkpoints applied here, on this member's clock:
+    /// when the open or checkpoint was applied plus the time it records. Not replicated; a new
+    /// leader builds its lease table from it, so the time between a checkpoint and a takeover
+    /// counts against a dead session instead of being granted again.
+    pub session_deadlines: HashMap<SessionId, Instant>,
+}
+
+impl ReplicaState {
+    fn new(
+        namespace: Namespace,
+        last_applied: Option<LogId<u64>>,
+        membership: StoredMembership<u64, Member>,
+    ) -> ReplicaState {
+        let now = Instant::now();
+        let session_deadlines = namespace
+            .sessions()
+            .iter()
+            .map(|(session, record)| (*session, now + Duration::from_millis(record.remaining_ms)))
+            .collect();
+        ReplicaState {
+            namespace,
+            last_applied,
+            membership,
+            session_deadlines,
+        }
+    }
+
+    /// Updates `session_deadlines` after `command` was applied at `now` with `outcome`.
+    fn note_sessions(
+        &mut self,
+        command: &Command,
+        outcome: &Result<Output, FsmError>,
+        now: Instant,
+    ) {
+        let command = match command {
+            Command::Once { command, .. } => command,
+            plain => plain,
+        };
+        match (command, outcome) {
+            (Command::OpenSession(_), Ok(Output::SessionOpened { session, ttl_ms })) => {
+                self.session_deadlines
+                    .insert(*session, now + Duration::from_millis(*ttl_ms));
+            }
+            (Command::CheckpointSessions(checkpoint), Ok(_)) => {
+                for (session, remaining_ms) in &checkpoint.remaining {
+                    if let Some(deadline) = self.session_deadlines.get_mut(session) {
+                        *deadline = now + Duration::from_millis(*remaining_ms);
+                    }
+                }
+            }
+            (Command::CloseSession(close), Ok(_)) => {
+                self.session_deadlines.remove(&close.session);
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Shared between the state machine (writer) and readers.
@@ -77,11 +135,7 @@ impl StateMachine {
     /// openraft from the committed index.
     pub fn open(snapshot_file: SnapshotFile) -> Result<StateMachine, StorageFault> {
         let state = match snapshot_file.load()? {
-            None => ReplicaState {
-                namespace: Namespace::new(),
-                last_applied: None,
-                membership: StoredMembership::default(),
-            },
+            None => ReplicaState::new(Namespace::new(), None, StoredMembership::default()),
             Some(bytes) => {
                 let corrupt = |reason: String| StorageFault::Corrupt {
                     location: "snapshot".into(),
@@ -98,11 +152,11 @@ impl StateMachine {
                         namespace.revision()
                     )));
                 }
-                ReplicaState {
+                ReplicaState::new(
                     namespace,
-                    last_applied: envelope.meta.last_log_id,
-                    membership: envelope.meta.last_membership,
-                }
+                    envelope.meta.last_log_id,
+                    envelope.meta.last_membership,
+                )
             }
         };
         let revision = state.namespace.revision();
@@ -167,6 +221,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     }
                     EntryPayload::Normal(proposal) => {
                         let applied = state.namespace.apply(revision, &proposal.command);
+                        state.note_sessions(&proposal.command, &applied.outcome, Instant::now());
                         batch_events.extend(applied.events);
                         Some(applied.outcome)
                     }
@@ -221,9 +276,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .state
                 .write()
                 .expect("a panic while applying stops the member");
-            state.namespace = namespace;
-            state.last_applied = meta.last_log_id;
-            state.membership = meta.last_membership.clone();
+            *state = ReplicaState::new(namespace, meta.last_log_id, meta.last_membership.clone());
         }
         self.replica.applied_revision.send_replace(revision);
         Ok(())

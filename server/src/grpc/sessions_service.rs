@@ -1,0 +1,189 @@
+//! The `coord.v1.Sessions` service: open, keep alive (a long-lived stream to any member; each
+//! keep-alive is forwarded to the leader), close, and list sessions.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use coord_proto::v1 as pb;
+use coord_proto::v1::sessions_server::Sessions as SessionsApi;
+use futures::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::status::{consensus_status, fsm_status, invalid_argument};
+use crate::fsm::{
+    CloseSessionCommand, Command, Limits, OpenSessionCommand, Output, Revision, SessionEnd,
+    SessionId,
+};
+use crate::pb::with_write_id;
+use crate::raft::Consensus;
+
+/// Keep-alive replies buffered per stream before the member stops reading requests.
+const KEEPALIVE_REPLIES_BUFFERED: usize = 16;
+
+/// The TTLs the cluster grants.
+#[derive(Debug, Clone, Copy)]
+pub struct TtlBounds {
+    pub min: Duration,
+    pub max: Duration,
+}
+
+impl TtlBounds {
+    /// `requested` raised or lowered into the bounds.
+    fn clamp(&self, requested: Duration) -> Duration {
+        requested.clamp(self.min, self.max.max(self.min))
+    }
+}
+
+pub struct SessionsService {
+    consensus: Arc<Consensus>,
+    ttl: TtlBounds,
+}
+
+impl SessionsService {
+    pub fn new(consensus: Arc<Consensus>, ttl: TtlBounds) -> SessionsService {
+        SessionsService { consensus, ttl }
+    }
+}
+
+fn header(consensus: &Consensus, revision: Option<Revision>) -> pb::ResponseHeader {
+    let view = consensus.view();
+    let revision =
+        revision.unwrap_or_else(|| consensus.replica().read(|state| state.namespace.revision()));
+    pb::ResponseHeader {
+        revision: revision.0,
+        raft_term: view.term,
+        leader_id: view.leader.unwrap_or(0),
+        member_id: view.member_id,
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+type KeepAliveStream =
+    Pin<Box<dyn Stream<Item = Result<pb::KeepAliveResponse, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl SessionsApi for SessionsService {
+    async fn open(
+        &self,
+        request: Request<pb::SessionOpenRequest>,
+    ) -> Result<Response<pb::SessionOpenResponse>, Status> {
+        let request = request.into_inner();
+        if request.ttl_ms == 0 {
+            return Err(invalid_argument(format!(
+                "ttl_ms is 0: give a session TTL in milliseconds (granted between {} and {})",
+                millis(self.ttl.min),
+                millis(self.ttl.max)
+            )));
+        }
+        let ttl = self.ttl.clamp(Duration::from_millis(request.ttl_ms));
+        let open = Command::OpenSession(OpenSessionCommand {
+            ttl_ms: millis(ttl),
+        });
+        let command = with_write_id(open, request.write_id);
+        command
+            .check_limits(&Limits::default())
+            .map_err(|error| fsm_status(&error))?;
+        let (revision, outcome) = self
+            .consensus
+            .write(command)
+            .await
+            .map_err(|error| consensus_status(&error))?;
+        match outcome.map_err(|error| fsm_status(&error))? {
+            Output::SessionOpened { session, ttl_ms } => {
+                Ok(Response::new(pb::SessionOpenResponse {
+                    header: Some(header(&self.consensus, Some(revision))),
+                    session_id: session.0,
+                    ttl_ms,
+                }))
+            }
+            output => Err(Status::internal(format!("unexpected output {output:?}"))),
+        }
+    }
+
+    type KeepAliveStream = KeepAliveStream;
+
+    async fn keep_alive(
+        &self,
+        request: Request<Streaming<pb::KeepAliveRequest>>,
+    ) -> Result<Response<KeepAliveStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (replies, stream) = tokio::sync::mpsc::channel(KEEPALIVE_REPLIES_BUFFERED);
+        let consensus = self.consensus.clone();
+        tokio::spawn(async move {
+            // Ends when the client closes its side, the client goes away, or a keep-alive
+            // fails (the client then opens a new stream, maybe to another member).
+            while let Ok(Some(message)) = inbound.message().await {
+                let session = SessionId(message.session_id);
+                let reply = match consensus.keep_alive(session).await {
+                    Ok(ttl_ms) => Ok(pb::KeepAliveResponse {
+                        header: Some(header(&consensus, None)),
+                        session_id: session.0,
+                        ttl_ms,
+                    }),
+                    Err(error) => Err(consensus_status(&error)),
+                };
+                let failed = reply.is_err();
+                if replies.send(reply).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(stream))))
+    }
+
+    async fn close(
+        &self,
+        request: Request<pb::SessionCloseRequest>,
+    ) -> Result<Response<pb::SessionCloseResponse>, Status> {
+        let request = request.into_inner();
+        let close = Command::CloseSession(CloseSessionCommand {
+            session: SessionId(request.session_id),
+            end: SessionEnd::Closed,
+        });
+        let command = with_write_id(close, request.write_id);
+        command
+            .check_limits(&Limits::default())
+            .map_err(|error| fsm_status(&error))?;
+        let (revision, outcome) = self
+            .consensus
+            .write(command)
+            .await
+            .map_err(|error| consensus_status(&error))?;
+        match outcome.map_err(|error| fsm_status(&error))? {
+            Output::SessionClosed { deleted } => Ok(Response::new(pb::SessionCloseResponse {
+                header: Some(header(&self.consensus, Some(revision))),
+                deleted,
+            })),
+            output => Err(Status::internal(format!("unexpected output {output:?}"))),
+        }
+    }
+
+    async fn list(
+        &self,
+        _request: Request<pb::SessionListRequest>,
+    ) -> Result<Response<pb::SessionListResponse>, Status> {
+        let sessions = self
+            .consensus
+            .list_sessions()
+            .await
+            .map_err(|error| consensus_status(&error))?;
+        Ok(Response::new(pb::SessionListResponse {
+            header: Some(header(&self.consensus, None)),
+            sessions: sessions
+                .into_iter()
+                .map(|view| pb::SessionInfo {
+                    session_id: view.session.0,
+                    ttl_ms: view.ttl_ms,
+                    last_keepalive_age_ms: view.last_keepalive_age_ms,
+                    ephemeral_nodes: view.ephemerals,
+                    remaining_ms: view.remaining_ms,
+                })
+                .collect(),
+        }))
+    }
+}
