@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use coord_client::{
-    Client, Consistency, CreateOptions, DeleteOptions, Error, NodeKind, SessionState,
+    Client, Consistency, CreateOptions, DeleteOptions, Error, NodeKind, SessionState, WatchOptions,
 };
 use output::Printer;
 
@@ -131,6 +131,20 @@ enum Command {
     Member {
         #[command(subcommand)]
         command: MemberCommand,
+    },
+    /// Print each change under a path as it happens (one line, or one JSON object, per event),
+    /// until interrupted.
+    Watch {
+        path: String,
+        /// The whole subtree, not only the node and its list of children.
+        #[arg(short = 'r', long)]
+        recursive: bool,
+        /// Start at this revision (from the retained history); default: from now.
+        #[arg(long)]
+        rev: Option<u64>,
+        /// Include node data in the events.
+        #[arg(long)]
+        data: bool,
     },
     /// Sessions: list them, or close one (deleting its ephemeral nodes).
     Session {
@@ -345,6 +359,24 @@ async fn execute(cli: Cli, printer: &Printer) -> anyhow::Result<()> {
                 MemberCommand::Remove { id } => client.member_remove(id).await?,
             };
             printer.members(&members);
+        }
+        Command::Watch {
+            path,
+            recursive,
+            rev,
+            data,
+        } => {
+            let options = WatchOptions {
+                path,
+                recursive,
+                start_revision: rev.unwrap_or(0),
+                with_data: data,
+                once: false,
+            };
+            let mut watch = client.watch(options).await?;
+            while let Some(event) = watch.next().await {
+                printer.event(&event?);
+            }
         }
         Command::Session { command } => match command {
             SessionCommand::List => printer.sessions(&client.list_sessions().await?),

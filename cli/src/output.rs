@@ -6,8 +6,8 @@ use std::io::Write;
 use std::time::Duration;
 
 use coord_client::{
-    Child, Client, ClusterStatusResponse, Created, Error, Member, NodeData, NodeKind, OpResult,
-    SessionInfo, Stat, TxnResult,
+    Child, Client, ClusterStatusResponse, Created, DeleteReason, Error, EventKind, Member,
+    NodeData, NodeKind, OpResult, SessionInfo, Stat, TxnResult, WatchEvent,
 };
 use serde_json::{json, Value};
 
@@ -404,6 +404,48 @@ impl Printer {
             ));
         }
         emit(&text);
+    }
+
+    pub fn event(&self, event: &WatchEvent) {
+        let (kind, reason) = match event.kind {
+            EventKind::Created => ("created", None),
+            EventKind::DataChanged => ("data_changed", None),
+            EventKind::ChildrenChanged => ("children_changed", None),
+            EventKind::Deleted(reason) => (
+                "deleted",
+                Some(match reason {
+                    DeleteReason::Deleted => "deleted",
+                    DeleteReason::SessionClosed => "session_closed",
+                    DeleteReason::SessionExpired => "session_expired",
+                    DeleteReason::ContainerEmpty => "container_empty",
+                }),
+            ),
+        };
+        if self.json {
+            let mut object = json!({
+                "revision": event.revision,
+                "kind": kind,
+                "path": event.path,
+                "version": event.stat.version,
+            });
+            if let Some(reason) = reason {
+                object["reason"] = json!(reason);
+            }
+            if !event.data.is_empty() {
+                object["data"] = json!(String::from_utf8_lossy(&event.data));
+            }
+            emit(&format!("{object}\n"));
+            return;
+        }
+        let mut line = format!("{} {kind} {}", event.revision, event.path);
+        if let Some(reason) = reason {
+            line.push_str(&format!(" ({reason})"));
+        }
+        if !event.data.is_empty() {
+            line.push_str(&format!(" {}", String::from_utf8_lossy(&event.data)));
+        }
+        line.push('\n');
+        emit(&line);
     }
 
     pub fn session_closed(&self, id: u64, deleted: u64) {

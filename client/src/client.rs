@@ -15,10 +15,25 @@ use crate::types::{
     Child, ChildrenPage, Consistency, CreateOptions, Created, DeleteOptions, FenceCheck, Header,
     NodeData, Stat,
 };
+use crate::write_id::WriteIds;
 
 /// Longest pause between retries; a leader election takes a few seconds, so retrying at least
 /// every half second keeps the write gap close to the election time.
 const RETRY_BACKOFF_MAX: Duration = Duration::from_millis(500);
+/// What a call may do when an attempt fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CallKind {
+    /// A read: retried on any failure that a retry may fix.
+    Read,
+    /// A write with a write id: retried like a read; never reported "not applied" after an
+    /// attempt whose outcome is unknown.
+    Write,
+    /// Retried only when the cluster said it was not applied.
+    Unsafe,
+}
+
+/// How long past its budget an attempt waits for the server's own deadline answer.
+const ATTEMPT_GRACE: Duration = Duration::from_millis(100);
 /// Largest message the client accepts, in bytes.
 const MESSAGE_BYTES_MAX: usize = 256 * 1024 * 1024;
 
@@ -46,6 +61,8 @@ struct Inner {
     /// Index of the endpoint in use; moves on when an endpoint fails.
     current: AtomicUsize,
     options: ClientOptions,
+    /// Ids that make every write exactly-once, so that writes can be retried.
+    write_ids: WriteIds,
 }
 
 /// A connection to a Coord cluster. Cheap to clone; clones share connections.
@@ -116,10 +133,31 @@ impl Client {
                 channels,
                 current: AtomicUsize::new(0),
                 options,
+                write_ids: WriteIds::new(),
             }),
         };
         client.probe().await?;
         Ok(client)
+    }
+
+    pub(crate) fn options(&self) -> &ClientOptions {
+        &self.inner.options
+    }
+
+    /// The longest single attempt of an idempotent call.
+    fn attempt_cap(&self) -> Duration {
+        (self.inner.options.request_timeout / 4).max(Duration::from_secs(1))
+    }
+
+    /// The id this client's writes carry; the cluster applies each of its writes at most once,
+    /// so the client retries writes whose outcome it did not learn.
+    pub fn client_id(&self) -> &str {
+        self.inner.write_ids.client_id()
+    }
+
+    /// The ids that make this client's writes exactly-once.
+    pub(crate) fn write_ids(&self) -> &WriteIds {
+        &self.inner.write_ids
     }
 
     /// The endpoints this client was given.
@@ -164,35 +202,98 @@ impl Client {
 
     /// Runs `call` against the current endpoint, moving to the next endpoint and retrying with
     /// back-off while the failure allows it, until the request timeout.
+    ///
+    /// `idempotent` calls (reads, and writes that carry a write id) are retried even when the
+    /// outcome of an attempt is unknown, and each attempt gets at most a quarter of the request
+    /// timeout (at least a second), so that one member that swallows a request does not use up
+    /// the whole budget. Every attempt is bounded here, not only by the server: a reply lost in
+    /// the network would otherwise be awaited forever.
     pub(crate) async fn call<T, F, Fut>(&self, idempotent: bool, call: F) -> Result<T, Error>
     where
         F: Fn(Channel, Duration) -> Fut,
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,
     {
+        let kind = if idempotent {
+            CallKind::Read
+        } else {
+            CallKind::Unsafe
+        };
+        self.call_as(kind, call).await
+    }
+
+    /// Like `call`, for a write that carries a write id: retried like a read, since the
+    /// cluster applies it at most once; if any attempt may have been applied, a later attempt's
+    /// "not applied" does not clear that, and the error says the outcome is unknown.
+    pub(crate) async fn call_write<T, F, Fut>(&self, call: F) -> Result<T, Error>
+    where
+        F: Fn(Channel, Duration) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        self.call_as(CallKind::Write, call).await
+    }
+
+    async fn call_as<T, F, Fut>(&self, kind: CallKind, call: F) -> Result<T, Error>
+    where
+        F: Fn(Channel, Duration) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        let idempotent = kind != CallKind::Unsafe;
+        // Whether an earlier attempt of this write may have been applied.
+        let mut uncertain = false;
         let started = tokio::time::Instant::now();
         let deadline = started + self.inner.options.request_timeout;
         let mut backoff = Duration::from_millis(20);
         loop {
             let (index, channel) = self.channel();
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let error = match call(channel, remaining.max(Duration::from_millis(1))).await {
-                Ok(value) => return Ok(value),
-                Err(status) => Error::from_status(&status, &self.inner.endpoints[index]),
+            let budget = if idempotent {
+                remaining.min(self.attempt_cap())
+            } else {
+                remaining
+            }
+            .max(Duration::from_millis(1));
+            // A little beyond the budget, so that the server's own deadline answer can arrive.
+            let attempt = tokio::time::timeout(budget + ATTEMPT_GRACE, call(channel, budget));
+            let error = match attempt.await {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(status)) => Error::from_status(&status, &self.inner.endpoints[index]),
+                Err(_) => Error::Timeout {
+                    message: format!(
+                        "no answer from {} within {budget:?}",
+                        self.inner.endpoints[index]
+                    ),
+                },
             };
             let connection_failed = matches!(
                 error,
                 Error::ConnectionLost { .. } | Error::Unreachable { .. }
             );
+            uncertain |= error.is_outcome_unknown();
             // A member that does not answer in time may be partitioned away (a black hole
             // refuses nothing): the next call tries another one.
             if connection_failed || matches!(error, Error::Timeout { .. }) {
                 self.rotate(index);
             }
-            let retry = error.is_retryable() || (idempotent && connection_failed);
+            let retry = error.is_retryable()
+                || (idempotent && (connection_failed || error.is_outcome_unknown()));
             if !retry || tokio::time::Instant::now() + backoff >= deadline {
                 return Err(match error {
+                    // A write that may have been applied stays "outcome unknown", whatever a
+                    // later attempt heard (it carries the same write id, so it was not applied
+                    // twice, but the first may have been).
+                    error
+                        if kind == CallKind::Write
+                            && uncertain
+                            && (error.is_retryable() || error.is_outcome_unknown()) =>
+                    {
+                        Error::Timeout {
+                            message: format!(
+                                "an attempt may have been applied; the last one ended: {error}"
+                            ),
+                        }
+                    }
                     Error::ConnectionLost { .. }
-                        if self.inner.endpoints.len() > 1 && idempotent =>
+                        if self.inner.endpoints.len() > 1 && kind == CallKind::Read =>
                     {
                         Error::Unreachable {
                             endpoints: self.inner.endpoints.clone(),
@@ -218,6 +319,7 @@ impl Client {
         data: impl Into<Vec<u8>>,
         options: &CreateOptions,
     ) -> Result<Created, Error> {
+        let (write_id, _in_flight) = self.inner.write_ids.issue();
         let request = pb::CreateRequest {
             path: path.to_owned(),
             data: data.into(),
@@ -225,10 +327,10 @@ impl Client {
             sequential: options.sequential,
             make_parents: options.make_parents,
             session_id: options.session_id,
-            write_id: None,
+            write_id: Some(write_id),
         };
         let response = self
-            .call(false, |channel, timeout| {
+            .call_write(|channel, timeout| {
                 let request = with_timeout(request.clone(), timeout);
                 async move { Client::namespace(channel).create(request).await }
             })
@@ -273,14 +375,15 @@ impl Client {
         data: impl Into<Vec<u8>>,
         expected_version: Option<u64>,
     ) -> Result<Stat, Error> {
+        let (write_id, _in_flight) = self.inner.write_ids.issue();
         let request = pb::SetRequest {
             path: path.to_owned(),
             data: data.into(),
             expected_version,
-            write_id: None,
+            write_id: Some(write_id),
         };
         let response = self
-            .call(false, |channel, timeout| {
+            .call_write(|channel, timeout| {
                 let request = with_timeout(request.clone(), timeout);
                 async move { Client::namespace(channel).set(request).await }
             })
@@ -291,14 +394,15 @@ impl Client {
 
     /// Deletes a node (and with `recursive`, its subtree); returns how many nodes went.
     pub async fn delete(&self, path: &str, options: DeleteOptions) -> Result<u64, Error> {
+        let (write_id, _in_flight) = self.inner.write_ids.issue();
         let request = pb::DeleteRequest {
             path: path.to_owned(),
             expected_version: options.expected_version,
             recursive: options.recursive,
-            write_id: None,
+            write_id: Some(write_id),
         };
         let response = self
-            .call(false, |channel, timeout| {
+            .call_write(|channel, timeout| {
                 let request = with_timeout(request.clone(), timeout);
                 async move { Client::namespace(channel).delete(request).await }
             })
@@ -380,9 +484,11 @@ impl Client {
 
     /// Runs a transaction.
     pub async fn txn(&self, txn: Txn) -> Result<TxnResult, Error> {
-        let request = txn.request;
+        let mut request = txn.request;
+        let (write_id, _in_flight) = self.inner.write_ids.issue();
+        request.write_id = Some(write_id);
         let response = self
-            .call(false, |channel, timeout| {
+            .call_write(|channel, timeout| {
                 let request = with_timeout(request.clone(), timeout);
                 async move { Client::namespace(channel).txn(request).await }
             })

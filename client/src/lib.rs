@@ -23,6 +23,8 @@ mod error;
 mod session;
 mod txn;
 mod types;
+mod watch;
+mod write_id;
 
 pub use client::{Client, ClientOptions};
 pub use coord_proto::parse_duration;
@@ -34,3 +36,4 @@ pub use types::{
     Child, ChildrenPage, Consistency, CreateOptions, Created, DeleteOptions, FenceCheck, Header,
     NodeData, NodeKind, Stat,
 };
+pub use watch::{DeleteReason, EventKind, Watch, WatchEvent, WatchOptions};

@@ -169,14 +169,15 @@ impl Client {
 
     /// Like [`Client::open_session`], with explicit options.
     pub async fn open_session_with(&self, options: SessionOptions) -> Result<Session, Error> {
+        let (write_id, _in_flight) = self.write_ids().issue();
         let requested = u64::try_from(options.ttl.as_millis()).unwrap_or(u64::MAX);
         let sent_at = Instant::now();
         let response = self
-            .call(false, |channel, timeout| {
+            .call_write(|channel, timeout| {
                 let request = with_timeout(
                     pb::SessionOpenRequest {
                         ttl_ms: requested,
-                        write_id: None,
+                        write_id: Some(write_id.clone()),
                     },
                     timeout,
                 );
@@ -206,12 +207,13 @@ impl Client {
 
     /// Closes session `id` (anyone's: this is also the administrator's force-close).
     pub async fn close_session(&self, id: u64) -> Result<u64, Error> {
+        let (write_id, _in_flight) = self.write_ids().issue();
         let response = self
-            .call(false, |channel, timeout| {
+            .call_write(|channel, timeout| {
                 let request = with_timeout(
                     pb::SessionCloseRequest {
                         session_id: id,
-                        write_id: None,
+                        write_id: Some(write_id.clone()),
                     },
                     timeout,
                 );

@@ -96,6 +96,19 @@ pub struct ServerConfig {
     #[arg(long, env = "COORD_SESSION_CHECKPOINT_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub session_checkpoint_interval: Duration,
 
+    /// Recent watch events kept on each member, so a watch can start (or resume) in the past;
+    /// an older start revision gets `Compacted`.
+    #[arg(long, env = "COORD_WATCH_HISTORY_EVENTS", default_value_t = 100_000)]
+    pub watch_history_events: usize,
+
+    /// Also keep at most this many bytes of recent watch events.
+    #[arg(long, env = "COORD_WATCH_HISTORY_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub watch_history_bytes: usize,
+
+    /// An idle watch is told which revision it is current to this often.
+    #[arg(long, env = "COORD_WATCH_PROGRESS_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub watch_progress_interval: Duration,
+
     /// Longest wait for a write to commit or a read barrier to pass.
     #[arg(long, env = "COORD_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub request_timeout: Duration,

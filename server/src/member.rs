@@ -8,6 +8,7 @@ use coord_proto::v1::cluster_server::ClusterServer;
 use coord_proto::v1::namespace_server::NamespaceServer;
 use coord_proto::v1::peer::peer_server::PeerServer;
 use coord_proto::v1::sessions_server::SessionsServer;
+use coord_proto::v1::watch_server::WatchServer;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
@@ -15,11 +16,11 @@ use tonic::transport::server::TcpIncoming;
 use crate::config::ServerConfig;
 use crate::fsm::Limits;
 use crate::grpc::{
-    ClusterService, NamespaceService, PeerService, SessionsService, TtlBounds,
+    ClusterService, NamespaceService, PeerService, SessionsService, TtlBounds, WatchService,
     CLIENT_MESSAGE_BYTES_MAX,
 };
 use crate::raft::{
-    Consensus, ConsensusConfig, Member, MemberId, StartError, PEER_MESSAGE_BYTES_MAX,
+    Consensus, ConsensusConfig, HistoryLimits, Member, MemberId, StartError, PEER_MESSAGE_BYTES_MAX,
 };
 use crate::storage::{DataDirIdentity, IdentityError};
 
@@ -86,6 +87,10 @@ pub async fn run(
         request_timeout: config.request_timeout,
         peer_source_address: config.peer_source_address,
         session_checkpoint_interval: config.session_checkpoint_interval,
+        watch_history: HistoryLimits {
+            events_max: config.watch_history_events,
+            bytes_max: config.watch_history_bytes,
+        },
     };
     // Exactly one member founds a new cluster: the lowest id of the initial cluster. The others
     // (and members started with --join) wait for the leader; a restarted member never founds.
@@ -123,6 +128,10 @@ pub async fn run(
         max: config.session_ttl_max,
     };
     let sessions = SessionsServer::new(SessionsService::new(consensus.clone(), ttl_bounds));
+    let watch = WatchServer::new(WatchService::new(
+        consensus.clone(),
+        config.watch_progress_interval,
+    ));
     let peer = PeerServer::new(PeerService::new(consensus.clone()))
         .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX);
@@ -136,6 +145,7 @@ pub async fn run(
         .add_service(namespace)
         .add_service(cluster)
         .add_service(sessions)
+        .add_service(watch)
         .serve_with_incoming_shutdown(incoming(client_listener), stopped(stop_receiver.clone()));
     let peer_server = tonic::transport::Server::builder()
         .add_service(peer)

@@ -239,3 +239,56 @@ async fn wiped_member_rejoins() {
         verdict.explain(&history)
     );
 }
+
+/// Exactly-once: a write applied by the cluster whose reply the network lost is retried by the
+/// client with the same write id, and the cluster answers with the first outcome instead of
+/// applying it again (a sequential create would otherwise make a second node).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retried_write_whose_reply_was_lost_is_applied_once() {
+    let _serial = SERIAL.lock().await;
+    let seed = seed_from_env();
+    let cluster = Cluster::start_behind_proxies(3, &[], seed);
+    let leader = cluster
+        .wait_for_leader(&[1, 2, 3], Duration::from_secs(30))
+        .await;
+    let admin = cluster.direct_client_of(leader).await;
+    admin
+        .create("/queue", "", &coord_client::CreateOptions::default())
+        .await
+        .unwrap();
+    // The client starts with member 1, whose replies to clients are then lost.
+    let options = coord_client::ClientOptions {
+        connect_timeout: Duration::from_millis(500),
+        request_timeout: Duration::from_secs(12),
+    };
+    let client = coord_client::Client::connect_with(cluster.endpoints(), options)
+        .await
+        .unwrap();
+    cluster.network().cut(Node::Member(1), Node::Clients);
+    let write = tokio::spawn(async move {
+        let sequential = coord_client::CreateOptions {
+            sequential: true,
+            ..coord_client::CreateOptions::default()
+        };
+        client.create("/queue/job-", "payload", &sequential).await
+    });
+    // The first attempt is applied although its reply never arrives.
+    let first = coord_tests::eventually(
+        "the first attempt to be applied",
+        Duration::from_secs(10),
+        || async {
+            let children = admin.children("/queue").await.ok()?;
+            (!children.is_empty()).then_some(children)
+        },
+    )
+    .await;
+    let created = write
+        .await
+        .expect("the writer does not panic")
+        .expect("the retry, sent to another member, succeeds");
+    cluster.network().heal();
+    let children = admin.children("/queue").await.unwrap();
+    assert_eq!(children, first, "the retry must not apply the write again");
+    assert_eq!(children.len(), 1);
+    assert_eq!(created.path, format!("/queue/{}", children[0]));
+}

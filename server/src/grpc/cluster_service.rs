@@ -24,17 +24,7 @@ impl ClusterService {
     }
 
     fn header(&self) -> pb::ResponseHeader {
-        let view = self.consensus.view();
-        let revision = self
-            .consensus
-            .replica()
-            .read(|state| state.namespace.revision());
-        pb::ResponseHeader {
-            revision: revision.0,
-            raft_term: view.term,
-            leader_id: view.leader.unwrap_or(0),
-            member_id: view.member_id,
-        }
+        super::response_header(&self.consensus, None)
     }
 
     fn client_address_of(&self, id: u64) -> String {

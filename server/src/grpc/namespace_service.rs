@@ -30,27 +30,12 @@ impl NamespaceService {
     }
 
     fn header(&self, revision: Revision) -> pb::ResponseHeader {
-        let view = self.consensus.view();
-        pb::ResponseHeader {
-            revision: revision.0,
-            raft_term: view.term,
-            leader_id: view.leader.unwrap_or(0),
-            member_id: view.member_id,
-        }
+        super::response_header(&self.consensus, Some(revision))
     }
 
     /// Checks limits, proposes, and returns the revision and output, or the error as a status.
     async fn write(&self, command: Command) -> Result<(Revision, Output), Status> {
-        command
-            .check_limits(&self.limits)
-            .map_err(|error| fsm_status(&error))?;
-        let (revision, outcome) = self
-            .consensus
-            .write(command)
-            .await
-            .map_err(|error| consensus_status(&error))?;
-        let output = outcome.map_err(|error| fsm_status(&error))?;
-        Ok((revision, output))
+        super::propose(&self.consensus, &self.limits, command).await
     }
 
     async fn barrier(&self, read: Option<pb::ReadOptions>) -> Result<(), Status> {

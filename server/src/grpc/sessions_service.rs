@@ -11,10 +11,10 @@ use futures::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::status::{consensus_status, fsm_status, invalid_argument};
+use super::status::{consensus_status, invalid_argument};
+use super::{propose, response_header};
 use crate::fsm::{
-    CloseSessionCommand, Command, Limits, OpenSessionCommand, Output, Revision, SessionEnd,
-    SessionId,
+    CloseSessionCommand, Command, Limits, OpenSessionCommand, Output, SessionEnd, SessionId,
 };
 use crate::pb::with_write_id;
 use crate::raft::Consensus;
@@ -47,18 +47,6 @@ impl SessionsService {
     }
 }
 
-fn header(consensus: &Consensus, revision: Option<Revision>) -> pb::ResponseHeader {
-    let view = consensus.view();
-    let revision =
-        revision.unwrap_or_else(|| consensus.replica().read(|state| state.namespace.revision()));
-    pb::ResponseHeader {
-        revision: revision.0,
-        raft_term: view.term,
-        leader_id: view.leader.unwrap_or(0),
-        member_id: view.member_id,
-    }
-}
-
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
@@ -85,23 +73,15 @@ impl SessionsApi for SessionsService {
             ttl_ms: millis(ttl),
         });
         let command = with_write_id(open, request.write_id);
-        command
-            .check_limits(&Limits::default())
-            .map_err(|error| fsm_status(&error))?;
-        let (revision, outcome) = self
-            .consensus
-            .write(command)
-            .await
-            .map_err(|error| consensus_status(&error))?;
-        match outcome.map_err(|error| fsm_status(&error))? {
-            Output::SessionOpened { session, ttl_ms } => {
+        match propose(&self.consensus, &Limits::default(), command).await? {
+            (revision, Output::SessionOpened { session, ttl_ms }) => {
                 Ok(Response::new(pb::SessionOpenResponse {
-                    header: Some(header(&self.consensus, Some(revision))),
+                    header: Some(response_header(&self.consensus, Some(revision))),
                     session_id: session.0,
                     ttl_ms,
                 }))
             }
-            output => Err(Status::internal(format!("unexpected output {output:?}"))),
+            (_, output) => Err(Status::internal(format!("unexpected output {output:?}"))),
         }
     }
 
@@ -121,7 +101,7 @@ impl SessionsApi for SessionsService {
                 let session = SessionId(message.session_id);
                 let reply = match consensus.keep_alive(session).await {
                     Ok(ttl_ms) => Ok(pb::KeepAliveResponse {
-                        header: Some(header(&consensus, None)),
+                        header: Some(response_header(&consensus, None)),
                         session_id: session.0,
                         ttl_ms,
                     }),
@@ -146,20 +126,14 @@ impl SessionsApi for SessionsService {
             end: SessionEnd::Closed,
         });
         let command = with_write_id(close, request.write_id);
-        command
-            .check_limits(&Limits::default())
-            .map_err(|error| fsm_status(&error))?;
-        let (revision, outcome) = self
-            .consensus
-            .write(command)
-            .await
-            .map_err(|error| consensus_status(&error))?;
-        match outcome.map_err(|error| fsm_status(&error))? {
-            Output::SessionClosed { deleted } => Ok(Response::new(pb::SessionCloseResponse {
-                header: Some(header(&self.consensus, Some(revision))),
-                deleted,
-            })),
-            output => Err(Status::internal(format!("unexpected output {output:?}"))),
+        match propose(&self.consensus, &Limits::default(), command).await? {
+            (revision, Output::SessionClosed { deleted }) => {
+                Ok(Response::new(pb::SessionCloseResponse {
+                    header: Some(response_header(&self.consensus, Some(revision))),
+                    deleted,
+                }))
+            }
+            (_, output) => Err(Status::internal(format!("unexpected output {output:?}"))),
         }
     }
 
@@ -173,7 +147,7 @@ impl SessionsApi for SessionsService {
             .await
             .map_err(|error| consensus_status(&error))?;
         Ok(Response::new(pb::SessionListResponse {
-            header: Some(header(&self.consensus, None)),
+            header: Some(response_header(&self.consensus, None)),
             sessions: sessions
                 .into_iter()
                 .map(|view| pb::SessionInfo {

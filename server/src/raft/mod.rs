@@ -25,6 +25,7 @@
 
 mod directory;
 mod forward;
+mod history;
 mod leases;
 mod log_storage;
 mod network;
@@ -47,6 +48,7 @@ use thiserror::Error;
 
 pub use directory::{MemberDirectory, PEER_SILENCE_MAX};
 pub use forward::{ForwardReply, ForwardRequest, ForwardResult, Hello, ReadIndexResult};
+pub use history::{Compacted, HistoryLimits};
 pub use leases::LeaseView;
 pub use network::{
     decode_peer, encode_peer, PeerCall, PeerClients, PeerNetwork, CLUSTER_ID_METADATA_KEY,
@@ -109,6 +111,8 @@ pub struct ConsensusConfig {
     /// How often the leader checkpoints every session's remaining time (renewals are
     /// checkpointed four times as often).
     pub session_checkpoint_interval: Duration,
+    /// How many recent events (and bytes of them) watches can start from.
+    pub watch_history: HistoryLimits,
 }
 
 /// Why consensus could not serve a request. Crosses the peer port, hence serializable.
@@ -206,7 +210,7 @@ impl Consensus {
         .validate()
         .map_err(|error| StartError::Config(error.to_string()))?;
         let log_db = LogDb::open(&data_dir.join("log"))?;
-        let state_machine = StateMachine::open(SnapshotFile::new(data_dir))?;
+        let state_machine = StateMachine::open(SnapshotFile::new(data_dir), config.watch_history)?;
         let replica = state_machine.replica();
         let network = PeerNetwork::new(
             config.member_id.0,

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::io::Cursor;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
@@ -18,6 +18,7 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use super::history::{Compacted, EventHistory, HistoryLimits};
 use super::proposal::ProposalResult;
 use super::{Entry, Member, TypeConfig};
 use crate::fsm::{Command, FsmError, Namespace, Output, Revision, SessionId, WatchEvent};
@@ -91,8 +92,8 @@ pub struct Replica {
     state: RwLock<ReplicaState>,
     /// The last applied revision, for waiters (`min_revision` reads).
     applied_revision: watch::Sender<Revision>,
-    /// Events of each applied batch, for watch fan-out.
-    events: tokio::sync::broadcast::Sender<Arc<Vec<WatchEvent>>>,
+    /// Events of the recent revisions, which every watch stream reads.
+    history: Mutex<EventHistory>,
 }
 
 impl Replica {
@@ -109,8 +110,25 @@ impl Replica {
         self.applied_revision.subscribe()
     }
 
-    pub fn subscribe_events(&self) -> tokio::sync::broadcast::Receiver<Arc<Vec<WatchEvent>>> {
-        self.events.subscribe()
+    /// Up to `limit` events in `[from, to]` that `keep` selects (see `EventHistory::read`).
+    pub fn read_events(
+        &self,
+        from: Revision,
+        to: Revision,
+        limit: usize,
+        keep: impl FnMut(&WatchEvent) -> bool,
+    ) -> Result<(Vec<WatchEvent>, Revision), Compacted> {
+        self.history().read(from, to, limit, keep)
+    }
+
+    /// The oldest revision a watch can start at.
+    pub fn first_event_revision(&self) -> Revision {
+        self.history().first_revision()
+    }
+
+    fn history(&self) -> std::sync::MutexGuard<'_, EventHistory> {
+        // Nothing panics while holding the lock.
+        self.history.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -133,7 +151,10 @@ fn snapshot_fault(fault: impl ToString) -> StorageError<u64> {
 impl StateMachine {
     /// Restores the state from the snapshot file, if any. The log after it is replayed by
     /// openraft from the committed index.
-    pub fn open(snapshot_file: SnapshotFile) -> Result<StateMachine, StorageFault> {
+    pub fn open(
+        snapshot_file: SnapshotFile,
+        history: HistoryLimits,
+    ) -> Result<StateMachine, StorageFault> {
         let state = match snapshot_file.load()? {
             None => ReplicaState::new(Namespace::new(), None, StoredMembership::default()),
             Some(bytes) => {
@@ -160,11 +181,10 @@ impl StateMachine {
             }
         };
         let revision = state.namespace.revision();
-        let (events, _) = tokio::sync::broadcast::channel(1024);
         let replica = Replica {
             state: RwLock::new(state),
             applied_revision: watch::Sender::new(revision),
-            events,
+            history: Mutex::new(EventHistory::new(revision, history)),
         };
         Ok(StateMachine {
             replica: Arc::new(replica),
@@ -231,10 +251,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
             state.namespace.revision()
         };
-        if !batch_events.is_empty() {
-            // No receiver is not an error: nobody is watching.
-            let _ = self.replica.events.send(Arc::new(batch_events));
-        }
+        // Into the history before the revision is published, so watchers find the events.
+        self.replica.history().extend(batch_events);
         self.replica.applied_revision.send_replace(revision);
         Ok(results)
     }
@@ -278,6 +296,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .expect("a panic while applying stops the member");
             *state = ReplicaState::new(namespace, meta.last_log_id, meta.last_membership.clone());
         }
+        // The events before the snapshot never passed through here: watches resume after it.
+        self.replica.history().reset(revision);
         self.replica.applied_revision.send_replace(revision);
         Ok(())
     }

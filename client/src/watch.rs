@@ -1,0 +1,323 @@
+//! `Watch`: a stream of changes under a path that survives member failures: when its stream
+//! breaks, or the server cancels it as too slow, it reconnects (to another member if needed)
+//! and resumes right after the last revision it delivered, so events arrive in revision order,
+//! each once, with no gap. A start revision older than the cluster keeps ends it with
+//! `Error::Compacted`.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use coord_proto::v1 as pb;
+use coord_proto::v1::watch_client::WatchClient;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
+
+use crate::client::Client;
+use crate::error::Error;
+use crate::types::Stat;
+
+/// What happened to a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Created,
+    DataChanged,
+    /// The node is gone; the reason says why.
+    Deleted(DeleteReason),
+    /// A child was added or removed.
+    ChildrenChanged,
+}
+
+/// Why a node was deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteReason {
+    Deleted,
+    SessionClosed,
+    SessionExpired,
+    ContainerEmpty,
+}
+
+/// One change, at one revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchEvent {
+    pub kind: EventKind,
+    pub path: String,
+    pub revision: u64,
+    /// The node's stat after the change (its last stat for a deletion).
+    pub stat: Stat,
+    /// The node's data after the change, when the watch asked for it.
+    pub data: Vec<u8>,
+}
+
+/// What to watch.
+#[derive(Debug, Clone, Default)]
+pub struct WatchOptions {
+    /// The node, or with `recursive` the whole subtree under it.
+    pub path: String,
+    pub recursive: bool,
+    /// The first revision to deliver; 0 means from now.
+    pub start_revision: u64,
+    /// Include the node's data in events.
+    pub with_data: bool,
+    /// End after the first batch of events (a ZooKeeper-style one-shot watch).
+    pub once: bool,
+}
+
+/// A stream of [`WatchEvent`]s (`futures::Stream` / `tokio_stream::Stream`), or use
+/// [`Watch::next`]. Dropping it cancels the watch.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), coord_client::Error> {
+/// use coord_client::{Client, WatchOptions};
+/// let client = Client::connect(["127.0.0.1:7400"]).await?;
+/// let options = WatchOptions { path: "/config".into(), recursive: true, ..Default::default() };
+/// let mut watch = client.watch(options).await?;
+/// while let Some(event) = watch.next().await {
+///     let event = event?;
+///     println!("{:?} {} at revision {}", event.kind, event.path, event.revision);
+/// }
+/// # Ok(())
+/// # }
+/// ```
+pub struct Watch {
+    events: ReceiverStream<Result<WatchEvent, Error>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Watch {
+    /// The next event; `None` once the watch ended (a one-shot watch fired, or after an error).
+    pub async fn next(&mut self) -> Option<Result<WatchEvent, Error>> {
+        std::future::poll_fn(|context| Pin::new(&mut self.events).poll_next(context)).await
+    }
+}
+
+impl Stream for Watch {
+    type Item = Result<WatchEvent, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Pin::new(&mut self.events).poll_next(context)
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Events buffered between the stream and the caller.
+const EVENTS_BUFFERED: usize = 1024;
+const WATCH_ID: u64 = 1;
+
+impl Client {
+    /// Starts watching; returns once the first member accepted the watch, so that every change
+    /// committed after this returns is delivered.
+    pub async fn watch(&self, options: WatchOptions) -> Result<Watch, Error> {
+        let (sender, receiver) = mpsc::channel(EVENTS_BUFFERED);
+        let mut follower = Follower {
+            client: self.clone(),
+            options,
+            next: 0,
+            sender,
+        };
+        // The first connection is made here, so a bad path or a compacted start fails the call.
+        let stream = follower.open().await?;
+        let task = tokio::spawn(follower.run(stream));
+        Ok(Watch {
+            events: ReceiverStream::new(receiver),
+            task,
+        })
+    }
+}
+
+/// The background side of a `Watch`.
+struct Follower {
+    client: Client,
+    options: WatchOptions,
+    /// The next revision to deliver (0 before the first connection: from now).
+    next: u64,
+    sender: mpsc::Sender<Result<WatchEvent, Error>>,
+}
+
+/// An open stream: requests to it (kept open) and responses from it.
+struct Open {
+    _requests: mpsc::Sender<pb::WatchRequest>,
+    responses: tonic::Streaming<pb::WatchResponse>,
+    endpoint: usize,
+}
+
+enum Ended {
+    /// Stop: the caller went away, the watch fired once, or an error was delivered.
+    Done,
+    /// Reconnect and resume from `next`.
+    Reconnect,
+}
+
+impl Follower {
+    /// Opens a stream to the current endpoint and creates the watch from `next` (or the
+    /// requested start); errors that no reconnection can fix are returned.
+    async fn open(&mut self) -> Result<Open, Error> {
+        let (index, channel) = self.client.channel();
+        let endpoint = self.client.endpoints()[index].clone();
+        let start = if self.next == 0 {
+            self.options.start_revision
+        } else {
+            self.next
+        };
+        let (requests, outbound) = mpsc::channel(4);
+        let create = pb::WatchRequest {
+            request: Some(pb::watch_request::Request::Create(pb::WatchCreate {
+                watch_id: WATCH_ID,
+                path: self.options.path.clone(),
+                recursive: self.options.recursive,
+                kinds: Vec::new(),
+                start_revision: start,
+                once: self.options.once,
+                with_data: self.options.with_data,
+            })),
+        };
+        requests
+            .send(create)
+            .await
+            .expect("the receiver is alive until the call below");
+        let mut watch_client = WatchClient::new(channel);
+        let connect = watch_client.watch(ReceiverStream::new(outbound));
+        let timeout = self.client.options().request_timeout;
+        let failed = |message: String| {
+            self.client.rotate(index);
+            Error::ConnectionLost {
+                endpoint: endpoint.clone(),
+                message,
+            }
+        };
+        let mut responses = match tokio::time::timeout(timeout, connect).await {
+            Ok(Ok(response)) => response.into_inner(),
+            Ok(Err(status)) => return Err(Error::from_status(&status, &endpoint)),
+            Err(_) => return Err(failed(format!("no answer within {timeout:?}"))),
+        };
+        match tokio::time::timeout(timeout, responses.message()).await {
+            Ok(Ok(Some(response))) if response.created => {
+                if self.next == 0 {
+                    self.next = response.header.map_or(0, |header| header.revision) + 1;
+                }
+                Ok(Open {
+                    _requests: requests,
+                    responses,
+                    endpoint: index,
+                })
+            }
+            Ok(Ok(Some(response))) if response.canceled => Err(canceled_error(&response)),
+            Ok(Ok(_)) => Err(failed(
+                "the stream ended before the watch was created".into(),
+            )),
+            Ok(Err(status)) => Err(Error::from_status(&status, &endpoint)),
+            Err(_) => Err(failed(format!("no answer within {timeout:?}"))),
+        }
+    }
+
+    async fn run(mut self, mut stream: Open) {
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            match self.follow(&mut stream).await {
+                Ended::Done => return,
+                Ended::Reconnect => {}
+            }
+            self.client.rotate(stream.endpoint);
+            loop {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(500));
+                match self.open().await {
+                    Ok(open) => {
+                        stream = open;
+                        backoff = Duration::from_millis(20);
+                        break;
+                    }
+                    Err(error) if reconnectable(&error) => {}
+                    Err(error) => {
+                        let _ = self.sender.send(Err(error)).await;
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Delivers events from one stream until it ends.
+    async fn follow(&mut self, stream: &mut Open) -> Ended {
+        loop {
+            let response = match stream.responses.message().await {
+                Ok(Some(response)) => response,
+                Ok(None) | Err(_) => return Ended::Reconnect,
+            };
+            if response.canceled {
+                let reason = pb::CancelReason::try_from(response.cancel_reason);
+                return match reason {
+                    Ok(pb::CancelReason::Once) => Ended::Done,
+                    // Resume from where this watch got to; the history may still have it.
+                    Ok(pb::CancelReason::TooSlow) => Ended::Reconnect,
+                    _ => {
+                        let _ = self.sender.send(Err(canceled_error(&response))).await;
+                        Ended::Done
+                    }
+                };
+            }
+            if response.progress {
+                let current = response.header.map_or(0, |header| header.revision);
+                self.next = self.next.max(current + 1);
+                continue;
+            }
+            for event in response.events {
+                // After a reconnection the server starts at `next`, so nothing repeats; this
+                // guard keeps the promise even against a misbehaving member.
+                if event.revision < self.next {
+                    continue;
+                }
+                let revision = event.revision;
+                if self.sender.send(Ok(event_from_pb(event))).await.is_err() {
+                    return Ended::Done;
+                }
+                self.next = self.next.max(revision);
+            }
+            // Every event up to the response's revision was delivered.
+            let reached = response.header.map_or(0, |header| header.revision);
+            self.next = self.next.max(reached + 1);
+        }
+    }
+}
+
+fn reconnectable(error: &Error) -> bool {
+    error.is_retryable() || error.is_outcome_unknown() || matches!(error, Error::Unreachable { .. })
+}
+
+fn canceled_error(response: &pb::WatchResponse) -> Error {
+    match pb::CancelReason::try_from(response.cancel_reason) {
+        Ok(pb::CancelReason::Compacted) => Error::Compacted {
+            oldest_revision: response.compact_revision,
+        },
+        _ => Error::InvalidArgument {
+            message: response.cancel_message.clone(),
+        },
+    }
+}
+
+fn event_from_pb(event: pb::Event) -> WatchEvent {
+    let kind = match pb::EventKind::try_from(event.kind) {
+        Ok(pb::EventKind::Created) => EventKind::Created,
+        Ok(pb::EventKind::DataChanged) => EventKind::DataChanged,
+        Ok(pb::EventKind::ChildrenChanged) => EventKind::ChildrenChanged,
+        _ => EventKind::Deleted(match pb::DeleteReason::try_from(event.delete_reason) {
+            Ok(pb::DeleteReason::SessionClosed) => DeleteReason::SessionClosed,
+            Ok(pb::DeleteReason::SessionExpired) => DeleteReason::SessionExpired,
+            Ok(pb::DeleteReason::ContainerEmpty) => DeleteReason::ContainerEmpty,
+            _ => DeleteReason::Deleted,
+        }),
+    };
+    WatchEvent {
+        kind,
+        path: event.path,
+        revision: event.revision,
+        stat: event.stat.into(),
+        data: event.data,
+    }
+}

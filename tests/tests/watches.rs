@@ -1,0 +1,243 @@
+//! Watches against real members: every event of thousands of writes, in order, once, through a
+//! leader kill and the watcher's own reconnection to another member; `Compacted` for a start
+//! older than the retained history; and an expired session's node seen going, with its reason,
+//! by a watcher on another member.
+//!
+//! Tests in this file run one at a time (`SERIAL`).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use coord_client::{
+    Client, ClientOptions, CreateOptions, DeleteReason, Error, EventKind, WatchOptions,
+};
+use coord_tests::{Cluster, ServerProcess, ToolProcess};
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const LEADER_WAIT: Duration = Duration::from_secs(30);
+
+/// A client whose first endpoint is member `first`, failing over to the others in order.
+async fn client_starting_at(cluster: &Cluster, first: u64) -> Client {
+    let mut endpoints = Vec::new();
+    for id in std::iter::once(first).chain(cluster.ids().into_iter().filter(|id| *id != first)) {
+        let member = cluster
+            .members
+            .iter()
+            .find(|member| member.id == id)
+            .unwrap();
+        endpoints.push(member.client_address());
+    }
+    let options = ClientOptions {
+        connect_timeout: Duration::from_millis(500),
+        request_timeout: Duration::from_secs(10),
+    };
+    Client::connect_with(endpoints, options).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_watcher_on_a_follower_gets_every_event_in_order_through_failures() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(&[1, 2, 3], LEADER_WAIT).await;
+    let follower = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+    let writer = client_starting_at(&cluster, leader).await;
+    writer
+        .create("/w", "", &CreateOptions::default())
+        .await
+        .unwrap();
+    let watcher = client_starting_at(&cluster, follower).await;
+    let options = WatchOptions {
+        path: "/w".into(),
+        recursive: true,
+        ..WatchOptions::default()
+    };
+    let mut watch = watcher.watch(options).await.unwrap();
+
+    // 5,000 creates from 8 writers; the leader is killed a third of the way in, and the
+    // watcher's member two thirds of the way in (both restarted).
+    const WRITES: usize = 5_000;
+    const WRITERS: usize = 8;
+    let written = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for index in 0..WRITERS {
+        let writer = writer.clone();
+        let written = written.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            for n in 0..WRITES / WRITERS {
+                let path = format!("/w/{index}-{n:05}");
+                // Retried until acknowledged: write ids make the retries exactly-once.
+                for _ in 0..50 {
+                    match writer.create(&path, "", &CreateOptions::default()).await {
+                        Ok(_) => {
+                            acknowledged.push(path.clone());
+                            break;
+                        }
+                        Err(Error::NodeExists { .. }) => {
+                            acknowledged.push(path.clone());
+                            break;
+                        }
+                        Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                    }
+                }
+                written.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            acknowledged
+        }));
+    }
+    let mut events = Vec::new();
+    let mut leader_killed = false;
+    let mut watcher_member_killed = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    let mut created: BTreeSet<String> = BTreeSet::new();
+    while created.len() < WRITES {
+        let progress = written.load(std::sync::atomic::Ordering::Relaxed);
+        if !leader_killed && progress >= WRITES / 3 {
+            cluster.member(leader).kill9();
+            cluster.member(leader).start();
+            leader_killed = true;
+        }
+        if !watcher_member_killed && progress >= 2 * WRITES / 3 {
+            cluster.member(follower).kill9();
+            cluster.member(follower).start();
+            watcher_member_killed = true;
+        }
+        let next = tokio::time::timeout_at(deadline, watch.next()).await;
+        let event = next
+            .unwrap_or_else(|_| panic!("only {} of {WRITES} creates seen", created.len()))
+            .expect("the watch goes on")
+            .expect("no error on the watch");
+        if event.kind == EventKind::Created {
+            assert!(
+                created.insert(event.path.clone()),
+                "{} delivered twice",
+                event.path
+            );
+        }
+        events.push(event);
+    }
+    let mut acknowledged = BTreeSet::new();
+    for task in tasks {
+        acknowledged.extend(task.await.unwrap());
+    }
+    assert!(leader_killed && watcher_member_killed);
+    assert_eq!(
+        acknowledged.len(),
+        WRITES,
+        "every write was eventually acknowledged"
+    );
+    assert_eq!(
+        created, acknowledged,
+        "every acknowledged create was seen, nothing else"
+    );
+    for pair in events.windows(2) {
+        assert!(
+            pair[0].revision <= pair[1].revision,
+            "revision {} after {}",
+            pair[1].revision,
+            pair[0].revision
+        );
+    }
+    eprintln!(
+        "{} events for {WRITES} creates, revisions {}..={}",
+        events.len(),
+        events[0].revision,
+        events[events.len() - 1].revision
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_start_older_than_the_retained_history_is_compacted() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start_single(dir.path(), &["--watch-history-events", "50"]);
+    let client = server.client().await;
+    let make_parents = CreateOptions {
+        make_parents: true,
+        ..CreateOptions::default()
+    };
+    for index in 0..200 {
+        client
+            .create(&format!("/h/{index:03}"), "", &make_parents)
+            .await
+            .unwrap();
+    }
+    let from_the_start = WatchOptions {
+        path: "/h".into(),
+        recursive: true,
+        start_revision: 1,
+        ..WatchOptions::default()
+    };
+    let oldest = match client.watch(from_the_start).await {
+        Err(Error::Compacted { oldest_revision }) => oldest_revision,
+        Err(other) => panic!("expected Compacted, got {other}"),
+        Ok(_) => panic!("expected Compacted, the watch started"),
+    };
+    assert!(oldest > 1);
+    // From the oldest retained revision on, the history is complete.
+    let from_oldest = WatchOptions {
+        path: "/h".into(),
+        recursive: true,
+        start_revision: oldest,
+        ..WatchOptions::default()
+    };
+    let mut watch = client.watch(from_oldest).await.unwrap();
+    let first = watch.next().await.unwrap().unwrap();
+    assert_eq!(first.revision, oldest);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_watcher_on_another_member_sees_an_expired_sessions_node_go() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(&[1, 2, 3], LEADER_WAIT).await;
+    let other = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+    let holder_endpoint = cluster
+        .members
+        .iter()
+        .find(|member| member.id == leader)
+        .unwrap()
+        .client_address();
+    let mut holder = ToolProcess::coordctl(
+        &[holder_endpoint],
+        &[
+            "create",
+            "--ephemeral",
+            "--ttl",
+            "2s",
+            "--hold",
+            "/alive",
+            "x",
+        ],
+        cluster.dir.path(),
+    );
+    let watcher = client_starting_at(&cluster, other).await;
+    let mut watch = watcher
+        .watch(WatchOptions {
+            path: "/alive".into(),
+            start_revision: 1,
+            ..WatchOptions::default()
+        })
+        .await
+        .unwrap();
+    let created = tokio::time::timeout(Duration::from_secs(20), watch.next())
+        .await
+        .expect("the node is created")
+        .unwrap()
+        .unwrap();
+    assert_eq!(created.kind, EventKind::Created);
+    holder.signal(libc::SIGSTOP);
+    let deleted = tokio::time::timeout(Duration::from_secs(20), watch.next())
+        .await
+        .expect("the node goes after the TTL")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        deleted.kind,
+        EventKind::Deleted(DeleteReason::SessionExpired)
+    );
+    assert_eq!(deleted.path, "/alive");
+    assert!(deleted.revision > created.revision);
+    holder.kill9();
+}
