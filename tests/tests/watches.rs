@@ -241,3 +241,89 @@ async fn a_watcher_on_another_member_sees_an_expired_sessions_node_go() {
     assert!(deleted.revision > created.revision);
     holder.kill9();
 }
+
+/// Back-pressure: a watcher that stops reading costs the member nothing beyond its bounded
+/// history. The member keeps serving everyone else; once the history has moved past the
+/// watcher, its watch is cancelled as too slow, with the revision it can resume from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_watcher_that_stops_reading_is_cancelled_as_too_slow() {
+    use coord_proto::v1 as pb;
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start_single(dir.path(), &["--watch-history-events", "200"]);
+    let client = server.client().await;
+    client
+        .create("/s", "", &CreateOptions::default())
+        .await
+        .unwrap();
+    let (requests, outbound) = tokio::sync::mpsc::channel(4);
+    let create = pb::WatchCreate {
+        watch_id: 7,
+        path: "/s".into(),
+        with_data: true,
+        ..pb::WatchCreate::default()
+    };
+    requests
+        .send(pb::WatchRequest {
+            request: Some(pb::watch_request::Request::Create(create)),
+        })
+        .await
+        .unwrap();
+    let address = format!("http://{}", server.client_address());
+    let mut raw = pb::watch_client::WatchClient::connect(address)
+        .await
+        .unwrap();
+    let mut responses = raw
+        .watch(tokio_stream::wrappers::ReceiverStream::new(outbound))
+        .await
+        .unwrap()
+        .into_inner();
+    let created = responses.message().await.unwrap().unwrap();
+    assert!(created.created);
+
+    // 3,000 changes of 1 KiB while the watcher reads nothing; the member serves them all.
+    for round in 0..3_000u32 {
+        let data = vec![b'a' + (round % 26) as u8; 1024];
+        client.set("/s", data, None).await.unwrap();
+    }
+    assert_eq!(client.get("/s").await.unwrap().stat.version, 3_000);
+
+    // Reading again: what was already on its way arrives in order, then the cancellation.
+    let mut last = 0;
+    let canceled = loop {
+        let response = tokio::time::timeout(Duration::from_secs(20), responses.message())
+            .await
+            .expect("the member answers")
+            .unwrap()
+            .expect("the stream stays open until the cancellation");
+        if response.canceled {
+            break response;
+        }
+        for event in &response.events {
+            assert!(
+                event.revision > last,
+                "revision {} after {last}",
+                event.revision
+            );
+            last = event.revision;
+        }
+    };
+    assert_eq!(
+        canceled.cancel_reason,
+        pb::CancelReason::TooSlow as i32,
+        "{}",
+        canceled.cancel_message
+    );
+    assert!(canceled.compact_revision > last + 1, "{canceled:?}");
+    assert!(
+        canceled
+            .cancel_message
+            .contains(&format!("resume from revision {}", last + 1)),
+        "{}",
+        canceled.cancel_message
+    );
+    eprintln!(
+        "slow watcher read up to revision {last}, cancelled with history starting at {}",
+        canceled.compact_revision
+    );
+}
