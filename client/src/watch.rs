@@ -193,7 +193,7 @@ impl Follower {
         };
         let mut responses = match tokio::time::timeout(timeout, connect).await {
             Ok(Ok(response)) => response.into_inner(),
-            Ok(Err(status)) => return Err(Error::from_status(&status, &endpoint)),
+            Ok(Err(status)) => return Err(self.failed_with(index, &status, &endpoint)),
             Err(_) => return Err(failed(format!("no answer within {timeout:?}"))),
         };
         match tokio::time::timeout(timeout, responses.message()).await {
@@ -211,9 +211,19 @@ impl Follower {
             Ok(Ok(_)) => Err(failed(
                 "the stream ended before the watch was created".into(),
             )),
-            Ok(Err(status)) => Err(Error::from_status(&status, &endpoint)),
+            Ok(Err(status)) => Err(self.failed_with(index, &status, &endpoint)),
             Err(_) => Err(failed(format!("no answer within {timeout:?}"))),
         }
+    }
+
+    /// The error for a failed stream; the next attempt goes to another member, since this one
+    /// may be down or cut off (a member that answers with a rejection is asked again anyway).
+    fn failed_with(&self, index: usize, status: &tonic::Status, endpoint: &str) -> Error {
+        let error = Error::from_status(status, endpoint);
+        if reconnectable(&error) {
+            self.client.rotate(index);
+        }
+        error
     }
 
     async fn run(mut self, mut stream: Open) {
