@@ -96,6 +96,13 @@ pub struct ServerConfig {
     #[arg(long, env = "COORD_SESSION_CHECKPOINT_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub session_checkpoint_interval: Duration,
 
+    /// How long the outcome of a client's writes is remembered after its last write, so its
+    /// retries apply once. Measured on leader time carried by full session checkpoints (time
+    /// without a leader does not count). Keep it well above the longest client request
+    /// timeout: a retry arriving after its outcome was forgotten would apply again.
+    #[arg(long, env = "COORD_WRITE_ID_RETENTION", default_value = "10m", value_parser = parse_duration)]
+    pub write_id_retention: Duration,
+
     /// Recent watch events kept on each member, so a watch can start (or resume) in the past;
     /// an older start revision gets `Compacted`.
     #[arg(long, env = "COORD_WATCH_HISTORY_EVENTS", default_value_t = 100_000)]

@@ -87,6 +87,7 @@ pub async fn run(
         request_timeout: config.request_timeout,
         peer_source_address: config.peer_source_address,
         session_checkpoint_interval: config.session_checkpoint_interval,
+        write_id_retention: config.write_id_retention,
         watch_history: HistoryLimits {
             events_max: config.watch_history_events,
             bytes_max: config.watch_history_bytes,

@@ -154,8 +154,9 @@ impl Cluster {
     }
 
     /// Waits until every member in `ids` has applied the same revision, then compares the
-    /// digests of their whole trees read locally; panics naming the member that differs.
-    /// Call with no writes running. Returns the common digest.
+    /// digests of their whole trees read locally until they agree; panics naming the member
+    /// that still differs at `timeout`. Call with no client writes running. Returns the common
+    /// digest.
     pub async fn converged_digest(&self, ids: &[u64], timeout: Duration) -> Vec<String> {
         let mut clients = Vec::new();
         for id in ids {
@@ -182,14 +183,24 @@ impl Cluster {
             )
             .await;
         }
-        // Read at the same revision everywhere: serializable, after everyone passed `target`,
-        // with no writes running.
+        // Read every member's tree after everyone passed `target`. The cluster may still change
+        // it on its own (a session abandoned by a client expires and its ephemeral nodes go), so
+        // the reads are repeated until they agree; a real divergence never does.
+        let deadline = tokio::time::Instant::now() + timeout;
         let mut digests = Vec::new();
-        for client in &clients {
-            let digest = tree_digest(client, "/", coord_client::Consistency::Serializable)
-                .await
-                .expect("a member that answered a header reads its own tree");
-            digests.push(digest);
+        loop {
+            digests.clear();
+            for client in &clients {
+                let digest = tree_digest(client, "/", coord_client::Consistency::Serializable)
+                    .await
+                    .expect("a member that answered a header reads its own tree");
+                digests.push(digest);
+            }
+            let agreed = digests.iter().all(|digest| digest == &digests[0]);
+            if agreed || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
         for (digest, id) in digests.iter().zip(ids) {
             if digest != &digests[0] {

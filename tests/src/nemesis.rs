@@ -14,7 +14,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use coord_client::Consistency;
+use coord_client::{Consistency, Error};
 
 use crate::history::{ClientId, History, HistoryRecorder, Operation, Outcome, Response, Value};
 use crate::linearizability::{self, Verdict};
@@ -298,16 +298,30 @@ impl RunReport {
             .collect()
     }
 
+    /// Ephemeral registers the workload created (acknowledged) and then saw or ended: how much
+    /// of the history exercised sessions.
+    pub fn ephemeral_creates(&self) -> usize {
+        self.history
+            .operations()
+            .iter()
+            .filter(|recorded| is_ephemeral_register(&recorded.key))
+            .filter(|recorded| {
+                recorded.outcome == Outcome::Ok(Response::CompareAndSet { succeeded: true })
+            })
+            .count()
+    }
+
     pub fn summary(&self) -> String {
         format!(
             "seed {}: {} operations ({} ok, {} failed, {} unknown), {} acknowledged creates, \
-             {} faults {:?}, {} nodes converged; {}",
+             {} ephemeral registers created, {} faults {:?}, {} nodes converged; {}",
             self.seed,
             self.tally.operations(),
             self.tally.ok,
             self.tally.failed,
             self.tally.unknown,
             self.tally.created.len(),
+            self.ephemeral_creates(),
             self.fault_count(),
             self.faults_by_kind(),
             self.nodes,
@@ -334,6 +348,13 @@ impl RunReport {
             self.verdict.explain(&self.history)
         );
     }
+}
+
+/// Whether `key` is a client's ephemeral register (`{prefix}/e{client}`).
+fn is_ephemeral_register(key: &str) -> bool {
+    key.rsplit('/')
+        .next()
+        .is_some_and(|name| name.starts_with('e'))
 }
 
 /// The seed from `COORD_FAULT_SEED`, or a fresh one; printed either way so a run can be
@@ -412,14 +433,14 @@ impl FaultRun {
 
         // A final linearizable read of every key pins the state every write led to.
         let reader = cluster.direct_client_of(leader).await;
-        for index in 0..options.keys {
-            let key = options.key(index);
+        for key in options.all_keys() {
             let handle = recorder.invoke(ClientId(u32::MAX - 1), key.clone(), Operation::Read);
-            let node = reader
-                .get_with(&key, Consistency::Linearizable)
-                .await
-                .unwrap_or_else(|error| panic!("seed {}: final read of {key}: {error}", self.seed));
-            let value = Value::present(String::from_utf8_lossy(&node.data).into_owned());
+            let value = match reader.get_with(&key, Consistency::Linearizable).await {
+                Ok(node) => Value::present(String::from_utf8_lossy(&node.data).into_owned()),
+                // An ephemeral register is absent once its session closed.
+                Err(Error::NoNode { .. }) => Value::absent(),
+                Err(error) => panic!("seed {}: final read of {key}: {error}", self.seed),
+            };
             recorder.complete(handle, Outcome::Ok(Response::Read(value)));
         }
         let history = recorder.snapshot();

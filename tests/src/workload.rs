@@ -3,6 +3,13 @@
 //! `HistoryRecorder` for the linearizability checker; they also create unique nodes, whose
 //! acknowledgements the convergence check looks for afterwards.
 //!
+//! Sessions and ephemeral nodes enter the same check: a client with `Mix::ephemeral` owns one
+//! more register, `{prefix}/e{client}`, that is present only as an ephemeral node of its
+//! session. Creating it is a compare-and-set from absent (an existing node answers "not
+//! swapped"); closing the session is a write of absent; every client reads it. A session that
+//! the cluster expired although its client kept it alive deletes the node with no operation to
+//! explain it, which the checker reports.
+//!
 //! Invariants:
 //! - Every value written is unique (client and sequence number), so a read names the one write
 //!   it saw, and an effect applied twice is visible to the checker.
@@ -16,7 +23,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use coord_client::{
-    Client, ClientOptions, Compare, CompareOp, Consistency, CreateOptions, Error, Op, Txn,
+    Client, ClientOptions, Compare, CompareOp, Consistency, CreateOptions, Error, NodeKind, Op,
+    Session, SessionState, Txn,
 };
 
 use crate::history::{ClientId, HistoryRecorder, Operation, Outcome, Response, Value};
@@ -29,6 +37,8 @@ pub struct Mix {
     pub write: u32,
     pub compare_and_set: u32,
     pub create: u32,
+    /// Creating this client's ephemeral node, or closing the session that owns it.
+    pub ephemeral: u32,
 }
 
 impl Mix {
@@ -38,6 +48,7 @@ impl Mix {
         write: 3,
         compare_and_set: 2,
         create: 1,
+        ephemeral: 1,
     };
     /// Mostly reads: what a client that watches configuration does.
     pub const READ_MOSTLY: Mix = Mix {
@@ -45,22 +56,25 @@ impl Mix {
         write: 1,
         compare_and_set: 1,
         create: 0,
+        ephemeral: 0,
     };
     pub const READS_ONLY: Mix = Mix {
         read: 1,
         write: 0,
         compare_and_set: 0,
         create: 0,
+        ephemeral: 0,
     };
     pub const WRITES_ONLY: Mix = Mix {
         read: 0,
         write: 1,
         compare_and_set: 0,
         create: 0,
+        ephemeral: 0,
     };
 
     fn total(&self) -> u32 {
-        self.read + self.write + self.compare_and_set + self.create
+        self.read + self.write + self.compare_and_set + self.create + self.ephemeral
     }
 }
 
@@ -84,6 +98,9 @@ pub struct WorkloadOptions {
     pub request_timeout: Duration,
     /// Pause between one client's operations.
     pub think_time: Duration,
+    /// TTL of the sessions owning ephemeral registers: longer than any fault, so a healthy
+    /// client's session must survive every one.
+    pub session_ttl: Duration,
     pub seed: u64,
 }
 
@@ -117,12 +134,30 @@ impl WorkloadOptions {
             prefix: "/registers".to_owned(),
             request_timeout: Duration::from_secs(2),
             think_time: Duration::from_millis(10),
+            session_ttl: Duration::from_secs(10),
             seed,
         }
     }
 
     pub fn key(&self, index: usize) -> String {
         format!("{}/r{index}", self.prefix)
+    }
+
+    /// The ephemeral register of client `client`.
+    pub fn ephemeral_key(&self, client: usize) -> String {
+        format!("{}/e{client}", self.prefix)
+    }
+
+    /// Every key the checker sees: the registers, then the clients' ephemeral registers.
+    pub fn all_keys(&self) -> Vec<String> {
+        let registers = (0..self.keys).map(|index| self.key(index));
+        let ephemerals = self
+            .clients
+            .iter()
+            .enumerate()
+            .filter(|(_, plan)| plan.mix.ephemeral > 0)
+            .map(|(client, _)| self.ephemeral_key(client));
+        registers.chain(ephemerals).collect()
     }
 }
 
@@ -205,6 +240,9 @@ impl RegisterWorkload {
                 recorder: recorder.clone(),
                 rng: SeededRng::derive(options.seed, index as u64),
                 last_seen: vec![Value::present("initial"); options.keys],
+                readable: options.all_keys(),
+                ephemeral_key: options.ephemeral_key(index),
+                session: None,
                 sequence: 0,
             };
             tasks.push(tokio::spawn(worker.run(stop.clone())));
@@ -232,6 +270,11 @@ struct Worker {
     rng: SeededRng,
     /// The last value this client saw or wrote per key: what its compare-and-sets expect.
     last_seen: Vec<Value>,
+    /// What reads pick from: the registers first, then every ephemeral register.
+    readable: Vec<String>,
+    ephemeral_key: String,
+    /// The session owning `ephemeral_key` when present.
+    session: Option<Session>,
     sequence: u64,
 }
 
@@ -249,10 +292,18 @@ impl Worker {
                 self.write(&mut tally).await;
             } else if pick < mix.read + mix.write + mix.compare_and_set {
                 self.compare_and_set(&mut tally).await;
-            } else {
+            } else if pick < mix.read + mix.write + mix.compare_and_set + mix.create {
                 self.create(&mut tally).await;
+            } else if self.session.is_some() && self.rng.below(2) == 0 {
+                self.close_session(&mut tally).await;
+            } else {
+                self.create_ephemeral(&mut tally).await;
             }
             tokio::time::sleep(self.options.think_time).await;
+        }
+        if self.session.is_some() {
+            // Leaves the ephemeral register in a state the final reads can pin.
+            self.close_session(&mut tally).await;
         }
         tally
     }
@@ -268,14 +319,16 @@ impl Worker {
     }
 
     async fn read(&mut self, tally: &mut Tally) {
-        let index = self.rng.index(self.options.keys);
-        let key = self.options.key(index);
+        let index = self.rng.index(self.readable.len());
+        let key = self.readable[index].clone();
         let handle = self.recorder.invoke(self.id, key.clone(), Operation::Read);
         let call = self.client.get_with(&key, self.plan.reads);
         let outcome = match tokio::time::timeout(self.deadline(), call).await {
             Ok(Ok(node)) => {
                 let value = Value::present(String::from_utf8_lossy(&node.data).into_owned());
-                self.last_seen[index] = value.clone();
+                if let Some(last_seen) = self.last_seen.get_mut(index) {
+                    *last_seen = value.clone();
+                }
                 Outcome::Ok(Response::Read(value))
             }
             Ok(Err(Error::NoNode { .. })) => Outcome::Ok(Response::Read(Value::absent())),
@@ -351,6 +404,78 @@ impl Worker {
             Err(_) => Outcome::Unknown,
         };
         tally.count(&outcome);
+    }
+}
+
+impl Worker {
+    /// Creates this client's ephemeral register under its session (opening one if needed): a
+    /// compare-and-set from absent.
+    async fn create_ephemeral(&mut self, tally: &mut Tally) {
+        if self
+            .session
+            .as_ref()
+            .is_some_and(|session| session.state() == SessionState::Expired)
+        {
+            self.session = None;
+        }
+        if self.session.is_none() {
+            let open = self.client.open_session(self.options.session_ttl);
+            match tokio::time::timeout(self.deadline(), open).await {
+                Ok(Ok(session)) => self.session = Some(session),
+                // An unknown open leaves at most a session with nothing in it, which expires.
+                Ok(Err(_)) | Err(_) => return,
+            }
+        }
+        let session_id = self.session.as_ref().map_or(0, Session::id);
+        let key = self.ephemeral_key.clone();
+        let value = self.next_value();
+        let operation = Operation::CompareAndSet {
+            expected: Value::absent(),
+            new: Value::present(value.clone()),
+        };
+        let handle = self.recorder.invoke(self.id, key.clone(), operation);
+        let create_options = CreateOptions {
+            kind: NodeKind::Ephemeral,
+            session_id,
+            ..CreateOptions::default()
+        };
+        let call = self.client.create(&key, value, &create_options);
+        let outcome = match tokio::time::timeout(self.deadline(), call).await {
+            Ok(Ok(_)) => Outcome::Ok(Response::CompareAndSet { succeeded: true }),
+            Ok(Err(Error::NodeExists { .. })) => {
+                Outcome::Ok(Response::CompareAndSet { succeeded: false })
+            }
+            Ok(Err(error)) => {
+                if matches!(error, Error::SessionExpired { .. }) {
+                    self.session = None;
+                }
+                write_failure(&error)
+            }
+            Err(_) => Outcome::Unknown,
+        };
+        tally.count(&outcome);
+        self.recorder.complete(handle, outcome);
+    }
+
+    /// Closes this client's session, deleting its ephemeral register if present: a write of
+    /// absent. When the outcome is unknown the session is abandoned and expires on its own,
+    /// which the same unknown write explains.
+    async fn close_session(&mut self, tally: &mut Tally) {
+        let Some(session) = self.session.take() else {
+            return;
+        };
+        let handle = self.recorder.invoke(
+            self.id,
+            self.ephemeral_key.clone(),
+            Operation::Write(Value::absent()),
+        );
+        let outcome = match tokio::time::timeout(self.deadline(), session.close()).await {
+            Ok(Ok(_)) => Outcome::Ok(Response::Write),
+            Ok(Err(error)) => write_failure(&error),
+            Err(_) => Outcome::Unknown,
+        };
+        tally.count(&outcome);
+        self.recorder.complete(handle, outcome);
     }
 }
 

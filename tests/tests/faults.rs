@@ -111,6 +111,12 @@ async fn mixed_faults() {
         "nothing succeeded: {}",
         report.summary()
     );
+    // Sessions and ephemeral nodes were part of the checked history, not just present.
+    assert!(
+        report.ephemeral_creates() > 0,
+        "no ephemeral register was created: {}",
+        report.summary()
+    );
 }
 
 /// The harness can catch a bug: serializable reads at a member cut off from the others return
@@ -151,6 +157,7 @@ async fn checker_catches_stale_serializable_reads_in_a_partition() {
             prefix: "/registers".to_owned(),
             request_timeout: Duration::from_secs(1),
             think_time: Duration::from_millis(20),
+            session_ttl: Duration::from_secs(10),
             seed,
         };
         let recorder = HistoryRecorder::new();

@@ -171,6 +171,13 @@ pub struct CheckpointCommand {
     /// Milliseconds each session had left when the leader wrote the checkpoint. Sessions
     /// that are gone by the time it applies are skipped.
     pub remaining: Vec<(SessionId, u64)>,
+    /// Leader time, in milliseconds, since its previous full checkpoint (0 for a renewal
+    /// checkpoint): it advances the replicated clock that ages remembered write outcomes.
+    /// Time between two leaders is never counted, so the clock only runs slow.
+    pub elapsed_ms: u64,
+    /// A client that wrote nothing for this long on the replicated clock is forgotten
+    /// (`--write-id-retention`), carried here so every replica forgets at the same revision.
+    pub write_id_retention_ms: u64,
 }
 
 /// The result of a successful command (or of one txn operation).

@@ -508,6 +508,7 @@ fn resolve_sessions(command: &Command, opened: &[u64]) -> Command {
                 .iter()
                 .map(|(session, left)| (resolve(*session), *left))
                 .collect(),
+            ..checkpoint.clone()
         }),
         other => other.clone(),
     }
@@ -582,7 +583,11 @@ fn command_strategy() -> impl Strategy<Value = Command> {
                 .into_iter()
                 .map(|(session, left)| (SessionId(session), left))
                 .collect();
-            Command::CheckpointSessions(CheckpointCommand { remaining })
+            Command::CheckpointSessions(CheckpointCommand {
+                remaining,
+                elapsed_ms: 250,
+                write_id_retention_ms: 60_000,
+            })
         }),
         2 => (
             prop::collection::vec(compare_strategy(), 0..3),
@@ -1032,4 +1037,36 @@ fn a_write_id_below_what_the_client_has_answers_for_is_refused() {
     }
     .check_limits(&Limits::default())
     .is_err());
+}
+
+#[test]
+fn a_client_idle_past_the_retention_is_forgotten_on_the_replicated_clock() {
+    let mut namespace = Namespace::new();
+    let make = |path: &str| create(path, NodeKind::Persistent);
+    let tick = |elapsed_ms: u64| {
+        Command::CheckpointSessions(CheckpointCommand {
+            remaining: Vec::new(),
+            elapsed_ms,
+            write_id_retention_ms: 1_000,
+        })
+    };
+    namespace.apply(Revision(1), &once("idle", 1, 0, make("/a")));
+    namespace.apply(Revision(2), &tick(600));
+    namespace.apply(Revision(3), &once("busy", 1, 0, make("/b")));
+    // The clock reads 1_000: "idle" last wrote at 0, so it is exactly at the retention.
+    namespace.apply(Revision(4), &tick(400));
+    assert_eq!(namespace.clock_ms(), 1_000);
+    assert_eq!(namespace.writers().len(), 2);
+    namespace.apply(Revision(5), &tick(1));
+    assert!(!namespace.writers().contains_key("idle"));
+    assert_eq!(namespace.writers()["busy"].last_clock_ms, 600);
+    // The clock and the records survive a snapshot, so every replica forgets at one revision.
+    let restored = Namespace::from_snapshot(&namespace.to_snapshot()).unwrap();
+    assert_eq!(restored.clock_ms(), 1_001);
+    assert_eq!(restored.writers(), namespace.writers());
+    // A renewal checkpoint (no elapsed time) never forgets anyone.
+    namespace.apply(Revision(6), &tick(0));
+    assert!(namespace.writers().contains_key("busy"));
+    namespace.apply(Revision(7), &tick(2_000));
+    assert!(namespace.writers().is_empty());
 }

@@ -56,6 +56,8 @@ pub struct WriterRecord {
     pub results: BTreeMap<u64, Result<Output, FsmError>>,
     /// The revision of this client's last write, to forget the least recent client first.
     pub last_revision: Revision,
+    /// The replicated clock at this client's last write, to forget clients idle too long.
+    pub last_clock_ms: u64,
 }
 
 /// What one `apply` produced.
@@ -81,6 +83,9 @@ pub struct Namespace {
     pub(super) nodes: BTreeMap<NodePath, Node>,
     pub(super) sessions: BTreeMap<SessionId, SessionRecord>,
     pub(super) writers: BTreeMap<String, WriterRecord>,
+    /// Leader milliseconds accounted for by full session checkpoints: a clock every replica
+    /// agrees on, used to forget idle writers. It never runs fast (see `CheckpointCommand`).
+    pub(super) clock_ms: u64,
     pub(super) revision: Revision,
 }
 
@@ -158,6 +163,7 @@ impl Namespace {
             nodes,
             sessions: BTreeMap::new(),
             writers: BTreeMap::new(),
+            clock_ms: 0,
             revision: Revision(0),
         }
     }
@@ -291,6 +297,7 @@ impl Namespace {
                 answered_below: 0,
                 results: BTreeMap::new(),
                 last_revision: revision,
+                last_clock_ms: 0,
             });
         record.answered_below = record.answered_below.max(id.answered_below);
         let answered_below = record.answered_below;
@@ -302,6 +309,7 @@ impl Namespace {
             record.results.pop_first();
         }
         record.last_revision = revision;
+        record.last_clock_ms = self.clock_ms;
         if self.writers.len() > WRITERS_MAX {
             let least_recent = self
                 .writers
@@ -334,7 +342,7 @@ impl Namespace {
                 reason: "a write carries one write id".into(),
             }),
         };
-        match outcome {
+        let applied = match outcome {
             Ok(output) => Applied {
                 outcome: Ok(output),
                 events: change.events,
@@ -346,7 +354,26 @@ impl Namespace {
                     events: Vec::new(),
                 }
             }
+        };
+        if let Command::CheckpointSessions(checkpoint) = command {
+            self.advance_clock(checkpoint);
         }
+        applied
+    }
+
+    /// Advances the replicated clock and forgets the clients that wrote nothing within the
+    /// retention: their retries are long over, since a client gives up on a write well within it.
+    fn advance_clock(&mut self, checkpoint: &CheckpointCommand) {
+        self.clock_ms = self.clock_ms.saturating_add(checkpoint.elapsed_ms);
+        let clock_ms = self.clock_ms;
+        self.writers.retain(|_, record| {
+            clock_ms.saturating_sub(record.last_clock_ms) <= checkpoint.write_id_retention_ms
+        });
+    }
+
+    /// Leader milliseconds accounted for by full session checkpoints so far.
+    pub fn clock_ms(&self) -> u64 {
+        self.clock_ms
     }
 
     /// Checks every structural invariant; a violation means the replica diverged.

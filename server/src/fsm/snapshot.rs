@@ -12,7 +12,7 @@ use super::node::{Node, NodeStat};
 use super::path::NodePath;
 
 /// Bumped whenever the encoding changes.
-const SNAPSHOT_FORMAT: u32 = 3;
+const SNAPSHOT_FORMAT: u32 = 4;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum SnapshotError {
@@ -31,6 +31,7 @@ struct ImageRef<'a> {
     nodes: Vec<NodeImageRef<'a>>,
     sessions: Vec<SessionImage>,
     writers: &'a BTreeMap<String, WriterRecord>,
+    clock_ms: u64,
 }
 
 #[derive(Serialize)]
@@ -48,6 +49,7 @@ struct Image {
     nodes: Vec<NodeImage>,
     sessions: Vec<SessionImage>,
     writers: BTreeMap<String, WriterRecord>,
+    clock_ms: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -91,6 +93,7 @@ impl Namespace {
                 })
                 .collect(),
             writers: &self.writers,
+            clock_ms: self.clock_ms,
         };
         bincode::serialize(&image).expect("encoding into memory cannot fail")
     }
@@ -111,6 +114,7 @@ impl Namespace {
         namespace.nodes.clear();
         namespace.revision = image.revision;
         namespace.writers = image.writers;
+        namespace.clock_ms = image.clock_ms;
         for session in image.sessions {
             namespace.sessions.insert(
                 session.id,

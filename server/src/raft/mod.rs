@@ -111,6 +111,8 @@ pub struct ConsensusConfig {
     /// How often the leader checkpoints every session's remaining time (renewals are
     /// checkpointed four times as often).
     pub session_checkpoint_interval: Duration,
+    /// How long a client's write outcomes are remembered after its last write.
+    pub write_id_retention: Duration,
     /// How many recent events (and bytes of them) watches can start from.
     pub watch_history: HistoryLimits,
 }

@@ -143,35 +143,48 @@ impl Consensus {
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut ticks: u64 = 0;
+        let mut clock = CheckpointClock::default();
         loop {
             ticker.tick().await;
             ticks += 1;
             let term = self.established_term();
             let now = Instant::now();
+            let full = ticks.is_multiple_of(FULL_CHECKPOINT_TICKS);
             let (due, checkpoint) = {
                 let mut table = self.synced_leases(term, now);
-                let full = ticks.is_multiple_of(FULL_CHECKPOINT_TICKS);
                 let due = table.due(now);
                 (due, table.take_checkpoint(now, full))
             };
             if term == 0 {
                 continue;
             }
+            let elapsed_ms = if full { clock.elapsed_ms(term, now) } else { 0 };
             self.expire(due).await;
-            if let Some(checkpoint) = checkpoint {
-                let command = Command::CheckpointSessions(CheckpointCommand {
-                    remaining: checkpoint.remaining,
-                });
-                if let Ok(ForwardReply::Written { outcome: Ok(_), .. }) =
-                    self.run_forwarded(ForwardRequest::Write(command)).await
-                {
-                    for ack in checkpoint.acks {
-                        // A keep-alive whose caller gave up has nobody to tell.
-                        let _ = ack.send(());
-                    }
+            let (remaining, acks) = match checkpoint {
+                Some(checkpoint) => (checkpoint.remaining, checkpoint.acks),
+                // Even with no session, a full checkpoint ages remembered write outcomes.
+                None if elapsed_ms > 0 && self.has_writers() => (Vec::new(), Vec::new()),
+                None => continue,
+            };
+            let command = Command::CheckpointSessions(CheckpointCommand {
+                remaining,
+                elapsed_ms,
+                write_id_retention_ms: millis(self.config.write_id_retention),
+            });
+            if let Ok(ForwardReply::Written { outcome: Ok(_), .. }) =
+                self.run_forwarded(ForwardRequest::Write(command)).await
+            {
+                for ack in acks {
+                    // A keep-alive whose caller gave up has nobody to tell.
+                    let _ = ack.send(());
                 }
             }
         }
+    }
+
+    fn has_writers(&self) -> bool {
+        self.replica
+            .read(|state| !state.namespace.writers().is_empty())
     }
 
     /// Commits the expiry of each session in `due`, deleting its ephemeral nodes.
@@ -206,6 +219,27 @@ impl Consensus {
                 }
             }
         }
+    }
+}
+
+/// The leader time each full checkpoint reports as elapsed: since the previous full checkpoint
+/// of the same term, or since the term's first one was due. Time before this member led is
+/// never counted, so the replicated clock runs slow, never fast.
+#[derive(Debug, Default)]
+struct CheckpointClock {
+    term: u64,
+    last: Option<Instant>,
+}
+
+impl CheckpointClock {
+    fn elapsed_ms(&mut self, term: u64, now: Instant) -> u64 {
+        if self.term != term {
+            self.term = term;
+            self.last = None;
+        }
+        let elapsed = self.last.map_or(Duration::ZERO, |last| now - last);
+        self.last = Some(now);
+        millis(elapsed)
     }
 }
 

@@ -5,14 +5,18 @@
 //! coord-bench reads   [--endpoints E] [--clients 32] [--ops 20000] [--consistency linearizable|serializable]
 //! coord-bench restart [--nodes 100000]
 //! coord-bench failover [--runs 5] [--writers 4]
+//! coord-bench sessions [--sessions 10000] [--ttl 10s] [--window 20s]
+//! coord-bench watches  [--watches 10000]
+//! coord-bench watch-latency [--watchers 100] [--writes 2000]
 //! ```
+//! `sessions`, `watches` and `watch-latency` always start a 3-member cluster of their own.
 //! Without `--endpoints`, `writes` and `reads` start their own servers in a temporary directory
 //! (`--members 1` or `3`; the `coord-server` binary next to this one).
 
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use coord_client::{Client, CreateOptions, Op, Txn};
+use coord_client::{Client, CreateOptions, Op, Txn, WatchOptions};
 use coord_tests::{Cluster, ServerProcess};
 
 fn flag(arguments: &[String], name: &str, default: &str) -> String {
@@ -64,11 +68,17 @@ async fn main() -> anyhow::Result<()> {
         Some("restart") => restart(&arguments).await,
         Some("reads") => reads(&arguments).await,
         Some("failover") => failover(&arguments).await,
+        Some("sessions") => sessions(&arguments).await,
+        Some("watches") => watches(&arguments).await,
+        Some("watch-latency") => watch_latency(&arguments).await,
         _ => {
             report("usage: coord-bench writes   [--endpoints E | --members N] [--clients N] [--ops N] [--value-bytes B]");
             report("       coord-bench reads    [--endpoints E | --members N] [--clients N] [--ops N] [--consistency C]");
             report("       coord-bench restart  [--nodes N]");
             report("       coord-bench failover [--runs N] [--writers N]");
+            report("       coord-bench sessions [--sessions N] [--ttl D] [--window D]");
+            report("       coord-bench watches  [--watches N]");
+            report("       coord-bench watch-latency [--watchers N] [--writes N]");
             std::process::exit(2);
         }
     }
@@ -354,6 +364,253 @@ async fn restart(arguments: &[String]) -> anyhow::Result<()> {
     anyhow::ensure!(
         count as usize == nodes,
         "expected {nodes} nodes after restart, found {count}"
+    );
+    Ok(())
+}
+
+/// CPU time (user + system) a process has used so far.
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let user: u64 = fields.get(11)?.parse().ok()?;
+    let system: u64 = fields.get(12)?.parse().ok()?;
+    // /proc reports CPU time in USER_HZ ticks, which Linux fixes at 100 per second.
+    const TICKS_PER_SECOND: f64 = 100.0;
+    Some(Duration::from_secs_f64(
+        (user + system) as f64 / TICKS_PER_SECOND,
+    ))
+}
+
+/// A 3-member cluster with its leader and each member's process id.
+async fn three_members() -> anyhow::Result<(Cluster, u64, Vec<(u64, u32)>)> {
+    let mut cluster = Cluster::start(3, &[]);
+    let leader = cluster
+        .wait_for_leader(&[1, 2, 3], Duration::from_secs(30))
+        .await;
+    let mut pids = Vec::new();
+    for id in 1..=3 {
+        pids.push((id, cluster.member(id).pid().context("member is running")?));
+    }
+    Ok((cluster, leader, pids))
+}
+
+fn rss_by_member(pids: &[(u64, u32)]) -> Vec<u64> {
+    pids.iter()
+        .map(|(_, pid)| rss_kib(*pid).unwrap_or(0))
+        .collect()
+}
+
+/// Reports each member's resident memory growth from `before` to now, per item.
+fn report_memory(what: &str, count: usize, leader: u64, pids: &[(u64, u32)], before: &[u64]) {
+    let after = rss_by_member(pids);
+    for (((id, _), before_kib), after_kib) in pids.iter().zip(before).zip(&after) {
+        let grown = after_kib.saturating_sub(*before_kib);
+        report(&format!(
+            "{what}: member {id}{} rss {} -> {} KiB: {:.0} bytes per {}",
+            if *id == leader { " (leader)" } else { "" },
+            before_kib,
+            after_kib,
+            grown as f64 * 1024.0 / count as f64,
+            what.trim_end_matches('s'),
+        ));
+    }
+}
+
+/// Connections used to hold many sessions or watches (HTTP/2 caps streams per connection).
+const STREAMS_PER_CONNECTION: usize = 100;
+
+/// Memory per idle session on each member, and the leader's CPU to keep them alive.
+async fn sessions(arguments: &[String]) -> anyhow::Result<()> {
+    let count: usize = flag(arguments, "--sessions", "10000")
+        .parse()
+        .context("--sessions")?;
+    let ttl = coord_client::parse_duration(&flag(arguments, "--ttl", "10s"))
+        .map_err(anyhow::Error::msg)?;
+    let window = coord_client::parse_duration(&flag(arguments, "--window", "20s"))
+        .map_err(anyhow::Error::msg)?;
+    let (cluster, leader, pids) = three_members().await?;
+    let leader_pid = pids[usize::try_from(leader - 1)?].1;
+    let endpoints = cluster.endpoints();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle_cpu = cpu_over(leader_pid, window).await;
+    let before = rss_by_member(&pids);
+    let opened = Instant::now();
+    let mut tasks = Vec::new();
+    for connection in 0..count.div_ceil(STREAMS_PER_CONNECTION) {
+        let mut rotated = endpoints.clone();
+        rotated.rotate_left(connection % endpoints.len());
+        let wanted = STREAMS_PER_CONNECTION.min(count - connection * STREAMS_PER_CONNECTION);
+        tasks.push(tokio::spawn(async move {
+            let client = Client::connect(rotated).await?;
+            let mut sessions = Vec::new();
+            for _ in 0..wanted {
+                sessions.push(client.open_session(ttl).await?);
+            }
+            Ok::<_, coord_client::Error>(sessions)
+        }));
+    }
+    let mut sessions = Vec::new();
+    for task in tasks {
+        sessions.extend(task.await??);
+    }
+    report(&format!(
+        "sessions: opened {} sessions (ttl {ttl:?}) in {:.1}s over {} connections",
+        sessions.len(),
+        opened.elapsed().as_secs_f64(),
+        count.div_ceil(STREAMS_PER_CONNECTION)
+    ));
+    // Let keep-alives reach a steady state before measuring.
+    tokio::time::sleep(ttl).await;
+    report_memory("sessions", count, leader, &pids, &before);
+    let busy_cpu = cpu_over(leader_pid, window).await;
+    let keep_alives_per_second = count as f64 / (ttl / 3).as_secs_f64();
+    report(&format!(
+        "sessions: leader cpu idle {:.1}% of a core, with {count} sessions {:.1}% \
+         (~{keep_alives_per_second:.0} keep-alives/s, {:.1} us cpu per keep-alive)",
+        idle_cpu * 100.0,
+        busy_cpu * 100.0,
+        (busy_cpu - idle_cpu).max(0.0) * 1e6 / keep_alives_per_second,
+    ));
+    let unsafe_sessions = sessions.iter().filter(|session| !session.is_safe()).count();
+    report(&format!(
+        "sessions: {unsafe_sessions} of {count} sessions not safe at the end"
+    ));
+    Ok(())
+}
+
+/// The share of one core `pid` used over `window`.
+async fn cpu_over(pid: u32, window: Duration) -> f64 {
+    let start = cpu_time(pid).unwrap_or_default();
+    let begun = Instant::now();
+    tokio::time::sleep(window).await;
+    let used = cpu_time(pid).unwrap_or_default().saturating_sub(start);
+    used.as_secs_f64() / begun.elapsed().as_secs_f64()
+}
+
+/// Memory per idle watch on each member.
+async fn watches(arguments: &[String]) -> anyhow::Result<()> {
+    let count: usize = flag(arguments, "--watches", "10000")
+        .parse()
+        .context("--watches")?;
+    let (cluster, leader, pids) = three_members().await?;
+    let endpoints = cluster.endpoints();
+    let setup = Client::connect(&endpoints).await?;
+    setup
+        .create("/watched", "", &CreateOptions::default())
+        .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = rss_by_member(&pids);
+    let opened = Instant::now();
+    let mut tasks = Vec::new();
+    for connection in 0..count.div_ceil(STREAMS_PER_CONNECTION) {
+        // Each connection stays on one member, so the watches spread evenly.
+        let endpoint = endpoints[connection % endpoints.len()].clone();
+        let wanted = STREAMS_PER_CONNECTION.min(count - connection * STREAMS_PER_CONNECTION);
+        tasks.push(tokio::spawn(async move {
+            let client = Client::connect([endpoint]).await?;
+            let mut watches = Vec::new();
+            for index in 0..wanted {
+                let options = WatchOptions {
+                    path: format!("/watched/n{}", connection * STREAMS_PER_CONNECTION + index),
+                    ..WatchOptions::default()
+                };
+                watches.push(client.watch(options).await?);
+            }
+            Ok::<_, coord_client::Error>(watches)
+        }));
+    }
+    let mut watches = Vec::new();
+    for task in tasks {
+        watches.extend(task.await??);
+    }
+    report(&format!(
+        "watches: opened {} watches in {:.1}s, a third on each member",
+        watches.len(),
+        opened.elapsed().as_secs_f64()
+    ));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Each member holds a third of the watches.
+    report_memory("watches", count / 3, leader, &pids, &before);
+    Ok(())
+}
+
+/// Time from a write's acknowledgement to each watcher's receipt of its event.
+async fn watch_latency(arguments: &[String]) -> anyhow::Result<()> {
+    let watchers: usize = flag(arguments, "--watchers", "100")
+        .parse()
+        .context("--watchers")?;
+    let writes: usize = flag(arguments, "--writes", "2000")
+        .parse()
+        .context("--writes")?;
+    let (cluster, _leader, _pids) = three_members().await?;
+    let endpoints = cluster.endpoints();
+    let writer = Client::connect(&endpoints).await?;
+    let path = "/latency";
+    writer.create(path, "0", &CreateOptions::default()).await?;
+    let start_revision = writer.header().await?.revision + 1;
+    let mut receivers = Vec::new();
+    for watcher in 0..watchers {
+        let client = Client::connect([endpoints[watcher % endpoints.len()].clone()]).await?;
+        let options = WatchOptions {
+            path: path.to_owned(),
+            start_revision,
+            ..WatchOptions::default()
+        };
+        let mut watch = client.watch(options).await?;
+        receivers.push(tokio::spawn(async move {
+            let _client = client;
+            let mut received = Vec::with_capacity(writes);
+            while received.len() < writes {
+                match watch.next().await {
+                    Some(Ok(event)) => received.push((event.revision, Instant::now())),
+                    Some(Err(error)) => return Err(error),
+                    None => break,
+                }
+            }
+            Ok(received)
+        }));
+    }
+    let mut acknowledged = std::collections::HashMap::new();
+    let started = Instant::now();
+    for index in 0..writes {
+        let stat = writer.set(path, index.to_string(), None).await?;
+        acknowledged.insert(stat.mod_revision, Instant::now());
+    }
+    let elapsed = started.elapsed();
+    let mut delays = Vec::new();
+    let mut early = 0;
+    for receiver in receivers {
+        for (revision, received_at) in receiver.await?? {
+            let acked_at = acknowledged
+                .get(&revision)
+                .context("an event for a revision nobody wrote")?;
+            match received_at.checked_duration_since(*acked_at) {
+                Some(delay) => delays.push(delay),
+                // The event reached the watcher before the reply reached the writer.
+                None => {
+                    early += 1;
+                    delays.push(Duration::ZERO);
+                }
+            }
+        }
+    }
+    delays.sort();
+    report(&format!(
+        "watch-latency: {watchers} watchers x {writes} sequential writes ({:.0} writes/s): \
+         {} events, {early} arrived before the write's reply; delay after the reply p50={:.2}ms \
+         p99={:.2}ms max={:.2}ms",
+        writes as f64 / elapsed.as_secs_f64(),
+        delays.len(),
+        percentile(&delays, 0.50).as_secs_f64() * 1e3,
+        percentile(&delays, 0.99).as_secs_f64() * 1e3,
+        delays.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+    ));
+    anyhow::ensure!(
+        delays.len() == watchers * writes,
+        "expected {} events, received {}",
+        watchers * writes,
+        delays.len()
     );
     Ok(())
 }
