@@ -4,6 +4,7 @@
 //! 3 the cluster could not be reached (or the outcome of a write is unknown).
 
 mod output;
+mod recipes;
 mod txn_script;
 
 use std::io::Read;
@@ -151,7 +152,127 @@ enum Command {
         #[command(subcommand)]
         command: SessionCommand,
     },
+    /// Take a lock and print its fencing token, holding it until interrupted; or run a command
+    /// while holding it (`-- CMD ARGS...`, with COORD_LOCK_TOKEN and COORD_LOCK_NAME set).
+    /// If the lock may be lost the command gets SIGTERM, then SIGKILL, and coordctl exits 1.
+    #[command(long_about = LOCK_HELP)]
+    Lock {
+        /// The lock, a path such as /locks/db.
+        #[arg(required_unless_present = "list")]
+        name: Option<String>,
+        /// List the locks at or under this prefix with holder, token, age and waiters.
+        #[arg(long, value_name = "PREFIX", conflicts_with_all = ["name", "command"])]
+        list: Option<String>,
+        /// Give up if the lock is not acquired within this (exit 1).
+        #[arg(long, value_parser = coord_client::parse_duration)]
+        timeout: Option<Duration>,
+        #[command(flatten)]
+        holding: HoldingArgs,
+    },
+    /// Campaign to lead an election with VALUE, then hold the leadership until interrupted or
+    /// run a command as leader (`-- CMD ARGS...`, with COORD_ELECTION_TOKEN set).
+    Elect {
+        /// The election, a path such as /elections/scheduler.
+        #[arg(required_unless_present_any = ["list"])]
+        name: Option<String>,
+        /// What this candidate announces as leader (e.g. its address).
+        #[arg(required_unless_present_any = ["list", "observe", "leader"])]
+        value: Option<String>,
+        /// Print each leader change, until interrupted.
+        #[arg(long, conflicts_with_all = ["value", "leader", "list", "command"])]
+        observe: bool,
+        /// Print the current leader (exit 1 when there is none).
+        #[arg(long, conflicts_with_all = ["value", "list", "command"])]
+        leader: bool,
+        /// List the elections at or under this prefix with leader, token, age and candidates.
+        #[arg(long, value_name = "PREFIX", conflicts_with_all = ["name", "command"])]
+        list: Option<String>,
+        /// Give up if not elected within this (exit 1).
+        #[arg(long, value_parser = coord_client::parse_duration)]
+        timeout: Option<Duration>,
+        #[command(flatten)]
+        holding: HoldingArgs,
+    },
+    /// Barriers: a single barrier (set, wait, remove) or a double barrier for N participants.
+    Barrier {
+        #[command(subcommand)]
+        command: BarrierCommand,
+    },
 }
+
+/// How a held lock or leadership is used.
+#[derive(clap::Args)]
+struct HoldingArgs {
+    /// The session's TTL: how long after coordctl stops the lock is released at the latest.
+    #[arg(long, default_value = "10s", value_parser = coord_client::parse_duration)]
+    ttl: Duration,
+    /// Time between SIGTERM and SIGKILL when the command must stop.
+    #[arg(long, default_value = "5s", value_parser = coord_client::parse_duration)]
+    kill_grace: Duration,
+    /// The command to run while holding (after `--`).
+    #[arg(last = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
+impl HoldingArgs {
+    fn into_holding(self) -> recipes::Holding {
+        recipes::Holding {
+            ttl: self.ttl,
+            command: self.command,
+            kill_grace: self.kill_grace,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum BarrierCommand {
+    /// Raise a barrier: waiters block until it is removed.
+    Set { name: String },
+    /// Remove a barrier, releasing every waiter.
+    Remove { name: String },
+    /// Wait until the barrier is removed (or was never set).
+    Wait {
+        name: String,
+        /// Give up after this (exit 1).
+        #[arg(long, value_parser = coord_client::parse_duration)]
+        timeout: Option<Duration>,
+    },
+    /// Double barrier: wait until COUNT participants entered, run the command (if any), then
+    /// wait until all of them left. A participant that dies is counted out once its session's
+    /// TTL passes.
+    Double {
+        name: String,
+        #[arg(long)]
+        count: u64,
+        /// The session's TTL.
+        #[arg(long, default_value = "10s", value_parser = coord_client::parse_duration)]
+        ttl: Duration,
+        /// Give up entering after this (exit 1).
+        #[arg(long, value_parser = coord_client::parse_duration)]
+        timeout: Option<Duration>,
+        /// The command to run between entering and leaving (after `--`).
+        #[arg(last = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+}
+
+const LOCK_HELP: &str = "Take a lock and print its fencing token.
+
+Without a command, coordctl holds the lock until interrupted (Ctrl-C or SIGTERM), then releases
+it. With `-- CMD ARGS...`, it runs CMD while holding the lock, with COORD_LOCK_NAME,
+COORD_LOCK_PATH and COORD_LOCK_TOKEN in its environment, releases the lock when CMD exits, and
+exits with CMD's status.
+
+A lease is not mutual exclusion on its own: if coordctl cannot confirm its session alive in
+time (paused, partitioned), the lock may pass to someone else. CMD then gets SIGTERM (SIGKILL
+after --kill-grace) and coordctl exits 1, but CMD may act in the moment before the signal
+lands. Resources that CMD changes should check COORD_LOCK_TOKEN: reject any token lower than
+the highest they have seen (coord_client::TokenVerifier), or write through a txn fenced on
+COORD_LOCK_PATH and the token (`fence PATH TOKEN` in `coordctl txn`).
+
+  coordctl lock /locks/backup -- ./backup.sh
+  coordctl lock /locks/backup --timeout 30s -- ./backup.sh
+  coordctl lock --list /locks";
 
 #[derive(Subcommand)]
 enum SessionCommand {
@@ -219,7 +340,7 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(execute(cli, &printer)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(status) => ExitCode::from(u8::try_from(status).unwrap_or(EXIT_FAILED)),
         Err(error) => {
             let code = match error.downcast_ref::<Error>() {
                 Some(client_error) => {
@@ -232,6 +353,10 @@ fn main() -> ExitCode {
                         EXIT_FAILED
                     }
                 }
+                None if error.downcast_ref::<recipes::NotAcquired>().is_some() => {
+                    eprintln!("coordctl: {error:#}");
+                    EXIT_FAILED
+                }
                 None => {
                     eprintln!("coordctl: {error:#}");
                     EXIT_USAGE
@@ -242,7 +367,8 @@ fn main() -> ExitCode {
     }
 }
 
-async fn execute(cli: Cli, printer: &Printer) -> anyhow::Result<()> {
+/// Runs the command; returns the exit status for commands that choose one.
+async fn execute(cli: Cli, printer: &Printer) -> anyhow::Result<i32> {
     let endpoints: Vec<&str> = cli
         .endpoints
         .split(',')
@@ -283,7 +409,8 @@ async fn execute(cli: Cli, printer: &Printer) -> anyhow::Result<()> {
         } => {
             if ephemeral && hold {
                 let shape = (sequential, parents);
-                return hold_ephemeral(&client, printer, &path, value, ttl, shape).await;
+                hold_ephemeral(&client, printer, &path, value, ttl, shape).await?;
+                return Ok(0);
             }
             let options = CreateOptions {
                 kind: if container {
@@ -371,12 +498,80 @@ async fn execute(cli: Cli, printer: &Printer) -> anyhow::Result<()> {
                 recursive,
                 start_revision: rev.unwrap_or(0),
                 with_data: data,
-                once: false,
+                ..WatchOptions::default()
             };
             let mut watch = client.watch(options).await?;
             while let Some(event) = watch.next().await {
                 printer.event(&event?);
             }
+        }
+        Command::Lock {
+            name,
+            list,
+            timeout,
+            holding,
+        } => {
+            let status = match (list, name) {
+                (Some(prefix), _) => recipes::list_locks_under(&client, printer, &prefix).await?,
+                (None, Some(name)) => {
+                    let holding = holding.into_holding();
+                    recipes::lock(&client, printer, &name, timeout, holding).await?
+                }
+                (None, None) => anyhow::bail!("name a lock, or --list PREFIX"),
+            };
+            return Ok(status);
+        }
+        Command::Elect {
+            name,
+            value,
+            observe,
+            leader,
+            list,
+            timeout,
+            holding,
+        } => {
+            let status = match (list, name, value) {
+                (Some(prefix), _, _) => {
+                    recipes::list_elections_under(&client, printer, &prefix).await?
+                }
+                (None, Some(name), _) if observe => {
+                    recipes::observe(&client, printer, &name).await?
+                }
+                (None, Some(name), _) if leader => recipes::leader(&client, printer, &name).await?,
+                (None, Some(name), Some(value)) => {
+                    let holding = holding.into_holding();
+                    recipes::elect(&client, printer, &name, &value, timeout, holding).await?
+                }
+                _ => anyhow::bail!(
+                    "name an election and a value, or use --observe, --leader or --list"
+                ),
+            };
+            return Ok(status);
+        }
+        Command::Barrier { command } => {
+            let (name, action) = match command {
+                BarrierCommand::Set { name } => (name, recipes::BarrierAction::Set),
+                BarrierCommand::Remove { name } => (name, recipes::BarrierAction::Remove),
+                BarrierCommand::Wait { name, timeout } => {
+                    (name, recipes::BarrierAction::Wait { timeout })
+                }
+                BarrierCommand::Double {
+                    name,
+                    count,
+                    ttl,
+                    timeout,
+                    command,
+                } => (
+                    name,
+                    recipes::BarrierAction::Double {
+                        count,
+                        ttl,
+                        command,
+                        timeout,
+                    },
+                ),
+            };
+            return recipes::barrier(&client, printer, &name, action).await;
         }
         Command::Session { command } => match command {
             SessionCommand::List => printer.sessions(&client.list_sessions().await?),
@@ -392,7 +587,7 @@ async fn execute(cli: Cli, printer: &Printer) -> anyhow::Result<()> {
             printer.cluster_status(&status);
         }
     }
-    Ok(())
+    Ok(0)
 }
 
 /// `create --ephemeral --hold`: opens a session, creates the node in it, and keeps the session

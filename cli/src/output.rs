@@ -5,9 +5,10 @@ use std::io::Write;
 
 use std::time::Duration;
 
+use coord_client::recipes::{ElectionInfo, LockInfo, LockKind, Participant};
 use coord_client::{
-    Child, Client, ClusterStatusResponse, Created, DeleteReason, Error, EventKind, Member,
-    NodeData, NodeKind, OpResult, SessionInfo, Stat, TxnResult, WatchEvent,
+    Child, Client, ClusterStatusResponse, Created, DeleteReason, Error, EventKind, LeaderInfo,
+    LostReason, Member, NodeData, NodeKind, OpResult, SessionInfo, Stat, TxnResult, WatchEvent,
 };
 use serde_json::{json, Value};
 
@@ -406,6 +407,141 @@ impl Printer {
         emit(&text);
     }
 
+    /// A lock was acquired: the token alone on a line (easy to capture in a script).
+    pub fn lock_acquired(&self, name: &str, path: &str, token: u64) {
+        if self.json {
+            emit(&format!(
+                "{}\n",
+                json!({"lock": name, "path": path, "token": token})
+            ));
+        } else {
+            emit(&format!("{token}\n"));
+        }
+    }
+
+    /// This process won an election.
+    pub fn elected(&self, name: &str, value: &str, path: &str, token: u64) {
+        if self.json {
+            emit(&format!(
+                "{}\n",
+                json!({"election": name, "leader": value, "path": path, "token": token})
+            ));
+        } else {
+            emit(&format!("{token}\n"));
+        }
+    }
+
+    /// What was held is no longer safe to rely on (printed to stderr in text mode).
+    pub fn lost(&self, name: &str, reason: LostReason) {
+        let reason = match reason {
+            LostReason::SessionExpired => "session_expired",
+            LostReason::SessionUnsafe => "session_unsafe",
+            LostReason::NodeDeleted => "node_deleted",
+        };
+        if self.json {
+            emit(&format!("{}\n", json!({"lost": name, "reason": reason})));
+        } else {
+            eprintln!("coordctl: {name} lost ({reason}); the command was stopped");
+        }
+    }
+
+    /// The current leader of an election, or that there is none.
+    pub fn leader(&self, name: &str, leader: Option<&LeaderInfo>) {
+        if self.json {
+            let value = leader.map_or(Value::Null, |leader| {
+                json!({
+                    "value": data_json(&leader.value),
+                    "path": leader.path,
+                    "token": leader.token,
+                    "session": leader.session,
+                })
+            });
+            emit(&format!("{}\n", json!({"election": name, "leader": value})));
+            return;
+        }
+        match leader {
+            Some(leader) => emit(&format!(
+                "{} token={} session={}\n",
+                String::from_utf8_lossy(&leader.value),
+                leader.token,
+                leader.session
+            )),
+            None => emit("(no leader)\n"),
+        }
+    }
+
+    pub fn locks(&self, locks: &[LockInfo]) {
+        if self.json {
+            let items: Vec<Value> = locks
+                .iter()
+                .map(|lock| {
+                    json!({
+                        "name": lock.name,
+                        "kind": lock_kind_name(lock.kind),
+                        "holders": lock.holders.iter().map(participant_json).collect::<Vec<_>>(),
+                        "waiters": lock.waiters.iter().map(participant_json).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            emit(&format!("{}\n", json!({"locks": items})));
+            return;
+        }
+        let mut text =
+            String::from("NAME                 KIND       TOKEN     AGE       WAITERS  HOLDER\n");
+        for lock in locks {
+            let holder = lock.holder();
+            text.push_str(&format!(
+                "{:<20} {:<10} {:<9} {:<9} {:<8} {}\n",
+                lock.name,
+                lock_kind_name(lock.kind),
+                holder.map_or_else(|| "-".to_owned(), |holder| holder.token.to_string()),
+                holder.map_or_else(|| "-".to_owned(), |holder| age_text(holder.age())),
+                lock.waiters.len(),
+                holder.map_or("-", |holder| holder.holder.as_str()),
+            ));
+        }
+        emit(&text);
+    }
+
+    pub fn elections(&self, elections: &[ElectionInfo]) {
+        if self.json {
+            let items: Vec<Value> = elections
+                .iter()
+                .map(|election| {
+                    json!({
+                        "name": election.name,
+                        "leader": election.leader.as_ref().map(participant_json),
+                        "followers": election.followers.iter().map(participant_json).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            emit(&format!("{}\n", json!({"elections": items})));
+            return;
+        }
+        let mut text =
+            String::from("NAME                 TOKEN     AGE       CANDIDATES  LEADER\n");
+        for election in elections {
+            let leader = election.leader.as_ref();
+            text.push_str(&format!(
+                "{:<20} {:<9} {:<9} {:<11} {}\n",
+                election.name,
+                leader.map_or_else(|| "-".to_owned(), |leader| leader.token.to_string()),
+                leader.map_or_else(|| "-".to_owned(), |leader| age_text(leader.age())),
+                election.followers.len() + usize::from(leader.is_some()),
+                leader.map_or("-", |leader| leader.holder.as_str()),
+            ));
+        }
+        emit(&text);
+    }
+
+    pub fn barrier(&self, name: &str, state: &str) {
+        if self.json {
+            emit(&format!("{}\n", json!({"barrier": name, "state": state})));
+        } else {
+            emit(&format!("{name} {state}\n"));
+        }
+    }
+
     pub fn event(&self, event: &WatchEvent) {
         let (kind, reason) = match event.kind {
             EventKind::Created => ("created", None),
@@ -469,6 +605,39 @@ impl Printer {
     }
 }
 
+fn lock_kind_name(kind: LockKind) -> String {
+    match kind {
+        LockKind::Mutex => "mutex".to_owned(),
+        LockKind::RwLock => "rwlock".to_owned(),
+        LockKind::Semaphore {
+            permits: Some(permits),
+        } => format!("sem/{permits}"),
+        LockKind::Semaphore { permits: None } => "sem/?".to_owned(),
+    }
+}
+
+fn participant_json(participant: &Participant) -> Value {
+    json!({
+        "path": participant.path,
+        "holder": participant.holder,
+        "token": participant.token,
+        "session": participant.session,
+        "since_unix_ms": participant.since_unix_ms,
+        "age_ms": u64::try_from(participant.age().as_millis()).unwrap_or(u64::MAX),
+    })
+}
+
+fn age_text(age: Duration) -> String {
+    let seconds = age.as_secs();
+    if seconds < 60 {
+        format!("{seconds}s")
+    } else if seconds < 3600 {
+        format!("{}m{}s", seconds / 60, seconds % 60)
+    } else {
+        format!("{}h{}m", seconds / 3600, seconds % 3600 / 60)
+    }
+}
+
 /// A stable, machine-readable name for an error.
 fn error_kind(error: &Error) -> &'static str {
     match error {
@@ -494,5 +663,9 @@ fn error_kind(error: &Error) -> &'static str {
         Error::ConnectionLost { .. } => "connection_lost",
         Error::Unreachable { .. } => "unreachable",
         Error::Internal { .. } => "internal",
+        Error::SessionUnsafe { .. } => "session_unsafe",
+        Error::LockLost { .. } => "lock_lost",
+        Error::PermitsMismatch { .. } => "permits_mismatch",
+        Error::BadRecipeData { .. } => "bad_recipe_data",
     }
 }

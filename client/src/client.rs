@@ -1,6 +1,6 @@
 //! `Client`: a handle to a Coord cluster over one or more endpoints.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,6 +63,8 @@ struct Inner {
     options: ClientOptions,
     /// Ids that make every write exactly-once, so that writes can be retried.
     write_ids: WriteIds,
+    /// Events delivered to this client's watches, recipes' included.
+    watch_events: AtomicU64,
 }
 
 /// A connection to a Coord cluster. Cheap to clone; clones share connections.
@@ -134,6 +136,7 @@ impl Client {
                 current: AtomicUsize::new(0),
                 options,
                 write_ids: WriteIds::new(),
+                watch_events: AtomicU64::new(0),
             }),
         };
         client.probe().await?;
@@ -153,6 +156,17 @@ impl Client {
     /// so the client retries writes whose outcome it did not learn.
     pub fn client_id(&self) -> &str {
         self.inner.write_ids.client_id()
+    }
+
+    /// How many watch events this client (and its clones) has received so far, over every
+    /// watch, including those that locks and elections open to wait. A diagnostic: it shows,
+    /// for instance, that a lock release wakes only the next waiter.
+    pub fn watch_events_received(&self) -> u64 {
+        self.inner.watch_events.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_watch_event(&self) {
+        self.inner.watch_events.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The ids that make this client's writes exactly-once.
@@ -320,9 +334,23 @@ impl Client {
         options: &CreateOptions,
     ) -> Result<Created, Error> {
         let (write_id, _in_flight) = self.inner.write_ids.issue();
+        self.create_as(path, data.into(), options, write_id).await
+    }
+
+    /// Creates a node with a write id the caller issued (and keeps in flight), so that the
+    /// caller can send the same create again after an unknown outcome and learn what the
+    /// first one did: the cluster applies a write id at most once and answers a repeat with
+    /// the first outcome.
+    pub(crate) async fn create_as(
+        &self,
+        path: &str,
+        data: Vec<u8>,
+        options: &CreateOptions,
+        write_id: pb::WriteId,
+    ) -> Result<Created, Error> {
         let request = pb::CreateRequest {
             path: path.to_owned(),
-            data: data.into(),
+            data,
             kind: options.kind.to_pb(),
             sequential: options.sequential,
             make_parents: options.make_parents,

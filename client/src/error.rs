@@ -78,6 +78,26 @@ pub enum Error {
     },
     #[error("server error: {message}")]
     Internal { message: String },
+    /// A recipe could not confirm its session alive: no keep-alive was acknowledged before the
+    /// session's `safe_until`, so the server may already have expired it and handed whatever
+    /// it held to someone else. Nothing was acquired; the session may recover.
+    #[error("session {session} is not confirmed alive (suspended past its safe-until deadline)")]
+    SessionUnsafe { session: u64 },
+    /// A recipe's node (a lock, permit, candidacy or barrier entry) is gone or was replaced,
+    /// so whatever it stood for is no longer held.
+    #[error("recipe node {path} with token {token} is gone; what it held is lost")]
+    LockLost { path: String, token: u64 },
+    /// Participants of one semaphore disagree on its number of permits.
+    #[error("semaphore {name} records {recorded} permits; this participant asked for {requested}")]
+    PermitsMismatch {
+        name: String,
+        recorded: u64,
+        requested: u64,
+    },
+    /// A node that a recipe reads holds data it does not understand (it was written by
+    /// something else, or by an incompatible version).
+    #[error("recipe data of {path} is not understood: {message}")]
+    BadRecipeData { path: String, message: String },
 }
 
 impl Error {

@@ -5,6 +5,9 @@
 //!
 //! Boundary: this crate depends on `coord-proto` only, never on the server.
 //!
+//! Coordination recipes (mutex, read-write lock, semaphore, election, barriers), fencing
+//! helpers and lock introspection live in [`recipes`]; the main types are re-exported here.
+//!
 //! ```no_run
 //! # async fn example() -> Result<(), coord_client::Error> {
 //! use coord_client::{Client, CreateOptions, DeleteOptions};
@@ -18,8 +21,14 @@
 //! # }
 //! ```
 
+/// The README's Rust examples, compiled as doc tests so they cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeExamples;
+
 mod client;
 mod error;
+pub mod recipes;
 mod session;
 mod txn;
 mod types;
@@ -30,10 +39,14 @@ pub use client::{Client, ClientOptions};
 pub use coord_proto::parse_duration;
 pub use coord_proto::v1::{ClusterStatusResponse, Member, MemberRole, MemberStatus};
 pub use error::Error;
+pub use recipes::{
+    Barrier, DoubleBarrier, Election, LeaderChanges, LeaderInfo, Leadership, LockGuard, LostReason,
+    Mutex, Participation, RwLock, Semaphore, Sequencer, TokenVerifier,
+};
 pub use session::{Session, SessionInfo, SessionOptions, SessionState};
 pub use txn::{Compare, CompareOp, Op, OpResult, Txn, TxnResult};
 pub use types::{
     Child, ChildrenPage, Consistency, CreateOptions, Created, DeleteOptions, FenceCheck, Header,
     NodeData, NodeKind, Stat,
 };
-pub use watch::{DeleteReason, EventKind, Watch, WatchEvent, WatchOptions};
+pub use watch::{DeleteReason, EventFilter, EventKind, Watch, WatchEvent, WatchOptions};

@@ -155,6 +155,72 @@ impl Session {
     }
 }
 
+impl Session {
+    /// A cheap handle on this session's liveness, kept by recipes and their guards so that
+    /// they need not borrow the `Session`.
+    pub(crate) fn view(&self) -> SessionView {
+        SessionView {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// A read-only handle on a session's liveness: its id, state and `safe_until`.
+///
+/// It does not keep the session alive: once the [`Session`] is dropped its keep-alives stop,
+/// `safe_until` no longer moves, and [`SessionView::is_safe`] turns false after it.
+#[derive(Clone)]
+pub(crate) struct SessionView {
+    shared: Arc<Shared>,
+}
+
+impl SessionView {
+    pub(crate) fn id(&self) -> u64 {
+        self.shared.id
+    }
+
+    pub(crate) fn state(&self) -> SessionState {
+        *self.shared.state.borrow()
+    }
+
+    pub(crate) fn watch_state(&self) -> watch::Receiver<SessionState> {
+        self.shared.state.subscribe()
+    }
+
+    pub(crate) fn safe_until(&self) -> Instant {
+        *self
+            .shared
+            .safe_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn is_safe(&self) -> bool {
+        self.state() != SessionState::Expired && Instant::now() < self.safe_until()
+    }
+
+    /// A view of a session that exists only in memory, for tests of code that watches one.
+    #[cfg(test)]
+    pub(crate) fn detached(id: u64, state: SessionState, safe_until: Instant) -> SessionView {
+        let (sender, _) = watch::channel(state);
+        SessionView {
+            shared: Arc::new(Shared {
+                id,
+                ttl: Duration::from_secs(10),
+                margin: Duration::from_secs(1),
+                state: sender,
+                safe_until: Mutex::new(safe_until),
+            }),
+        }
+    }
+
+    /// Moves a detached view to `state`, as the keep-alive task would.
+    #[cfg(test)]
+    pub(crate) fn set_state(&self, state: SessionState) {
+        self.shared.set_state(state);
+    }
+}
+
 impl Drop for Session {
     fn drop(&mut self) {
         self.keeper.abort();

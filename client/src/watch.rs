@@ -50,6 +50,27 @@ pub struct WatchEvent {
     pub data: Vec<u8>,
 }
 
+/// A kind of event a watch may be limited to (see [`WatchOptions::kinds`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventFilter {
+    Created,
+    DataChanged,
+    /// Deletions, for any [`DeleteReason`].
+    Deleted,
+    ChildrenChanged,
+}
+
+impl EventFilter {
+    fn to_pb(self) -> i32 {
+        match self {
+            EventFilter::Created => pb::EventKind::Created as i32,
+            EventFilter::DataChanged => pb::EventKind::DataChanged as i32,
+            EventFilter::Deleted => pb::EventKind::Deleted as i32,
+            EventFilter::ChildrenChanged => pb::EventKind::ChildrenChanged as i32,
+        }
+    }
+}
+
 /// What to watch.
 #[derive(Debug, Clone, Default)]
 pub struct WatchOptions {
@@ -62,6 +83,9 @@ pub struct WatchOptions {
     pub with_data: bool,
     /// End after the first batch of events (a ZooKeeper-style one-shot watch).
     pub once: bool,
+    /// Deliver only these kinds of event; empty delivers every kind. The server filters, so a
+    /// one-shot watch for `Deleted` is not woken by a data change.
+    pub kinds: Vec<EventFilter>,
 }
 
 /// A stream of [`WatchEvent`]s (`futures::Stream` / `tokio_stream::Stream`), or use
@@ -171,7 +195,7 @@ impl Follower {
                 watch_id: WATCH_ID,
                 path: self.options.path.clone(),
                 recursive: self.options.recursive,
-                kinds: Vec::new(),
+                kinds: self.options.kinds.iter().map(|kind| kind.to_pb()).collect(),
                 start_revision: start,
                 once: self.options.once,
                 with_data: self.options.with_data,
@@ -284,6 +308,7 @@ impl Follower {
                     continue;
                 }
                 let revision = event.revision;
+                self.client.count_watch_event();
                 if self.sender.send(Ok(event_from_pb(event))).await.is_err() {
                     return Ended::Done;
                 }

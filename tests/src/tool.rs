@@ -1,5 +1,6 @@
-//! `ToolProcess`: a long-running `coordctl` child (a lock holder, an ephemeral node's owner),
-//! whose output goes to files, that a test can pause, signal and reap; killed by PID on drop.
+//! `ToolProcess`: a long-running client process (`coordctl` as a lock holder or an ephemeral
+//! node's owner, `coord-locker`), whose output goes to files, that a test can pause, signal and
+//! reap; killed by PID on drop.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -17,17 +18,23 @@ pub struct ToolProcess {
 impl ToolProcess {
     /// Starts `coordctl --endpoints ENDPOINTS ARGS...`, writing its output under `dir`.
     pub fn coordctl(endpoints: &[String], args: &[&str], dir: &Path) -> ToolProcess {
-        let stdout = dir.join(format!("coordctl-{}.out", unique()));
+        let mut all = vec!["--endpoints".to_owned(), endpoints.join(",")];
+        all.extend(args.iter().map(|arg| (*arg).to_owned()));
+        ToolProcess::start("coordctl", &all, dir)
+    }
+
+    /// Starts the workspace binary `name` (built next to the tests) with `args`, writing its
+    /// output under `dir`.
+    pub fn start(name: &str, args: &[String], dir: &Path) -> ToolProcess {
+        let stdout = dir.join(format!("{name}-{}.out", unique()));
         let stderr = stdout.with_extension("err");
-        let child = Command::new(binary("coordctl"))
-            .arg("--endpoints")
-            .arg(endpoints.join(","))
+        let child = Command::new(binary(name))
             .args(args)
             .stdin(Stdio::null())
             .stdout(File::create(&stdout).expect("the output file can be created"))
             .stderr(File::create(&stderr).expect("the error file can be created"))
             .spawn()
-            .expect("coordctl starts");
+            .unwrap_or_else(|error| panic!("{name} starts: {error}"));
         ToolProcess {
             child: Some(child),
             stdout,
@@ -67,7 +74,7 @@ impl ToolProcess {
             }
             assert!(
                 Instant::now() < deadline,
-                "coordctl still runs after {timeout:?}; stderr: {}",
+                "the process still runs after {timeout:?}; stderr: {}",
                 self.stderr()
             );
             std::thread::sleep(Duration::from_millis(20));

@@ -8,15 +8,17 @@
 //! coord-bench sessions [--sessions 10000] [--ttl 10s] [--window 20s]
 //! coord-bench watches  [--watches 10000]
 //! coord-bench watch-latency [--watchers 100] [--writes 2000]
+//! coord-bench locks [--contenders 16] [--seconds 10] [--uncontended 200]
 //! ```
-//! `sessions`, `watches` and `watch-latency` always start a 3-member cluster of their own.
+//! `sessions`, `watches`, `watch-latency` and `locks` always start a 3-member cluster of
+//! their own.
 //! Without `--endpoints`, `writes` and `reads` start their own servers in a temporary directory
 //! (`--members 1` or `3`; the `coord-server` binary next to this one).
 
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use coord_client::{Client, CreateOptions, Op, Txn, WatchOptions};
+use coord_client::{Client, CreateOptions, Mutex, Op, Txn, WatchOptions};
 use coord_tests::{Cluster, ServerProcess};
 
 fn flag(arguments: &[String], name: &str, default: &str) -> String {
@@ -71,6 +73,7 @@ async fn main() -> anyhow::Result<()> {
         Some("sessions") => sessions(&arguments).await,
         Some("watches") => watches(&arguments).await,
         Some("watch-latency") => watch_latency(&arguments).await,
+        Some("locks") => locks(&arguments).await,
         _ => {
             report("usage: coord-bench writes   [--endpoints E | --members N] [--clients N] [--ops N] [--value-bytes B]");
             report("       coord-bench reads    [--endpoints E | --members N] [--clients N] [--ops N] [--consistency C]");
@@ -79,6 +82,7 @@ async fn main() -> anyhow::Result<()> {
             report("       coord-bench sessions [--sessions N] [--ttl D] [--window D]");
             report("       coord-bench watches  [--watches N]");
             report("       coord-bench watch-latency [--watchers N] [--writes N]");
+            report("       coord-bench locks [--contenders N] [--seconds N] [--uncontended N]");
             std::process::exit(2);
         }
     }
@@ -402,17 +406,22 @@ fn rss_by_member(pids: &[(u64, u32)]) -> Vec<u64> {
 }
 
 /// Reports each member's resident memory growth from `before` to now, per item.
-fn report_memory(what: &str, count: usize, leader: u64, pids: &[(u64, u32)], before: &[u64]) {
+fn report_memory(
+    (what, one): (&str, &str),
+    count: usize,
+    leader: u64,
+    pids: &[(u64, u32)],
+    before: &[u64],
+) {
     let after = rss_by_member(pids);
     for (((id, _), before_kib), after_kib) in pids.iter().zip(before).zip(&after) {
         let grown = after_kib.saturating_sub(*before_kib);
         report(&format!(
-            "{what}: member {id}{} rss {} -> {} KiB: {:.0} bytes per {}",
+            "{what}: member {id}{} rss {} -> {} KiB: {:.0} bytes per {one}",
             if *id == leader { " (leader)" } else { "" },
             before_kib,
             after_kib,
             grown as f64 * 1024.0 / count as f64,
-            what.trim_end_matches('s'),
         ));
     }
 }
@@ -462,7 +471,7 @@ async fn sessions(arguments: &[String]) -> anyhow::Result<()> {
     ));
     // Let keep-alives reach a steady state before measuring.
     tokio::time::sleep(ttl).await;
-    report_memory("sessions", count, leader, &pids, &before);
+    report_memory(("sessions", "session"), count, leader, &pids, &before);
     let busy_cpu = cpu_over(leader_pid, window).await;
     let keep_alives_per_second = count as f64 / (ttl / 3).as_secs_f64();
     report(&format!(
@@ -531,7 +540,7 @@ async fn watches(arguments: &[String]) -> anyhow::Result<()> {
     ));
     tokio::time::sleep(Duration::from_secs(5)).await;
     // Each member holds a third of the watches.
-    report_memory("watches", count / 3, leader, &pids, &before);
+    report_memory(("watches", "watch"), count / 3, leader, &pids, &before);
     Ok(())
 }
 
@@ -612,5 +621,81 @@ async fn watch_latency(arguments: &[String]) -> anyhow::Result<()> {
         watchers * writes,
         delays.len()
     );
+    Ok(())
+}
+
+/// Uncontended acquire + release latency of a `Mutex`, then hand-offs per second with many
+/// contenders on one lock, each with its own connection and session (like separate processes).
+async fn locks(arguments: &[String]) -> anyhow::Result<()> {
+    let contenders: usize = flag(arguments, "--contenders", "16")
+        .parse()
+        .context("--contenders")?;
+    let seconds: u64 = flag(arguments, "--seconds", "10")
+        .parse()
+        .context("--seconds")?;
+    let uncontended: usize = flag(arguments, "--uncontended", "200")
+        .parse()
+        .context("--uncontended")?;
+    let (cluster, _leader, _pids) = three_members().await?;
+    let endpoints = cluster.endpoints();
+
+    let client = Client::connect(&endpoints).await?;
+    let session = client.open_session(Duration::from_secs(10)).await?;
+    let mutex = Mutex::new(&client, &session, "/bench/uncontended");
+    // The first acquisition creates the lock's directory.
+    mutex.acquire().await?.release().await?;
+    let mut latencies = Vec::with_capacity(uncontended);
+    for _ in 0..uncontended {
+        let begun = Instant::now();
+        let guard = mutex.acquire().await?;
+        guard.release().await?;
+        latencies.push(begun.elapsed());
+    }
+    latencies.sort();
+    report(&format!(
+        "locks: uncontended acquire+release x{uncontended}: p50={:.2}ms p99={:.2}ms",
+        percentile(&latencies, 0.50).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+    ));
+
+    let stop_at = Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for contender in 0..contenders {
+        let endpoints = endpoints.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut rotated = endpoints;
+            let shift = contender % rotated.len();
+            rotated.rotate_left(shift);
+            let client = Client::connect(rotated).await?;
+            let session = client.open_session(Duration::from_secs(10)).await?;
+            let mutex = Mutex::new(&client, &session, "/bench/contended");
+            let mut held = 0u64;
+            while Instant::now() < stop_at {
+                let guard = mutex.acquire().await?;
+                held += 1;
+                guard.release().await?;
+            }
+            session.close().await?;
+            Ok::<_, coord_client::Error>(held)
+        }));
+    }
+    let started = Instant::now();
+    let mut total = 0;
+    let mut per_contender = Vec::new();
+    for task in tasks {
+        let held = task.await??;
+        total += held;
+        per_contender.push(held);
+    }
+    let elapsed = started.elapsed();
+    per_contender.sort_unstable();
+    report(&format!(
+        "locks: {contenders} contenders on one lock for {:.1}s: {total} acquisitions, {:.0} hand-offs/s \
+         (fewest by one contender {}, most {})",
+        elapsed.as_secs_f64(),
+        total as f64 / elapsed.as_secs_f64(),
+        per_contender.first().copied().unwrap_or_default(),
+        per_contender.last().copied().unwrap_or_default(),
+    ));
     Ok(())
 }

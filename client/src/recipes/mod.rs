@@ -1,0 +1,225 @@
+//! Coordination recipes: mutex, read-write lock, semaphore, leader election, barrier and
+//! double barrier, built on sessions, ephemeral sequential nodes and watches; plus fencing
+//! helpers ([`TokenVerifier`], [`Sequencer`]) and introspection ([`list_locks`]).
+//!
+//! What it owns: the nodes its recipes create under a recipe *name* (a directory path such as
+//! `/locks/db`), from their creation until they are handed to the caller inside a handle
+//! ([`LockGuard`], [`Leadership`], [`Participation`]) or deleted.
+//! What it must never do: report a lock, permit, leadership or barrier entry that it has not
+//! just confirmed, or leave behind a node that nobody will delete.
+//!
+//! # Invariants
+//!
+//! - **Confirmed success.** After every wait a recipe lists its directory again with
+//!   linearizable reads; it reports success only if that listing shows its own node with its
+//!   token (the node's create revision) and grants the turn, and if the session is safe
+//!   ([`crate::Session::is_safe`]) when checked after that read. Success therefore means:
+//!   the node existed after the last wait, and the session cannot expire before `safe_until`.
+//!   A failed check is a typed error ([`crate::Error::LockLost`],
+//!   [`crate::Error::SessionExpired`], [`crate::Error::SessionUnsafe`]), never a success.
+//!   (Jepsen found etcd's lock telling a waiter "locked" after its lease had expired.)
+//! - **No orphan.** A node whose acquisition does not complete (try failed, timeout, error, or
+//!   the future dropped) is deleted: inline when possible, otherwise by a task spawned from a
+//!   drop guard. A create whose outcome is unknown is sent again with the *same* write id, which
+//!   the cluster applies at most once and answers with the first outcome, so the recipe learns
+//!   whether and where its node exists instead of guessing.
+//! - **No herd.** A mutex, writer or candidate watches only its immediate predecessor; a reader
+//!   watches only the last writer before it. A semaphore and a double barrier watch their
+//!   directory's child list: correctness needs a count, not one node (see their docs).
+//! - **Tokens.** A holder's fencing token is its node's `create_revision`: strictly greater for
+//!   every later holder of the same name, because revisions strictly increase.
+//!
+//! # Layout of a recipe directory
+//!
+//! ```text
+//! /locks/db                      the directory: created persistent on first use (with its
+//! │                              ancestors); a semaphore's records `permits=N`
+//! ├── lock-0000000007            Mutex          (ephemeral, sequential)
+//! ├── read-0000000008            RwLock reader
+//! ├── write-0000000009           RwLock writer
+//! ├── permit-0000000010          Semaphore      (in its own directory)
+//! ├── candidate-0000000011       Election       (in its own directory)
+//! ├── member-0000000012, ready   DoubleBarrier  (in its own directory)
+//! ```
+//!
+//! A directory stays after its last node goes, so that the next acquisition costs one write,
+//! not three (a container would vanish with each release and have to be created again);
+//! delete it when the name is retired. A directory created beforehand as a container works
+//! too: it goes with its last node, and the next acquisition recreates it as persistent.
+//!
+//! Waiters are ordered by the sequence suffix, which the parent assigns in commit order; the
+//! lowest is served first (FIFO, so writers do not starve).
+//! Every recipe node holds `"{unix_ms}\n{attempt}\n{payload}"`: the wall-clock time at which it
+//! queued (rewritten with the grant time when it had to wait), a unique id of the creating
+//! attempt (used to recognise the node after an unknown outcome), and the caller's payload (the
+//! holder's description, or an election's value). The time is for people reading listings;
+//! no decision depends on it.
+//!
+//! # Acquisition
+//!
+//! ```text
+//!  create ephemeral sequential node ──(unknown outcome: resend the same write id)
+//!        │
+//!        ▼
+//!  list the directory (linearizable) at revision R ◄─────────────────┐
+//!        │ own node missing, or another token ─► Err(LockLost)       │
+//!        ├─ granted ───► (stamp the grant time, fenced, if it        │ event, Compacted,
+//!        │               waited) session safe? ─► handle + monitor   │ or watch failure
+//!        └─ not yet ───► watch the predecessor from R + 1, once ─────┘
+//!                        (session lost ─► Err; deadline ─► delete node, None)
+//! ```
+//!
+//! A handle's monitor (a background task) watches the session and the node: [`LockGuard::lost`]
+//! resolves, and `is_safe` turns false, when the session expires, when it cannot be confirmed
+//! alive before `safe_until`, or when the node is deleted. Keep the [`crate::Session`] alive
+//! while holding anything: dropping it stops its keep-alives.
+
+mod barrier;
+mod double_barrier;
+mod election;
+mod fence;
+mod guard;
+mod holding;
+mod listing;
+mod mutex;
+mod pending;
+mod queue;
+mod record;
+mod rwlock;
+mod semaphore;
+mod wait;
+
+pub use barrier::Barrier;
+pub use double_barrier::{DoubleBarrier, Participation};
+pub use election::{Election, LeaderChanges, LeaderInfo, Leadership};
+pub use fence::{admit, Sequencer, StaleToken, TokenVerifier};
+pub use guard::LockGuard;
+pub use listing::{list_elections, list_locks, ElectionInfo, LockInfo, LockKind, Participant};
+pub use mutex::Mutex;
+pub use queue::Role;
+pub use rwlock::RwLock;
+pub use semaphore::Semaphore;
+
+use crate::client::Client;
+use crate::error::Error;
+use crate::txn::{Compare, CompareOp, Op, Txn};
+
+/// Why a held recipe node can no longer be relied on. Once a handle reports one, it never
+/// becomes safe again: stop acting as the holder and acquire anew.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LostReason {
+    /// The cluster said the session expired or was closed; its nodes are deleted.
+    SessionExpired,
+    /// No keep-alive was acknowledged before the session's `safe_until`: the cluster may have
+    /// expired the session and handed the lock to someone else.
+    SessionUnsafe,
+    /// The node was deleted by someone else (an administrator, a recursive delete).
+    NodeDeleted,
+}
+
+/// The path of `child` under `directory`.
+pub(crate) fn child_path(directory: &str, child: &str) -> String {
+    if directory == "/" {
+        format!("/{child}")
+    } else {
+        format!("{directory}/{child}")
+    }
+}
+
+/// The last segment of a path.
+pub(crate) fn base_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// Refuses the root as a recipe directory: every recipe deletes and recreates its directory,
+/// and the root's children belong to everyone. Other path rules are checked by the server.
+pub(crate) fn check_name(name: &str) -> Result<(), Error> {
+    if name == "/" {
+        return Err(Error::InvalidArgument {
+            message: "a recipe name must be a directory below the root, such as /locks/db".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Deletes the node at `path` only if it is still the node created at revision `token`: a
+/// later node that reuses the name (after its directory was deleted and recreated) is left
+/// alone. Returns whether it deleted anything.
+pub(crate) async fn delete_own(client: &Client, path: &str, token: u64) -> Result<bool, Error> {
+    let txn = Txn::new()
+        .when(Compare::create_revision(path, CompareOp::Equal, token))
+        .then(Op::delete(path, None, false));
+    Ok(client.txn(txn).await?.succeeded)
+}
+
+/// Runs `future` on the current Tokio runtime, if there is one; used by drop guards, which
+/// cannot await. Without a runtime the session's end removes what the future would have.
+pub(crate) fn spawn_detached<F>(future: F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn(future);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn send<T: Send>(_: T) {}
+
+    fn send_sync<T: Send + Sync>() {}
+
+    /// Recipes, their futures and their handles can move between tasks (`tokio::spawn`).
+    #[allow(dead_code, reason = "type-checked, never run")]
+    fn recipes_work_across_tasks(
+        client: &Client,
+        recipes: (
+            &Mutex,
+            &RwLock,
+            &Semaphore,
+            &Election,
+            &Barrier,
+            &DoubleBarrier,
+        ),
+        handles: (LockGuard, Leadership, Participation),
+    ) {
+        let (mutex, rwlock, semaphore, election, barrier, double_barrier) = recipes;
+        send(mutex.acquire());
+        send(mutex.try_acquire());
+        send(mutex.acquire_timeout(Duration::ZERO));
+        send(rwlock.read());
+        send(rwlock.write());
+        send(semaphore.acquire());
+        send(election.campaign("value"));
+        send(Election::leader(client, "/e"));
+        send(barrier.wait());
+        send(double_barrier.enter());
+        send(list_locks(client, "/"));
+        send(list_elections(client, "/"));
+        let (guard, mut leadership, participation) = handles;
+        send(guard.lost());
+        send(leadership.proclaim("value"));
+        send(leadership.lost());
+        send(participation.leave());
+        send(guard.release());
+        send(leadership.resign());
+        send_sync::<LockGuard>();
+        send_sync::<Leadership>();
+        send_sync::<Participation>();
+        send_sync::<LeaderChanges>();
+        send_sync::<Mutex>();
+        send_sync::<TokenVerifier>();
+    }
+
+    #[test]
+    fn child_paths_join_without_doubled_slashes() {
+        assert_eq!(child_path("/locks/db", "lock-"), "/locks/db/lock-");
+        assert_eq!(child_path("/", "x"), "/x");
+        assert_eq!(base_name("/locks/db/lock-0000000001"), "lock-0000000001");
+        assert!(check_name("/").is_err());
+        assert!(check_name("/locks").is_ok());
+    }
+}

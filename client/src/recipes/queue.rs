@@ -1,0 +1,573 @@
+//! `Queue`: the acquisition engine behind `Mutex`, `RwLock`, `Semaphore` and `Election`:
+//! enqueue an ephemeral sequential node, wait for the turn that a `Rule` defines, confirm,
+//! and hand over a `Holding`. Also the pure parts: naming (`Role`), ordering and the grant
+//! decision (`decide`), which listings and tests share.
+//!
+//! Invariants:
+//! - entries are ordered by their sequence suffix, which the parent assigns in commit order, so
+//!   every node that precedes ours was created before ours and no new predecessor can appear;
+//! - a waiter watches one node (its predecessor, or the last writer before a reader) from the
+//!   revision after the listing that chose it, so a deletion between the listing and the watch
+//!   is not missed; after any wake-up it lists again rather than assume its turn has come
+//!   (the predecessor may have abandoned, and an earlier one may still be there);
+//! - `acquire` returns a holding only after a listing made after its last wait showed its node
+//!   with its token and granted the turn, and `confirm` then found the session safe; otherwise
+//!   it leaves no node behind.
+
+use super::guard::LockGuard;
+use super::holding::Holding;
+use super::pending::PendingNode;
+use super::record::NodeRecord;
+use super::wait::{check_session, persist, transient, wait_for_change, Attempted, Patience, Woken};
+use super::{base_name, check_name, child_path};
+use crate::client::Client;
+use crate::error::Error;
+use crate::session::SessionView;
+use crate::txn::{Op, Txn};
+use crate::types::{Consistency, Stat};
+use crate::watch::{EventFilter, WatchOptions};
+
+/// What a recipe node stands for; the node's name is the role's prefix and a sequence suffix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    /// A [`crate::recipes::Mutex`] holder or waiter (`lock-`); an `RwLock` treats it as a writer.
+    Lock,
+    /// An [`crate::recipes::RwLock`] reader (`read-`).
+    Read,
+    /// An [`crate::recipes::RwLock`] writer (`write-`).
+    Write,
+    /// A [`crate::recipes::Semaphore`] permit holder or waiter (`permit-`).
+    Permit,
+    /// An [`crate::recipes::Election`] candidate (`candidate-`); the lowest leads.
+    Candidate,
+    /// A [`crate::recipes::DoubleBarrier`] participant (`member-`).
+    Member,
+}
+
+/// Roles that queue together: entries of other families in a directory are ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    Locks,
+    Permits,
+    Candidates,
+    Members,
+}
+
+impl Role {
+    const ALL: [Role; 6] = [
+        Role::Lock,
+        Role::Read,
+        Role::Write,
+        Role::Permit,
+        Role::Candidate,
+        Role::Member,
+    ];
+
+    /// The prefix of this role's node names; the server appends a zero-padded sequence.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Role::Lock => "lock-",
+            Role::Read => "read-",
+            Role::Write => "write-",
+            Role::Permit => "permit-",
+            Role::Candidate => "candidate-",
+            Role::Member => "member-",
+        }
+    }
+
+    /// The role and sequence of a recipe node's name, or `None` for any other name.
+    pub fn parse(name: &str) -> Option<(Role, u64)> {
+        Role::ALL.into_iter().find_map(|role| {
+            let digits = name.strip_prefix(role.prefix())?;
+            if digits.is_empty() || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
+                return None;
+            }
+            Some((role, digits.parse().ok()?))
+        })
+    }
+
+    fn family(self) -> Family {
+        match self {
+            Role::Lock | Role::Read | Role::Write => Family::Locks,
+            Role::Permit => Family::Permits,
+            Role::Candidate => Family::Candidates,
+            Role::Member => Family::Members,
+        }
+    }
+
+    /// Whether a reader must wait for this role.
+    fn excludes_readers(self) -> bool {
+        matches!(self, Role::Lock | Role::Write)
+    }
+}
+
+/// One recipe node in a directory listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Entry {
+    pub(crate) name: String,
+    pub(crate) path: String,
+    pub(crate) role: Role,
+    pub(crate) sequence: u64,
+    pub(crate) stat: Stat,
+}
+
+/// A directory's children, read page by page with linearizable reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Listing {
+    /// The revision of the first page: every node seen existed at or after it, so a watch
+    /// from the next revision sees any of them go.
+    pub(crate) revision: u64,
+    /// The revision of the last page: the listing reflects every change up to it.
+    pub(crate) last_revision: u64,
+    /// Recipe nodes, in queue order.
+    pub(crate) entries: Vec<Entry>,
+    /// Every other child, with its stat.
+    pub(crate) others: Vec<(String, Stat)>,
+}
+
+impl Listing {
+    /// Sorts recipe nodes into queue order.
+    pub(crate) fn from_children(
+        directory: &str,
+        (revision, last_revision): (u64, u64),
+        children: impl IntoIterator<Item = (String, Stat)>,
+    ) -> Listing {
+        let mut listing = Listing {
+            revision,
+            last_revision,
+            ..Listing::default()
+        };
+        for (name, stat) in children {
+            match Role::parse(&name) {
+                Some((role, sequence)) => listing.entries.push(Entry {
+                    path: child_path(directory, &name),
+                    name,
+                    role,
+                    sequence,
+                    stat,
+                }),
+                None => listing.others.push((name, stat)),
+            }
+        }
+        listing
+            .entries
+            .sort_by(|left, right| (left.sequence, &left.name).cmp(&(right.sequence, &right.name)));
+        listing
+    }
+
+    /// The index of the entry named `name` if it is still the node created at `token`.
+    pub(crate) fn position(&self, name: &str, token: u64) -> Option<usize> {
+        self.entries
+            .iter()
+            .position(|entry| entry.name == name && entry.stat.create_revision == token)
+    }
+
+    pub(crate) fn has_other(&self, name: &str) -> bool {
+        self.others.iter().any(|(other, _)| other == name)
+    }
+}
+
+/// Lists `directory` (`NoNode` if it does not exist).
+///
+/// Pages are read at successive revisions, which is enough for queue decisions: a node that
+/// precedes ours existed before ours, so each page shows it unless it was already deleted, and
+/// nodes created during the listing come after ours.
+pub(crate) async fn list_directory(client: &Client, directory: &str) -> Result<Listing, Error> {
+    let mut children = Vec::new();
+    let mut revision = None;
+    let mut page_token: Option<String> = None;
+    let last_revision = loop {
+        let page = client
+            .children_page(
+                directory,
+                0,
+                page_token.as_deref(),
+                true,
+                Consistency::Linearizable,
+            )
+            .await?;
+        revision.get_or_insert(page.header.revision);
+        children.extend(
+            page.children
+                .into_iter()
+                .map(|child| (child.name, child.stat.unwrap_or_default())),
+        );
+        match page.next_page_token {
+            Some(next) => page_token = Some(next),
+            None => break page.header.revision,
+        }
+    };
+    Ok(Listing::from_children(
+        directory,
+        (revision.unwrap_or_default(), last_revision),
+        children,
+    ))
+}
+
+/// When a queued node's turn comes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rule {
+    /// When no node of its family precedes it (mutex, writer, candidate).
+    Exclusive,
+    /// When no `lock-` or `write-` node precedes it (reader).
+    Shared,
+    /// When fewer than this many nodes of its family precede it (semaphore).
+    Permits(u64),
+}
+
+/// What a queued node should do after a listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Decision {
+    Granted,
+    /// Wait for the entry at this index to go.
+    WaitFor(usize),
+    /// Wait for any change of the directory's children.
+    WaitForChildren,
+}
+
+/// The decision for the entry at `own` in `entries` (in queue order).
+pub(crate) fn decide(rule: Rule, entries: &[Entry], own: usize) -> Decision {
+    let family = entries[own].role.family();
+    let mut before = entries[..own]
+        .iter()
+        .enumerate()
+        .filter(|(_, entry)| entry.role.family() == family);
+    let blocker = match rule {
+        Rule::Exclusive => before.next_back(),
+        Rule::Shared => before.rfind(|(_, entry)| entry.role.excludes_readers()),
+        Rule::Permits(permits) => {
+            let preceding = u64::try_from(before.count()).unwrap_or(u64::MAX);
+            return if preceding < permits {
+                Decision::Granted
+            } else {
+                Decision::WaitForChildren
+            };
+        }
+    };
+    match blocker {
+        Some((index, _)) => Decision::WaitFor(index),
+        None => Decision::Granted,
+    }
+}
+
+/// A node queued or held, as `Queue::acquire` hands it over.
+pub(crate) struct Acquired {
+    pub(crate) holding: Holding,
+    /// The data the node holds now.
+    pub(crate) record: NodeRecord,
+}
+
+/// One acquisition: a queue of `role` nodes in directory `name`, served by `rule`.
+pub(crate) struct Queue<'a> {
+    pub(crate) client: &'a Client,
+    pub(crate) session: &'a SessionView,
+    pub(crate) name: &'a str,
+    pub(crate) role: Role,
+    pub(crate) rule: Rule,
+    pub(crate) payload: &'a [u8],
+}
+
+impl Queue<'_> {
+    /// Enqueues, waits for the turn within `patience`, confirms, and returns the holding;
+    /// `None` if the turn did not come in time (the node is then deleted).
+    ///
+    /// Cancel-safe: if the future is dropped, the node (even one whose create is still in
+    /// doubt) is deleted by a spawned task.
+    pub(crate) async fn acquire(&self, patience: Patience) -> Result<Option<Acquired>, Error> {
+        check_name(self.name)?;
+        check_session(self.session)?;
+        let deadline = patience.deadline();
+        let record = NodeRecord::new(self.client, self.payload.to_vec());
+        let mut pending = PendingNode::new(self.client.clone(), self.session.clone());
+        let created = match pending
+            .create(self.name, self.role, &record, deadline)
+            .await?
+        {
+            Some(created) => created,
+            None => return Ok(None),
+        };
+        let token = created.stat.create_revision;
+        let own_name = base_name(&created.path).to_owned();
+        let lost = || Error::LockLost {
+            path: created.path.clone(),
+            token,
+        };
+        let mut waited = false;
+        let seen_at = loop {
+            let listing = match persist(Some(self.session), deadline, || {
+                list_directory(self.client, self.name)
+            })
+            .await
+            {
+                Ok(Attempted::Done(listing)) => listing,
+                Ok(Attempted::TimedOut) => {
+                    pending.remove().await;
+                    return Ok(None);
+                }
+                Err(Error::NoNode { .. }) => return Err(lost()),
+                Err(error) => return Err(error),
+            };
+            let Some(own) = listing.position(&own_name, token) else {
+                return Err(lost());
+            };
+            // Only the event that can grant the turn wakes the waiter: a predecessor's data
+            // changing (stamped when its own wait ends) is not one, so each hand-off wakes
+            // exactly the next waiter.
+            let (watched, kind) = match decide(self.rule, &listing.entries, own) {
+                // This listing, made after the last wait, is the read that re-checks the node.
+                Decision::Granted => break listing.revision,
+                Decision::WaitFor(index) => {
+                    (listing.entries[index].path.clone(), EventFilter::Deleted)
+                }
+                Decision::WaitForChildren => (self.name.to_owned(), EventFilter::ChildrenChanged),
+            };
+            if patience == Patience::Try {
+                pending.remove().await;
+                return Ok(None);
+            }
+            let options = WatchOptions {
+                path: watched,
+                start_revision: listing.revision + 1,
+                once: true,
+                kinds: vec![kind],
+                ..WatchOptions::default()
+            };
+            match wait_for_change(self.client, Some(self.session), options, deadline).await? {
+                Woken::Changed => waited = true,
+                Woken::TimedOut => {
+                    pending.remove().await;
+                    return Ok(None);
+                }
+            }
+        };
+        let record = if waited { record.restamped() } else { record };
+        let restamp = waited.then(|| record.encode());
+        let node = (created.path.as_str(), token);
+        let revision = confirm(self.client, self.session, node, seen_at, restamp).await?;
+        pending.disarm();
+        let holding = Holding::start(
+            self.client.clone(),
+            self.session.clone(),
+            self.name.to_owned(),
+            created.path.clone(),
+            token,
+            revision + 1,
+        );
+        Ok(Some(Acquired { holding, record }))
+    }
+}
+
+impl Queue<'_> {
+    /// Like [`Queue::acquire`], for the recipes whose holdings are `LockGuard`s.
+    pub(crate) async fn acquire_lock(
+        &self,
+        patience: Patience,
+    ) -> Result<Option<LockGuard>, Error> {
+        let acquired = self.acquire(patience).await?;
+        Ok(acquired.map(|acquired| LockGuard::new(acquired.holding)))
+    }
+}
+
+/// The re-check after the last wait, once a listing (`seen_at`, a linearizable read made after
+/// that wait) showed the node at `path` with create revision `token` and granted its turn:
+/// stamps the grant time into the node with a txn fenced by the token when `restamp` is given
+/// (refused: `LockLost`), then checks that the session is safe. Returns the revision from
+/// which the node is known to exist.
+///
+/// Why this suffices: the node existed at a revision after the last wait, and the session
+/// (checked after that read) cannot expire before `safe_until`, so the node lasts until then
+/// unless someone deletes it explicitly, which the holding's monitor reports.
+pub(crate) async fn confirm(
+    client: &Client,
+    session: &SessionView,
+    (path, token): (&str, u64),
+    seen_at: u64,
+    restamp: Option<Vec<u8>>,
+) -> Result<u64, Error> {
+    let mut revision = seen_at;
+    if let Some(data) = restamp {
+        check_session(session)?;
+        let txn = Txn::new()
+            .fence(path, token)
+            .then(Op::set(path, data, None));
+        match client.txn(txn).await {
+            Ok(result) => revision = revision.max(result.header.revision),
+            Err(Error::FenceRejected { .. }) => {
+                return Err(Error::LockLost {
+                    path: path.to_owned(),
+                    token,
+                })
+            }
+            // The stamp is for people reading listings; the listing already showed the node.
+            Err(error) if transient(&error) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    check_session(session)?;
+    Ok(revision)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listing(names: &[&str]) -> Listing {
+        let children = names.iter().enumerate().map(|(index, name)| {
+            let stat = Stat {
+                create_revision: 100 + index as u64,
+                ..Stat::default()
+            };
+            ((*name).to_owned(), stat)
+        });
+        Listing::from_children("/locks/db", (5, 5), children)
+    }
+
+    fn own(listing: &Listing, name: &str) -> usize {
+        listing
+            .entries
+            .iter()
+            .position(|entry| entry.name == name)
+            .expect("the entry is listed")
+    }
+
+    fn waits_for<'a>(listing: &'a Listing, rule: Rule, name: &str) -> Option<&'a str> {
+        match decide(rule, &listing.entries, own(listing, name)) {
+            Decision::Granted => None,
+            Decision::WaitFor(index) => Some(&listing.entries[index].name),
+            Decision::WaitForChildren => Some("*"),
+        }
+    }
+
+    #[test]
+    fn names_parse_into_roles_and_sequences() {
+        assert_eq!(Role::parse("lock-0000000003"), Some((Role::Lock, 3)));
+        assert_eq!(Role::parse("write-0000000012"), Some((Role::Write, 12)));
+        assert_eq!(
+            Role::parse("candidate-12345678901"),
+            Some((Role::Candidate, 12_345_678_901))
+        );
+        for name in [
+            "lock-",
+            "lock-12a",
+            "ready",
+            "lock0000000001",
+            "Lock-0000000001",
+        ] {
+            assert_eq!(Role::parse(name), None, "{name}");
+        }
+        for role in Role::ALL {
+            let name = format!("{}{:010}", role.prefix(), 42);
+            assert_eq!(Role::parse(&name), Some((role, 42)));
+        }
+    }
+
+    #[test]
+    fn entries_queue_by_sequence_across_prefixes() {
+        let listing = listing(&[
+            "write-0000000004",
+            "read-0000000010",
+            "read-0000000002",
+            "ready",
+        ]);
+        let order: Vec<&str> = listing
+            .entries
+            .iter()
+            .map(|entry| entry.name.as_str())
+            .collect();
+        assert_eq!(
+            order,
+            ["read-0000000002", "write-0000000004", "read-0000000010"]
+        );
+        assert_eq!(listing.others.len(), 1);
+        assert!(listing.has_other("ready"));
+        assert_eq!(listing.entries[0].path, "/locks/db/read-0000000002");
+    }
+
+    #[test]
+    fn a_mutex_waiter_watches_only_its_immediate_predecessor() {
+        let listing = listing(&["lock-0000000001", "lock-0000000002", "lock-0000000005"]);
+        assert_eq!(
+            waits_for(&listing, Rule::Exclusive, "lock-0000000001"),
+            None
+        );
+        assert_eq!(
+            waits_for(&listing, Rule::Exclusive, "lock-0000000002"),
+            Some("lock-0000000001")
+        );
+        assert_eq!(
+            waits_for(&listing, Rule::Exclusive, "lock-0000000005"),
+            Some("lock-0000000002")
+        );
+    }
+
+    #[test]
+    fn readers_share_until_a_writer_and_wait_for_the_last_writer_before_them() {
+        let listing = listing(&[
+            "read-0000000001",
+            "read-0000000002",
+            "write-0000000003",
+            "read-0000000004",
+            "write-0000000005",
+            "read-0000000006",
+        ]);
+        assert_eq!(waits_for(&listing, Rule::Shared, "read-0000000001"), None);
+        assert_eq!(waits_for(&listing, Rule::Shared, "read-0000000002"), None);
+        assert_eq!(
+            waits_for(&listing, Rule::Exclusive, "write-0000000003"),
+            Some("read-0000000002")
+        );
+        assert_eq!(
+            waits_for(&listing, Rule::Shared, "read-0000000004"),
+            Some("write-0000000003")
+        );
+        assert_eq!(
+            waits_for(&listing, Rule::Exclusive, "write-0000000005"),
+            Some("read-0000000004")
+        );
+        assert_eq!(
+            waits_for(&listing, Rule::Shared, "read-0000000006"),
+            Some("write-0000000005")
+        );
+    }
+
+    #[test]
+    fn a_mutex_in_the_same_directory_counts_as_a_writer() {
+        let listing = listing(&["lock-0000000001", "read-0000000002", "write-0000000003"]);
+        assert_eq!(
+            waits_for(&listing, Rule::Shared, "read-0000000002"),
+            Some("lock-0000000001")
+        );
+        assert_eq!(
+            waits_for(&listing, Rule::Exclusive, "write-0000000003"),
+            Some("read-0000000002")
+        );
+    }
+
+    #[test]
+    fn semaphore_holders_are_the_first_n_and_others_watch_the_directory() {
+        let listing = listing(&[
+            "permit-0000000001",
+            "permit-0000000002",
+            "permit-0000000003",
+            "lock-0000000004",
+        ]);
+        let rule = Rule::Permits(2);
+        assert_eq!(waits_for(&listing, rule, "permit-0000000001"), None);
+        assert_eq!(waits_for(&listing, rule, "permit-0000000002"), None);
+        assert_eq!(waits_for(&listing, rule, "permit-0000000003"), Some("*"));
+        // Another family in the directory neither blocks nor is blocked.
+        assert_eq!(
+            waits_for(&listing, Rule::Exclusive, "lock-0000000004"),
+            None
+        );
+    }
+
+    #[test]
+    fn a_node_is_found_only_with_its_own_token() {
+        let listing = listing(&["lock-0000000001", "lock-0000000002"]);
+        assert_eq!(listing.position("lock-0000000002", 101), Some(1));
+        // The same name with another create revision is somebody else's node.
+        assert_eq!(listing.position("lock-0000000002", 7), None);
+        assert_eq!(listing.position("lock-0000000009", 101), None);
+    }
+}
