@@ -7,7 +7,10 @@
 //! Start several with different names; kill the leader and another takes over within the
 //! session TTL. `coordctl elect --observe /examples/elections/worker` shows each change.
 
-#![allow(clippy::print_stdout, reason = "an example reports to its user on stdout")]
+#![allow(
+    clippy::print_stdout,
+    reason = "an example reports to its user on stdout"
+)]
 
 use std::time::Duration;
 

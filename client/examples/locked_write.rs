@@ -8,7 +8,10 @@
 //! still the holder, so a run paused past its session's TTL cannot overwrite a newer holder's
 //! work when it wakes up.
 
-#![allow(clippy::print_stdout, reason = "an example reports to its user on stdout")]
+#![allow(
+    clippy::print_stdout,
+    reason = "an example reports to its user on stdout"
+)]
 
 use std::time::Duration;
 

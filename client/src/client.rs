@@ -44,6 +44,11 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
     /// Longest wait for one call, retries included.
     pub request_timeout: Duration,
+    /// On connecting, ask the cluster for its members and add their client addresses to the
+    /// endpoints given, so the client can fail over to members it was not told about.
+    /// Turn it off when members advertise addresses this client cannot or should not use
+    /// (behind NAT, or a test's fault-injecting proxies).
+    pub discover_members: bool,
 }
 
 impl Default for ClientOptions {
@@ -51,6 +56,7 @@ impl Default for ClientOptions {
         ClientOptions {
             connect_timeout: Duration::from_secs(3),
             request_timeout: Duration::from_secs(15),
+            discover_members: true,
         }
     }
 }
@@ -113,6 +119,40 @@ impl Client {
                 message: "no endpoints given".into(),
             });
         }
+        let discover = options.discover_members;
+        let client = Client::with_endpoints(endpoints, options)?;
+        client.probe().await?;
+        if !discover {
+            return Ok(client);
+        }
+        // Members the caller did not name become fail-over targets after the named ones.
+        let known = client.endpoints().to_vec();
+        let discovered: Vec<String> = match client.member_list().await {
+            Ok(members) => members
+                .into_iter()
+                .map(|member| member.client_address)
+                .filter(|address| !address.is_empty() && !known.contains(address))
+                .collect(),
+            // Discovery is a convenience: the endpoints given still serve.
+            Err(_) => Vec::new(),
+        };
+        if discovered.is_empty() {
+            return Ok(client);
+        }
+        let current = client.inner.current.load(Ordering::Relaxed);
+        let mut endpoints = known;
+        endpoints.extend(discovered);
+        let options = client.inner.options.clone();
+        let discovered_client = Client::with_endpoints(endpoints, options)?;
+        discovered_client
+            .inner
+            .current
+            .store(current, Ordering::Relaxed);
+        Ok(discovered_client)
+    }
+
+    /// A client over `endpoints` (connections are opened lazily).
+    fn with_endpoints(endpoints: Vec<String>, options: ClientOptions) -> Result<Client, Error> {
         let mut channels = Vec::with_capacity(endpoints.len());
         for endpoint in &endpoints {
             let uri = if endpoint.contains("://") {
@@ -129,7 +169,7 @@ impl Client {
                 .connect_lazy();
             channels.push(channel);
         }
-        let client = Client {
+        Ok(Client {
             inner: Arc::new(Inner {
                 endpoints,
                 channels,
@@ -138,9 +178,7 @@ impl Client {
                 write_ids: WriteIds::new(),
                 watch_events: AtomicU64::new(0),
             }),
-        };
-        client.probe().await?;
-        Ok(client)
+        })
     }
 
     pub(crate) fn options(&self) -> &ClientOptions {
@@ -174,7 +212,7 @@ impl Client {
         &self.inner.write_ids
     }
 
-    /// The endpoints this client was given.
+    /// The endpoints this client uses: those it was given, then any members it discovered.
     pub fn endpoints(&self) -> &[String] {
         &self.inner.endpoints
     }
@@ -317,7 +355,7 @@ impl Client {
                     other => other,
                 });
             }
-            tokio::time::sleep(backoff).await;
+            tokio::time::sleep(jittered(backoff)).await;
             backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
         }
     }
@@ -615,4 +653,33 @@ pub(crate) fn with_timeout<T>(message: T, timeout: Duration) -> tonic::Request<T
     let mut request = tonic::Request::new(message);
     request.set_timeout(timeout);
     request
+}
+
+/// A pause between half of `pause` and all of it, drawn afresh each time, so that clients
+/// that failed together (a leader died under all of them) do not retry in lockstep.
+pub(crate) fn jittered(pause: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    // Each `RandomState` is keyed differently, so its hash of nothing is a fresh random number;
+    // that is plenty for spreading retries and needs no extra dependency.
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let fraction = (random >> 11) as f64 / (1u64 << 53) as f64;
+    pause.mul_f64(0.5 + fraction / 2.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_between_half_and_the_whole_pause_and_varies() {
+        let pause = Duration::from_millis(400);
+        let pauses: Vec<Duration> = (0..200).map(|_| jittered(pause)).collect();
+        assert!(pauses
+            .iter()
+            .all(|jittered| *jittered >= pause / 2 && *jittered <= pause));
+        let distinct: std::collections::BTreeSet<Duration> = pauses.into_iter().collect();
+        assert!(distinct.len() > 100, "{} distinct pauses", distinct.len());
+    }
 }

@@ -11,93 +11,193 @@ use thiserror::Error;
 pub enum Error {
     /// A path broke a syntax rule, which `message` names.
     #[error("{message}")]
-    InvalidPath { path: String, message: String },
-    /// The request was malformed in another way.
+    InvalidPath {
+        /// The path as given.
+        path: String,
+        /// The rule it broke.
+        message: String,
+    },
+    /// The request was malformed in another way (a bad txn, a zero TTL, a stale write id).
     #[error("{message}")]
-    InvalidArgument { message: String },
+    InvalidArgument {
+        /// What was wrong.
+        message: String,
+    },
+    /// A create found a node already at the path.
     #[error("node {path} already exists")]
-    NodeExists { path: String },
+    NodeExists {
+        /// The path that is taken.
+        path: String,
+    },
+    /// The node does not exist.
     #[error("node {path} does not exist")]
-    NoNode { path: String },
+    NoNode {
+        /// The missing node's path.
+        path: String,
+    },
+    /// A conditional write found the node at another version than it expected.
     #[error("node {path} has version {actual}, expected {expected}")]
     BadVersion {
+        /// The node's path.
         path: String,
+        /// The version the request required.
         expected: u64,
+        /// The version the node has.
         actual: u64,
     },
+    /// A non-recursive delete found the node still has children.
     #[error("node {path} has children")]
-    NotEmpty { path: String },
+    NotEmpty {
+        /// The node's path.
+        path: String,
+    },
+    /// A create found no node at the parent path (and was not asked to make parents).
     #[error("parent node {parent} does not exist")]
-    NoParent { parent: String },
+    NoParent {
+        /// The missing parent's path.
+        parent: String,
+    },
+    /// A create would put a child under an ephemeral node.
     #[error("parent node {parent} is ephemeral and cannot have children")]
-    EphemeralParent { parent: String },
-    /// The session has expired or was closed; everything it held is gone.
+    EphemeralParent {
+        /// The ephemeral parent's path.
+        parent: String,
+    },
+    /// The session has expired, was closed, or is unknown to the cluster; everything it held
+    /// is gone.
     #[error("session {session} has expired or was closed")]
-    SessionExpired { session: u64 },
+    SessionExpired {
+        /// The session id.
+        session: u64,
+    },
     /// A fenced write was refused: the token's holder is no longer current.
     #[error("fence rejected on {path}: held token {token}, current token {current}")]
     FenceRejected {
+        /// The fence's node (a lock, permit or candidacy node).
         path: String,
+        /// The token the request held: the create revision it expected the node to have.
         token: u64,
+        /// The create revision of the node now at `path`; 0 if there is none.
         current: u64,
     },
+    /// A node's data is over the server's size limit.
     #[error("data for {path} is {size} bytes, over the limit of {limit}")]
-    TooLarge { path: String, size: u64, limit: u64 },
+    TooLarge {
+        /// The node's path.
+        path: String,
+        /// The size of the data sent, in bytes.
+        size: u64,
+        /// The most the server accepts, in bytes.
+        limit: u64,
+    },
+    /// A limit other than data size was exceeded (too many ops in a txn, a page too large).
     #[error("limit exceeded: {message}")]
-    LimitExceeded { message: String },
+    LimitExceeded {
+        /// Which limit was exceeded.
+        message: String,
+    },
+    /// The request would delete the root node.
     #[error("the root node cannot be deleted")]
     RootReadOnly,
     /// A watch asked for history older than the server retains.
     #[error("revision compacted; the oldest available is {oldest_revision}")]
-    Compacted { oldest_revision: u64 },
+    Compacted {
+        /// The oldest revision the server can still deliver.
+        oldest_revision: u64,
+    },
+    /// A membership change was refused (an unknown member, or a change already in progress).
     #[error("membership change refused: {message}")]
-    Membership { message: String },
+    Membership {
+        /// Why it was refused.
+        message: String,
+    },
     /// One operation of a txn failed; the txn changed nothing.
     #[error("txn operation {op_index} failed: {source}")]
-    TxnOpFailed { op_index: u32, source: Box<Error> },
+    TxnOpFailed {
+        /// The operation's index (from 0) in the branch that ran.
+        op_index: u32,
+        /// Why that operation failed.
+        source: Box<Error>,
+    },
     /// Not applied; the cluster cannot serve it now (no leader, shutting down). Retry later.
     #[error("unavailable: {message}")]
     Unavailable {
+        /// What the member said.
         message: String,
+        /// The member id of the leader the answering member knew, if any.
         leader_hint: Option<u64>,
     },
     /// The call timed out; a write may or may not have been applied.
     #[error("timed out: {message}")]
-    Timeout { message: String },
+    Timeout {
+        /// What timed out.
+        message: String,
+    },
     /// The member stopped while the write was in flight; it may or may not have been applied.
     #[error("interrupted: {message}")]
-    Interrupted { message: String },
+    Interrupted {
+        /// What the member said.
+        message: String,
+    },
     /// The connection failed during the call; a write may or may not have been applied.
     #[error("connection to {endpoint} lost: {message}")]
-    ConnectionLost { endpoint: String, message: String },
+    ConnectionLost {
+        /// The endpoint the call went to.
+        endpoint: String,
+        /// The transport's description of the failure.
+        message: String,
+    },
     /// None of the endpoints could be reached.
     #[error("cannot reach any endpoint of {endpoints:?}: {message}")]
     Unreachable {
+        /// The endpoints tried.
         endpoints: Vec<String>,
+        /// The last connection failure.
         message: String,
     },
+    /// The member failed internally, or answered with a status the client does not know; a
+    /// write may or may not have been applied.
     #[error("server error: {message}")]
-    Internal { message: String },
+    Internal {
+        /// What the member said.
+        message: String,
+    },
     /// A recipe could not confirm its session alive: no keep-alive was acknowledged before the
     /// session's `safe_until`, so the server may already have expired it and handed whatever
     /// it held to someone else. Nothing was acquired; the session may recover.
     #[error("session {session} is not confirmed alive (suspended past its safe-until deadline)")]
-    SessionUnsafe { session: u64 },
+    SessionUnsafe {
+        /// The session id.
+        session: u64,
+    },
     /// A recipe's node (a lock, permit, candidacy or barrier entry) is gone or was replaced,
     /// so whatever it stood for is no longer held.
     #[error("recipe node {path} with token {token} is gone; what it held is lost")]
-    LockLost { path: String, token: u64 },
+    LockLost {
+        /// The recipe node's path.
+        path: String,
+        /// Its fencing token (the node's create revision).
+        token: u64,
+    },
     /// Participants of one semaphore disagree on its number of permits.
     #[error("semaphore {name} records {recorded} permits; this participant asked for {requested}")]
     PermitsMismatch {
+        /// The semaphore's name (its directory).
         name: String,
+        /// The number of permits recorded in the directory.
         recorded: u64,
+        /// The number of permits this participant asked for.
         requested: u64,
     },
     /// A node that a recipe reads holds data it does not understand (it was written by
     /// something else, or by an incompatible version).
     #[error("recipe data of {path} is not understood: {message}")]
-    BadRecipeData { path: String, message: String },
+    BadRecipeData {
+        /// The node's path.
+        path: String,
+        /// What could not be understood.
+        message: String,
+    },
 }
 
 impl Error {

@@ -43,6 +43,7 @@ pub struct SessionOptions {
 }
 
 impl SessionOptions {
+    /// Options that request `ttl` and use the default drift margin.
     pub fn with_ttl(ttl: Duration) -> SessionOptions {
         SessionOptions {
             ttl,
@@ -54,12 +55,15 @@ impl SessionOptions {
 /// An admin's view of one session (`Client::list_sessions`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionInfo {
+    /// The session id.
     pub id: u64,
+    /// The TTL the server granted: how long the session lives without a keep-alive.
     pub ttl: Duration,
     /// Left before the leader expires it without another keep-alive.
     pub remaining: Duration,
     /// Since the leader last heard a keep-alive; `None` if the current leader has not yet.
     pub last_keepalive_age: Option<Duration>,
+    /// The paths of the ephemeral nodes it owns, deleted when it ends.
     pub ephemeral_nodes: Vec<String>,
 }
 
@@ -123,6 +127,7 @@ impl Session {
         self.shared.ttl
     }
 
+    /// What the client knows about the session now, as the keep-alive task last saw it.
     pub fn state(&self) -> SessionState {
         *self.shared.state.borrow()
     }

@@ -7,9 +7,13 @@ use crate::types::{CreateOptions, Header, Stat};
 /// A comparison operator of a [`Compare`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CompareOp {
+    /// The node's attribute equals the given one.
     Equal,
+    /// The node's attribute differs from the given one.
     NotEqual,
+    /// The node's attribute is less than the given one (data compares byte by byte).
     Less,
+    /// The node's attribute is greater than the given one (data compares byte by byte).
     Greater,
 }
 
@@ -48,18 +52,23 @@ impl Compare {
         Compare::new(path, CompareOp::Equal, pb::compare::Target::Exists(false))
     }
 
+    /// Holds when the node's version (its count of data changes) compares to `version` by `op`.
     pub fn version(path: &str, op: CompareOp, version: u64) -> Compare {
         Compare::new(path, op, pb::compare::Target::Version(version))
     }
 
+    /// Holds when the revision that created the node compares to `revision` by `op`.
+    /// With [`CompareOp::Equal`] this checks a fencing token.
     pub fn create_revision(path: &str, op: CompareOp, revision: u64) -> Compare {
         Compare::new(path, op, pb::compare::Target::CreateRevision(revision))
     }
 
+    /// Holds when the revision of the node's last data change compares to `revision` by `op`.
     pub fn mod_revision(path: &str, op: CompareOp, revision: u64) -> Compare {
         Compare::new(path, op, pb::compare::Target::ModRevision(revision))
     }
 
+    /// Holds when the node's data compares to `value` by `op`, byte by byte.
     pub fn value(path: &str, op: CompareOp, value: impl Into<Vec<u8>>) -> Compare {
         Compare::new(path, op, pb::compare::Target::Value(value.into()))
     }
@@ -70,6 +79,7 @@ impl Compare {
 pub struct Op(pub(crate) pb::TxnOp);
 
 impl Op {
+    /// Creates a node, like [`crate::Client::create`].
     pub fn create(path: &str, data: impl Into<Vec<u8>>, options: &CreateOptions) -> Op {
         Op(pb::TxnOp {
             op: Some(pb::txn_op::Op::Create(pb::TxnCreate {
@@ -83,6 +93,7 @@ impl Op {
         })
     }
 
+    /// Replaces a node's data, only if its version equals `expected_version` when one is given.
     pub fn set(path: &str, data: impl Into<Vec<u8>>, expected_version: Option<u64>) -> Op {
         Op(pb::TxnOp {
             op: Some(pb::txn_op::Op::Set(pb::TxnSet {
@@ -93,6 +104,8 @@ impl Op {
         })
     }
 
+    /// Deletes a node, only if its version equals `expected_version` when one is given; with
+    /// `recursive`, its whole subtree too.
     pub fn delete(path: &str, expected_version: Option<u64>, recursive: bool) -> Op {
         Op(pb::TxnOp {
             op: Some(pb::txn_op::Op::Delete(pb::TxnDelete {
@@ -103,6 +116,7 @@ impl Op {
         })
     }
 
+    /// Reads a node's data and stat.
     pub fn get(path: &str) -> Op {
         Op(pb::TxnOp {
             op: Some(pb::txn_op::Op::Get(pb::TxnGet {
@@ -139,6 +153,7 @@ pub struct Txn {
 }
 
 impl Txn {
+    /// An empty transaction: no compares, fences or operations.
     pub fn new() -> Txn {
         Txn::default()
     }
@@ -174,10 +189,30 @@ impl Txn {
 /// The result of one txn operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OpResult {
-    Created { path: String, stat: Stat },
-    Set { stat: Stat },
-    Deleted { count: u64 },
-    Got { data: Vec<u8>, stat: Stat },
+    /// The result of [`Op::create`].
+    Created {
+        /// The created path, with its sequential suffix if any.
+        path: String,
+        /// The new node's stat.
+        stat: Stat,
+    },
+    /// The result of [`Op::set`].
+    Set {
+        /// The node's stat after the write.
+        stat: Stat,
+    },
+    /// The result of [`Op::delete`].
+    Deleted {
+        /// How many nodes were removed (the whole subtree, for a recursive delete).
+        count: u64,
+    },
+    /// The result of [`Op::get`].
+    Got {
+        /// The node's data.
+        data: Vec<u8>,
+        /// The node's stat.
+        stat: Stat,
+    },
 }
 
 /// The result of a txn.
@@ -185,7 +220,9 @@ pub enum OpResult {
 pub struct TxnResult {
     /// Whether every compare held (so `then` ran).
     pub succeeded: bool,
+    /// One result per operation of the branch that ran, in order.
     pub results: Vec<OpResult>,
+    /// Which state the answer reflects and which member gave it.
     pub header: Header,
 }
 

@@ -7,9 +7,11 @@ use coord_proto::v1 as pb;
 pub struct Header {
     /// The revision of the last write applied on the answering member.
     pub revision: u64,
+    /// The Raft term the answering member knew.
     pub raft_term: u64,
     /// The leader the answering member knew (0: none).
     pub leader_id: u64,
+    /// The member id of the member that answered.
     pub member_id: u64,
 }
 
@@ -28,6 +30,7 @@ impl From<Option<pb::ResponseHeader>> for Header {
 /// What happens to a node besides explicit deletion.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum NodeKind {
+    /// Stays until deleted explicitly.
     #[default]
     Persistent,
     /// Removed when its owning session ends; cannot have children.
@@ -59,15 +62,19 @@ impl NodeKind {
 pub struct Stat {
     /// The revision that created the node; a lock's fencing token.
     pub create_revision: u64,
+    /// The revision of the last change to the node's data (its creation, if none since).
     pub mod_revision: u64,
     /// Data changes since creation (0 at creation).
     pub version: u64,
     /// Child creations and deletions since creation.
     pub cversion: u64,
+    /// How many children the node has now.
     pub num_children: u64,
     /// The owning session of an ephemeral node, else 0.
     pub ephemeral_owner: u64,
+    /// The size of the node's data, in bytes.
     pub data_length: u64,
+    /// Whether the node is persistent, ephemeral or a container.
     pub kind: NodeKind,
     /// The revision of the last change to the set of children.
     pub children_revision: u64,
@@ -93,8 +100,11 @@ impl From<Option<pb::NodeStat>> for Stat {
 /// A node's data and stat, as read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeData {
+    /// The node's data.
     pub data: Vec<u8>,
+    /// The node's metadata at the same revision as `data`.
     pub stat: Stat,
+    /// Which state the answer reflects and which member gave it.
     pub header: Header,
 }
 
@@ -103,7 +113,9 @@ pub struct NodeData {
 pub struct Created {
     /// The created path, with its sequential suffix if any.
     pub path: String,
+    /// The new node's metadata.
     pub stat: Stat,
+    /// Which state the answer reflects and which member gave it.
     pub header: Header,
 }
 
@@ -141,12 +153,14 @@ impl Consistency {
 /// Options of a create.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CreateOptions {
+    /// What happens to the node besides explicit deletion; persistent by default.
     pub kind: NodeKind,
     /// Append a zero-padded increasing suffix from the parent (the path may end in `/`).
     pub sequential: bool,
     /// Create missing ancestors as persistent nodes.
     pub make_parents: bool,
-    /// The owning session, for ephemeral nodes.
+    /// The owning session ([`crate::Session::id`]), required for ephemeral nodes.
+    /// Other kinds must leave it 0 (none).
     pub session_id: u64,
 }
 
@@ -162,6 +176,7 @@ pub struct DeleteOptions {
 /// One child in a listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Child {
+    /// The child's name: the last segment of its path, without the parent.
     pub name: String,
     /// Present when the listing asked for stats.
     pub stat: Option<Stat>,
@@ -170,11 +185,13 @@ pub struct Child {
 /// One page of a children listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChildrenPage {
+    /// This page's children, in byte order of their names.
     pub children: Vec<Child>,
     /// Pass to the next call to continue; `None` on the last page.
     pub next_page_token: Option<String>,
     /// The parent's stat.
     pub stat: Stat,
+    /// Which state the answer reflects and which member gave it.
     pub header: Header,
 }
 
@@ -185,5 +202,6 @@ pub struct FenceCheck {
     pub current: bool,
     /// The create revision of the node now at the path (0: none).
     pub current_token: u64,
+    /// Which state the answer reflects and which member gave it.
     pub header: Header,
 }

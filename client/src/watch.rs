@@ -21,28 +21,37 @@ use crate::types::Stat;
 /// What happened to a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
+    /// The node was created.
     Created,
+    /// The node's data was replaced.
     DataChanged,
     /// The node is gone; the reason says why.
     Deleted(DeleteReason),
-    /// A child was added or removed.
+    /// A child was added or removed; the event's path is the parent's.
     ChildrenChanged,
 }
 
 /// Why a node was deleted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeleteReason {
+    /// A delete request removed it (or a recursive delete of an ancestor).
     Deleted,
+    /// It was ephemeral and its owning session was closed.
     SessionClosed,
+    /// It was ephemeral and its owning session expired.
     SessionExpired,
+    /// It was a container and its last child went.
     ContainerEmpty,
 }
 
 /// One change, at one revision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WatchEvent {
+    /// What happened.
     pub kind: EventKind,
+    /// The node it happened to.
     pub path: String,
+    /// The revision of the write that made the change.
     pub revision: u64,
     /// The node's stat after the change (its last stat for a deletion).
     pub stat: Stat,
@@ -53,10 +62,13 @@ pub struct WatchEvent {
 /// A kind of event a watch may be limited to (see [`WatchOptions::kinds`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventFilter {
+    /// Creations.
     Created,
+    /// Data changes.
     DataChanged,
     /// Deletions, for any [`DeleteReason`].
     Deleted,
+    /// Changes to a node's set of children.
     ChildrenChanged,
 }
 
@@ -76,6 +88,7 @@ impl EventFilter {
 pub struct WatchOptions {
     /// The node, or with `recursive` the whole subtree under it.
     pub path: String,
+    /// Watch every node under `path` too, not only the node itself and its set of children.
     pub recursive: bool,
     /// The first revision to deliver; 0 means from now.
     pub start_revision: u64,

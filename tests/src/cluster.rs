@@ -21,6 +21,9 @@ pub struct Cluster {
 const PROBE_OPTIONS: ClientOptions = ClientOptions {
     connect_timeout: Duration::from_millis(500),
     request_timeout: Duration::from_secs(1),
+    // The harness's clients never discover members: they stay on the proxies or the one
+    // member they were given.
+    discover_members: false,
 };
 
 impl Cluster {
@@ -243,6 +246,7 @@ impl Cluster {
         let options = ClientOptions {
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(20),
+            discover_members: false,
         };
         Client::connect_with(self.endpoints(), options)
             .await
@@ -263,6 +267,7 @@ impl Cluster {
                 let options = ClientOptions {
                     connect_timeout: Duration::from_millis(500),
                     request_timeout: Duration::from_secs(1),
+                    discover_members: false,
                 };
                 let address = member.direct_client_address();
                 let status = match Client::connect_with([address], options).await {
@@ -316,6 +321,7 @@ impl Cluster {
         let options = ClientOptions {
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(20),
+            discover_members: false,
         };
         // A member that was just (re)started may not listen yet: retry, bounded.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);

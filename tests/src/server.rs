@@ -277,6 +277,7 @@ impl ServerProcess {
         let options = ClientOptions {
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(20),
+            discover_members: false,
         };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {

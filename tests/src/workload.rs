@@ -230,6 +230,7 @@ impl RegisterWorkload {
             let client_options = ClientOptions {
                 connect_timeout: Duration::from_millis(500),
                 request_timeout: options.request_timeout,
+                discover_members: false,
             };
             let client = Client::connect_with(&plan.endpoints, client_options).await?;
             let worker = Worker {

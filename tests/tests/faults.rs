@@ -267,6 +267,7 @@ async fn a_retried_write_whose_reply_was_lost_is_applied_once() {
     let options = coord_client::ClientOptions {
         connect_timeout: Duration::from_millis(500),
         request_timeout: Duration::from_secs(12),
+        discover_members: false,
     };
     let client = coord_client::Client::connect_with(cluster.endpoints(), options)
         .await

@@ -564,3 +564,110 @@ fn kill_by_pid(pid: &str) {
         }
     }
 }
+
+/// Readers share; a writer waits for the readers ahead of it, and a reader arriving after a
+/// waiting writer queues behind it (no writer starvation). A semaphore admits exactly its
+/// permits, and a participant asking for another count is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_share_writers_exclude_and_a_semaphore_admits_its_permits() {
+    let _serial = SERIAL.lock().await;
+    let cluster = started_cluster().await;
+    let mut participants = Vec::new();
+    for _ in 0..5 {
+        let client = cluster.client().await;
+        let session = client
+            .open_session(Duration::from_secs(30))
+            .await
+            .expect("a session");
+        participants.push((client, session));
+    }
+    let rwlock = |index: usize| {
+        let (client, session) = &participants[index];
+        coord_client::RwLock::new(client, session, "/locks/rw")
+    };
+    let first_reader = rwlock(0).read().await.expect("a free lock is read");
+    let second_reader = rwlock(1)
+        .try_read()
+        .await
+        .expect("try_read")
+        .expect("readers share");
+    assert!(rwlock(2).try_write().await.expect("try_write").is_none());
+    let (granted, mut grants) = tokio::sync::mpsc::unbounded_channel();
+    let writer_lock = rwlock(2);
+    let writer = tokio::spawn(async move {
+        let guard = writer_lock.write().await.expect("the writer gets its turn");
+        granted.send(guard.token()).expect("the test listens");
+        guard
+    });
+    let lister = cluster.client().await;
+    eventually("the writer to queue", Duration::from_secs(10), || async {
+        let locks = list_locks(&lister, "/locks/rw").await.ok()?;
+        (locks.first()?.waiters.len() == 1).then_some(())
+    })
+    .await;
+    assert!(
+        rwlock(3).try_read().await.expect("try_read").is_none(),
+        "a reader overtook a waiting writer"
+    );
+    first_reader.release().await.expect("release");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        grants.try_recv().is_err(),
+        "the writer entered beside a reader"
+    );
+    second_reader.release().await.expect("release");
+    let token = tokio::time::timeout(Duration::from_secs(10), grants.recv())
+        .await
+        .expect("the writer is granted once the readers left")
+        .expect("the writer runs");
+    let writer_guard = writer.await.expect("the writer task");
+    assert_eq!(writer_guard.token(), token);
+    assert!(rwlock(4).try_read().await.expect("try_read").is_none());
+    writer_guard.release().await.expect("release");
+    rwlock(4)
+        .try_read()
+        .await
+        .expect("try_read")
+        .expect("free again")
+        .release()
+        .await
+        .expect("release");
+
+    let semaphore = |index: usize, permits: u64| {
+        let (client, session) = &participants[index];
+        coord_client::Semaphore::new(client, session, "/limits/exports", permits)
+    };
+    let mut permits = Vec::new();
+    for index in 0..3 {
+        let permit = semaphore(index, 3)
+            .try_acquire()
+            .await
+            .expect("try_acquire")
+            .expect("a permit is free");
+        permits.push(permit);
+    }
+    assert!(semaphore(3, 3).try_acquire().await.expect("try").is_none());
+    assert!(matches!(
+        semaphore(4, 5).try_acquire().await,
+        Err(Error::PermitsMismatch { .. })
+    ));
+    let waiter_semaphore = semaphore(3, 3);
+    let waiter = tokio::spawn(async move { waiter_semaphore.acquire().await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiter.is_finished(), "a fourth permit was handed out");
+    permits
+        .pop()
+        .expect("three permits")
+        .release()
+        .await
+        .expect("release");
+    let fourth = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("the waiter gets the freed permit")
+        .expect("the waiter task")
+        .expect("a permit");
+    fourth.release().await.expect("release");
+    for permit in permits {
+        permit.release().await.expect("release");
+    }
+}

@@ -431,3 +431,46 @@ async fn an_isolated_member_serves_stale_reads_and_refuses_linearizable_ones() {
         started.elapsed()
     );
 }
+
+/// A client given one member finds the others, and keeps working when that member dies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_given_one_member_discovers_the_others_and_fails_over_to_them() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(&[1, 2, 3], LEADER_WAIT).await;
+    let follower = [1, 2, 3]
+        .into_iter()
+        .find(|id| *id != leader)
+        .expect("three members");
+    let only = cluster.member(follower).client_address();
+    // Members learn each other's client addresses within a second or so of starting.
+    let client = eventually(
+        "every member to be discovered",
+        Duration::from_secs(10),
+        || {
+            let only = only.clone();
+            async move {
+                let client = Client::connect([only]).await.ok()?;
+                (client.endpoints().len() == 3).then_some(client)
+            }
+        },
+    )
+    .await;
+    let mut endpoints = client.endpoints().to_vec();
+    assert_eq!(endpoints[0], only, "the given endpoint comes first");
+    endpoints.sort();
+    let mut expected = cluster.endpoints();
+    expected.sort();
+    assert_eq!(endpoints, expected);
+    client
+        .create("/discovered", "yes", &CreateOptions::default())
+        .await
+        .expect("a write through the given member");
+    cluster.member(follower).kill9();
+    let node = client
+        .get("/discovered")
+        .await
+        .expect("read through a discovered member");
+    assert_eq!(node.data, b"yes");
+    assert_ne!(node.header.member_id, follower);
+}

@@ -35,6 +35,7 @@ async fn short_timeout_client(cluster: &Cluster) -> Client {
     let options = ClientOptions {
         connect_timeout: Duration::from_millis(500),
         request_timeout: Duration::from_secs(2),
+        discover_members: false,
     };
     Client::connect_with(cluster.endpoints(), options)
         .await

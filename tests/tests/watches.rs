@@ -31,6 +31,7 @@ async fn client_starting_at(cluster: &Cluster, first: u64) -> Client {
     let options = ClientOptions {
         connect_timeout: Duration::from_millis(500),
         request_timeout: Duration::from_secs(10),
+        discover_members: false,
     };
     Client::connect_with(endpoints, options).await.unwrap()
 }

@@ -122,6 +122,7 @@ pub struct TokenVerifier {
 }
 
 impl TokenVerifier {
+    /// A verifier that has seen no token yet.
     pub fn new() -> TokenVerifier {
         TokenVerifier::default()
     }

@@ -29,6 +29,7 @@ const LISTED_DIRECTORIES_MAX: usize = 10_000;
 pub struct Participant {
     /// Its node.
     pub path: String,
+    /// What its node stands for, from the node's name prefix.
     pub role: Role,
     /// The description its creator gave (for a candidate: its value), as text.
     pub holder: String,
@@ -57,7 +58,10 @@ pub enum LockKind {
     RwLock,
     /// `permit-` nodes, with the number of permits the directory records (`None` if it records
     /// none, in which case every participant is listed as waiting).
-    Semaphore { permits: Option<u64> },
+    Semaphore {
+        /// The number of permits recorded in the directory, if any.
+        permits: Option<u64>,
+    },
 }
 
 /// A lock and its participants, in queue order.
@@ -65,9 +69,11 @@ pub enum LockKind {
 pub struct LockInfo {
     /// The lock's name (its directory).
     pub name: String,
+    /// Which recipe its nodes belong to.
     pub kind: LockKind,
     /// Those whose turn has come (one for a mutex or writer; several readers or permits).
     pub holders: Vec<Participant>,
+    /// Those whose turn has not come yet, in queue order.
     pub waiters: Vec<Participant>,
 }
 
@@ -83,6 +89,8 @@ impl LockInfo {
 pub struct ElectionInfo {
     /// The election's name (its directory).
     pub name: String,
+    /// The candidate that leads (the lowest in the queue); `None` when every candidate left
+    /// while the listing was read.
     pub leader: Option<Participant>,
     /// The other candidates, in the order they would lead.
     pub followers: Vec<Participant>,

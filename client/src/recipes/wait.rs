@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::LostReason;
-use crate::client::Client;
+use crate::client::{jittered, Client};
 use crate::error::Error;
 use crate::session::{SessionState, SessionView};
 use crate::watch::WatchOptions;
@@ -185,7 +185,7 @@ impl Backoff {
 
     /// Sleeps for the next pause; `false` (at once) if that would reach `deadline`.
     pub(crate) async fn pause(&mut self, deadline: Option<Instant>) -> bool {
-        let wake = Instant::now() + self.pause;
+        let wake = Instant::now() + jittered(self.pause);
         if deadline.is_some_and(|deadline| wake >= deadline) {
             return false;
         }

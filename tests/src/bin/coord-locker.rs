@@ -38,6 +38,7 @@ async fn main() -> anyhow::Result<()> {
     let options = ClientOptions {
         connect_timeout: Duration::from_millis(500),
         request_timeout: Duration::from_secs(3),
+        discover_members: false,
     };
     let client = Client::connect_with(endpoints.split(','), options).await?;
     let mut session: Option<Session> = None;
