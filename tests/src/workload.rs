@@ -244,6 +244,7 @@ impl RegisterWorkload {
                 readable: options.all_keys(),
                 ephemeral_key: options.ephemeral_key(index),
                 session: None,
+                closing: false,
                 sequence: 0,
             };
             tasks.push(tokio::spawn(worker.run(stop.clone())));
@@ -276,6 +277,8 @@ struct Worker {
     ephemeral_key: String,
     /// The session owning `ephemeral_key` when present.
     session: Option<Session>,
+    /// A close of `session` was sent and not settled: it is retried before anything else.
+    closing: bool,
     sequence: u64,
 }
 
@@ -302,8 +305,12 @@ impl Worker {
             }
             tokio::time::sleep(self.options.think_time).await;
         }
-        if self.session.is_some() {
-            // Leaves the ephemeral register in a state the final reads can pin.
+        // Leaves the ephemeral register in a state the final reads can pin (the faults are
+        // healed by now, so a close settles within a few attempts).
+        for _ in 0..5 {
+            if self.session.is_none() {
+                break;
+            }
             self.close_session(&mut tally).await;
         }
         tally
@@ -417,7 +424,13 @@ impl Worker {
             .as_ref()
             .is_some_and(|session| session.state() == SessionState::Expired)
         {
+            // The cluster says the session is gone, and its node with it.
             self.session = None;
+            self.closing = false;
+        }
+        if self.closing {
+            // A new session may not create the register while an older one may still own it.
+            return self.close_session(tally).await;
         }
         if self.session.is_none() {
             let open = self.client.open_session(self.options.session_ttl);
@@ -459,10 +472,15 @@ impl Worker {
     }
 
     /// Closes this client's session, deleting its ephemeral register if present: a write of
-    /// absent. When the outcome is unknown the session is abandoned and expires on its own,
-    /// which the same unknown write explains.
+    /// absent. Only this client creates the register, and only under its current session, so
+    /// a closed session leaves it absent.
+    ///
+    /// Until the cluster settles the close (done, or the session is gone), the session is kept
+    /// alive and no other session is opened: an abandoned session would delete the register
+    /// when it expired, with no operation to explain it, and a newer session's close would be
+    /// recorded as deleting a node it does not own.
     async fn close_session(&mut self, tally: &mut Tally) {
-        let Some(session) = self.session.take() else {
+        let Some(session) = &self.session else {
             return;
         };
         let handle = self.recorder.invoke(
@@ -470,11 +488,18 @@ impl Worker {
             self.ephemeral_key.clone(),
             Operation::Write(Value::absent()),
         );
-        let outcome = match tokio::time::timeout(self.deadline(), session.close()).await {
-            Ok(Ok(_)) => Outcome::Ok(Response::Write),
-            Ok(Err(error)) => write_failure(&error),
-            Err(_) => Outcome::Unknown,
+        let close = self.client.close_session(session.id());
+        let (outcome, settled) = match tokio::time::timeout(self.deadline(), close).await {
+            Ok(Ok(_)) => (Outcome::Ok(Response::Write), true),
+            // Already gone: whatever deleted its node happened before.
+            Ok(Err(Error::SessionExpired { .. })) => (Outcome::Failed, true),
+            Ok(Err(error)) => (write_failure(&error), false),
+            Err(_) => (Outcome::Unknown, false),
         };
+        if settled {
+            self.session = None;
+        }
+        self.closing = !settled;
         tally.count(&outcome);
         self.recorder.complete(handle, outcome);
     }
