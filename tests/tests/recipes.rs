@@ -428,15 +428,19 @@ async fn a_killed_leaders_successor_takes_over_within_its_ttl_and_observers_see_
             first_line(&candidate, "the first candidate to lead").await;
         }
         candidates.push(candidate);
+        // Queue them one at a time, so that candidate-1 is next in line.
+        eventually(
+            "the candidate to queue",
+            Duration::from_secs(10),
+            || async {
+                let elections = coord_client::recipes::list_elections(&client, "/elections")
+                    .await
+                    .ok()?;
+                (elections.first()?.followers.len() == index).then_some(())
+            },
+        )
+        .await;
     }
-    // Let the others queue.
-    eventually("three candidates", Duration::from_secs(10), || async {
-        let elections = coord_client::recipes::list_elections(&client, "/elections")
-            .await
-            .ok()?;
-        (elections.first()?.followers.len() == 2).then_some(())
-    })
-    .await;
     let bound = ttl + ELECTION_TIMEOUT_MAX + CHECKPOINT_INTERVAL + SLACK;
     for (killed, successor) in [(0, 1), (1, 2)] {
         assert_eq!(
