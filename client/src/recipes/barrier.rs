@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::check_name;
+use super::directory::check_name;
 use super::wait::{persist, sleep_until_or_never, Attempted};
 use crate::client::Client;
 use crate::error::Error;

@@ -22,13 +22,15 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::directory::{base_name, check_name, child_path, list_directory};
 use super::fence::Sequencer;
 use super::holding::Holding;
+use super::lost_reason::LostReason;
 use super::pending::PendingNode;
-use super::queue::{confirm, list_directory, Role};
+use super::queue::confirm;
 use super::record::{default_holder, NodeRecord};
+use super::role::Role;
 use super::wait::{check_session, persist, wait_for_change, Attempted, Patience, Woken};
-use super::{base_name, check_name, child_path, LostReason};
 use crate::client::Client;
 use crate::error::Error;
 use crate::session::{Session, SessionView};

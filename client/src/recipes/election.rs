@@ -20,12 +20,14 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 
+use super::directory::list_directory;
 use super::fence::Sequencer;
 use super::holding::Holding;
-use super::queue::{list_directory, Queue, Role, Rule};
+use super::lost_reason::LostReason;
+use super::queue::{Queue, Rule};
 use super::record::{payload_of, NodeRecord};
+use super::role::Role;
 use super::wait::{transient, Backoff, Patience};
-use super::LostReason;
 use crate::client::Client;
 use crate::error::Error;
 use crate::session::{Session, SessionView};

@@ -7,7 +7,9 @@ use tokio::time::Instant;
 
 use super::fence::Sequencer;
 use super::holding::Holding;
-use super::LostReason;
+use super::lost_reason::LostReason;
+use super::queue::Queue;
+use super::wait::Patience;
 use crate::error::Error;
 use crate::txn::Txn;
 
@@ -47,8 +49,16 @@ pub struct LockGuard {
 }
 
 impl LockGuard {
-    pub(crate) fn new(holding: Holding) -> LockGuard {
-        LockGuard { holding }
+    /// Runs `queue`'s acquisition within `patience` and wraps the holding it returns: the
+    /// acquisition of a `Mutex`, an `RwLock` reader or writer, or a `Semaphore` permit.
+    pub(crate) async fn acquire(
+        queue: &Queue<'_>,
+        patience: Patience,
+    ) -> Result<Option<LockGuard>, Error> {
+        let acquired = queue.acquire(patience).await?;
+        Ok(acquired.map(|acquired| LockGuard {
+            holding: acquired.holding,
+        }))
     }
 
     /// The lock's name (its directory), as given to the recipe.

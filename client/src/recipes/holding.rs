@@ -15,10 +15,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::cleanup::{delete_eventually, delete_own, spawn_detached};
 use super::fence::Sequencer;
-use super::pending::delete_eventually;
+use super::lost_reason::LostReason;
 use super::wait::{session_lost, Backoff};
-use super::{delete_own, spawn_detached, LostReason};
 use crate::client::Client;
 use crate::error::Error;
 use crate::session::SessionView;

@@ -14,9 +14,10 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use super::child_path;
-use super::queue::{decide, list_directory, Decision, Entry, Listing, Role, Rule};
+use super::directory::{child_path, list_directory, Entry, Listing};
+use super::queue::{decide, Decision, Rule};
 use super::record::{age_of, NodeRecord};
+use super::role::Role;
 use super::semaphore::decode_permits;
 use crate::client::Client;
 use crate::error::Error;

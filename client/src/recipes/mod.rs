@@ -75,16 +75,20 @@
 //! while holding anything: dropping it stops its keep-alives.
 
 mod barrier;
+mod cleanup;
+mod directory;
 mod double_barrier;
 mod election;
 mod fence;
 mod guard;
 mod holding;
 mod listing;
+mod lost_reason;
 mod mutex;
 mod pending;
 mod queue;
 mod record;
+mod role;
 mod rwlock;
 mod semaphore;
 mod wait;
@@ -95,77 +99,16 @@ pub use election::{Election, LeaderChanges, LeaderInfo, Leadership};
 pub use fence::{admit, Sequencer, StaleToken, TokenVerifier};
 pub use guard::LockGuard;
 pub use listing::{list_elections, list_locks, ElectionInfo, LockInfo, LockKind, Participant};
+pub use lost_reason::LostReason;
 pub use mutex::Mutex;
-pub use queue::Role;
+pub use role::Role;
 pub use rwlock::RwLock;
 pub use semaphore::Semaphore;
-
-use crate::client::Client;
-use crate::error::Error;
-use crate::txn::{Compare, CompareOp, Op, Txn};
-
-/// Why a held recipe node can no longer be relied on. Once a handle reports one, it never
-/// becomes safe again: stop acting as the holder and acquire anew.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LostReason {
-    /// The cluster said the session expired or was closed; its nodes are deleted.
-    SessionExpired,
-    /// No keep-alive was acknowledged before the session's `safe_until`: the cluster may have
-    /// expired the session and handed the lock to someone else.
-    SessionUnsafe,
-    /// The node was deleted by someone else (an administrator, a recursive delete).
-    NodeDeleted,
-}
-
-/// The path of `child` under `directory`.
-pub(crate) fn child_path(directory: &str, child: &str) -> String {
-    if directory == "/" {
-        format!("/{child}")
-    } else {
-        format!("{directory}/{child}")
-    }
-}
-
-/// The last segment of a path.
-pub(crate) fn base_name(path: &str) -> &str {
-    path.rsplit('/').next().unwrap_or(path)
-}
-
-/// Refuses the root as a recipe directory: every recipe deletes and recreates its directory,
-/// and the root's children belong to everyone. Other path rules are checked by the server.
-pub(crate) fn check_name(name: &str) -> Result<(), Error> {
-    if name == "/" {
-        return Err(Error::InvalidArgument {
-            message: "a recipe name must be a directory below the root, such as /locks/db".into(),
-        });
-    }
-    Ok(())
-}
-
-/// Deletes the node at `path` only if it is still the node created at revision `token`: a
-/// later node that reuses the name (after its directory was deleted and recreated) is left
-/// alone. Returns whether it deleted anything.
-pub(crate) async fn delete_own(client: &Client, path: &str, token: u64) -> Result<bool, Error> {
-    let txn = Txn::new()
-        .when(Compare::create_revision(path, CompareOp::Equal, token))
-        .then(Op::delete(path, None, false));
-    Ok(client.txn(txn).await?.succeeded)
-}
-
-/// Runs `future` on the current Tokio runtime, if there is one; used by drop guards, which
-/// cannot await. Without a runtime the session's end removes what the future would have.
-pub(crate) fn spawn_detached<F>(future: F)
-where
-    F: std::future::Future<Output = ()> + Send + 'static,
-{
-    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-        runtime.spawn(future);
-    }
-}
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::Client;
     use std::time::Duration;
 
     fn send<T: Send>(_: T) {}
@@ -212,14 +155,5 @@ mod tests {
         send_sync::<LeaderChanges>();
         send_sync::<Mutex>();
         send_sync::<TokenVerifier>();
-    }
-
-    #[test]
-    fn child_paths_join_without_doubled_slashes() {
-        assert_eq!(child_path("/locks/db", "lock-"), "/locks/db/lock-");
-        assert_eq!(child_path("/", "x"), "/x");
-        assert_eq!(base_name("/locks/db/lock-0000000001"), "lock-0000000001");
-        assert!(check_name("/").is_err());
-        assert!(check_name("/locks").is_ok());
     }
 }

@@ -8,8 +8,9 @@
 use std::time::Duration;
 
 use super::guard::LockGuard;
-use super::queue::{Queue, Role, Rule};
+use super::queue::{Queue, Rule};
 use super::record::default_holder;
+use super::role::Role;
 use super::wait::Patience;
 use crate::client::Client;
 use crate::error::Error;
@@ -83,19 +84,19 @@ impl Mutex {
     /// lost while waiting, and with [`Error::LockLost`] if the node vanished (an
     /// administrator deleted it, say).
     pub async fn acquire(&self) -> Result<LockGuard, Error> {
-        let acquired = self.queue().acquire_lock(Patience::Forever).await?;
+        let acquired = LockGuard::acquire(&self.queue(), Patience::Forever).await?;
         Ok(acquired.expect("waiting without a deadline ends in success or an error"))
     }
 
     /// Acquires the lock if it is free now; `None` (and no node left behind) if it is held.
     pub async fn try_acquire(&self) -> Result<Option<LockGuard>, Error> {
-        self.queue().acquire_lock(Patience::Try).await
+        LockGuard::acquire(&self.queue(), Patience::Try).await
     }
 
     /// Acquires the lock within `timeout`; `None` (and no node left behind) if it was not
     /// free by then.
     pub async fn acquire_timeout(&self, timeout: Duration) -> Result<Option<LockGuard>, Error> {
-        self.queue().acquire_lock(Patience::after(timeout)).await
+        LockGuard::acquire(&self.queue(), Patience::after(timeout)).await
     }
 
     fn queue(&self) -> Queue<'_> {

@@ -20,19 +20,16 @@
 use coord_proto::v1 as pb;
 use tokio::time::Instant;
 
-use super::queue::{list_directory, Role};
+use super::cleanup::{delete_eventually, delete_own, spawn_detached, CLEANUP_ATTEMPTS_MAX};
+use super::directory::{child_path, list_directory};
 use super::record::NodeRecord;
+use super::role::Role;
 use super::wait::{check_session, transient, Backoff};
-use super::{child_path, delete_own, spawn_detached};
 use crate::client::Client;
 use crate::error::Error;
 use crate::session::SessionView;
 use crate::types::{CreateOptions, Created, NodeKind};
 use crate::write_id::InFlight;
-
-/// Attempts of a background clean-up (each one retried by the client within its request
-/// timeout) before it leaves the node to the session's end.
-const CLEANUP_ATTEMPTS_MAX: u32 = 10;
 
 /// A create whose outcome is not known yet, with what it takes to send it again.
 struct Creating {
@@ -183,19 +180,6 @@ impl Drop for PendingNode {
                 spawn_detached(delete_eventually(client, path, token));
             }
             State::Creating(creating) => spawn_detached(settle_and_delete(client, *creating)),
-        }
-    }
-}
-
-/// Deletes the node created at `token`, retrying transient failures a bounded number of times.
-pub(crate) async fn delete_eventually(client: Client, path: String, token: u64) {
-    let mut backoff = Backoff::new();
-    for _ in 0..CLEANUP_ATTEMPTS_MAX {
-        match delete_own(&client, &path, token).await {
-            Err(error) if transient(&error) => {
-                backoff.pause(None).await;
-            }
-            _ => return,
         }
     }
 }

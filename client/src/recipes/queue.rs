@@ -1,7 +1,10 @@
 //! `Queue`: the acquisition engine behind `Mutex`, `RwLock`, `Semaphore` and `Election`:
 //! enqueue an ephemeral sequential node, wait for the turn that a `Rule` defines, confirm,
-//! and hand over a `Holding`. Also the pure parts: naming (`Role`), ordering and the grant
+//! and return a `Holding`, which the recipes above wrap in their handles. Also the pure grant
 //! decision (`decide`), which listings and tests share.
+//!
+//! Layering: the queue builds on `directory` (listings in queue order), `pending` (the node's
+//! drop guard) and `holding` (what it returns); it never names the handles built on it.
 //!
 //! Invariants:
 //! - entries are ordered by their sequence suffix, which the parent assigns in commit order, so
@@ -14,195 +17,17 @@
 //!   with its token and granted the turn, and `confirm` then found the session safe; otherwise
 //!   it leaves no node behind.
 
-use super::guard::LockGuard;
+use super::directory::{base_name, check_name, list_directory, Entry};
 use super::holding::Holding;
 use super::pending::PendingNode;
 use super::record::NodeRecord;
+use super::role::Role;
 use super::wait::{check_session, persist, transient, wait_for_change, Attempted, Patience, Woken};
-use super::{base_name, check_name, child_path};
 use crate::client::Client;
 use crate::error::Error;
 use crate::session::SessionView;
 use crate::txn::{Op, Txn};
-use crate::types::{Consistency, Stat};
 use crate::watch::{EventFilter, WatchOptions};
-
-/// What a recipe node stands for; the node's name is the role's prefix and a sequence suffix.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Role {
-    /// A [`crate::recipes::Mutex`] holder or waiter (`lock-`); an `RwLock` treats it as a writer.
-    Lock,
-    /// An [`crate::recipes::RwLock`] reader (`read-`).
-    Read,
-    /// An [`crate::recipes::RwLock`] writer (`write-`).
-    Write,
-    /// A [`crate::recipes::Semaphore`] permit holder or waiter (`permit-`).
-    Permit,
-    /// An [`crate::recipes::Election`] candidate (`candidate-`); the lowest leads.
-    Candidate,
-    /// A [`crate::recipes::DoubleBarrier`] participant (`member-`).
-    Member,
-}
-
-/// Roles that queue together: entries of other families in a directory are ignored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Family {
-    Locks,
-    Permits,
-    Candidates,
-    Members,
-}
-
-impl Role {
-    const ALL: [Role; 6] = [
-        Role::Lock,
-        Role::Read,
-        Role::Write,
-        Role::Permit,
-        Role::Candidate,
-        Role::Member,
-    ];
-
-    /// The prefix of this role's node names; the server appends a zero-padded sequence.
-    pub fn prefix(self) -> &'static str {
-        match self {
-            Role::Lock => "lock-",
-            Role::Read => "read-",
-            Role::Write => "write-",
-            Role::Permit => "permit-",
-            Role::Candidate => "candidate-",
-            Role::Member => "member-",
-        }
-    }
-
-    /// The role and sequence of a recipe node's name, or `None` for any other name.
-    pub fn parse(name: &str) -> Option<(Role, u64)> {
-        Role::ALL.into_iter().find_map(|role| {
-            let digits = name.strip_prefix(role.prefix())?;
-            if digits.is_empty() || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
-                return None;
-            }
-            Some((role, digits.parse().ok()?))
-        })
-    }
-
-    fn family(self) -> Family {
-        match self {
-            Role::Lock | Role::Read | Role::Write => Family::Locks,
-            Role::Permit => Family::Permits,
-            Role::Candidate => Family::Candidates,
-            Role::Member => Family::Members,
-        }
-    }
-
-    /// Whether a reader must wait for this role.
-    fn excludes_readers(self) -> bool {
-        matches!(self, Role::Lock | Role::Write)
-    }
-}
-
-/// One recipe node in a directory listing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Entry {
-    pub(crate) name: String,
-    pub(crate) path: String,
-    pub(crate) role: Role,
-    pub(crate) sequence: u64,
-    pub(crate) stat: Stat,
-}
-
-/// A directory's children, read page by page with linearizable reads.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Listing {
-    /// The revision of the first page: every node seen existed at or after it, so a watch
-    /// from the next revision sees any of them go.
-    pub(crate) revision: u64,
-    /// The revision of the last page: the listing reflects every change up to it.
-    pub(crate) last_revision: u64,
-    /// Recipe nodes, in queue order.
-    pub(crate) entries: Vec<Entry>,
-    /// Every other child, with its stat.
-    pub(crate) others: Vec<(String, Stat)>,
-}
-
-impl Listing {
-    /// Sorts recipe nodes into queue order.
-    pub(crate) fn from_children(
-        directory: &str,
-        (revision, last_revision): (u64, u64),
-        children: impl IntoIterator<Item = (String, Stat)>,
-    ) -> Listing {
-        let mut listing = Listing {
-            revision,
-            last_revision,
-            ..Listing::default()
-        };
-        for (name, stat) in children {
-            match Role::parse(&name) {
-                Some((role, sequence)) => listing.entries.push(Entry {
-                    path: child_path(directory, &name),
-                    name,
-                    role,
-                    sequence,
-                    stat,
-                }),
-                None => listing.others.push((name, stat)),
-            }
-        }
-        listing
-            .entries
-            .sort_by(|left, right| (left.sequence, &left.name).cmp(&(right.sequence, &right.name)));
-        listing
-    }
-
-    /// The index of the entry named `name` if it is still the node created at `token`.
-    pub(crate) fn position(&self, name: &str, token: u64) -> Option<usize> {
-        self.entries
-            .iter()
-            .position(|entry| entry.name == name && entry.stat.create_revision == token)
-    }
-
-    pub(crate) fn has_other(&self, name: &str) -> bool {
-        self.others.iter().any(|(other, _)| other == name)
-    }
-}
-
-/// Lists `directory` (`NoNode` if it does not exist).
-///
-/// Pages are read at successive revisions, which is enough for queue decisions: a node that
-/// precedes ours existed before ours, so each page shows it unless it was already deleted, and
-/// nodes created during the listing come after ours.
-pub(crate) async fn list_directory(client: &Client, directory: &str) -> Result<Listing, Error> {
-    let mut children = Vec::new();
-    let mut revision = None;
-    let mut page_token: Option<String> = None;
-    let last_revision = loop {
-        let page = client
-            .children_page(
-                directory,
-                0,
-                page_token.as_deref(),
-                true,
-                Consistency::Linearizable,
-            )
-            .await?;
-        revision.get_or_insert(page.header.revision);
-        children.extend(
-            page.children
-                .into_iter()
-                .map(|child| (child.name, child.stat.unwrap_or_default())),
-        );
-        match page.next_page_token {
-            Some(next) => page_token = Some(next),
-            None => break page.header.revision,
-        }
-    };
-    Ok(Listing::from_children(
-        directory,
-        (revision.unwrap_or_default(), last_revision),
-        children,
-    ))
-}
 
 /// When a queued node's turn comes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -357,17 +182,6 @@ impl Queue<'_> {
     }
 }
 
-impl Queue<'_> {
-    /// Like [`Queue::acquire`], for the recipes whose holdings are `LockGuard`s.
-    pub(crate) async fn acquire_lock(
-        &self,
-        patience: Patience,
-    ) -> Result<Option<LockGuard>, Error> {
-        let acquired = self.acquire(patience).await?;
-        Ok(acquired.map(|acquired| LockGuard::new(acquired.holding)))
-    }
-}
-
 /// The re-check after the last wait, once a listing (`seen_at`, a linearizable read made after
 /// that wait) showed the node at `path` with create revision `token` and granted its turn:
 /// stamps the grant time into the node with a txn fenced by the token when `restamp` is given
@@ -410,6 +224,8 @@ pub(crate) async fn confirm(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::recipes::directory::Listing;
+    use crate::types::Stat;
 
     fn listing(names: &[&str]) -> Listing {
         let children = names.iter().enumerate().map(|(index, name)| {
@@ -436,51 +252,6 @@ mod tests {
             Decision::WaitFor(index) => Some(&listing.entries[index].name),
             Decision::WaitForChildren => Some("*"),
         }
-    }
-
-    #[test]
-    fn names_parse_into_roles_and_sequences() {
-        assert_eq!(Role::parse("lock-0000000003"), Some((Role::Lock, 3)));
-        assert_eq!(Role::parse("write-0000000012"), Some((Role::Write, 12)));
-        assert_eq!(
-            Role::parse("candidate-12345678901"),
-            Some((Role::Candidate, 12_345_678_901))
-        );
-        for name in [
-            "lock-",
-            "lock-12a",
-            "ready",
-            "lock0000000001",
-            "Lock-0000000001",
-        ] {
-            assert_eq!(Role::parse(name), None, "{name}");
-        }
-        for role in Role::ALL {
-            let name = format!("{}{:010}", role.prefix(), 42);
-            assert_eq!(Role::parse(&name), Some((role, 42)));
-        }
-    }
-
-    #[test]
-    fn entries_queue_by_sequence_across_prefixes() {
-        let listing = listing(&[
-            "write-0000000004",
-            "read-0000000010",
-            "read-0000000002",
-            "ready",
-        ]);
-        let order: Vec<&str> = listing
-            .entries
-            .iter()
-            .map(|entry| entry.name.as_str())
-            .collect();
-        assert_eq!(
-            order,
-            ["read-0000000002", "write-0000000004", "read-0000000010"]
-        );
-        assert_eq!(listing.others.len(), 1);
-        assert!(listing.has_other("ready"));
-        assert_eq!(listing.entries[0].path, "/locks/db/read-0000000002");
     }
 
     #[test]
@@ -560,14 +331,5 @@ mod tests {
             waits_for(&listing, Rule::Exclusive, "lock-0000000004"),
             None
         );
-    }
-
-    #[test]
-    fn a_node_is_found_only_with_its_own_token() {
-        let listing = listing(&["lock-0000000001", "lock-0000000002"]);
-        assert_eq!(listing.position("lock-0000000002", 101), Some(1));
-        // The same name with another create revision is somebody else's node.
-        assert_eq!(listing.position("lock-0000000002", 7), None);
-        assert_eq!(listing.position("lock-0000000009", 101), None);
     }
 }

@@ -9,8 +9,9 @@
 use std::time::Duration;
 
 use super::guard::LockGuard;
-use super::queue::{Queue, Role, Rule};
+use super::queue::{Queue, Rule};
 use super::record::default_holder;
+use super::role::Role;
 use super::wait::Patience;
 use crate::client::Client;
 use crate::error::Error;
@@ -73,44 +74,34 @@ impl RwLock {
 
     /// Waits for and takes a read lock (shared).
     pub async fn read(&self) -> Result<LockGuard, Error> {
-        let acquired = self
-            .queue(Role::Read)
-            .acquire_lock(Patience::Forever)
-            .await?;
+        let acquired = LockGuard::acquire(&self.queue(Role::Read), Patience::Forever).await?;
         Ok(acquired.expect("waiting without a deadline ends in success or an error"))
     }
 
     /// Takes a read lock if no writer holds or waits before it; `None` otherwise.
     pub async fn try_read(&self) -> Result<Option<LockGuard>, Error> {
-        self.queue(Role::Read).acquire_lock(Patience::Try).await
+        LockGuard::acquire(&self.queue(Role::Read), Patience::Try).await
     }
 
     /// Takes a read lock within `timeout`; `None` if it was not granted by then.
     pub async fn read_timeout(&self, timeout: Duration) -> Result<Option<LockGuard>, Error> {
-        self.queue(Role::Read)
-            .acquire_lock(Patience::after(timeout))
-            .await
+        LockGuard::acquire(&self.queue(Role::Read), Patience::after(timeout)).await
     }
 
     /// Waits for and takes the write lock (exclusive).
     pub async fn write(&self) -> Result<LockGuard, Error> {
-        let acquired = self
-            .queue(Role::Write)
-            .acquire_lock(Patience::Forever)
-            .await?;
+        let acquired = LockGuard::acquire(&self.queue(Role::Write), Patience::Forever).await?;
         Ok(acquired.expect("waiting without a deadline ends in success or an error"))
     }
 
     /// Takes the write lock if nobody holds or waits for the lock; `None` otherwise.
     pub async fn try_write(&self) -> Result<Option<LockGuard>, Error> {
-        self.queue(Role::Write).acquire_lock(Patience::Try).await
+        LockGuard::acquire(&self.queue(Role::Write), Patience::Try).await
     }
 
     /// Takes the write lock within `timeout`; `None` if it was not granted by then.
     pub async fn write_timeout(&self, timeout: Duration) -> Result<Option<LockGuard>, Error> {
-        self.queue(Role::Write)
-            .acquire_lock(Patience::after(timeout))
-            .await
+        LockGuard::acquire(&self.queue(Role::Write), Patience::after(timeout)).await
     }
 
     fn queue(&self, role: Role) -> Queue<'_> {

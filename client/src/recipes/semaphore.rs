@@ -13,10 +13,11 @@
 
 use std::time::Duration;
 
-use super::check_name;
+use super::directory::check_name;
 use super::guard::LockGuard;
-use super::queue::{Queue, Role, Rule};
+use super::queue::{Queue, Rule};
 use super::record::default_holder;
+use super::role::Role;
 use super::wait::{check_session, persist_while_safe, Patience};
 use crate::client::Client;
 use crate::error::Error;
@@ -124,7 +125,7 @@ impl Semaphore {
             rule: Rule::Permits(self.permits),
             payload: self.holder.as_bytes(),
         };
-        queue.acquire_lock(patience).await
+        LockGuard::acquire(&queue, patience).await
     }
 
     /// Makes sure the directory exists and records this participant's number of permits.

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::LostReason;
+use super::lost_reason::LostReason;
 use crate::client::{jittered, Client};
 use crate::error::Error;
 use crate::session::{SessionState, SessionView};

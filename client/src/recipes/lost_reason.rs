@@ -1,0 +1,17 @@
+//! `LostReason`: why a held recipe node can no longer be relied on.
+//!
+//! A leaf of the recipes, shared by the waits (a session lost while queueing) and the handles
+//! (a node lost while held). Invariant: a reason, once reported, is final.
+
+/// Why a held recipe node can no longer be relied on. Once a handle reports one, it never
+/// becomes safe again: stop acting as the holder and acquire anew.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LostReason {
+    /// The cluster said the session expired or was closed; its nodes are deleted.
+    SessionExpired,
+    /// No keep-alive was acknowledged before the session's `safe_until`: the cluster may have
+    /// expired the session and handed the lock to someone else.
+    SessionUnsafe,
+    /// The node was deleted by someone else (an administrator, a recursive delete).
+    NodeDeleted,
+}
