@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use coord_client::recipes::{list_elections, list_locks};
-use coord_client::{Barrier, Client, DoubleBarrier, Election, Error, LockGuard, LostReason, Mutex};
+use coord_client::{
+    Barrier, Client, DoubleBarrier, Election, Error, HeldNode, LockGuard, LostReason, Mutex,
+};
 use tokio::process::{Child, Command};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 

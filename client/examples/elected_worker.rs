@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use coord_client::{Client, Election, Error};
+use coord_client::{Client, Election, Error, HeldNode};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {

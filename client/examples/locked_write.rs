@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-use coord_client::{Client, CreateOptions, Error, Op, Txn};
+use coord_client::{Client, CreateOptions, Error, HeldNode, Op, Txn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {

@@ -42,8 +42,8 @@ pub use coord_proto::parse_duration;
 pub use coord_proto::v1::{ClusterStatusResponse, Member, MemberRole, MemberStatus};
 pub use error::Error;
 pub use recipes::{
-    Barrier, DoubleBarrier, Election, LeaderChanges, LeaderInfo, Leadership, LockGuard, LostReason,
-    Mutex, Participation, RwLock, Semaphore, Sequencer, TokenVerifier,
+    Barrier, DoubleBarrier, Election, HeldNode, LeaderChanges, LeaderInfo, Leadership, LockGuard,
+    LostReason, Mutex, Participation, RwLock, Semaphore, Sequencer, TokenVerifier,
 };
 pub use session::{Session, SessionInfo, SessionOptions, SessionState};
 pub use txn::{Compare, CompareOp, Op, OpResult, Txn, TxnResult};

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use coord_client::recipes::list_locks;
-use coord_client::{Client, Error, Mutex, Op, Txn};
+use coord_client::{Client, Error, HeldNode, Mutex, Op, Txn};
 use coord_tests::{eventually, Cluster, ToolProcess};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

@@ -23,9 +23,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::directory::{base_name, check_name, child_path, list_directory};
-use super::fence::Sequencer;
+use super::held_node::{sealed, HeldNode};
 use super::holding::Holding;
-use super::lost_reason::LostReason;
 use super::pending::PendingNode;
 use super::queue::confirm;
 use super::record::{default_holder, NodeRecord};
@@ -213,7 +212,7 @@ impl DoubleBarrier {
 
 /// A participant inside a [`DoubleBarrier`], from `enter` until `leave`.
 ///
-/// Its member node is ephemeral: [`Participation::lost`] says when it may be gone. Dropping it
+/// Its member node is ephemeral: [`HeldNode::lost`] says when it may be gone. Dropping it
 /// without leaving spawns a best-effort delete of the node (leaving without waiting for the
 /// others).
 ///
@@ -232,46 +231,6 @@ pub struct Participation {
 }
 
 impl Participation {
-    /// The barrier's name.
-    pub fn name(&self) -> &str {
-        self.holding.name()
-    }
-
-    /// This participant's member node.
-    pub fn path(&self) -> &str {
-        self.holding.path()
-    }
-
-    /// The member node's create revision.
-    pub fn token(&self) -> u64 {
-        self.holding.token()
-    }
-
-    /// The session's `safe_until`.
-    pub fn safe_until(&self) -> Instant {
-        self.holding.safe_until()
-    }
-
-    /// Whether the member node is certainly still there and the session certainly alive.
-    pub fn is_safe(&self) -> bool {
-        self.holding.is_safe()
-    }
-
-    /// Why the participation was lost, if [`Participation::lost`] has resolved.
-    pub fn lost_reason(&self) -> Option<LostReason> {
-        self.holding.lost_reason()
-    }
-
-    /// Resolves when the member node may be gone (session expired or unsafe, node deleted).
-    pub async fn lost(&self) -> LostReason {
-        self.holding.lost().await
-    }
-
-    /// The name, path and token of this participant.
-    pub fn sequencer(&self) -> Sequencer {
-        self.holding.sequencer()
-    }
-
     /// Deletes this participant's node and waits until every participant has left. A crashed
     /// participant leaves when its session expires, up to its TTL later.
     pub async fn leave(self) -> Result<(), Error> {
@@ -320,14 +279,17 @@ impl Participation {
     }
 }
 
+impl sealed::Holder for Participation {
+    fn holding(&self) -> &Holding {
+        &self.holding
+    }
+}
+
+impl HeldNode for Participation {}
+
 impl std::fmt::Debug for Participation {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter
-            .debug_struct("Participation")
-            .field("path", &self.path())
-            .field("token", &self.token())
-            .field("lost", &self.lost_reason())
-            .finish()
+        self.holding.debug_as("Participation", formatter)
     }
 }
 

@@ -16,14 +16,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 
 use super::directory::list_directory;
-use super::fence::Sequencer;
+use super::held_node::{sealed, HeldNode};
 use super::holding::Holding;
-use super::lost_reason::LostReason;
 use super::queue::{Queue, Rule};
 use super::record::{payload_of, NodeRecord};
 use super::role::Role;
@@ -49,7 +47,7 @@ const LEADER_CHANGES_BUFFERED: usize = 64;
 /// ```no_run
 /// # async fn example() -> Result<(), coord_client::Error> {
 /// use std::time::Duration;
-/// use coord_client::{Client, Election};
+/// use coord_client::{Client, Election, HeldNode};
 /// let client = Client::connect(["127.0.0.1:7400"]).await?;
 /// let session = client.open_session(Duration::from_secs(10)).await?;
 /// let election = Election::new(&client, &session, "/elections/scheduler");
@@ -204,7 +202,7 @@ pub struct LeaderInfo {
 
 /// Leadership of an [`Election`], won by [`Election::campaign`].
 ///
-/// Like a lock guard: [`Leadership::lost`] resolves and [`Leadership::is_safe`] turns false
+/// Like a lock guard: [`HeldNode::lost`] resolves and [`HeldNode::is_safe`] turns false
 /// when it may have been lost. Resign with [`Leadership::resign`]; dropping it instead spawns
 /// a best-effort, fenced delete of the candidacy, and the session's end removes it anyway.
 /// A leader that acts on other systems should pass its token along (see
@@ -212,6 +210,7 @@ pub struct LeaderInfo {
 ///
 /// ```no_run
 /// # async fn example(election: coord_client::Election) -> Result<(), coord_client::Error> {
+/// use coord_client::HeldNode;
 /// let leadership = election.campaign("worker-3").await?;
 /// while leadership.is_safe() {
 ///     // ... one bounded step of leader work, fenced with leadership.token() ...
@@ -227,50 +226,9 @@ pub struct Leadership {
 }
 
 impl Leadership {
-    /// The election's name.
-    pub fn name(&self) -> &str {
-        self.holding.name()
-    }
-
-    /// The leader's candidate node.
-    pub fn path(&self) -> &str {
-        self.holding.path()
-    }
-
-    /// The fencing token: the node's create revision, strictly greater for every later leader.
-    pub fn token(&self) -> u64 {
-        self.holding.token()
-    }
-
     /// The value last campaigned with or proclaimed.
     pub fn value(&self) -> &[u8] {
         &self.record.payload
-    }
-
-    /// The session's `safe_until`: until then the session cannot have expired on the server.
-    pub fn safe_until(&self) -> Instant {
-        self.holding.safe_until()
-    }
-
-    /// Whether this is certainly still the leader: not lost, and the session certainly alive.
-    pub fn is_safe(&self) -> bool {
-        self.holding.is_safe()
-    }
-
-    /// Why leadership was lost, if [`Leadership::lost`] has resolved.
-    pub fn lost_reason(&self) -> Option<LostReason> {
-        self.holding.lost_reason()
-    }
-
-    /// Resolves when leadership may have been lost (session expired or unsafe, or the node
-    /// deleted). Cancel-safe; may be awaited any number of times.
-    pub async fn lost(&self) -> LostReason {
-        self.holding.lost().await
-    }
-
-    /// The name, path and token to hand to a downstream resource.
-    pub fn sequencer(&self) -> Sequencer {
-        self.holding.sequencer()
     }
 
     /// Adds this leader's fence to `txn`.
@@ -309,14 +267,17 @@ impl Leadership {
     }
 }
 
+impl sealed::Holder for Leadership {
+    fn holding(&self) -> &Holding {
+        &self.holding
+    }
+}
+
+impl HeldNode for Leadership {}
+
 impl std::fmt::Debug for Leadership {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter
-            .debug_struct("Leadership")
-            .field("path", &self.path())
-            .field("token", &self.token())
-            .field("lost", &self.lost_reason())
-            .finish()
+        self.holding.debug_as("Leadership", formatter)
     }
 }
 

@@ -21,7 +21,7 @@
 //! ```no_run
 //! # async fn example() -> Result<(), coord_client::Error> {
 //! use std::time::Duration;
-//! use coord_client::{Client, Mutex, Op, Txn};
+//! use coord_client::{Client, HeldNode, Mutex, Op, Txn};
 //! let client = Client::connect(["127.0.0.1:7400"]).await?;
 //! let session = client.open_session(Duration::from_secs(10)).await?;
 //! let guard = Mutex::new(&client, &session, "/locks/config").acquire().await?;
@@ -107,7 +107,7 @@ pub fn admit(highest_seen: Option<u64>, token: u64) -> Result<u64, StaleToken> {
 /// ```
 /// use coord_client::recipes::TokenVerifier;
 /// let verifier = TokenVerifier::new();
-/// // Requests carry the lock name and the holder's token (`LockGuard::sequencer`).
+/// // Requests carry the lock name and the holder's token (`HeldNode::sequencer`).
 /// assert!(verifier.check("/locks/db", 120).is_ok());
 /// assert!(verifier.check("/locks/db", 120).is_ok()); // the same holder continues
 /// assert!(verifier.check("/locks/db", 180).is_ok()); // the next holder

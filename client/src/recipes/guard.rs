@@ -1,13 +1,11 @@
 //! `LockGuard`: a held mutex, read lock, write lock or semaphore permit.
 //!
 //! Invariant: a guard exists only for a node that was confirmed after its last wait (see the
-//! module documentation of `recipes`); from then on `lost` and `is_safe` report its loss.
+//! module documentation of `recipes`); from then on `lost` and `is_safe` (of `HeldNode`)
+//! report its loss.
 
-use tokio::time::Instant;
-
-use super::fence::Sequencer;
+use super::held_node::{sealed, HeldNode};
 use super::holding::Holding;
-use super::lost_reason::LostReason;
 use super::queue::Queue;
 use super::wait::Patience;
 use crate::error::Error;
@@ -16,20 +14,20 @@ use crate::txn::Txn;
 /// A held lock or permit: a [`crate::recipes::Mutex`], a read or write lock of a
 /// [`crate::recipes::RwLock`], or a permit of a [`crate::recipes::Semaphore`].
 ///
-/// Holding it means: the node at [`LockGuard::path`] existed with create revision
-/// [`LockGuard::token`] when the turn came, and the session was certainly alive. That stays
-/// true while [`LockGuard::is_safe`] holds. It does not by itself stop a paused or slow holder
+/// Holding it means: the node at [`HeldNode::path`] existed with create revision
+/// [`HeldNode::token`] when the turn came, and the session was certainly alive. That stays
+/// true while [`HeldNode::is_safe`] holds. It does not by itself stop a paused or slow holder
 /// from acting after its session expired: give the token to whatever you protect (see
 /// [`LockGuard::fence`] and [`crate::recipes::TokenVerifier`]).
 ///
 /// Release it with [`LockGuard::release`]. Dropping it instead spawns a best-effort, fenced
 /// delete of its node (on the current Tokio runtime, if any); the session's end releases it in
-/// any case.
+/// any case. Its accessors (`token`, `path`, `lost`, ...) are those of [`HeldNode`].
 ///
 /// ```no_run
 /// # async fn example() -> Result<(), coord_client::Error> {
 /// use std::time::Duration;
-/// use coord_client::{Client, Mutex, Op, Txn};
+/// use coord_client::{Client, HeldNode, Mutex, Op, Txn};
 /// let client = Client::connect(["127.0.0.1:7400"]).await?;
 /// let session = client.open_session(Duration::from_secs(10)).await?;
 /// let guard = Mutex::new(&client, &session, "/locks/report").acquire().await?;
@@ -61,49 +59,6 @@ impl LockGuard {
         }))
     }
 
-    /// The lock's name (its directory), as given to the recipe.
-    pub fn name(&self) -> &str {
-        self.holding.name()
-    }
-
-    /// The path of this holder's node.
-    pub fn path(&self) -> &str {
-        self.holding.path()
-    }
-
-    /// The fencing token: the node's create revision, strictly greater for every later holder.
-    pub fn token(&self) -> u64 {
-        self.holding.token()
-    }
-
-    /// The session's `safe_until`: until then, the session cannot have expired on the server
-    /// (given a bounded clock-rate drift); keep-alives move it forward.
-    pub fn safe_until(&self) -> Instant {
-        self.holding.safe_until()
-    }
-
-    /// Whether the lock is certainly still held: not lost, and the session certainly alive.
-    pub fn is_safe(&self) -> bool {
-        self.holding.is_safe()
-    }
-
-    /// Why the lock was lost, if [`LockGuard::lost`] has resolved.
-    pub fn lost_reason(&self) -> Option<LostReason> {
-        self.holding.lost_reason()
-    }
-
-    /// Resolves when the lock may have been lost: the session expired, the session passed
-    /// `safe_until` without a keep-alive acknowledged, or the node was deleted. Cancel-safe;
-    /// may be awaited any number of times.
-    pub async fn lost(&self) -> LostReason {
-        self.holding.lost().await
-    }
-
-    /// The name, path and token to hand to a downstream resource.
-    pub fn sequencer(&self) -> Sequencer {
-        self.holding.sequencer()
-    }
-
     /// Adds this holder's fence to `txn`: the cluster refuses the whole txn with
     /// [`Error::FenceRejected`] unless this node still holds the lock.
     pub fn fence(&self, txn: Txn) -> Txn {
@@ -117,13 +72,16 @@ impl LockGuard {
     }
 }
 
+impl sealed::Holder for LockGuard {
+    fn holding(&self) -> &Holding {
+        &self.holding
+    }
+}
+
+impl HeldNode for LockGuard {}
+
 impl std::fmt::Debug for LockGuard {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter
-            .debug_struct("LockGuard")
-            .field("path", &self.path())
-            .field("token", &self.token())
-            .field("lost", &self.lost_reason())
-            .finish()
+        self.holding.debug_as("LockGuard", formatter)
     }
 }

@@ -25,8 +25,9 @@ use crate::session::SessionView;
 use crate::txn::Txn;
 use crate::watch::{DeleteReason, EventKind, WatchOptions};
 
-/// See the module documentation.
-pub(crate) struct Holding {
+/// See the module documentation. Public in name only, so that the sealed supertrait of
+/// `HeldNode` can return it; its module is private, so nothing outside the crate names it.
+pub struct Holding {
     client: Client,
     session: SessionView,
     name: String,
@@ -124,6 +125,20 @@ impl Holding {
 
     pub(crate) fn fence(&self, txn: Txn) -> Txn {
         txn.fence(&self.path, self.token)
+    }
+
+    /// Formats the handle named `handle` that holds this node.
+    pub(crate) fn debug_as(
+        &self,
+        handle: &str,
+        formatter: &mut std::fmt::Formatter<'_>,
+    ) -> std::fmt::Result {
+        formatter
+            .debug_struct(handle)
+            .field("path", &self.path)
+            .field("token", &self.token)
+            .field("lost", &self.lost_reason())
+            .finish()
     }
 
     /// Deletes the node if it is still this holding's; fine if it is already gone.

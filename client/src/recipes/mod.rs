@@ -4,7 +4,8 @@
 //!
 //! What it owns: the nodes its recipes create under a recipe *name* (a directory path such as
 //! `/locks/db`), from their creation until they are handed to the caller inside a handle
-//! ([`LockGuard`], [`Leadership`], [`Participation`]) or deleted.
+//! ([`LockGuard`], [`Leadership`], [`Participation`], whose shared accessors are those of
+//! [`HeldNode`]) or deleted.
 //! What it must never do: report a lock, permit, leadership or barrier entry that it has not
 //! just confirmed, or leave behind a node that nobody will delete.
 //!
@@ -69,7 +70,7 @@
 //!                        (session lost ─► Err; deadline ─► delete node, None)
 //! ```
 //!
-//! A handle's monitor (a background task) watches the session and the node: [`LockGuard::lost`]
+//! A handle's monitor (a background task) watches the session and the node: [`HeldNode::lost`]
 //! resolves, and `is_safe` turns false, when the session expires, when it cannot be confirmed
 //! alive before `safe_until`, or when the node is deleted. Keep the [`crate::Session`] alive
 //! while holding anything: dropping it stops its keep-alives.
@@ -81,6 +82,7 @@ mod double_barrier;
 mod election;
 mod fence;
 mod guard;
+mod held_node;
 mod holding;
 mod listing;
 mod lost_reason;
@@ -98,6 +100,7 @@ pub use double_barrier::{DoubleBarrier, Participation};
 pub use election::{Election, LeaderChanges, LeaderInfo, Leadership};
 pub use fence::{admit, Sequencer, StaleToken, TokenVerifier};
 pub use guard::LockGuard;
+pub use held_node::HeldNode;
 pub use listing::{list_elections, list_locks, ElectionInfo, LockInfo, LockKind, Participant};
 pub use lost_reason::LostReason;
 pub use mutex::Mutex;

@@ -31,7 +31,7 @@ use crate::session::{Session, SessionView};
 /// ```no_run
 /// # async fn example() -> Result<(), coord_client::Error> {
 /// use std::time::Duration;
-/// use coord_client::{Client, Mutex};
+/// use coord_client::{Client, HeldNode, Mutex};
 /// let client = Client::connect(["127.0.0.1:7400"]).await?;
 /// let session = client.open_session(Duration::from_secs(10)).await?;
 /// let mutex = Mutex::new(&client, &session, "/locks/db").with_holder("backup job on host-7");

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
-use coord_client::{Client, ClientOptions, Error, Mutex, Session, SessionState};
+use coord_client::{Client, ClientOptions, Error, HeldNode, Mutex, Session, SessionState};
 
 fn flag(arguments: &[String], name: &str) -> anyhow::Result<String> {
     arguments
