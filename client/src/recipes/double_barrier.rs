@@ -22,14 +22,13 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::directory::{base_name, check_name, child_path, list_directory};
+use super::directory::{child_path, list_directory};
 use super::held_node::{sealed, HeldNode};
 use super::holding::Holding;
-use super::pending::PendingNode;
-use super::queue::confirm;
-use super::record::{default_holder, NodeRecord};
+use super::queue::Queued;
+use super::record::default_holder;
 use super::role::Role;
-use super::wait::{check_session, persist, wait_for_change, Attempted, Patience, Woken};
+use super::wait::{persist, wait_for_change, Attempted, Patience, Woken};
 use crate::client::Client;
 use crate::error::Error;
 use crate::session::{Session, SessionView};
@@ -119,40 +118,22 @@ impl DoubleBarrier {
                 ),
             });
         }
-        check_name(&self.name)?;
-        check_session(&self.session)?;
-        let deadline = patience.deadline();
-        let record = NodeRecord::new(&self.client, self.holder.as_bytes().to_vec());
-        let mut pending = PendingNode::new(self.client.clone(), self.session.clone());
-        let created = pending
-            .create(&self.name, Role::Member, &record, deadline)
-            .await?;
-        let Some(created) = created else {
+        let queued = Queued::enqueue(
+            &self.client,
+            &self.session,
+            &self.name,
+            Role::Member,
+            self.holder.as_bytes(),
+            patience,
+        )
+        .await?;
+        let Some(mut queued) = queued else {
             return Ok(None);
         };
-        let token = created.stat.create_revision;
-        let own_name = base_name(&created.path).to_owned();
-        let lost = || Error::LockLost {
-            path: created.path.clone(),
-            token,
-        };
         let seen_at = loop {
-            let listed = persist(Some(&self.session), deadline, || {
-                list_directory(&self.client, &self.name)
-            })
-            .await;
-            let listing = match listed {
-                Ok(Attempted::Done(listing)) => listing,
-                Ok(Attempted::TimedOut) => {
-                    pending.remove().await;
-                    return Ok(None);
-                }
-                Err(Error::NoNode { .. }) => return Err(lost()),
-                Err(error) => return Err(error),
+            let Some((listing, _)) = queued.list().await? else {
+                return Ok(None);
             };
-            if listing.position(&own_name, token).is_none() {
-                return Err(lost());
-            }
             if listing.has_other(READY) {
                 break listing.revision;
             }
@@ -162,9 +143,10 @@ impl DoubleBarrier {
                 .filter(|entry| entry.role == Role::Member)
                 .count();
             if u64::try_from(members).unwrap_or(u64::MAX) >= self.count {
+                let deadline = queued.deadline();
                 let opened = persist(Some(&self.session), deadline, || self.open()).await?;
                 if opened == Attempted::TimedOut {
-                    pending.remove().await;
+                    queued.abandon().await;
                     return Ok(None);
                 }
                 break listing.revision;
@@ -175,25 +157,15 @@ impl DoubleBarrier {
                 once: true,
                 ..WatchOptions::default()
             };
-            let woken =
-                wait_for_change(&self.client, Some(&self.session), options, deadline).await?;
-            if woken == Woken::TimedOut {
-                pending.remove().await;
+            if !queued.wait(options).await? {
                 return Ok(None);
             }
         };
-        let node = (created.path.as_str(), token);
-        let revision = confirm(&self.client, &self.session, node, seen_at, None).await?;
-        pending.disarm();
-        let holding = Holding::start(
-            self.client.clone(),
-            self.session.clone(),
-            self.name.clone(),
-            created.path.clone(),
-            token,
-            revision + 1,
-        );
-        Ok(Some(Participation { holding }))
+        // The grant time is not stamped: a participant's node shows when it arrived.
+        let acquired = queued.hand_over(seen_at, false).await?;
+        Ok(Some(Participation {
+            holding: acquired.holding,
+        }))
     }
 
     /// Creates the `ready` marker; fine if another participant did.

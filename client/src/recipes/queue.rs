@@ -1,7 +1,9 @@
 //! `Queue`: the acquisition engine behind `Mutex`, `RwLock`, `Semaphore` and `Election`:
 //! enqueue an ephemeral sequential node, wait for the turn that a `Rule` defines, confirm,
 //! and return a `Holding`, which the recipes above wrap in their handles. Also the pure grant
-//! decision (`decide`), which listings and tests share.
+//! decision (`decide`), which listings and tests share. The steps of one queued node
+//! (`Queued`: enqueue, list, wait, hand over) are shared with `DoubleBarrier`, whose turn
+//! comes by a count instead of a `Rule`.
 //!
 //! Layering: the queue builds on `directory` (listings in queue order), `pending` (the node's
 //! drop guard) and `holding` (what it returns); it never names the handles built on it.
@@ -17,7 +19,9 @@
 //!   with its token and granted the turn, and `confirm` then found the session safe; otherwise
 //!   it leaves no node behind.
 
-use super::directory::{base_name, check_name, list_directory, Entry};
+use tokio::time::Instant;
+
+use super::directory::{base_name, check_name, list_directory, Entry, Listing};
 use super::holding::Holding;
 use super::pending::PendingNode;
 use super::record::NodeRecord;
@@ -99,41 +103,22 @@ impl Queue<'_> {
     /// Cancel-safe: if the future is dropped, the node (even one whose create is still in
     /// doubt) is deleted by a spawned task.
     pub(crate) async fn acquire(&self, patience: Patience) -> Result<Option<Acquired>, Error> {
-        check_name(self.name)?;
-        check_session(self.session)?;
-        let deadline = patience.deadline();
-        let record = NodeRecord::new(self.client, self.payload.to_vec());
-        let mut pending = PendingNode::new(self.client.clone(), self.session.clone());
-        let created = match pending
-            .create(self.name, self.role, &record, deadline)
-            .await?
-        {
-            Some(created) => created,
-            None => return Ok(None),
-        };
-        let token = created.stat.create_revision;
-        let own_name = base_name(&created.path).to_owned();
-        let lost = || Error::LockLost {
-            path: created.path.clone(),
-            token,
+        let queued = Queued::enqueue(
+            self.client,
+            self.session,
+            self.name,
+            self.role,
+            self.payload,
+            patience,
+        )
+        .await?;
+        let Some(mut queued) = queued else {
+            return Ok(None);
         };
         let mut waited = false;
         let seen_at = loop {
-            let listing = match persist(Some(self.session), deadline, || {
-                list_directory(self.client, self.name)
-            })
-            .await
-            {
-                Ok(Attempted::Done(listing)) => listing,
-                Ok(Attempted::TimedOut) => {
-                    pending.remove().await;
-                    return Ok(None);
-                }
-                Err(Error::NoNode { .. }) => return Err(lost()),
-                Err(error) => return Err(error),
-            };
-            let Some(own) = listing.position(&own_name, token) else {
-                return Err(lost());
+            let Some((listing, own)) = queued.list().await? else {
+                return Ok(None);
             };
             // Only the event that can grant the turn wakes the waiter: a predecessor's data
             // changing (stamped when its own wait ends) is not one, so each hand-off wakes
@@ -147,7 +132,7 @@ impl Queue<'_> {
                 Decision::WaitForChildren => (self.name.to_owned(), EventFilter::ChildrenChanged),
             };
             if patience == Patience::Try {
-                pending.remove().await;
+                queued.abandon().await;
                 return Ok(None);
             }
             let options = WatchOptions {
@@ -157,28 +142,155 @@ impl Queue<'_> {
                 kinds: vec![kind],
                 ..WatchOptions::default()
             };
-            match wait_for_change(self.client, Some(self.session), options, deadline).await? {
-                Woken::Changed => waited = true,
-                Woken::TimedOut => {
-                    pending.remove().await;
-                    return Ok(None);
-                }
+            if !queued.wait(options).await? {
+                return Ok(None);
             }
+            waited = true;
         };
-        let record = if waited { record.restamped() } else { record };
-        let restamp = waited.then(|| record.encode());
-        let node = (created.path.as_str(), token);
-        let revision = confirm(self.client, self.session, node, seen_at, restamp).await?;
-        pending.disarm();
+        queued.hand_over(seen_at, waited).await.map(Some)
+    }
+}
+
+/// A node this attempt created in a recipe directory, from its create until it is handed over
+/// as a `Holding`: the steps every queueing recipe shares (the queue's, and the double
+/// barrier's, whose turn rule is a count and a marker).
+///
+/// ```text
+///  enqueue ──► list ◄──── wait ──► (deadline: node deleted, None)
+///                │  ▲      │
+///                │  └──────┘ until the recipe's rule grants the turn
+///                ▼
+///            hand_over: confirm ─► disarm the drop guard ─► Holding (monitor started)
+/// ```
+///
+/// Its `PendingNode` deletes the node if the attempt ends any other way: an error, `abandon`,
+/// a deadline, or the future being dropped.
+pub(crate) struct Queued<'a> {
+    client: &'a Client,
+    session: &'a SessionView,
+    directory: &'a str,
+    deadline: Option<Instant>,
+    pending: PendingNode,
+    record: NodeRecord,
+    /// The node's path, its last segment, and its create revision (the token).
+    path: String,
+    own_name: String,
+    token: u64,
+}
+
+impl<'a> Queued<'a> {
+    /// Checks the directory's name and the session, then creates an ephemeral sequential
+    /// `role` node holding `payload` in `directory`; `None` if the deadline of `patience`
+    /// passed first (the node, if any, is then deleted).
+    pub(crate) async fn enqueue(
+        client: &'a Client,
+        session: &'a SessionView,
+        directory: &'a str,
+        role: Role,
+        payload: &[u8],
+        patience: Patience,
+    ) -> Result<Option<Queued<'a>>, Error> {
+        check_name(directory)?;
+        check_session(session)?;
+        let deadline = patience.deadline();
+        let record = NodeRecord::new(client, payload.to_vec());
+        let mut pending = PendingNode::new(client.clone(), session.clone());
+        let Some(created) = pending.create(directory, role, &record, deadline).await? else {
+            return Ok(None);
+        };
+        Ok(Some(Queued {
+            client,
+            session,
+            directory,
+            deadline,
+            pending,
+            record,
+            own_name: base_name(&created.path).to_owned(),
+            token: created.stat.create_revision,
+            path: created.path,
+        }))
+    }
+
+    /// The instant at which the attempt gives up, if any.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// The error for a node that is gone: whatever it queued for is lost.
+    fn lost(&self) -> Error {
+        Error::LockLost {
+            path: self.path.clone(),
+            token: self.token,
+        }
+    }
+
+    /// Lists the directory, retrying transient failures while the session is safe, and finds
+    /// this node in it: the listing and the node's index. `None` at the deadline (the node is
+    /// then deleted; stop using this value); `LockLost` if the node or the directory is gone.
+    pub(crate) async fn list(&mut self) -> Result<Option<(Listing, usize)>, Error> {
+        let listed = persist(Some(self.session), self.deadline, || {
+            list_directory(self.client, self.directory)
+        })
+        .await;
+        let listing = match listed {
+            Ok(Attempted::Done(listing)) => listing,
+            Ok(Attempted::TimedOut) => {
+                self.pending.remove().await;
+                return Ok(None);
+            }
+            Err(Error::NoNode { .. }) => return Err(self.lost()),
+            Err(error) => return Err(error),
+        };
+        match listing.position(&self.own_name, self.token) {
+            Some(own) => Ok(Some((listing, own))),
+            None => Err(self.lost()),
+        }
+    }
+
+    /// Waits for the first event of the watch `options` describes (see `wait_for_change`):
+    /// `true` when something may have changed, `false` at the deadline (the node is then
+    /// deleted; stop using this value).
+    pub(crate) async fn wait(&mut self, options: WatchOptions) -> Result<bool, Error> {
+        match wait_for_change(self.client, Some(self.session), options, self.deadline).await? {
+            Woken::Changed => Ok(true),
+            Woken::TimedOut => {
+                self.pending.remove().await;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Gives up the turn: deletes the node now, or leaves it to the drop guard, which retries.
+    pub(crate) async fn abandon(mut self) {
+        self.pending.remove().await;
+    }
+
+    /// The hand-off, once a listing made after the last wait (at revision `seen_at`) granted
+    /// the turn: `confirm` (stamping the grant time into the node if `restamp`), then disarm
+    /// the drop guard and start holding, watched from the confirmed revision on.
+    pub(crate) async fn hand_over(
+        mut self,
+        seen_at: u64,
+        restamp: bool,
+    ) -> Result<Acquired, Error> {
+        let record = if restamp {
+            self.record.restamped()
+        } else {
+            self.record.clone()
+        };
+        let data = restamp.then(|| record.encode());
+        let node = (self.path.as_str(), self.token);
+        let revision = confirm(self.client, self.session, node, seen_at, data).await?;
+        self.pending.disarm();
         let holding = Holding::start(
             self.client.clone(),
             self.session.clone(),
-            self.name.to_owned(),
-            created.path.clone(),
-            token,
+            self.directory.to_owned(),
+            self.path,
+            self.token,
             revision + 1,
         );
-        Ok(Some(Acquired { holding, record }))
+        Ok(Acquired { holding, record })
     }
 }
 
@@ -191,7 +303,7 @@ impl Queue<'_> {
 /// Why this suffices: the node existed at a revision after the last wait, and the session
 /// (checked after that read) cannot expire before `safe_until`, so the node lasts until then
 /// unless someone deletes it explicitly, which the holding's monitor reports.
-pub(crate) async fn confirm(
+async fn confirm(
     client: &Client,
     session: &SessionView,
     (path, token): (&str, u64),
@@ -224,7 +336,6 @@ pub(crate) async fn confirm(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::recipes::directory::Listing;
     use crate::types::Stat;
 
     fn listing(names: &[&str]) -> Listing {
