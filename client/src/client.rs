@@ -316,44 +316,14 @@ impl Client {
                     ),
                 },
             };
-            let connection_failed = matches!(
-                error,
-                Error::ConnectionLost { .. } | Error::Unreachable { .. }
-            );
-            uncertain |= error.is_outcome_unknown();
-            // A member that does not answer in time may be partitioned away (a black hole
-            // refuses nothing): the next call tries another one.
-            if connection_failed || matches!(error, Error::Timeout { .. }) {
+            let time_left = tokio::time::Instant::now() + backoff < deadline;
+            let decision = decide_retry(kind, uncertain, error, time_left, &self.inner.endpoints);
+            uncertain = decision.uncertain;
+            if decision.rotate {
                 self.rotate(index);
             }
-            let retry = error.is_retryable()
-                || (idempotent && (connection_failed || error.is_outcome_unknown()));
-            if !retry || tokio::time::Instant::now() + backoff >= deadline {
-                return Err(match error {
-                    // A write that may have been applied stays "outcome unknown", whatever a
-                    // later attempt heard (it carries the same write id, so it was not applied
-                    // twice, but the first may have been).
-                    error
-                        if kind == CallKind::Write
-                            && uncertain
-                            && (error.is_retryable() || error.is_outcome_unknown()) =>
-                    {
-                        Error::Timeout {
-                            message: format!(
-                                "an attempt may have been applied; the last one ended: {error}"
-                            ),
-                        }
-                    }
-                    Error::ConnectionLost { .. }
-                        if self.inner.endpoints.len() > 1 && kind == CallKind::Read =>
-                    {
-                        Error::Unreachable {
-                            endpoints: self.inner.endpoints.clone(),
-                            message: error.to_string(),
-                        }
-                    }
-                    other => other,
-                });
+            if let Next::Fail(error) = decision.next {
+                return Err(error);
             }
             tokio::time::sleep(jittered(backoff)).await;
             backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
@@ -649,6 +619,85 @@ impl Client {
     }
 }
 
+/// What `call_as` does after a failed attempt, as `decide_retry` says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RetryDecision {
+    /// Move to the next endpoint: this one could not be reached, dropped the connection, or
+    /// did not answer in time (a member partitioned away refuses nothing, it only stays
+    /// silent).
+    rotate: bool,
+    /// Whether any attempt so far, this one included, may have been applied.
+    uncertain: bool,
+    /// Retry after a back-off, or fail with this error.
+    next: Next,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Next {
+    Retry,
+    Fail(Error),
+}
+
+/// The client's retry decision after an attempt of a `kind` call failed with `error`.
+/// `uncertain` says whether an earlier attempt may have been applied; `time_left` whether a
+/// back-off still ends before the call's deadline; `endpoints` are the client's, for the error
+/// that names them. Pure: no clock, no I/O, so every case is unit-tested.
+///
+/// - A failure the cluster reports as not applied (`is_retryable`) is retried for every kind;
+///   a lost connection or unknown outcome only for idempotent calls (reads, and writes whose
+///   write id the cluster applies at most once).
+/// - A write that may have been applied stays "outcome unknown" (`Timeout`) whatever a later
+///   attempt heard: the later attempt carries the same write id, so the write was not applied
+///   twice, but the first may have been.
+/// - A read that lost its connection on the last attempt of a client with several endpoints
+///   reports them all unreachable.
+fn decide_retry(
+    kind: CallKind,
+    uncertain: bool,
+    error: Error,
+    time_left: bool,
+    endpoints: &[String],
+) -> RetryDecision {
+    let idempotent = kind != CallKind::Unsafe;
+    let connection_failed = matches!(
+        error,
+        Error::ConnectionLost { .. } | Error::Unreachable { .. }
+    );
+    let uncertain = uncertain || error.is_outcome_unknown();
+    let rotate = connection_failed || matches!(error, Error::Timeout { .. });
+    let retry =
+        error.is_retryable() || (idempotent && (connection_failed || error.is_outcome_unknown()));
+    let next = if retry && time_left {
+        Next::Retry
+    } else {
+        Next::Fail(match error {
+            error
+                if kind == CallKind::Write
+                    && uncertain
+                    && (error.is_retryable() || error.is_outcome_unknown()) =>
+            {
+                Error::Timeout {
+                    message: format!(
+                        "an attempt may have been applied; the last one ended: {error}"
+                    ),
+                }
+            }
+            Error::ConnectionLost { .. } if endpoints.len() > 1 && kind == CallKind::Read => {
+                Error::Unreachable {
+                    endpoints: endpoints.to_vec(),
+                    message: error.to_string(),
+                }
+            }
+            other => other,
+        })
+    };
+    RetryDecision {
+        rotate,
+        uncertain,
+        next,
+    }
+}
+
 pub(crate) fn with_timeout<T>(message: T, timeout: Duration) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.set_timeout(timeout);
@@ -671,6 +720,105 @@ pub(crate) fn jittered(pause: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn endpoints() -> Vec<String> {
+        vec!["10.0.0.1:7400".to_owned(), "10.0.0.2:7400".to_owned()]
+    }
+
+    fn lost() -> Error {
+        Error::ConnectionLost {
+            endpoint: "10.0.0.1:7400".into(),
+            message: "connection reset".into(),
+        }
+    }
+
+    fn unavailable() -> Error {
+        Error::Unavailable {
+            message: "no leader".into(),
+            leader_hint: None,
+        }
+    }
+
+    fn decision(rotate: bool, uncertain: bool, next: Next) -> RetryDecision {
+        RetryDecision {
+            rotate,
+            uncertain,
+            next,
+        }
+    }
+
+    #[test]
+    fn a_read_retries_a_lost_connection_on_the_next_endpoint() {
+        let retried = decide_retry(CallKind::Read, false, lost(), true, &endpoints());
+        assert_eq!(retried, decision(true, true, Next::Retry));
+        let timed_out = Error::Timeout {
+            message: "no answer".into(),
+        };
+        let retried = decide_retry(CallKind::Read, false, timed_out, true, &endpoints());
+        assert_eq!(retried, decision(true, true, Next::Retry));
+    }
+
+    #[test]
+    fn a_read_out_of_time_reports_every_endpoint_unreachable() {
+        let failed = decide_retry(CallKind::Read, false, lost(), false, &endpoints());
+        let unreachable = Error::Unreachable {
+            endpoints: endpoints(),
+            message: lost().to_string(),
+        };
+        assert_eq!(failed, decision(true, true, Next::Fail(unreachable)));
+        // With one endpoint there is nothing else to name: the connection failure stands.
+        let one = ["10.0.0.1:7400".to_owned()];
+        let failed = decide_retry(CallKind::Read, false, lost(), false, &one);
+        assert_eq!(failed, decision(true, true, Next::Fail(lost())));
+    }
+
+    #[test]
+    fn rejections_are_final_and_keep_the_endpoint() {
+        for kind in [CallKind::Read, CallKind::Write, CallKind::Unsafe] {
+            let no_node = Error::NoNode { path: "/a".into() };
+            let failed = decide_retry(kind, false, no_node.clone(), true, &endpoints());
+            assert_eq!(
+                failed,
+                decision(false, false, Next::Fail(no_node)),
+                "{kind:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unsafe_call_is_retried_only_when_not_applied() {
+        let failed = decide_retry(CallKind::Unsafe, false, lost(), true, &endpoints());
+        assert_eq!(failed, decision(true, true, Next::Fail(lost())));
+        let retried = decide_retry(CallKind::Unsafe, false, unavailable(), true, &endpoints());
+        assert_eq!(retried, decision(false, false, Next::Retry));
+        let refused = Error::Unreachable {
+            endpoints: vec!["10.0.0.1:7400".into()],
+            message: "tcp connect error".into(),
+        };
+        let retried = decide_retry(CallKind::Unsafe, false, refused, true, &endpoints());
+        assert_eq!(retried, decision(true, false, Next::Retry));
+    }
+
+    #[test]
+    fn a_write_that_may_have_been_applied_stays_outcome_unknown() {
+        let retried = decide_retry(CallKind::Write, false, lost(), true, &endpoints());
+        assert_eq!(retried, decision(true, true, Next::Retry));
+        // The next attempt hears "not applied", too late to try again: still unknown.
+        let failed = decide_retry(CallKind::Write, true, unavailable(), false, &endpoints());
+        let unknown = Error::Timeout {
+            message: "an attempt may have been applied; the last one ended: unavailable: no \
+                      leader"
+                .into(),
+        };
+        assert_eq!(failed, decision(false, true, Next::Fail(unknown)));
+        // Without an uncertain attempt, "not applied" is the answer.
+        let failed = decide_retry(CallKind::Write, false, unavailable(), false, &endpoints());
+        assert_eq!(failed, decision(false, false, Next::Fail(unavailable())));
+        // A rejection after an uncertain attempt is reported as it is.
+        let no_node = Error::NoNode { path: "/a".into() };
+        let failed = decide_retry(CallKind::Write, true, no_node.clone(), true, &endpoints());
+        assert_eq!(failed, decision(false, true, Next::Fail(no_node)));
+    }
 
     #[test]
     fn jitter_stays_between_half_and_the_whole_pause_and_varies() {
