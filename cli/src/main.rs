@@ -2,6 +2,9 @@
 //!
 //! Exit codes: 0 success, 1 the operation failed (e.g. no such node), 2 usage error,
 //! 3 the cluster could not be reached (or the outcome of a write is unknown).
+//!
+//! Lock poisoning: coordctl takes no `std::sync` lock of its own; it keeps the client's one
+//! policy (a poisoned lock is used as it is; see `lock.rs` in coord-client).
 
 mod output;
 mod recipes;

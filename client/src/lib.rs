@@ -30,6 +30,7 @@ struct ReadmeExamples;
 
 mod client;
 mod error;
+mod lock;
 pub mod recipes;
 mod session;
 mod txn;

@@ -7,7 +7,7 @@
 //! `Instant::now() < safe_until()`, the session cannot have expired on the server, given that
 //! the two clocks' rates differ by less than the margin over one TTL.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use coord_proto::v1 as pb;
@@ -18,6 +18,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::client::{with_timeout, Client};
 use crate::error::Error;
+use crate::lock::lock;
 
 /// What the client knows about its session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,11 +140,7 @@ impl Session {
 
     /// Until when the session certainly lives on the server (see the module invariant).
     pub fn safe_until(&self) -> Instant {
-        *self
-            .shared
-            .safe_until
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        *lock(&self.shared.safe_until)
     }
 
     /// Whether the session is certainly alive right now.
@@ -193,11 +190,7 @@ impl SessionView {
     }
 
     pub(crate) fn safe_until(&self) -> Instant {
-        *self
-            .shared
-            .safe_until
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        *lock(&self.shared.safe_until)
     }
 
     pub(crate) fn is_safe(&self) -> bool {
@@ -350,11 +343,7 @@ async fn keep_alive(client: Client, shared: Arc<Shared>) {
                     }
                     Ok(Ok(Some(reply))) => {
                         let ttl = Duration::from_millis(reply.ttl_ms);
-                        *shared
-                            .safe_until
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner) =
-                            sent_at + ttl.saturating_sub(shared.margin);
+                        *lock(&shared.safe_until) = sent_at + ttl.saturating_sub(shared.margin);
                         shared.set_state(SessionState::Connected);
                         backoff = Duration::from_millis(20);
                     }

@@ -11,9 +11,11 @@
 
 use std::collections::BTreeSet;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use coord_proto::v1 as pb;
+
+use crate::lock::lock;
 
 #[derive(Debug)]
 pub(crate) struct WriteIds {
@@ -37,11 +39,6 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         lock(&self.state).in_flight.remove(&self.sequence);
     }
-}
-
-fn lock(state: &Mutex<Sequences>) -> std::sync::MutexGuard<'_, Sequences> {
-    // Nothing panics while holding the lock.
-    state.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl WriteIds {

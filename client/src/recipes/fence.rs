@@ -40,10 +40,11 @@
 //! seen for its name (equal: the same holder continuing), and the highest never decreases.
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 
 use crate::client::Client;
 use crate::error::Error;
+use crate::lock::lock;
 use crate::txn::{Txn, TxnResult};
 
 /// A token that is older than one already seen: its holder has lost the lock.
@@ -129,7 +130,7 @@ impl TokenVerifier {
 
     /// Accepts `token` for `name` if it is at least the highest seen, and remembers it.
     pub fn check(&self, name: &str, token: u64) -> Result<(), StaleToken> {
-        let mut highest = self.highest.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut highest = lock(&self.highest);
         let seen = highest.get(name).copied();
         let admitted = admit(seen, token).map_err(|stale| StaleToken {
             name: name.to_owned(),
@@ -141,7 +142,7 @@ impl TokenVerifier {
 
     /// The highest token accepted for `name`.
     pub fn highest(&self, name: &str) -> Option<u64> {
-        let highest = self.highest.lock().unwrap_or_else(PoisonError::into_inner);
+        let highest = lock(&self.highest);
         highest.get(name).copied()
     }
 }
