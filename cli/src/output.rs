@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use coord_client::recipes::{ElectionInfo, LockInfo, LockKind, Participant};
 use coord_client::{
-    Child, Client, ClusterStatusResponse, Created, DeleteReason, Error, EventKind, LeaderInfo,
-    LostReason, Member, NodeData, NodeKind, OpResult, SessionInfo, Stat, TxnResult, WatchEvent,
+    Child, ClusterStatusResponse, Created, DeleteReason, Error, EventKind, LeaderInfo, LostReason,
+    Member, NodeData, NodeKind, OpResult, SessionInfo, Stat, TxnResult, WatchEvent,
 };
 use serde_json::{json, Value};
 
@@ -68,59 +68,11 @@ fn stat_text(stat: &Stat) -> String {
     )
 }
 
-/// A subtree read breadth-first for `coordctl tree`.
+/// One node of a subtree, as `coordctl tree` prints it.
 pub struct TreeEntry {
     pub path: String,
     pub depth: usize,
     pub stat: Stat,
-}
-
-pub async fn collect_tree(client: &Client, root: &str) -> Result<Vec<TreeEntry>, Error> {
-    let root_stat = client.exists(root).await?.ok_or(Error::NoNode {
-        path: root.to_owned(),
-    })?;
-    let mut entries = vec![TreeEntry {
-        path: root.to_owned(),
-        depth: 0,
-        stat: root_stat,
-    }];
-    let mut index = 0;
-    // Depth-first order for printing: insert children right after their parent.
-    while index < entries.len() {
-        let (path, depth) = (entries[index].path.clone(), entries[index].depth);
-        let mut children = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let page = client
-                .children_page(
-                    &path,
-                    0,
-                    token.as_deref(),
-                    true,
-                    coord_client::Consistency::Linearizable,
-                )
-                .await?;
-            for child in page.children {
-                let child_path = if path == "/" {
-                    format!("/{}", child.name)
-                } else {
-                    format!("{path}/{}", child.name)
-                };
-                children.push(TreeEntry {
-                    path: child_path,
-                    depth: depth + 1,
-                    stat: child.stat.unwrap_or_default(),
-                });
-            }
-            match page.next_page_token {
-                Some(next) => token = Some(next),
-                None => break,
-            }
-        }
-        entries.splice(index + 1..index + 1, children);
-        index += 1;
-    }
-    Ok(entries)
 }
 
 impl Printer {
@@ -373,7 +325,6 @@ impl Printer {
     }
 
     pub fn sessions(&self, sessions: &[SessionInfo]) {
-        let millis = |duration: Duration| u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
         if self.json {
             let items: Vec<Value> = sessions
                 .iter()
@@ -623,8 +574,13 @@ fn participant_json(participant: &Participant) -> Value {
         "token": participant.token,
         "session": participant.session,
         "since_unix_ms": participant.since_unix_ms,
-        "age_ms": u64::try_from(participant.age().as_millis()).unwrap_or(u64::MAX),
+        "age_ms": millis(participant.age()),
     })
+}
+
+/// Whole milliseconds, saturating: the one conversion of a duration for printing.
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn age_text(age: Duration) -> String {

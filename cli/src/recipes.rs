@@ -1,4 +1,5 @@
-//! `coordctl lock`, `elect` and `barrier`: the client's recipes from a shell.
+//! `coordctl lock`, `elect` and `barrier`, arguments and handlers: the client's recipes from a
+//! shell.
 //!
 //! A held lock or leadership is either kept until coordctl is interrupted, or lent to a
 //! command run as a child process with the token in its environment. What coordctl promises:
@@ -14,6 +15,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use anyhow::Context;
+use clap::{Args, Subcommand};
 use coord_client::recipes::{list_elections, list_locks};
 use coord_client::{
     Barrier, Client, DoubleBarrier, Election, Error, HeldNode, LockGuard, LostReason, Mutex,
@@ -24,12 +26,107 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use crate::output::Printer;
 
 /// How a held lock or leadership is used.
-pub struct Holding {
-    pub ttl: Duration,
-    /// Run this while holding; empty: hold until interrupted.
-    pub command: Vec<String>,
-    /// Between SIGTERM and SIGKILL when the child must stop.
-    pub kill_grace: Duration,
+#[derive(Args)]
+pub struct HoldingArgs {
+    /// The session's TTL: how long after coordctl stops the lock is released at the latest.
+    #[arg(long, default_value = "10s", value_parser = coord_client::parse_duration)]
+    ttl: Duration,
+    /// Time between SIGTERM and SIGKILL when the command must stop.
+    #[arg(long, default_value = "5s", value_parser = coord_client::parse_duration)]
+    kill_grace: Duration,
+    /// The command to run while holding (after `--`).
+    #[arg(last = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct LockArgs {
+    /// The lock, a path such as /locks/db.
+    #[arg(required_unless_present = "list")]
+    name: Option<String>,
+    /// List the locks at or under this prefix with holder, token, age and waiters.
+    #[arg(long, value_name = "PREFIX", conflicts_with_all = ["name", "command"])]
+    list: Option<String>,
+    /// Give up if the lock is not acquired within this (exit 1).
+    #[arg(long, value_parser = coord_client::parse_duration)]
+    timeout: Option<Duration>,
+    #[command(flatten)]
+    holding: HoldingArgs,
+}
+
+/// The long help of `coordctl lock`.
+pub const LOCK_HELP: &str = "Take a lock and print its fencing token.
+
+Without a command, coordctl holds the lock until interrupted (Ctrl-C or SIGTERM), then releases
+it. With `-- CMD ARGS...`, it runs CMD while holding the lock, with COORD_LOCK_NAME,
+COORD_LOCK_PATH and COORD_LOCK_TOKEN in its environment, releases the lock when CMD exits, and
+exits with CMD's status.
+
+A lease is not mutual exclusion on its own: if coordctl cannot confirm its session alive in
+time (paused, partitioned), the lock may pass to someone else. CMD then gets SIGTERM (SIGKILL
+after --kill-grace) and coordctl exits 1, but CMD may act in the moment before the signal
+lands. Resources that CMD changes should check COORD_LOCK_TOKEN: reject any token lower than
+the highest they have seen (coord_client::TokenVerifier), or write through a txn fenced on
+COORD_LOCK_PATH and the token (`fence PATH TOKEN` in `coordctl txn`).
+
+  coordctl lock /locks/backup -- ./backup.sh
+  coordctl lock /locks/backup --timeout 30s -- ./backup.sh
+  coordctl lock --list /locks";
+
+#[derive(Args)]
+pub struct ElectArgs {
+    /// The election, a path such as /elections/scheduler.
+    #[arg(required_unless_present_any = ["list"])]
+    name: Option<String>,
+    /// What this candidate announces as leader (e.g. its address).
+    #[arg(required_unless_present_any = ["list", "observe", "leader"])]
+    value: Option<String>,
+    /// Print each leader change, until interrupted.
+    #[arg(long, conflicts_with_all = ["value", "leader", "list", "command"])]
+    observe: bool,
+    /// Print the current leader (exit 1 when there is none).
+    #[arg(long, conflicts_with_all = ["value", "list", "command"])]
+    leader: bool,
+    /// List the elections at or under this prefix with leader, token, age and candidates.
+    #[arg(long, value_name = "PREFIX", conflicts_with_all = ["name", "command"])]
+    list: Option<String>,
+    /// Give up if not elected within this (exit 1).
+    #[arg(long, value_parser = coord_client::parse_duration)]
+    timeout: Option<Duration>,
+    #[command(flatten)]
+    holding: HoldingArgs,
+}
+
+#[derive(Subcommand)]
+pub enum BarrierCommand {
+    /// Raise a barrier: waiters block until it is removed.
+    Set { name: String },
+    /// Remove a barrier, releasing every waiter.
+    Remove { name: String },
+    /// Wait until the barrier is removed (or was never set).
+    Wait {
+        name: String,
+        /// Give up after this (exit 1).
+        #[arg(long, value_parser = coord_client::parse_duration)]
+        timeout: Option<Duration>,
+    },
+    /// Double barrier: wait until COUNT participants entered, run the command (if any), then
+    /// wait until all of them left. A participant that dies is counted out once its session's
+    /// TTL passes.
+    Double {
+        name: String,
+        #[arg(long)]
+        count: u64,
+        /// The session's TTL.
+        #[arg(long, default_value = "10s", value_parser = coord_client::parse_duration)]
+        ttl: Duration,
+        /// Give up entering after this (exit 1).
+        #[arg(long, value_parser = coord_client::parse_duration)]
+        timeout: Option<Duration>,
+        /// The command to run between entering and leaving (after `--`).
+        #[arg(last = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
 }
 
 /// Exit status for a held lock that was lost.
@@ -46,14 +143,23 @@ enum Ending {
     Lost(LostReason),
 }
 
+/// `coordctl lock`: list the locks under a prefix, or take one. Returns the exit status.
+pub async fn lock(client: &Client, printer: &Printer, args: LockArgs) -> anyhow::Result<i32> {
+    match (args.list, args.name) {
+        (Some(prefix), _) => list_locks_under(client, printer, &prefix).await,
+        (None, Some(name)) => hold_lock(client, printer, &name, args.timeout, args.holding).await,
+        (None, None) => anyhow::bail!("name a lock, or --list PREFIX"),
+    }
+}
+
 /// `coordctl lock NAME`: acquire (within `timeout` if given), then hold or run the command.
 /// Returns the process exit status.
-pub async fn lock(
+async fn hold_lock(
     client: &Client,
     printer: &Printer,
     name: &str,
     timeout: Option<Duration>,
-    holding: Holding,
+    holding: HoldingArgs,
 ) -> anyhow::Result<i32> {
     let mut signals = Signals::new()?;
     let session = client.open_session(holding.ttl).await?;
@@ -101,15 +207,30 @@ async fn acquire(mutex: &Mutex, timeout: Option<Duration>) -> Result<Option<Lock
     }
 }
 
+/// `coordctl elect`: list the elections under a prefix, follow or show one's leader, or
+/// campaign. Returns the exit status.
+pub async fn elect(client: &Client, printer: &Printer, args: ElectArgs) -> anyhow::Result<i32> {
+    match (args.list, args.name, args.value) {
+        (Some(prefix), _, _) => list_elections_under(client, printer, &prefix).await,
+        (None, Some(name), _) if args.observe => observe(client, printer, &name).await,
+        (None, Some(name), _) if args.leader => leader(client, printer, &name).await,
+        (None, Some(name), Some(value)) => {
+            let timeout = args.timeout;
+            campaign(client, printer, &name, &value, timeout, args.holding).await
+        }
+        _ => anyhow::bail!("name an election and a value, or use --observe, --leader or --list"),
+    }
+}
+
 /// `coordctl elect NAME VALUE`: campaign, then hold the leadership or run the command as
 /// leader.
-pub async fn elect(
+async fn campaign(
     client: &Client,
     printer: &Printer,
     name: &str,
     value: &str,
     timeout: Option<Duration>,
-    holding: Holding,
+    holding: HoldingArgs,
 ) -> anyhow::Result<i32> {
     let mut signals = Signals::new()?;
     let session = client.open_session(holding.ttl).await?;
@@ -156,7 +277,7 @@ pub async fn elect(
 }
 
 /// `coordctl elect --observe NAME`: one line per leader change, until interrupted.
-pub async fn observe(client: &Client, printer: &Printer, name: &str) -> anyhow::Result<i32> {
+async fn observe(client: &Client, printer: &Printer, name: &str) -> anyhow::Result<i32> {
     let mut signals = Signals::new()?;
     let mut changes = Election::observe(client, name);
     loop {
@@ -171,24 +292,20 @@ pub async fn observe(client: &Client, printer: &Printer, name: &str) -> anyhow::
 }
 
 /// `coordctl elect --leader NAME`: the current leader; exit 1 when there is none.
-pub async fn leader(client: &Client, printer: &Printer, name: &str) -> anyhow::Result<i32> {
+async fn leader(client: &Client, printer: &Printer, name: &str) -> anyhow::Result<i32> {
     let leader = Election::leader(client, name).await?;
     printer.leader(name, leader.as_ref());
     Ok(if leader.is_some() { 0 } else { 1 })
 }
 
 /// `coordctl lock --list PREFIX`.
-pub async fn list_locks_under(
-    client: &Client,
-    printer: &Printer,
-    prefix: &str,
-) -> anyhow::Result<i32> {
+async fn list_locks_under(client: &Client, printer: &Printer, prefix: &str) -> anyhow::Result<i32> {
     printer.locks(&list_locks(client, prefix).await?);
     Ok(0)
 }
 
 /// `coordctl elect --list PREFIX`.
-pub async fn list_elections_under(
+async fn list_elections_under(
     client: &Client,
     printer: &Printer,
     prefix: &str,
@@ -197,39 +314,23 @@ pub async fn list_elections_under(
     Ok(0)
 }
 
-/// The `coordctl barrier` subcommands.
-pub enum BarrierAction {
-    Set,
-    Remove,
-    Wait {
-        timeout: Option<Duration>,
-    },
-    /// Double barrier: enter, run the command (or nothing), leave.
-    Double {
-        count: u64,
-        ttl: Duration,
-        command: Vec<String>,
-        timeout: Option<Duration>,
-    },
-}
-
+/// `coordctl barrier set|remove|wait|double`. Returns the exit status.
 pub async fn barrier(
     client: &Client,
     printer: &Printer,
-    name: &str,
-    action: BarrierAction,
+    command: BarrierCommand,
 ) -> anyhow::Result<i32> {
-    match action {
-        BarrierAction::Set => {
-            Barrier::new(client, name).set().await?;
-            printer.barrier(name, "set");
+    match command {
+        BarrierCommand::Set { name } => {
+            Barrier::new(client, &name).set().await?;
+            printer.barrier(&name, "set");
         }
-        BarrierAction::Remove => {
-            Barrier::new(client, name).remove().await?;
-            printer.barrier(name, "removed");
+        BarrierCommand::Remove { name } => {
+            Barrier::new(client, &name).remove().await?;
+            printer.barrier(&name, "removed");
         }
-        BarrierAction::Wait { timeout } => {
-            let barrier = Barrier::new(client, name);
+        BarrierCommand::Wait { name, timeout } => {
+            let barrier = Barrier::new(client, &name);
             let passed = match timeout {
                 Some(timeout) => barrier.wait_timeout(timeout).await?,
                 None => barrier.wait().await.map(|()| true)?,
@@ -240,14 +341,15 @@ pub async fn barrier(
                     timeout: timeout.unwrap_or_default(),
                 });
             }
-            printer.barrier(name, "passed");
+            printer.barrier(&name, "passed");
         }
-        BarrierAction::Double {
+        BarrierCommand::Double {
+            name,
             count,
             ttl,
-            command,
             timeout,
-        } => return double_barrier(client, printer, name, (count, ttl, timeout), command).await,
+            command,
+        } => return double_barrier(client, printer, &name, (count, ttl, timeout), command).await,
     }
     Ok(0)
 }
@@ -294,7 +396,7 @@ async fn double_barrier(
 
 /// Holds until the child exits (or, without a command, until a signal), or `lost` resolves.
 async fn hold(
-    holding: &Holding,
+    holding: &HoldingArgs,
     environment: &[(&str, String)],
     signals: &mut Signals,
     lost: impl Future<Output = LostReason>,
