@@ -4,8 +4,10 @@
 //! - crate dependencies point one way (client and server → proto; cli → client; never
 //!   client → server);
 //! - no debugging leftovers (the dbg and todo macros, fix-me markers) in the sources;
-//! - every source file is named in ARCHITECTURE.md's code map.
+//! - every source file is named in ARCHITECTURE.md's code map;
+//! - the repository root holds only the files and directories on its allowlist.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -193,5 +195,77 @@ fn architecture_names_every_source_file() {
     assert!(
         missing.is_empty(),
         "ARCHITECTURE.md's code map does not name: {missing:?}"
+    );
+}
+
+/// What may sit at the repository root: what is there, plus what is planned (the Helm chart,
+/// fuzz targets, the container image). A stray output file fails this test until it is
+/// deleted, or added here with a reason to exist.
+const ROOT_ENTRIES: [&str; 18] = [
+    ".ci",
+    ".dockerignore",
+    ".gitignore",
+    "ARCHITECTURE.md",
+    "Cargo.lock",
+    "Cargo.toml",
+    "Dockerfile",
+    "LICENSE",
+    "README.md",
+    "charts",
+    "cli",
+    "client",
+    "dev",
+    "fuzz",
+    "proto",
+    "rustfmt.toml",
+    "server",
+    "tests",
+];
+
+/// The names at the repository root that are part of the repository: those git tracks, or,
+/// without git (a source archive), those on disk that the root `.gitignore` does not ignore.
+fn root_entries() -> BTreeSet<String> {
+    let root = workspace_root();
+    let tracked = std::process::Command::new("git")
+        .arg("-C")
+        .arg(&root)
+        .args(["ls-files", "--cached"])
+        .output()
+        .ok()
+        .filter(|output| output.status.success());
+    if let Some(output) = tracked {
+        return String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|path| path.split('/').next())
+            .map(str::to_owned)
+            .collect();
+    }
+    let ignored = fs::read_to_string(root.join(".gitignore")).unwrap_or_default();
+    let is_ignored = |name: &str| {
+        ignored.lines().map(str::trim).any(|pattern| {
+            let pattern = pattern.strip_prefix('/').unwrap_or(pattern);
+            match pattern.strip_prefix('*') {
+                Some(suffix) => name.ends_with(suffix),
+                None => pattern == name,
+            }
+        })
+    };
+    fs::read_dir(&root)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name != ".git" && !is_ignored(name))
+        .collect()
+}
+
+#[test]
+fn the_repository_root_holds_only_allowed_entries() {
+    let unexpected: Vec<String> = root_entries()
+        .into_iter()
+        .filter(|name| !ROOT_ENTRIES.contains(&name.as_str()))
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "unexpected at the repository root (delete them, or add them to ROOT_ENTRIES with a \
+         reason): {unexpected:?}"
     );
 }
