@@ -5,7 +5,10 @@
 //!   client → server);
 //! - no debugging leftovers (the dbg and todo macros, fix-me markers) in the sources;
 //! - every source file is named in ARCHITECTURE.md's code map;
-//! - the repository root holds only the files and directories on its allowlist.
+//! - the repository root holds only the files and directories on its allowlist;
+//! - no module imports in a circle (`import_circles`, a module being a file, applied to
+//!   `client/src/recipes/`): a `mod.rs` is a module like any other, so one that re-exports
+//!   or uses a child must not also serve that child items of its own.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -267,5 +270,580 @@ fn the_repository_root_holds_only_allowed_entries() {
         unexpected.is_empty(),
         "unexpected at the repository root (delete them, or add them to ROOT_ENTRIES with a \
          reason): {unexpected:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// A small Rust lexer for the structural checks below: identifiers and punctuation with their
+// line numbers; comments, string, character and number literals are skipped, so text inside
+// them is never mistaken for code.
+
+/// One token of Rust source: an identifier or keyword, `::`, or one punctuation character.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Token {
+    text: String,
+    /// 1-based.
+    line: usize,
+}
+
+impl Token {
+    fn is(&self, text: &str) -> bool {
+        self.text == text
+    }
+
+    fn is_ident(&self) -> bool {
+        self.text
+            .starts_with(|first: char| first == '_' || first.is_alphabetic())
+    }
+}
+
+/// Skips a string body from just after its opening quote; `raw` gives the number of closing
+/// `#`s of a raw string, whose backslashes are not escapes.
+fn skip_string(chars: &[char], mut index: usize, raw: Option<usize>, line: &mut usize) -> usize {
+    while index < chars.len() {
+        match chars[index] {
+            '\n' => *line += 1,
+            '\\' if raw.is_none() => {
+                if chars.get(index + 1) == Some(&'\n') {
+                    *line += 1;
+                }
+                index += 1;
+            }
+            '"' => {
+                let hashes = raw.unwrap_or(0);
+                let closing = (1..=hashes).all(|offset| chars.get(index + offset) == Some(&'#'));
+                if closing {
+                    return index + 1 + hashes;
+                }
+            }
+            _ => {}
+        }
+        index += 1;
+    }
+    index
+}
+
+/// The tokens of `source`.
+fn tokens(source: &str) -> Vec<Token> {
+    let chars: Vec<char> = source.chars().collect();
+    let mut tokens = Vec::new();
+    let mut line = 1;
+    let mut index = 0;
+    let is_ident_char = |character: char| character == '_' || character.is_alphanumeric();
+    while index < chars.len() {
+        let character = chars[index];
+        let next = chars.get(index + 1).copied();
+        if character == '\n' {
+            line += 1;
+            index += 1;
+        } else if character.is_whitespace() {
+            index += 1;
+        } else if character == '/' && next == Some('/') {
+            while index < chars.len() && chars[index] != '\n' {
+                index += 1;
+            }
+        } else if character == '/' && next == Some('*') {
+            let mut depth = 0;
+            while index < chars.len() {
+                if chars[index] == '/' && chars.get(index + 1) == Some(&'*') {
+                    depth += 1;
+                    index += 2;
+                } else if chars[index] == '*' && chars.get(index + 1) == Some(&'/') {
+                    depth -= 1;
+                    index += 2;
+                    if depth == 0 {
+                        break;
+                    }
+                } else {
+                    if chars[index] == '\n' {
+                        line += 1;
+                    }
+                    index += 1;
+                }
+            }
+        } else if character == '"' {
+            index = skip_string(&chars, index + 1, None, &mut line);
+        } else if character == '\'' {
+            // A character literal ('x', '\n', '\u{1F600}') or a lifetime or label ('a).
+            if next == Some('\\') {
+                // The escaped character may itself be a quote or a backslash: skip it first.
+                index += 3;
+                while index < chars.len() && chars[index] != '\'' {
+                    index += 1;
+                }
+                index += 1;
+            } else if chars.get(index + 2) == Some(&'\'') {
+                index += 3;
+            } else {
+                index += 1;
+                while index < chars.len() && is_ident_char(chars[index]) {
+                    index += 1;
+                }
+            }
+        } else if character.is_ascii_digit() {
+            while index < chars.len()
+                && (is_ident_char(chars[index])
+                    || (chars[index] == '.'
+                        && chars.get(index + 1).is_some_and(char::is_ascii_digit)))
+            {
+                index += 1;
+            }
+        } else if is_ident_char(character) {
+            let start = index;
+            while index < chars.len() && is_ident_char(chars[index]) {
+                index += 1;
+            }
+            let word: String = chars[start..index].iter().collect();
+            let mut hashes = 0;
+            while chars.get(index + hashes) == Some(&'#') {
+                hashes += 1;
+            }
+            let quoted = chars.get(index + hashes) == Some(&'"');
+            if matches!(word.as_str(), "r" | "br" | "cr") && quoted {
+                // A raw string: r"...", r#"..."#, br"...".
+                index = skip_string(&chars, index + hashes + 1, Some(hashes), &mut line);
+            } else if word == "r" && hashes == 1 {
+                // A raw identifier: r#type is the identifier `type`.
+                let start = index + 1;
+                index = start;
+                while index < chars.len() && is_ident_char(chars[index]) {
+                    index += 1;
+                }
+                let text = chars[start..index].iter().collect();
+                tokens.push(Token { text, line });
+            } else if matches!(word.as_str(), "b" | "c") && hashes == 0 && quoted {
+                index = skip_string(&chars, index + 1, None, &mut line);
+            } else if word == "b" && chars.get(index) == Some(&'\'') {
+                // A byte literal: b'x', b'\n' or b'\''.
+                index += 1;
+                while index < chars.len() && chars[index] != '\'' {
+                    if chars[index] == '\\' {
+                        index += 1;
+                    }
+                    index += 1;
+                }
+                index += 1;
+            } else {
+                tokens.push(Token { text: word, line });
+            }
+        } else if character == ':' && next == Some(':') {
+            tokens.push(Token {
+                text: "::".into(),
+                line,
+            });
+            index += 2;
+        } else {
+            tokens.push(Token {
+                text: character.to_string(),
+                line,
+            });
+            index += 1;
+        }
+    }
+    tokens
+}
+
+// ---------------------------------------------------------------------------------------------
+// The module import graph: a module is a file; an edge runs from a file to every file whose
+// module it names in a `use` declaration or a path (`super::x`, `crate::a::b`, `self::c`, or
+// a child module declared with `mod`). `mod` declarations only say which children a module
+// has; declaring a child is not an import of it.
+
+/// The module path of every Rust file under `directory` in the crate whose root file is
+/// `crate_root` (`lib.rs` or `main.rs`): `a/b.rs` and `a/b/mod.rs` are `a::b`. Other crate
+/// roots beside it (a `main.rs` next to `lib.rs`, `bin/`) are separate crates and left out.
+fn module_files(directory: &Path, crate_root: &Path) -> Vec<(Vec<String>, PathBuf)> {
+    let crate_dir = crate_root
+        .parent()
+        .expect("a crate root lives in a directory");
+    let mut files = Vec::new();
+    rust_files(directory, &mut files);
+    files.sort();
+    let mut modules = Vec::new();
+    for file in files {
+        let relative = file
+            .strip_prefix(crate_dir)
+            .expect("the directory is in the crate");
+        let in_crate_dir = relative.components().count() == 1;
+        let name = relative.file_name().unwrap().to_string_lossy().into_owned();
+        let other_root = in_crate_dir && (name == "main.rs" || name == "lib.rs");
+        if file != crate_root && (other_root || relative.starts_with("bin")) {
+            continue;
+        }
+        let mut module: Vec<String> = relative
+            .components()
+            .map(|part| part.as_os_str().to_string_lossy().into_owned())
+            .collect();
+        let last = module.pop().unwrap();
+        if file != crate_root && last != "mod.rs" {
+            module.push(last.trim_end_matches(".rs").to_owned());
+        }
+        modules.push((module, file));
+    }
+    modules
+}
+
+/// Reads one `use` tree starting at `tokens[*index]`, appending every path it imports (a glob
+/// imports its module; `a::{self, b}` imports `a` and `a::b`). Leaves `*index` after the tree.
+fn use_tree(tokens: &[Token], index: &mut usize, prefix: &[String], paths: &mut Vec<Vec<String>>) {
+    let mut path = prefix.to_vec();
+    while let Some(token) = tokens.get(*index) {
+        if token.is("::") {
+            *index += 1;
+        } else if token.is("*") {
+            *index += 1;
+            paths.push(path);
+            return;
+        } else if token.is("{") {
+            *index += 1;
+            while let Some(token) = tokens.get(*index) {
+                if token.is("}") {
+                    *index += 1;
+                    break;
+                }
+                if token.is(",") {
+                    *index += 1;
+                    continue;
+                }
+                use_tree(tokens, index, &path, paths);
+            }
+            return;
+        } else if token.is_ident() {
+            *index += 1;
+            if token.is("self") && !path.is_empty() {
+                // `a::{self}` names `a` itself.
+            } else {
+                path.push(token.text.clone());
+            }
+            if tokens.get(*index).is_some_and(|next| next.is("as")) {
+                *index += 2;
+            }
+            if !tokens.get(*index).is_some_and(|next| next.is("::")) {
+                paths.push(path);
+                return;
+            }
+        } else {
+            return;
+        }
+    }
+}
+
+/// The module paths that `tokens` (one file, module `module`) name: `(line, path)`, each
+/// path made absolute from the crate root. `children` are the file's `mod` declarations.
+fn named_paths(tokens: &[Token], module: &[String]) -> Vec<(usize, Vec<String>)> {
+    let children: BTreeSet<&str> = tokens
+        .windows(3)
+        .filter(|window| window[0].is("mod") && window[1].is_ident() && window[2].is(";"))
+        .map(|window| window[1].text.as_str())
+        .collect();
+    // The inline modules (`mod tests { ... }`) around the current token, by brace depth.
+    let mut blocks: Vec<Option<String>> = Vec::new();
+    let mut pending_module: Option<String> = None;
+    let mut found = Vec::new();
+    let mut index = 0;
+    while index < tokens.len() {
+        let token = &tokens[index];
+        let inline: Vec<String> = blocks.iter().flatten().cloned().collect();
+        let current: Vec<String> = module.iter().cloned().chain(inline.clone()).collect();
+        let previous = index.checked_sub(1).map(|before| &tokens[before]);
+        let next = tokens.get(index + 1);
+        let mut relative: Vec<Vec<String>> = Vec::new();
+        if token.is("mod") && next.is_some_and(Token::is_ident) {
+            let opens = tokens.get(index + 2).is_some_and(|after| after.is("{"));
+            pending_module = opens.then(|| next.unwrap().text.clone());
+            index += 2;
+            continue;
+        } else if token.is("{") {
+            blocks.push(pending_module.take());
+        } else if token.is("}") {
+            blocks.pop();
+        } else if token.is("use") {
+            index += 1;
+            use_tree(tokens, &mut index, &[], &mut relative);
+        } else if token.is_ident()
+            && next.is_some_and(|next| next.is("::"))
+            && !previous.is_some_and(|previous| previous.is("::") || previous.is("."))
+        {
+            let mut path = vec![token.text.clone()];
+            let mut after = index + 1;
+            while tokens.get(after).is_some_and(|sep| sep.is("::"))
+                && tokens.get(after + 1).is_some_and(Token::is_ident)
+            {
+                path.push(tokens[after + 1].text.clone());
+                after += 2;
+            }
+            relative.push(path);
+        }
+        for path in relative {
+            let (base, rest): (Vec<String>, &[String]) = match path[0].as_str() {
+                "crate" => (Vec::new(), &path[1..]),
+                "self" => (current.clone(), &path[1..]),
+                "super" => {
+                    let supers = path.iter().take_while(|part| *part == "super").count();
+                    let Some(kept) = current.len().checked_sub(supers) else {
+                        continue;
+                    };
+                    (current[..kept].to_vec(), &path[supers..])
+                }
+                // A bare path starts at a child module of the file, or names another crate.
+                first if inline.is_empty() && children.contains(first) => {
+                    (current.clone(), &path[..])
+                }
+                _ => continue,
+            };
+            let absolute = base.into_iter().chain(rest.iter().cloned()).collect();
+            found.push((token.line, absolute));
+        }
+        index += 1;
+    }
+    found
+}
+
+/// Import circles among the files under `directory` of the crate rooted at `crate_root`: for
+/// each group of files that import one another, its members and one circle through them, as
+/// `a.rs:LINE → b.rs:LINE → ... → a.rs` (the line where each file names the next). Empty
+/// when the import graph has no circle.
+fn import_circles(directory: &Path, crate_root: &Path) -> Vec<String> {
+    let crate_dir = crate_root.parent().unwrap();
+    let modules = module_files(directory, crate_root);
+    // edges[from] = (to, line of the first mention)
+    let mut edges: Vec<Vec<(usize, usize)>> = vec![Vec::new(); modules.len()];
+    for (from, (module, file)) in modules.iter().enumerate() {
+        let text = fs::read_to_string(file).unwrap();
+        for (line, path) in named_paths(&tokens(&text), module) {
+            let target = (0..=path.len()).rev().find_map(|length| {
+                modules
+                    .iter()
+                    .position(|(candidate, _)| candidate[..] == path[..length])
+            });
+            if let Some(to) = target.filter(|to| *to != from) {
+                if !edges[from].iter().any(|(known, _)| *known == to) {
+                    edges[from].push((to, line));
+                }
+            }
+        }
+    }
+    let name = |index: usize| {
+        let path = &modules[index].1;
+        path.strip_prefix(crate_dir).unwrap().display().to_string()
+    };
+    strongly_connected(&edges)
+        .into_iter()
+        .filter(|component| component.len() > 1)
+        .map(|component| {
+            let members: Vec<String> = component.iter().map(|member| name(*member)).collect();
+            let mut text = format!(
+                "{} files import one another: {}; one circle: ",
+                members.len(),
+                members.join(", ")
+            );
+            let cycle = cycle_through(&edges, &component);
+            for pair in cycle.windows(2) {
+                let line = edges[pair[0]]
+                    .iter()
+                    .find(|(to, _)| *to == pair[1])
+                    .unwrap()
+                    .1;
+                text.push_str(&format!("{}:{line} → ", name(pair[0])));
+            }
+            text.push_str(&name(cycle[0]));
+            text
+        })
+        .collect()
+}
+
+/// The strongly connected components of a directed graph (Tarjan's algorithm).
+fn strongly_connected(edges: &[Vec<(usize, usize)>]) -> Vec<Vec<usize>> {
+    struct Search<'a> {
+        edges: &'a [Vec<(usize, usize)>],
+        order: Vec<Option<usize>>,
+        low: Vec<usize>,
+        stack: Vec<usize>,
+        on_stack: Vec<bool>,
+        next: usize,
+        components: Vec<Vec<usize>>,
+    }
+    fn visit(search: &mut Search<'_>, node: usize) {
+        search.order[node] = Some(search.next);
+        search.low[node] = search.next;
+        search.next += 1;
+        search.stack.push(node);
+        search.on_stack[node] = true;
+        for &(to, _) in &search.edges[node] {
+            match search.order[to] {
+                None => {
+                    visit(search, to);
+                    search.low[node] = search.low[node].min(search.low[to]);
+                }
+                Some(order) if search.on_stack[to] => {
+                    search.low[node] = search.low[node].min(order);
+                }
+                Some(_) => {}
+            }
+        }
+        if Some(search.low[node]) == search.order[node] {
+            let mut component = Vec::new();
+            while let Some(member) = search.stack.pop() {
+                search.on_stack[member] = false;
+                component.push(member);
+                if member == node {
+                    break;
+                }
+            }
+            component.sort_unstable();
+            search.components.push(component);
+        }
+    }
+    let count = edges.len();
+    let mut search = Search {
+        edges,
+        order: vec![None; count],
+        low: vec![0; count],
+        stack: Vec::new(),
+        on_stack: vec![false; count],
+        next: 0,
+        components: Vec::new(),
+    };
+    for node in 0..count {
+        if search.order[node].is_none() {
+            visit(&mut search, node);
+        }
+    }
+    search.components
+}
+
+/// A shortest cycle through the first node of `component` (a strongly connected component of
+/// more than one node), as its nodes with the first repeated at the end.
+fn cycle_through(edges: &[Vec<(usize, usize)>], component: &[usize]) -> Vec<usize> {
+    let start = component[0];
+    let mut came_from: Vec<Option<usize>> = vec![None; edges.len()];
+    let mut queue = std::collections::VecDeque::from([start]);
+    while let Some(node) = queue.pop_front() {
+        for &(to, _) in &edges[node] {
+            if !component.contains(&to) {
+                continue;
+            }
+            if to == start {
+                let mut cycle = vec![start, node];
+                let mut back = node;
+                while let Some(before) = came_from[back] {
+                    cycle.push(before);
+                    back = before;
+                }
+                cycle.push(start);
+                cycle.dedup();
+                cycle.reverse();
+                return cycle;
+            }
+            if came_from[to].is_none() && to != start {
+                came_from[to] = Some(node);
+                queue.push_back(to);
+            }
+        }
+    }
+    unreachable!("a strongly connected component of two or more nodes has a cycle")
+}
+
+#[test]
+fn the_recipes_import_no_module_in_a_circle() {
+    let root = workspace_root();
+    let circles = import_circles(
+        &root.join("client/src/recipes"),
+        &root.join("client/src/lib.rs"),
+    );
+    assert!(
+        circles.is_empty(),
+        "client/src/recipes/ imports in a circle (move what both sides need into a module \
+         below them): {circles:#?}"
+    );
+}
+
+/// A crate directory holding `files` (path, text), for testing the checks themselves.
+fn fixture(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let directory = tempfile::tempdir().unwrap();
+    for (path, text) in files {
+        let path = directory.path().join(path);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, text).unwrap();
+    }
+    directory
+}
+
+#[test]
+fn the_lexer_skips_comments_and_literals() {
+    let source = r####"
+        /* outer /* nested { */ still a comment } */
+        let text = r#"a "quoted" { brace"#; let bytes = b"{"; let raw_bytes = br##"}"##;
+        let characters = ['{', '\'', '\\', '\u{7b}']; let byte = b'\'';
+        fn r#match<'a>(input: &'a str) -> &'a str { input } // }
+    "####;
+    let texts: Vec<String> = tokens(source).into_iter().map(|token| token.text).collect();
+    let braces = texts
+        .iter()
+        .filter(|text| *text == "{" || *text == "}")
+        .count();
+    assert_eq!(
+        braces, 2,
+        "only the function body's braces are code: {texts:?}"
+    );
+    assert!(
+        texts.contains(&"match".to_owned()),
+        "a raw identifier is an identifier"
+    );
+    let lines: Vec<usize> = tokens(source).iter().map(|token| token.line).collect();
+    assert_eq!((lines[0], *lines.last().unwrap()), (3, 5));
+}
+
+#[test]
+fn the_circle_check_follows_uses_and_paths_but_not_comments_strings_or_mod_declarations() {
+    let mod_rs = "mod x;\nmod y;\nmod z;\npub use x::X;\n#[cfg(test)]\nmod tests {\n    \
+                  use super::*;\n}\n";
+    let crate_dir = fixture(&[
+        ("lib.rs", "mod a;\n"),
+        ("a/mod.rs", mod_rs),
+        ("a/x.rs", "use super::y::Y;\npub struct X(pub Y);\n"),
+        (
+            "a/y.rs",
+            "// use super::z::Z;\npub struct Y;\nfn f() -> &'static str {\n    \
+             \"use super::x::X;\"\n}\nfn g() -> char {\n    '{'\n}\n",
+        ),
+        (
+            "a/z.rs",
+            "pub fn make() -> crate::a::x::X {\n    crate::a::x::X(super::y::Y)\n}\n",
+        ),
+    ]);
+    let check = || {
+        import_circles(
+            &crate_dir.path().join("a"),
+            &crate_dir.path().join("lib.rs"),
+        )
+    };
+    assert_eq!(check(), Vec::<String>::new());
+
+    // y naming z in a path closes x → y → z → x.
+    let y = "pub struct Y;\npub fn h() {\n    let _ = super::z::make();\n}\n";
+    fs::write(crate_dir.path().join("a/y.rs"), y).unwrap();
+    let circles = check();
+    assert_eq!(circles.len(), 1, "{circles:#?}");
+    assert!(
+        circles[0].starts_with("3 files import one another: a/x.rs, a/y.rs, a/z.rs; one circle: "),
+        "{circles:#?}"
+    );
+    assert!(
+        circles[0].contains("a/y.rs:3 → a/z.rs:1 → "),
+        "{circles:#?}"
+    );
+
+    // A child taking an item from the mod.rs that re-exports it is a circle too.
+    fs::write(crate_dir.path().join("a/y.rs"), "pub struct Y;\n").unwrap();
+    let serving = format!("{mod_rs}pub struct Shared;\n");
+    fs::write(crate_dir.path().join("a/mod.rs"), serving).unwrap();
+    let x = "use super::{y::Y, Shared};\npub struct X(pub Y, pub Shared);\n";
+    fs::write(crate_dir.path().join("a/x.rs"), x).unwrap();
+    let circles = check();
+    assert_eq!(circles.len(), 1, "{circles:#?}");
+    assert!(
+        circles[0].starts_with("2 files import one another: a/mod.rs, a/x.rs;"),
+        "{circles:#?}"
     );
 }
