@@ -8,7 +8,10 @@
 //! - the repository root holds only the files and directories on its allowlist;
 //! - no module imports in a circle (`import_circles`, a module being a file, applied to
 //!   `client/src/recipes/`): a `mod.rs` is a module like any other, so one that re-exports
-//!   or uses a child must not also serve that child items of its own.
+//!   or uses a child must not also serve that child items of its own;
+//! - no function of product code is over 80 lines (`long_functions`, applied to `client/src`
+//!   and `cli/src`) unless the line before it (doc comments aside) is a
+//!   `// tidy: long function: <reason>` comment.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -845,5 +848,259 @@ fn the_circle_check_follows_uses_and_paths_but_not_comments_strings_or_mod_decla
     assert!(
         circles[0].starts_with("2 files import one another: a/mod.rs, a/x.rs;"),
         "{circles:#?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Function length: a function a reader cannot see whole is split, or says why it is not.
+
+/// The longest function, in lines from `fn` to its closing brace, allowed without a reason.
+const FUNCTION_LINES_MAX: usize = 80;
+/// What the comment before a longer function starts with; a reason must follow.
+const LONG_FUNCTION_MARKER: &str = "// tidy: long function:";
+
+/// The index of the opening bracket (`open`) that matches the closing one at `close`.
+fn opening_bracket(tokens: &[Token], close: usize, (open, closing): (&str, &str)) -> usize {
+    let mut depth = 0;
+    let mut index = close;
+    loop {
+        if tokens[index].is(closing) {
+            depth += 1;
+        } else if tokens[index].is(open) {
+            depth -= 1;
+            if depth == 0 {
+                return index;
+            }
+        }
+        index = index.checked_sub(1).expect("brackets are balanced");
+    }
+}
+
+/// The attributes directly before the item whose keyword is at `tokens[index]`, each as its
+/// tokens' texts joined (`cfg(test)`, `tokio::test`), and the index of the item's first token
+/// (its first attribute or qualifier).
+fn item_attributes(tokens: &[Token], index: usize) -> (Vec<String>, usize) {
+    let qualifiers = ["pub", "async", "const", "unsafe", "extern", "default"];
+    let mut attributes = Vec::new();
+    let mut start = index;
+    while let Some(before) = start.checked_sub(1) {
+        let token = &tokens[before];
+        if qualifiers.contains(&token.text.as_str()) {
+            start = before;
+        } else if token.is(")") {
+            // pub(crate), pub(super), pub(in path)
+            let open = opening_bracket(tokens, before, ("(", ")"));
+            if open == 0 || !tokens[open - 1].is("pub") {
+                break;
+            }
+            start = open;
+        } else if token.is("]") {
+            let open = opening_bracket(tokens, before, ("[", "]"));
+            if open == 0 || !tokens[open - 1].is("#") {
+                break;
+            }
+            let text: Vec<&str> = tokens[open + 1..before]
+                .iter()
+                .map(|token| token.text.as_str())
+                .collect();
+            attributes.push(text.concat());
+            start = open - 1;
+        } else {
+            break;
+        }
+    }
+    (attributes, start)
+}
+
+/// Whether an attribute marks test code: `cfg(test)`, `test`, `tokio::test`.
+fn is_test_attribute(attribute: &str) -> bool {
+    attribute == "cfg(test)" || attribute == "test" || attribute.ends_with("::test")
+}
+
+/// For each `{` token, the index of its matching `}`.
+fn matching_braces(tokens: &[Token]) -> Vec<Option<usize>> {
+    let mut closing = vec![None; tokens.len()];
+    let mut open = Vec::new();
+    for (index, token) in tokens.iter().enumerate() {
+        if token.is("{") {
+            open.push(index);
+        } else if token.is("}") {
+            if let Some(start) = open.pop() {
+                closing[start] = Some(index);
+            }
+        }
+    }
+    closing
+}
+
+/// The index of the `{` that opens the body of the item starting at `from`, or `None` if the
+/// item ends with `;` first (a declaration without a body).
+fn body_start(tokens: &[Token], from: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    for (index, token) in tokens.iter().enumerate().skip(from) {
+        match token.text.as_str() {
+            "(" | "[" => depth += 1,
+            ")" | "]" => depth = depth.saturating_sub(1),
+            "{" if depth == 0 => return Some(index),
+            ";" if depth == 0 => return None,
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The files among `files` that hold modules declared `#[cfg(test)] mod name;` by another of
+/// them (a test module kept in its own file).
+fn test_module_files(files: &[PathBuf]) -> BTreeSet<PathBuf> {
+    let mut test_files = BTreeSet::new();
+    for file in files {
+        let tokens = tokens(&fs::read_to_string(file).unwrap());
+        let name = file.file_name().unwrap().to_string_lossy();
+        let parent = file.parent().unwrap();
+        // Where this file's child modules live: beside a mod.rs, lib.rs or main.rs, or in the
+        // directory named after this file.
+        let children_dir = match name.as_ref() {
+            "mod.rs" | "lib.rs" | "main.rs" => parent.to_path_buf(),
+            other => parent.join(other.trim_end_matches(".rs")),
+        };
+        for index in 0..tokens.len().saturating_sub(2) {
+            let declares = tokens[index].is("mod")
+                && tokens[index + 1].is_ident()
+                && tokens[index + 2].is(";");
+            if !declares {
+                continue;
+            }
+            let (attributes, _) = item_attributes(&tokens, index);
+            if attributes.iter().any(|attribute| attribute == "cfg(test)") {
+                let child = &tokens[index + 1].text;
+                test_files.insert(children_dir.join(format!("{child}.rs")));
+                test_files.insert(children_dir.join(child).join("mod.rs"));
+            }
+        }
+    }
+    test_files
+}
+
+/// Functions of the product code in the Rust files under `directory` (test modules, inline or
+/// in their own files, and test functions left out) longer than `lines_max`, from `fn` to the closing brace, unless the
+/// nearest line above the item (its attributes included) that is not a doc comment starts
+/// with `// tidy: long function:` and gives a reason. Each as `path:line: fn name: N lines`.
+fn long_functions(directory: &Path, lines_max: usize) -> Vec<String> {
+    let mut files = Vec::new();
+    rust_files(directory, &mut files);
+    files.sort();
+    let test_files = test_module_files(&files);
+    let mut found = Vec::new();
+    for file in files {
+        if test_files.contains(&file) {
+            continue;
+        }
+        let text = fs::read_to_string(&file).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let tokens = tokens(&text);
+        let closing = matching_braces(&tokens);
+        // Token ranges of test items: `#[cfg(test)]` modules, `#[test]` functions.
+        let mut test_ranges = Vec::new();
+        for (index, token) in tokens.iter().enumerate() {
+            if !(token.is("mod") || token.is("fn") || token.is("impl")) {
+                continue;
+            }
+            let (attributes, start) = item_attributes(&tokens, index);
+            if attributes
+                .iter()
+                .any(|attribute| is_test_attribute(attribute))
+            {
+                if let Some(open) = body_start(&tokens, index) {
+                    test_ranges.push(start..=closing[open].unwrap_or(tokens.len()));
+                }
+            }
+        }
+        for (index, token) in tokens.iter().enumerate() {
+            let named = tokens.get(index + 1).is_some_and(Token::is_ident);
+            if !token.is("fn") || !named || test_ranges.iter().any(|range| range.contains(&index)) {
+                continue;
+            }
+            let Some(open) = body_start(&tokens, index) else {
+                continue;
+            };
+            let Some(close) = closing[open] else {
+                continue;
+            };
+            let length = tokens[close].line - token.line + 1;
+            if length <= lines_max {
+                continue;
+            }
+            let (_, start) = item_attributes(&tokens, index);
+            let reason = lines[..tokens[start].line - 1]
+                .iter()
+                .rev()
+                .map(|line| line.trim())
+                .find(|line| !line.starts_with("///"))
+                .and_then(|line| line.strip_prefix(LONG_FUNCTION_MARKER))
+                .is_some_and(|reason| !reason.trim().is_empty());
+            if !reason {
+                let name = &tokens[index + 1].text;
+                let shown = file.strip_prefix(workspace_root()).unwrap_or(&file);
+                found.push(format!(
+                    "{}:{}: fn {name}: {length} lines",
+                    shown.display(),
+                    token.line
+                ));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn client_and_cli_functions_are_short_or_say_why() {
+    let root = workspace_root();
+    let long: Vec<String> = ["client/src", "cli/src"]
+        .into_iter()
+        .flat_map(|directory| long_functions(&root.join(directory), FUNCTION_LINES_MAX))
+        .collect();
+    assert!(
+        long.is_empty(),
+        "functions over {FUNCTION_LINES_MAX} lines: split them, or put a \
+         `{LONG_FUNCTION_MARKER} <reason>` comment on the line before: {long:#?}"
+    );
+}
+
+#[test]
+fn the_length_check_counts_product_functions_and_accepts_a_stated_reason() {
+    // With its first and last lines, `function` is exactly at the limit; `longer` one over.
+    let body = "    let _ = 1;\n".repeat(FUNCTION_LINES_MAX - 2);
+    let function = |name: &str| format!("fn {name}() {{\n{body}}}\n");
+    let longer = |name: &str| format!("fn {name}() {{\n{body}    let _ = 2;\n}}\n");
+    let source = [
+        format!("//! A fixture.\n{}", function("at_the_limit")),
+        format!("/// Over the limit.\n#[inline]\n{}", longer("over")),
+        format!(
+            "// {} the fixture needs one\n/// Docs.\n{}",
+            "tidy: long function:",
+            longer("excused")
+        ),
+        format!("{}\n{}", LONG_FUNCTION_MARKER, longer("no_reason")),
+        "trait Shape {\n    fn area(&self) -> f64;\n}\n".to_owned(),
+        format!("#[test]\n{}", longer("a_test")),
+        format!("#[cfg(test)]\nmod tests {{\n{}}}\n", longer("helper")),
+        "#[cfg(test)]\nmod model_tests;\n".to_owned(),
+    ]
+    .concat();
+    let crate_dir = fixture(&[
+        ("lib.rs", source.as_str()),
+        ("model_tests.rs", longer("in_a_test_file").as_str()),
+    ]);
+    let found = long_functions(crate_dir.path(), FUNCTION_LINES_MAX);
+    let names: Vec<&str> = found
+        .iter()
+        .map(|line| line.split(": fn ").nth(1).unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            format!("over: {} lines", FUNCTION_LINES_MAX + 1),
+            format!("no_reason: {} lines", FUNCTION_LINES_MAX + 1)
+        ]
     );
 }
