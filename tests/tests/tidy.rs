@@ -464,16 +464,16 @@ fn module_files(directory: &Path, crate_root: &Path) -> Vec<(Vec<String>, PathBu
     files.sort();
     let mut modules = Vec::new();
     for file in files {
-        let relative = file
+        let in_crate = file
             .strip_prefix(crate_dir)
             .expect("the directory is in the crate");
-        let in_crate_dir = relative.components().count() == 1;
-        let name = relative.file_name().unwrap().to_string_lossy().into_owned();
+        let in_crate_dir = in_crate.components().count() == 1;
+        let name = in_crate.file_name().unwrap().to_string_lossy().into_owned();
         let other_root = in_crate_dir && (name == "main.rs" || name == "lib.rs");
-        if file != crate_root && (other_root || relative.starts_with("bin")) {
+        if file != crate_root && (other_root || in_crate.starts_with("bin")) {
             continue;
         }
-        let mut module: Vec<String> = relative
+        let mut module: Vec<String> = in_crate
             .components()
             .map(|part| part.as_os_str().to_string_lossy().into_owned())
             .collect();
@@ -531,8 +531,9 @@ fn use_tree(tokens: &[Token], index: &mut usize, prefix: &[String], paths: &mut 
     }
 }
 
-/// The module paths that `tokens` (one file, module `module`) name: `(line, path)`, each
-/// path made absolute from the crate root. `children` are the file's `mod` declarations.
+/// The module paths that `tokens` (one file, of module `module`) name, with the line where
+/// each is named, made absolute from the crate root. A bare path (`x::y`) counts when `x` is
+/// a child module the file declares (`mod x;`); otherwise it names another crate.
 fn named_paths(tokens: &[Token], module: &[String]) -> Vec<(usize, Vec<String>)> {
     let children: BTreeSet<&str> = tokens
         .windows(3)
@@ -550,7 +551,7 @@ fn named_paths(tokens: &[Token], module: &[String]) -> Vec<(usize, Vec<String>)>
         let current: Vec<String> = module.iter().cloned().chain(inline.clone()).collect();
         let previous = index.checked_sub(1).map(|before| &tokens[before]);
         let next = tokens.get(index + 1);
-        let mut relative: Vec<Vec<String>> = Vec::new();
+        let mut named: Vec<Vec<String>> = Vec::new();
         if token.is("mod") && next.is_some_and(Token::is_ident) {
             let opens = tokens.get(index + 2).is_some_and(|after| after.is("{"));
             pending_module = opens.then(|| next.unwrap().text.clone());
@@ -562,7 +563,7 @@ fn named_paths(tokens: &[Token], module: &[String]) -> Vec<(usize, Vec<String>)>
             blocks.pop();
         } else if token.is("use") {
             index += 1;
-            use_tree(tokens, &mut index, &[], &mut relative);
+            use_tree(tokens, &mut index, &[], &mut named);
         } else if token.is_ident()
             && next.is_some_and(|next| next.is("::"))
             && !previous.is_some_and(|previous| previous.is("::") || previous.is("."))
@@ -575,9 +576,9 @@ fn named_paths(tokens: &[Token], module: &[String]) -> Vec<(usize, Vec<String>)>
                 path.push(tokens[after + 1].text.clone());
                 after += 2;
             }
-            relative.push(path);
+            named.push(path);
         }
-        for path in relative {
+        for path in named {
             let (base, rest): (Vec<String>, &[String]) = match path[0].as_str() {
                 "crate" => (Vec::new(), &path[1..]),
                 "self" => (current.clone(), &path[1..]),

@@ -156,11 +156,12 @@ impl Queue<'_> {
 /// barrier's, whose turn rule is a count and a marker).
 ///
 /// ```text
-///  enqueue ──► list ◄──── wait ──► (deadline: node deleted, None)
-///                │  ▲      │
-///                │  └──────┘ until the recipe's rule grants the turn
-///                ▼
-///            hand_over: confirm ─► disarm the drop guard ─► Holding (monitor started)
+///  enqueue ──► list ──(turn not granted)──► wait ──(deadline)──► node deleted, None
+///               ▲  │                          │
+///               │  └──(granted)──► hand_over  │
+///               └─────────(changed)───────────┘
+///
+///  hand_over: confirm ──► disarm the drop guard ──► Holding (its monitor started)
 /// ```
 ///
 /// Its `PendingNode` deletes the node if the attempt ends any other way: an error, `abandon`,
