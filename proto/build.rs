@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let file_descriptors = protox::compile(files, ["."])?;
     tonic_prost_build::configure()
+        .codec_path("crate::codec::Codec")
         .build_server(true)
         .build_client(true)
         .compile_fds(file_descriptors)?;

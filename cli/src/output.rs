@@ -52,6 +52,28 @@ fn data_json(data: &[u8]) -> Value {
     }
 }
 
+/// A node name as text output shows it: characters that could make it look like another name
+/// or break the line (bidirectional controls, line and paragraph separators, zero-width and
+/// other invisible format characters, C0 and C1 controls) as `\u{XXXX}` escapes, and a
+/// backslash doubled. JSON output carries names unchanged (JSON escapes what it must).
+pub fn shown(name: &str) -> String {
+    let mut text = String::with_capacity(name.len());
+    for character in name.chars() {
+        let code = u32::from(character);
+        let invisible = character.is_control()
+            || matches!(code, 0x200B..=0x200F | 0x2028..=0x202E | 0x2060..=0x2069 | 0xFEFF)
+            || matches!(code, 0x061C | 0x180E);
+        if character == '\\' {
+            text.push_str("\\\\");
+        } else if invisible {
+            text.push_str(&format!("\\u{{{code:04X}}}"));
+        } else {
+            text.push(character);
+        }
+    }
+    text
+}
+
 fn stat_text(stat: &Stat) -> String {
     format!(
         "create_revision: {}\nmod_revision: {}\nversion: {}\ncversion: {}\nnum_children: {}\n\
@@ -150,9 +172,9 @@ impl Printer {
                     stat.data_length,
                     stat.num_children,
                     stat.mod_revision,
-                    child.name
+                    shown(&child.name)
                 )),
-                _ => text.push_str(&format!("{}\n", child.name)),
+                _ => text.push_str(&format!("{}\n", shown(&child.name))),
             }
         }
         emit(&text);
@@ -185,7 +207,7 @@ impl Printer {
             } else {
                 entry.path.rsplit('/').next().unwrap_or("")
             };
-            text.push_str(&format!("{}{}\n", "  ".repeat(entry.depth), name));
+            text.push_str(&format!("{}{}\n", "  ".repeat(entry.depth), shown(name)));
         }
         emit(&text);
     }
@@ -265,6 +287,9 @@ impl Printer {
                 "applied_index": status.applied_index,
                 "last_log_index": status.last_log_index,
                 "snapshot_index": status.snapshot_index,
+                "data_bytes": status.data_bytes,
+                "quota_bytes": status.quota_bytes,
+                "alarms": status.alarms,
                 "members": members,
             });
             emit(&format!("{value}\n"));
@@ -279,6 +304,14 @@ impl Printer {
             status.last_log_index,
             status.snapshot_index
         );
+        if !status.alarms.is_empty() {
+            text.push_str(&format!(
+                "ALARM {}: data {} bytes, quota {} bytes (writes that grow the data are refused)\n",
+                status.alarms.join(", "),
+                status.data_bytes,
+                status.quota_bytes
+            ));
+        }
         text.push_str("ID  ROLE       PEER                   MATCHED    LAG  REACHABLE\n");
         for member in &status.members {
             let identity = member.member.clone().unwrap_or_default();
@@ -619,9 +652,27 @@ fn error_kind(error: &Error) -> &'static str {
         Error::ConnectionLost { .. } => "connection_lost",
         Error::Unreachable { .. } => "unreachable",
         Error::Internal { .. } => "internal",
+        Error::ResultNotRetained { .. } => "result_not_retained",
+        Error::NoSpace { .. } => "no_space",
         Error::SessionUnsafe { .. } => "session_unsafe",
         Error::LockLost { .. } => "lock_lost",
         Error::PermitsMismatch { .. } => "permits_mismatch",
         Error::BadRecipeData { .. } => "bad_recipe_data",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shown;
+
+    #[test]
+    fn names_that_could_pass_for_others_are_shown_escaped() {
+        assert_eq!(shown("plain-name"), "plain-name");
+        assert_eq!(shown("evil\u{202E}txt.exe"), "evil\\u{202E}txt.exe");
+        assert_eq!(shown("two\u{2028}lines"), "two\\u{2028}lines");
+        assert_eq!(shown("tab\there"), "tab\\u{0009}here");
+        assert_eq!(shown("back\\slash"), "back\\\\slash");
+        assert_eq!(shown("zero\u{200B}width"), "zero\\u{200B}width");
+        assert_eq!(shown("naïve"), "naïve");
     }
 }

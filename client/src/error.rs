@@ -70,6 +70,28 @@ pub enum Error {
         /// The session id.
         session: u64,
     },
+    /// The cluster's data is at its quota: writes that could grow it are refused until deletes
+    /// make room; reads and deletes work.
+    #[error("the cluster's data is {used} bytes, at its quota of {quota} bytes")]
+    NoSpace {
+        /// The data's size in bytes.
+        used: u64,
+        /// The quota in bytes.
+        quota: u64,
+    },
+    /// A retried write had already been applied (at `revision`), but it was a txn whose read
+    /// results were too large for the cluster to remember: the write is done; read the data
+    /// again.
+    #[error(
+        "the write was already applied at revision {revision} (txn succeeded: {succeeded}); \
+         its read results were not kept, read them again"
+    )]
+    ResultNotRetained {
+        /// The revision the write was applied at.
+        revision: u64,
+        /// Whether the txn ran its success branch.
+        succeeded: bool,
+    },
     /// A fenced write was refused: the token's holder is no longer current.
     #[error("fence rejected on {path}: held token {token}, current token {current}")]
     FenceRejected {
@@ -226,6 +248,7 @@ impl Error {
     }
 }
 
+// tidy: long function: one arm per error code, so the whole mapping reads in one place.
 fn from_detail(detail: ErrorDetail) -> Error {
     let error = match detail.code() {
         ErrorCode::InvalidPath => Error::InvalidPath {
@@ -292,6 +315,14 @@ fn from_detail(detail: ErrorDetail) -> Error {
         },
         ErrorCode::Internal => Error::Internal {
             message: detail.message.clone(),
+        },
+        ErrorCode::NoSpace => Error::NoSpace {
+            used: detail.actual,
+            quota: detail.expected,
+        },
+        ErrorCode::ResultNotRetained => Error::ResultNotRetained {
+            revision: detail.actual,
+            succeeded: detail.expected == 1,
         },
     };
     match detail.op_index {

@@ -8,6 +8,8 @@
 #![allow(missing_docs, reason = "generated code")]
 #![allow(clippy::all, reason = "generated code")]
 
+pub mod codec;
+
 /// The public client API.
 pub mod v1 {
     tonic::include_proto!("coord.v1");

@@ -7,12 +7,14 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::fsm::NODE_DATA_BYTES_MAX;
+use crate::fsm::{NODE_DATA_BYTES_MAX, QUOTA_BYTES_DEFAULT};
 
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "coord-server",
     version,
+    // A flag given twice takes its last value, so a wrapper can append overrides.
+    args_override_self = true,
     about = "A Coord member: Raft-replicated coordination service"
 )]
 pub struct ServerConfig {
@@ -88,6 +90,24 @@ pub struct ServerConfig {
     /// Longest session TTL granted; longer requests are lowered to it.
     #[arg(long, env = "COORD_SESSION_TTL_MAX", default_value = "1h", value_parser = parse_duration)]
     pub session_ttl_max: Duration,
+
+    /// Past this size of data (paths, values and 128 bytes a node), writes that could grow it
+    /// are refused (NO_SPACE) and the NOSPACE alarm shows in `cluster status`; reads and
+    /// deletes still work. 0: no quota.
+    #[arg(long, env = "COORD_QUOTA_BYTES", default_value_t = QUOTA_BYTES_DEFAULT)]
+    pub quota_bytes: u64,
+
+    /// Most sessions open at once in the cluster; more opens are refused (LIMIT_EXCEEDED).
+    #[arg(long, env = "COORD_MAX_SESSIONS", default_value_t = 100_000)]
+    pub max_sessions: usize,
+
+    /// Most sessions one client (its client id, or its address) may have open at once.
+    #[arg(long, env = "COORD_MAX_SESSIONS_PER_CLIENT", default_value_t = 1_000)]
+    pub max_sessions_per_client: usize,
+
+    /// Most watches this member serves at once, over all streams.
+    #[arg(long, env = "COORD_MAX_WATCHES", default_value_t = 200_000)]
+    pub max_watches: usize,
 
     /// How often the leader checkpoints every session's remaining time through Raft. A dead
     /// client's session ends at most its TTL plus one election timeout plus this after its last

@@ -2,9 +2,15 @@
 //! calls [`member::run`], so tests and tools can run members in-process too.
 
 pub mod config;
+pub mod consensus;
 pub mod fsm;
 pub mod grpc;
 pub mod member;
+pub mod membership;
 pub mod pb;
-pub mod raft;
+pub mod sessions;
 pub mod storage;
+pub mod watch;
+
+#[cfg(test)]
+mod golden_tests;

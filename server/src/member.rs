@@ -1,6 +1,7 @@
 //! `run`: one member's whole life: claim the data directory, bind both ports, start consensus,
 //! serve gRPC until `shutdown` resolves, then stop cleanly.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -11,21 +12,26 @@ use coord_proto::v1::sessions_server::SessionsServer;
 use coord_proto::v1::watch_server::WatchServer;
 use thiserror::Error;
 use tokio::net::TcpListener;
+use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 
 use crate::config::ServerConfig;
-use crate::fsm::Limits;
+use crate::consensus::{
+    ApplyObserver, Consensus, ConsensusConfig, MemberId, StartError, PEER_CONNECTION_WINDOW_BYTES,
+    PEER_MESSAGE_BYTES_MAX, PEER_STREAM_WINDOW_BYTES,
+};
+use crate::fsm::{Limits, Namespace, Revision, SessionChange, WatchEvent, COMMAND_BYTES_MAX};
 use crate::grpc::{
-    ClusterService, NamespaceService, PeerService, SessionsService, TtlBounds, WatchService,
-    CLIENT_MESSAGE_BYTES_MAX,
+    ClusterService, NamespaceService, PeerService, SessionCaps, SessionsService, TtlBounds,
+    WatchService, CLIENT_MESSAGE_BYTES_MAX,
 };
-use crate::raft::{
-    Consensus, ConsensusConfig, HistoryLimits, Member, MemberId, StartError, PEER_MESSAGE_BYTES_MAX,
-};
+use crate::membership::{Greeter, MemberDirectory};
+use crate::sessions::{KeeperConfig, SessionDeadlines, SessionKeeper};
 use crate::storage::{DataDirIdentity, IdentityError};
+use crate::watch::{History, HistoryLimits};
 
-/// How often members exchange identities (client addresses) and liveness.
-const HELLO_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long open connections may take to finish once the member stops serving.
+const DRAIN_TIME_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How long a removed member keeps answering before it stops.
 const REMOVAL_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -45,6 +51,10 @@ pub enum RunError {
     },
     #[error("cannot open the data directory {dir}: {source} (is another coord-server using it?)")]
     Start { dir: String, source: StartError },
+    /// Raft stopped on a storage fault (a full disk, a failing device): the member exits so
+    /// that it restarts from what is on disk, rather than answer "no leader" forever.
+    #[error("raft stopped on a storage fault: {reason}; exiting so the member restarts from disk")]
+    Fault { reason: String },
     #[error("{role} server failed: {source}")]
     Serve {
         role: &'static str,
@@ -60,53 +70,28 @@ pub async fn run(
     if config.id == 0 {
         return Err(RunError::Config("--id must be at least 1".into()));
     }
+    if config.max_data_bytes > COMMAND_BYTES_MAX {
+        return Err(RunError::Config(format!(
+            "--max-data-bytes {} is above the largest command, {COMMAND_BYTES_MAX} bytes",
+            config.max_data_bytes
+        )));
+    }
     let initial_members = config.initial_members().map_err(RunError::Config)?;
     let cluster_id = match &config.join {
         Some(cluster_id) => cluster_id.clone(),
         None => config.cluster_id(&initial_members),
     };
     let is_new = DataDirIdentity::claim(&config.data_dir, &cluster_id, config.id)?;
-
     let client_listener = bind("client requests", config.listen_client).await?;
     let peer_listener = bind("peer traffic", config.listen_peer).await?;
-    let client_address = config
-        .advertise_client
-        .clone()
-        .unwrap_or_else(|| config.listen_client.to_string());
-
-    let consensus_config = ConsensusConfig {
-        member_id: MemberId(config.id),
-        cluster_id: cluster_id.clone(),
-        client_address: client_address.clone(),
-        heartbeat_interval: config.heartbeat_interval,
-        election_timeout_min: config.election_timeout,
-        election_timeout_max: config.election_timeout * 2,
-        snapshot_entries: config.snapshot_entries,
-        snapshot_keep_entries: config.snapshot_keep_entries,
-        snapshot_bytes: config.snapshot_bytes,
-        request_timeout: config.request_timeout,
-        peer_source_address: config.peer_source_address,
-        session_checkpoint_interval: config.session_checkpoint_interval,
-        write_id_retention: config.write_id_retention,
-        watch_history: HistoryLimits {
-            events_max: config.watch_history_events,
-            bytes_max: config.watch_history_bytes,
-        },
-    };
     // Exactly one member founds a new cluster: the lowest id of the initial cluster. The others
     // (and members started with --join) wait for the leader; a restarted member never founds.
     let founder = config.join.is_none() && initial_members.keys().next() == Some(&config.id);
     let members = initial_members
         .into_iter()
-        .map(|(id, address)| (id, Member { addr: address }))
+        .map(|(id, address)| (MemberId(id), address))
         .collect();
-    let consensus = Consensus::start(consensus_config, &config.data_dir, members, founder)
-        .await
-        .map_err(|source| RunError::Start {
-            dir: config.data_dir.display().to_string(),
-            source,
-        })?;
-    let consensus = Arc::new(consensus);
+    let parts = Parts::start(&config, cluster_id.clone(), members, founder).await?;
     tracing::info!(
         member = config.id,
         cluster = %cluster_id,
@@ -116,80 +101,224 @@ pub async fn run(
         data_dir = %config.data_dir.display(),
         "coord-server serving"
     );
+    parts
+        .serve(&config, client_listener, peer_listener, shutdown)
+        .await
+}
 
-    let limits = Limits {
-        node_data_bytes_max: config.max_data_bytes,
-        ..Limits::default()
-    };
-    let namespace = NamespaceServer::new(NamespaceService::new(consensus.clone(), limits))
-        .max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX);
-    let cluster = ClusterServer::new(ClusterService::new(consensus.clone(), client_address));
-    let ttl_bounds = TtlBounds {
-        min: config.session_ttl_min,
-        max: config.session_ttl_max,
-    };
-    let sessions = SessionsServer::new(SessionsService::new(consensus.clone(), ttl_bounds));
-    let watch = WatchServer::new(WatchService::new(
-        consensus.clone(),
-        config.watch_progress_interval,
-    ));
-    let peer = PeerServer::new(PeerService::new(consensus.clone()))
+/// A started member: consensus and what runs beside it.
+struct Parts {
+    consensus: Arc<Consensus>,
+    history: Arc<History>,
+    directory: Arc<MemberDirectory>,
+    greeter: Arc<Greeter>,
+    keeper: Arc<SessionKeeper>,
+}
+
+impl Parts {
+    /// Opens the data directory and starts consensus, sessions and the greeter.
+    async fn start(
+        config: &ServerConfig,
+        cluster_id: String,
+        members: BTreeMap<MemberId, String>,
+        founder: bool,
+    ) -> Result<Parts, RunError> {
+        let consensus_config = ConsensusConfig {
+            member_id: MemberId(config.id),
+            cluster_id,
+            heartbeat_interval: config.heartbeat_interval,
+            election_timeout_min: config.election_timeout,
+            election_timeout_max: config.election_timeout * 2,
+            snapshot_entries: config.snapshot_entries,
+            snapshot_keep_entries: config.snapshot_keep_entries,
+            snapshot_bytes: config.snapshot_bytes,
+            request_timeout: config.request_timeout,
+            peer_source_address: config.peer_source_address,
+        };
+        let history = Arc::new(History::new(HistoryLimits {
+            events_max: config.watch_history_events,
+            bytes_max: config.watch_history_bytes,
+        }));
+        let deadlines = Arc::new(SessionDeadlines::default());
+        let observer = Arc::new(AppliedFanout {
+            history: history.clone(),
+            deadlines: deadlines.clone(),
+        });
+        let consensus = Consensus::start(
+            consensus_config,
+            &config.data_dir,
+            members,
+            founder,
+            observer,
+        )
+        .await
+        .map_err(|source| RunError::Start {
+            dir: config.data_dir.display().to_string(),
+            source,
+        })?;
+        let consensus = Arc::new(consensus);
+        let directory = Arc::new(MemberDirectory::default());
+        let greeter = Arc::new(Greeter::new(
+            consensus.clone(),
+            directory.clone(),
+            client_address(config),
+        ));
+        let keeper = Arc::new(SessionKeeper::new(
+            consensus.clone(),
+            deadlines,
+            KeeperConfig {
+                checkpoint_interval: config.session_checkpoint_interval,
+                write_id_retention: config.write_id_retention,
+                takeover_grace: config.election_timeout * 2,
+            },
+        ));
+        Ok(Parts {
+            consensus,
+            history,
+            directory,
+            greeter,
+            keeper,
+        })
+    }
+
+    /// The client port's services.
+    fn client_routes(&self, config: &ServerConfig) -> Routes {
+        let consensus = &self.consensus;
+        let namespace =
+            NamespaceServer::new(NamespaceService::new(consensus.clone(), limits(config)))
+                .max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX);
+        let cluster = ClusterServer::new(ClusterService::new(
+            consensus.clone(),
+            self.directory.clone(),
+            client_address(config),
+            config.quota_bytes,
+        ));
+        let ttl_bounds = TtlBounds {
+            min: config.session_ttl_min,
+            max: config.session_ttl_max,
+        };
+        let caps = SessionCaps {
+            total_max: config.max_sessions,
+            per_client_max: config.max_sessions_per_client,
+        };
+        let sessions = SessionsServer::new(SessionsService::new(
+            consensus.clone(),
+            self.keeper.clone(),
+            ttl_bounds,
+            caps,
+            limits(config),
+        ));
+        let watch = WatchServer::new(WatchService::new(
+            consensus.clone(),
+            self.history.clone(),
+            config.watch_progress_interval,
+            config.max_watches,
+        ));
+        Routes::new(namespace)
+            .add_service(cluster)
+            .add_service(sessions)
+            .add_service(watch)
+    }
+
+    /// The peer port's service.
+    fn peer_routes(&self, config: &ServerConfig) -> Routes {
+        let peer = PeerServer::new(PeerService::new(
+            self.consensus.clone(),
+            limits(config),
+            self.keeper.clone(),
+            self.directory.clone(),
+            self.greeter.clone(),
+        ))
         .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX);
-
-    let (stop_sender, stop_receiver) = tokio::sync::watch::channel(false);
-    let stopped = |mut receiver: tokio::sync::watch::Receiver<bool>| async move {
-        // An error means the sender is gone, which also means stop.
-        let _ = receiver.wait_for(|stop| *stop).await;
-    };
-    let client_server = tonic::transport::Server::builder()
-        .add_service(namespace)
-        .add_service(cluster)
-        .add_service(sessions)
-        .add_service(watch)
-        .serve_with_incoming_shutdown(incoming(client_listener), stopped(stop_receiver.clone()));
-    let peer_server = tonic::transport::Server::builder()
-        .add_service(peer)
-        .serve_with_incoming_shutdown(incoming(peer_listener), stopped(stop_receiver));
-    let client_task = tokio::spawn(client_server);
-    let peer_task = tokio::spawn(peer_server);
-
-    // Learn the other members' client addresses and reachability, once a second.
-    let greeter = {
-        let consensus = consensus.clone();
-        tokio::spawn(async move {
-            loop {
-                consensus.greet_peers().await;
-                tokio::time::sleep(HELLO_INTERVAL).await;
-            }
-        })
-    };
-
-    let session_keeper = tokio::spawn(consensus.clone().run_session_keeper());
-
-    tokio::select! {
-        () = shutdown => tracing::info!("shutting down"),
-        () = consensus.removed() => {
-            tracing::warn!("this member was removed from the cluster; stopping");
-            // Let in-flight requests (the removal itself, often) answer before the ports close.
-            tokio::time::sleep(REMOVAL_GRACE).await;
-        }
+        Routes::new(peer)
     }
-    greeter.abort();
-    session_keeper.abort();
-    let _ = stop_sender.send(true);
-    consensus.shutdown().await;
-    for (role, task) in [("client", client_task), ("peer", peer_task)] {
-        match task.await {
-            Ok(Ok(())) => {}
-            Ok(Err(source)) => return Err(RunError::Serve { role, source }),
-            Err(join_error) => {
-                tracing::warn!(%join_error, role, "server task did not finish cleanly")
+
+    /// Serves both ports until `shutdown` resolves or this member is removed, then stops.
+    async fn serve(
+        self,
+        config: &ServerConfig,
+        client_listener: TcpListener,
+        peer_listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), RunError> {
+        let (stop_sender, stop_receiver) = tokio::sync::watch::channel(false);
+        let stopped = |mut receiver: tokio::sync::watch::Receiver<bool>| async move {
+            // An error means the sender is gone, which also means stop.
+            let _ = receiver.wait_for(|stop| *stop).await;
+        };
+        let client_server = tonic::transport::Server::builder()
+            .add_routes(self.client_routes(config))
+            .serve_with_incoming_shutdown(
+                incoming(client_listener),
+                stopped(stop_receiver.clone()),
+            );
+        // Windows large enough that a batch of large entries crosses in a few round trips.
+        let peer_server = tonic::transport::Server::builder()
+            .initial_stream_window_size(Some(PEER_STREAM_WINDOW_BYTES))
+            .initial_connection_window_size(Some(PEER_CONNECTION_WINDOW_BYTES))
+            .add_routes(self.peer_routes(config))
+            .serve_with_incoming_shutdown(incoming(peer_listener), stopped(stop_receiver));
+        let client_task = tokio::spawn(client_server);
+        let peer_task = tokio::spawn(peer_server);
+        let greeter = tokio::spawn(self.greeter.clone().run());
+        let session_keeper = tokio::spawn(self.keeper.clone().run());
+        let mut fault = None;
+        tokio::select! {
+            () = shutdown => tracing::info!("shutting down"),
+            reason = self.consensus.fault() => {
+                tracing::error!(%reason, "raft stopped on a storage fault; stopping the member");
+                fault = Some(reason);
+            }
+            () = self.consensus.removed() => {
+                tracing::warn!("this member was removed from the cluster; stopping");
+                // Let in-flight requests (the removal itself, often) answer before the ports
+                // close.
+                tokio::time::sleep(REMOVAL_GRACE).await;
             }
         }
+        greeter.abort();
+        session_keeper.abort();
+        let _ = stop_sender.send(true);
+        self.consensus.shutdown().await;
+        // Open streams (watches, keep-alives) would hold a graceful stop forever: they get a
+        // bounded time to finish, then the process ends them by exiting.
+        for (role, task) in [("client", client_task), ("peer", peer_task)] {
+            match tokio::time::timeout(DRAIN_TIME_MAX, task).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(source))) => return Err(RunError::Serve { role, source }),
+                Ok(Err(join_error)) => {
+                    tracing::warn!(%join_error, role, "server task did not finish cleanly")
+                }
+                Err(_) => tracing::warn!(
+                    role,
+                    "connections still open after {DRAIN_TIME_MAX:?}; closing them"
+                ),
+            }
+        }
+        if let Some(reason) = fault {
+            return Err(RunError::Fault { reason });
+        }
+        tracing::info!("stopped");
+        Ok(())
     }
-    tracing::info!("stopped");
-    Ok(())
+}
+
+/// The limits this member checks client writes against.
+fn limits(config: &ServerConfig) -> Limits {
+    Limits {
+        node_data_bytes_max: config.max_data_bytes,
+        quota_bytes: config.quota_bytes,
+        ..Limits::default()
+    }
+}
+
+/// The client address other members and clients should use for this member.
+fn client_address(config: &ServerConfig) -> String {
+    config
+        .advertise_client
+        .clone()
+        .unwrap_or_else(|| config.listen_client.to_string())
 }
 
 /// Accepted connections with Nagle's algorithm off: a gRPC reply is several small writes, and
@@ -206,4 +335,29 @@ async fn bind(role: &'static str, address: std::net::SocketAddr) -> Result<TcpLi
             address: address.to_string(),
             source,
         })
+}
+
+/// What the member does with every applied batch: events into the watch history, session
+/// changes into the session deadlines.
+struct AppliedFanout {
+    history: Arc<History>,
+    deadlines: Arc<SessionDeadlines>,
+}
+
+impl ApplyObserver for AppliedFanout {
+    fn applied(
+        &self,
+        _revision: Revision,
+        events: Vec<WatchEvent>,
+        sessions: Vec<SessionChange>,
+        at: std::time::Instant,
+    ) {
+        self.history.extend(events);
+        self.deadlines.record(&sessions, at);
+    }
+
+    fn restored(&self, namespace: &Namespace, at: std::time::Instant) {
+        self.history.reset(namespace.revision());
+        self.deadlines.reset(namespace.sessions(), at);
+    }
 }

@@ -6,6 +6,7 @@
 //! harness starts is killed (by PID) when its handle drops, even when a test panics.
 
 mod cluster;
+pub mod fixture;
 pub mod history;
 pub mod linearizability;
 pub mod nemesis;

@@ -173,34 +173,67 @@ fn no_debugging_leftovers() {
     assert!(found.is_empty(), "leftovers: {found:?}");
 }
 
-#[test]
-fn architecture_names_every_source_file() {
-    let architecture = fs::read_to_string(workspace_root().join("ARCHITECTURE.md"))
-        .expect("ARCHITECTURE.md exists");
-    let missing: Vec<String> = sources()
+/// The Rust files under `directory` (relative to the workspace root) whose code, outside
+/// comments and literals, names `word` as a path segment (`word::...` or `use word`).
+fn files_naming(directory: &str, word: &str) -> Vec<String> {
+    let mut files = Vec::new();
+    rust_files(&workspace_root().join(directory), &mut files);
+    files
         .into_iter()
-        .filter(|path| !path.starts_with(workspace_root().join("tests/tests")))
         .filter(|path| {
-            let name = path.file_name().unwrap().to_string_lossy().into_owned();
-            let parent = path
-                .parent()
-                .unwrap()
-                .file_name()
-                .unwrap()
-                .to_string_lossy()
-                .into_owned();
-            let shown = match name.as_str() {
-                "mod.rs" => format!("{parent}/"),
-                "lib.rs" | "main.rs" => relative(path),
-                _ => name,
-            };
-            !architecture.contains(&format!("`{shown}`"))
+            let tokens = tokens(&fs::read_to_string(path).unwrap());
+            tokens.windows(2).any(|pair| {
+                pair[0].is(word) && (pair[1].is("::") || pair[1].is(";") || pair[1].is("{"))
+            })
         })
         .map(|path| relative(&path))
+        .collect()
+}
+
+#[test]
+fn openraft_is_named_only_in_consensus_and_the_peer_service() {
+    let outside: Vec<String> = files_naming("server/src", "openraft")
+        .into_iter()
+        .filter(|path| {
+            !path.starts_with("server/src/consensus/") && path != "server/src/grpc/peer_service.rs"
+        })
+        .collect();
+    assert!(
+        outside.is_empty(),
+        "openraft types must stay behind consensus/ (Coord's own types cross module \
+         boundaries): {outside:?}"
+    );
+}
+
+#[test]
+fn rocksdb_is_named_only_in_storage() {
+    let outside: Vec<String> = ["server/src", "client/src", "cli/src", "tests/src"]
+        .into_iter()
+        .flat_map(|directory| files_naming(directory, "rocksdb"))
+        .filter(|path| !path.starts_with("server/src/storage/"))
+        .collect();
+    assert!(
+        outside.is_empty(),
+        "only storage/ may use RocksDB: {outside:?}"
+    );
+}
+
+#[test]
+fn architecture_names_every_source_file_by_its_full_path() {
+    let architecture = fs::read_to_string(workspace_root().join("ARCHITECTURE.md"))
+        .expect("ARCHITECTURE.md exists");
+    let mut files = sources();
+    files.push(workspace_root().join("proto/build.rs"));
+    rust_files(&workspace_root().join("client/examples"), &mut files);
+    let missing: Vec<String> = files
+        .into_iter()
+        .filter(|path| !path.starts_with(workspace_root().join("tests/tests")))
+        .map(|path| relative(&path))
+        .filter(|path| !architecture.contains(&format!("`{path}`")))
         .collect();
     assert!(
         missing.is_empty(),
-        "ARCHITECTURE.md's code map does not name: {missing:?}"
+        "ARCHITECTURE.md's code map does not name these files by their full path: {missing:?}"
     );
 }
 
@@ -749,6 +782,17 @@ fn cycle_through(edges: &[Vec<(usize, usize)>], component: &[usize]) -> Vec<usiz
 }
 
 #[test]
+fn the_server_imports_no_module_in_a_circle() {
+    let root = workspace_root();
+    let circles = import_circles(&root.join("server/src"), &root.join("server/src/lib.rs"));
+    assert!(
+        circles.is_empty(),
+        "server/src/ imports in a circle (move what both sides need into a module below \
+         them; a child imports its siblings, never its mod.rs): {circles:#?}"
+    );
+}
+
+#[test]
 fn the_recipes_import_no_module_in_a_circle() {
     let root = workspace_root();
     let circles = import_circles(
@@ -1054,9 +1098,9 @@ fn long_functions(directory: &Path, lines_max: usize) -> Vec<String> {
 }
 
 #[test]
-fn client_and_cli_functions_are_short_or_say_why() {
+fn product_functions_are_short_or_say_why() {
     let root = workspace_root();
-    let long: Vec<String> = ["client/src", "cli/src"]
+    let long: Vec<String> = ["client/src", "cli/src", "server/src", "proto/src"]
         .into_iter()
         .flat_map(|directory| long_functions(&root.join(directory), FUNCTION_LINES_MAX))
         .collect();

@@ -18,6 +18,9 @@ pub const TXN_CONDITIONS_MAX: usize = 128;
 /// Largest total payload of one command (data of every operation), in bytes.
 pub const COMMAND_BYTES_MAX: u64 = 8 * 1024 * 1024;
 
+/// Most bytes of node data one txn may read (its `Get` operations): bounds a response.
+pub const TXN_READ_BYTES_MAX: u64 = COMMAND_BYTES_MAX;
+
 const _: () = assert!(NODE_DATA_BYTES_MAX <= COMMAND_BYTES_MAX);
 
 /// Limits checked before a command is proposed. They are configuration, so they are checked by
@@ -28,7 +31,13 @@ pub struct Limits {
     pub node_data_bytes_max: u64,
     pub txn_ops_max: usize,
     pub txn_conditions_max: usize,
+    /// Past this tree size (`Namespace::data_bytes`), writes that can grow it are refused;
+    /// 0: no quota.
+    pub quota_bytes: u64,
 }
+
+/// The default `--quota-bytes`: 2 GiB, as etcd's default backend quota.
+pub const QUOTA_BYTES_DEFAULT: u64 = 2 * 1024 * 1024 * 1024;
 
 impl Default for Limits {
     fn default() -> Limits {
@@ -36,6 +45,7 @@ impl Default for Limits {
             node_data_bytes_max: NODE_DATA_BYTES_MAX,
             txn_ops_max: TXN_OPS_MAX,
             txn_conditions_max: TXN_CONDITIONS_MAX,
+            quota_bytes: QUOTA_BYTES_DEFAULT,
         }
     }
 }
@@ -44,6 +54,7 @@ impl Default for Limits {
 pub struct CreateCommand {
     /// With `sequential`, a prefix that may end in `/` (then the name is the suffix alone).
     pub path: String,
+    #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
     pub kind: NodeKind,
     pub sequential: bool,
@@ -54,6 +65,7 @@ pub struct CreateCommand {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SetCommand {
     pub path: String,
+    #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
     pub expected_version: Option<u64>,
 }
@@ -79,7 +91,7 @@ pub enum CompareTarget {
     Version(u64),
     CreateRevision(Revision),
     ModRevision(Revision),
-    Value(Vec<u8>),
+    Value(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 /// A txn condition. Against a missing node every target but `Exists` compares false.
@@ -125,11 +137,6 @@ pub enum Command {
     CloseSession(CloseSessionCommand),
     /// The leader's record of how long each session has left, which a new leader starts from.
     CheckpointSessions(CheckpointCommand),
-    /// `command`, applied at most once per `WriteId`: a repeat gets the first outcome again.
-    Once {
-        id: WriteId,
-        command: Box<Command>,
-    },
 }
 
 /// Identifies one write of one client, for exactly-once retries.
@@ -149,6 +156,9 @@ pub const WRITE_CLIENT_ID_BYTES_MAX: usize = 128;
 pub struct OpenSessionCommand {
     /// Already clamped to the configured bounds by the member that accepted the request.
     pub ttl_ms: u64,
+    /// Who opened it (the client id of its write id, else the client's address): sessions are
+    /// counted per owner against `--max-sessions-per-client`.
+    pub owner: String,
 }
 
 /// Why a session ends; its ephemeral nodes' deletion events carry it.
@@ -194,12 +204,9 @@ pub enum Output {
         count: u64,
     },
     Got {
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
         stat: NodeStat,
-    },
-    Txn {
-        succeeded: bool,
-        results: Vec<Output>,
     },
     SessionOpened {
         session: SessionId,
@@ -210,6 +217,13 @@ pub enum Output {
         deleted: u64,
     },
     Checkpointed,
+    /// Never stored or sent as such: `OutcomeRecord` carries a txn's results without nesting,
+    /// so that decoding stored or received bytes cannot recurse without bound.
+    #[serde(skip)]
+    Txn {
+        succeeded: bool,
+        results: Vec<Output>,
+    },
 }
 
 impl Command {
@@ -218,23 +232,6 @@ impl Command {
         match self {
             Command::Create(create) => check_data(&create.path, &create.data, limits),
             Command::Set(set) => check_data(&set.path, &set.data, limits),
-            Command::Once { id, command } => {
-                if id.client.is_empty() || id.client.len() > WRITE_CLIENT_ID_BYTES_MAX {
-                    return Err(FsmError::InvalidArgument {
-                        reason: format!(
-                            "write_id.client_id must be 1 to {WRITE_CLIENT_ID_BYTES_MAX} bytes, \
-                             got {}",
-                            id.client.len()
-                        ),
-                    });
-                }
-                if matches!(**command, Command::Once { .. }) {
-                    return Err(FsmError::InvalidArgument {
-                        reason: "a write carries one write id".into(),
-                    });
-                }
-                command.check_limits(limits)
-            }
             Command::Delete(_)
             | Command::OpenSession(_)
             | Command::CloseSession(_)

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::ids::{FencingToken, SessionId};
+use super::ids::{FencingToken, Revision, SessionId};
 use super::path::{NodePath, PathRule};
 
 #[derive(Debug, Clone, PartialEq, Eq, Error, Serialize, Deserialize)]
@@ -52,7 +52,24 @@ pub enum FsmError {
         sequence: u64,
         answered_below: u64,
     },
+    /// A repeated write id whose first outcome was a txn with reads too large to remember:
+    /// it was applied at `revision` (and ran its `succeeded` branch); read again for the data.
+    #[error(
+        "this write was already applied at revision {revision} (txn succeeded: {succeeded}); \
+         its read results were too large to remember, read them again"
+    )]
+    ResultNotRetained { succeeded: bool, revision: Revision },
+    /// The tree is at its quota (`--quota-bytes`): writes that can grow it are refused until
+    /// deletes make room; reads and deletes still work.
+    #[error(
+        "the cluster's data is {used} bytes, at its quota of {quota} bytes: delete data, or raise \
+         --quota-bytes"
+    )]
+    NoSpace { used: u64, quota: u64 },
+    /// Never stored or sent as such: `OutcomeRecord` carries the operation's index beside its
+    /// error, so that decoding stored or received bytes cannot recurse without bound.
     #[error("txn operation {op_index} failed: {source}")]
+    #[serde(skip)]
     TxnOpFailed {
         op_index: usize,
         source: Box<FsmError>,

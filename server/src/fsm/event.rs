@@ -1,8 +1,9 @@
-//! `WatchEvent`: what one applied command changed, for watch fan-out.
+//! `WatchEvent` and `SessionChange`: what one applied command changed, for watch fan-out and
+//! for the member's session deadlines.
 
 use serde::{Deserialize, Serialize};
 
-use super::ids::Revision;
+use super::ids::{Revision, SessionId};
 use super::node::NodeStat;
 use super::path::NodePath;
 
@@ -32,4 +33,19 @@ pub struct WatchEvent {
     pub kind: EventKind,
     pub stat: NodeStat,
     pub data: Vec<u8>,
+}
+
+/// How one applied command changed the session table. A member turns these into local
+/// deadlines (apply time plus the time recorded), which a new leader starts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionChange {
+    /// A session was opened with `ttl_ms`.
+    Opened { session: SessionId, ttl_ms: u64 },
+    /// A checkpoint recorded that the session had `remaining_ms` left (at most its TTL).
+    Renewed {
+        session: SessionId,
+        remaining_ms: u64,
+    },
+    /// The session was closed or expired.
+    Closed { session: SessionId },
 }

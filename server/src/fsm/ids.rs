@@ -1,6 +1,7 @@
 //! Newtypes for the orderings and identities that cross module boundaries.
 
 use std::fmt;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -39,4 +40,9 @@ impl fmt::Display for FencingToken {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(formatter, "{}", self.0)
     }
+}
+
+/// `duration` in whole milliseconds, saturating: how the namespace records durations.
+pub fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }

@@ -19,7 +19,9 @@ mod event;
 mod ids;
 mod namespace;
 mod node;
+mod outcome;
 mod path;
+mod proposal;
 mod snapshot;
 
 #[cfg(test)]
@@ -28,15 +30,19 @@ mod model_tests;
 pub use command::{
     CheckpointCommand, CloseSessionCommand, Command, Compare, CompareOp, CompareTarget,
     CreateCommand, DeleteCommand, Fence, Limits, OpenSessionCommand, Output, SessionEnd,
-    SetCommand, TxnCommand, TxnOp, WriteId, COMMAND_BYTES_MAX, NODE_DATA_BYTES_MAX, TXN_OPS_MAX,
+    SetCommand, TxnCommand, TxnOp, WriteId, COMMAND_BYTES_MAX, NODE_DATA_BYTES_MAX,
+    QUOTA_BYTES_DEFAULT, TXN_CONDITIONS_MAX, TXN_OPS_MAX, TXN_READ_BYTES_MAX,
     WRITE_CLIENT_ID_BYTES_MAX,
 };
 pub use error::FsmError;
-pub use event::{DeleteReason, EventKind, WatchEvent};
-pub use ids::{FencingToken, Revision, SessionId};
+pub use event::{DeleteReason, EventKind, SessionChange, WatchEvent};
+pub use ids::{millis, FencingToken, Revision, SessionId};
 pub use namespace::{
-    Applied, ChildrenPage, Namespace, SessionRecord, WriterRecord, WRITERS_MAX, WRITER_RESULTS_MAX,
+    Applied, ChildrenPage, Namespace, SessionRecord, WriterRecord, NODE_OVERHEAD_BYTES,
+    WRITERS_BYTES_MAX, WRITERS_MAX, WRITER_RESULTS_MAX,
 };
 pub use node::{Node, NodeKind, NodeStat};
+pub use outcome::{OutcomeRecord, REMEMBERED_READ_BYTES_MAX};
 pub use path::{NodePath, PathRule, PATH_BYTES_MAX, PATH_DEPTH_MAX};
+pub use proposal::Proposal;
 pub use snapshot::SnapshotError;

@@ -90,7 +90,6 @@ impl Model {
                 })
             }
             Command::CloseSession(close) => self.close_session(close),
-            Command::Once { .. } => unreachable!("write ids have their own tests"),
             Command::CheckpointSessions(checkpoint) => {
                 for (session, remaining) in &checkpoint.remaining {
                     if let Some((ttl, left)) = self.sessions.get_mut(&session.0) {
@@ -571,7 +570,7 @@ fn command_strategy() -> impl Strategy<Value = Command> {
         5 => create_strategy().prop_map(Command::Create),
         2 => set_strategy().prop_map(Command::Set),
         2 => delete_strategy().prop_map(Command::Delete),
-        2 => (1u64..5).prop_map(|ttl_ms| Command::OpenSession(OpenSessionCommand { ttl_ms })),
+        2 => (1u64..5).prop_map(|ttl_ms| Command::OpenSession(OpenSessionCommand { ttl_ms, owner: "c".into() })),
         2 => (1u64..5, any::<bool>()).prop_map(|(session, expired)| {
             Command::CloseSession(CloseSessionCommand {
                 session: SessionId(session),
@@ -886,7 +885,10 @@ fn closing_a_session_deletes_its_ephemerals_at_one_revision_and_collapses_contai
     namespace.apply(Revision(1), &create("/jobs", NodeKind::Container));
     let opened = namespace.apply(
         Revision(2),
-        &Command::OpenSession(OpenSessionCommand { ttl_ms: 5_000 }),
+        &Command::OpenSession(OpenSessionCommand {
+            ttl_ms: 5_000,
+            owner: "c".into(),
+        }),
     );
     assert_eq!(
         opened.outcome,
@@ -945,15 +947,15 @@ fn closing_a_session_deletes_its_ephemerals_at_one_revision_and_collapses_contai
     namespace.validate().unwrap();
 }
 
-fn once(client: &str, sequence: u64, answered_below: u64, command: Command) -> Command {
-    Command::Once {
-        id: WriteId {
+fn once(client: &str, sequence: u64, answered_below: u64, command: Command) -> Proposal {
+    Proposal::once(
+        WriteId {
             client: client.into(),
             sequence,
             answered_below,
         },
-        command: Box::new(command),
-    }
+        command,
+    )
 }
 
 #[test]
@@ -968,18 +970,18 @@ fn a_repeated_write_id_gets_the_first_outcome_and_applies_once() {
         make_parents: false,
         session: SessionId(0),
     });
-    let first = namespace.apply(Revision(2), &once("c1", 7, 0, sequential.clone()));
-    let again = namespace.apply(Revision(3), &once("c1", 7, 0, sequential.clone()));
+    let first = namespace.apply_proposal(Revision(2), &once("c1", 7, 0, sequential.clone()));
+    let again = namespace.apply_proposal(Revision(3), &once("c1", 7, 0, sequential.clone()));
     assert_eq!(first.outcome, again.outcome);
     assert!(again.events.is_empty(), "a repeat changes nothing");
     assert_eq!(namespace.get(&np("/q")).unwrap().children.len(), 1);
     // Another sequence, or another client, is a new write.
     assert!(namespace
-        .apply(Revision(4), &once("c1", 8, 0, sequential.clone()))
+        .apply_proposal(Revision(4), &once("c1", 8, 0, sequential.clone()))
         .outcome
         .is_ok());
     assert!(namespace
-        .apply(Revision(5), &once("c2", 7, 0, sequential.clone()))
+        .apply_proposal(Revision(5), &once("c2", 7, 0, sequential.clone()))
         .outcome
         .is_ok());
     assert_eq!(namespace.get(&np("/q")).unwrap().children.len(), 3);
@@ -989,12 +991,12 @@ fn a_repeated_write_id_gets_the_first_outcome_and_applies_once() {
         data: Vec::new(),
         expected_version: None,
     });
-    let failed = namespace.apply(Revision(6), &once("c1", 9, 0, missing.clone()));
+    let failed = namespace.apply_proposal(Revision(6), &once("c1", 9, 0, missing.clone()));
     assert!(failed.outcome.is_err());
     namespace.apply(Revision(7), &create("/nope", NodeKind::Persistent));
     assert_eq!(
         namespace
-            .apply(Revision(8), &once("c1", 9, 0, missing))
+            .apply_proposal(Revision(8), &once("c1", 9, 0, missing))
             .outcome,
         failed.outcome
     );
@@ -1008,17 +1010,17 @@ fn a_write_id_below_what_the_client_has_answers_for_is_refused() {
     let mut namespace = Namespace::new();
     let make = |path: &str| create(path, NodeKind::Persistent);
     assert!(namespace
-        .apply(Revision(1), &once("c", 1, 0, make("/a")))
+        .apply_proposal(Revision(1), &once("c", 1, 0, make("/a")))
         .outcome
         .is_ok());
     // The client now says it has every answer below 5: sequence 1 is forgotten.
     assert!(namespace
-        .apply(Revision(2), &once("c", 5, 5, make("/b")))
+        .apply_proposal(Revision(2), &once("c", 5, 5, make("/b")))
         .outcome
         .is_ok());
     assert_eq!(
         namespace
-            .apply(Revision(3), &once("c", 1, 5, make("/a")))
+            .apply_proposal(Revision(3), &once("c", 1, 5, make("/a")))
             .outcome,
         Err(FsmError::StaleWriteId {
             client: "c".into(),
@@ -1027,14 +1029,14 @@ fn a_write_id_below_what_the_client_has_answers_for_is_refused() {
         })
     );
     assert_eq!(namespace.writers()["c"].results.len(), 1);
-    assert!(Command::Once {
-        id: WriteId {
+    assert!(Proposal::once(
+        WriteId {
             client: String::new(),
             sequence: 1,
             answered_below: 0
         },
-        command: Box::new(make("/c")),
-    }
+        make("/c"),
+    )
     .check_limits(&Limits::default())
     .is_err());
 }
@@ -1050,9 +1052,9 @@ fn a_client_idle_past_the_retention_is_forgotten_on_the_replicated_clock() {
             write_id_retention_ms: 1_000,
         })
     };
-    namespace.apply(Revision(1), &once("idle", 1, 0, make("/a")));
+    namespace.apply_proposal(Revision(1), &once("idle", 1, 0, make("/a")));
     namespace.apply(Revision(2), &tick(600));
-    namespace.apply(Revision(3), &once("busy", 1, 0, make("/b")));
+    namespace.apply_proposal(Revision(3), &once("busy", 1, 0, make("/b")));
     // The clock reads 1_000: "idle" last wrote at 0, so it is exactly at the retention.
     namespace.apply(Revision(4), &tick(400));
     assert_eq!(namespace.clock_ms(), 1_000);
@@ -1069,4 +1071,143 @@ fn a_client_idle_past_the_retention_is_forgotten_on_the_replicated_clock() {
     assert!(namespace.writers().contains_key("busy"));
     namespace.apply(Revision(7), &tick(2_000));
     assert!(namespace.writers().is_empty());
+}
+
+fn get(path: &str) -> TxnOp {
+    TxnOp::Get { path: path.into() }
+}
+
+fn big_node(namespace: &mut Namespace, revision: u64, path: &str, bytes: usize) {
+    let command = Command::Create(CreateCommand {
+        path: path.into(),
+        data: vec![7; bytes],
+        kind: NodeKind::Persistent,
+        sequential: false,
+        make_parents: false,
+        session: SessionId(0),
+    });
+    assert!(namespace
+        .apply(Revision(revision), &command)
+        .outcome
+        .is_ok());
+}
+
+#[test]
+fn a_txn_reading_more_than_the_response_bound_fails_whole() {
+    let mut namespace = Namespace::new();
+    big_node(&mut namespace, 1, "/big", NODE_DATA_BYTES_MAX as usize);
+    let reads = (TXN_READ_BYTES_MAX / NODE_DATA_BYTES_MAX) as usize;
+    let within = Command::Txn(TxnCommand {
+        compares: Vec::new(),
+        fences: Vec::new(),
+        success: vec![get("/big"); reads],
+        failure: Vec::new(),
+    });
+    assert!(namespace.apply(Revision(2), &within).outcome.is_ok());
+    let mut success = vec![TxnOp::Create(CreateCommand {
+        path: "/made".into(),
+        data: Vec::new(),
+        kind: NodeKind::Persistent,
+        sequential: false,
+        make_parents: false,
+        session: SessionId(0),
+    })];
+    success.extend(vec![get("/big"); reads + 1]);
+    let over = Command::Txn(TxnCommand {
+        compares: Vec::new(),
+        fences: Vec::new(),
+        success,
+        failure: Vec::new(),
+    });
+    let applied = namespace.apply(Revision(3), &over);
+    assert!(
+        matches!(applied.outcome, Err(FsmError::LimitExceeded { .. })),
+        "{:?}",
+        applied.outcome
+    );
+    assert!(
+        namespace.get(&np("/made")).is_none(),
+        "nothing of it applied"
+    );
+    assert!(applied.events.is_empty());
+}
+
+#[test]
+fn a_remembered_txn_keeps_small_reads_and_drops_large_ones_but_never_applies_twice() {
+    let mut namespace = Namespace::new();
+    big_node(&mut namespace, 1, "/small", 10);
+    big_node(&mut namespace, 2, "/big", 100_000);
+    let reading = |path: &str| {
+        Command::Txn(TxnCommand {
+            compares: Vec::new(),
+            fences: Vec::new(),
+            success: vec![
+                get(path),
+                TxnOp::Create(CreateCommand {
+                    path: format!("{path}-seq-"),
+                    data: Vec::new(),
+                    kind: NodeKind::Persistent,
+                    sequential: true,
+                    make_parents: false,
+                    session: SessionId(0),
+                }),
+            ],
+            failure: Vec::new(),
+        })
+    };
+    let small = namespace.apply_proposal(Revision(3), &once("c", 1, 0, reading("/small")));
+    let again = namespace.apply_proposal(Revision(4), &once("c", 1, 0, reading("/small")));
+    assert_eq!(
+        small.outcome, again.outcome,
+        "small reads are remembered whole"
+    );
+    let big = namespace.apply_proposal(Revision(5), &once("c", 2, 0, reading("/big")));
+    assert!(big.outcome.is_ok());
+    let repeat = namespace.apply_proposal(Revision(6), &once("c", 2, 0, reading("/big")));
+    assert_eq!(
+        repeat.outcome,
+        Err(FsmError::ResultNotRetained {
+            succeeded: true,
+            revision: Revision(5)
+        })
+    );
+    assert!(repeat.events.is_empty(), "the repeat applied nothing");
+    assert_eq!(namespace.get(&np("/")).unwrap().stat.num_children, 4);
+    let remembered = namespace.writers()["c"].bytes();
+    assert!(
+        remembered < 4_096,
+        "{remembered} bytes remembered for client c"
+    );
+}
+
+#[test]
+fn remembered_outcomes_are_bounded_by_bytes_over_all_clients() {
+    let mut namespace = Namespace::new();
+    big_node(&mut namespace, 1, "/data", 4_000);
+    let reading = Command::Txn(TxnCommand {
+        compares: Vec::new(),
+        fences: Vec::new(),
+        success: vec![get("/data")],
+        failure: Vec::new(),
+    });
+    let clients = 3 * WRITERS_BYTES_MAX as usize / (WRITER_RESULTS_MAX * 4_000);
+    let mut revision = 1;
+    for client in 0..clients {
+        for sequence in 0..WRITER_RESULTS_MAX as u64 {
+            revision += 1;
+            let proposal = once(&format!("client-{client}"), sequence, 0, reading.clone());
+            namespace.apply_proposal(Revision(revision), &proposal);
+        }
+    }
+    let total: u64 = namespace.writers().values().map(WriterRecord::bytes).sum();
+    assert!(total <= WRITERS_BYTES_MAX, "{total} bytes remembered");
+    assert!(
+        namespace.writers().len() < clients,
+        "the least recent clients went"
+    );
+    assert!(namespace
+        .writers()
+        .contains_key(&format!("client-{}", clients - 1)));
+    let restored = Namespace::from_snapshot(&namespace.to_snapshot()).unwrap();
+    assert_eq!(restored.writers(), namespace.writers());
 }

@@ -22,13 +22,15 @@ use serde::{Deserialize, Serialize};
 use super::command::{
     CheckpointCommand, CloseSessionCommand, Command, Compare, CompareOp, CompareTarget,
     CreateCommand, DeleteCommand, Fence, OpenSessionCommand, Output, SessionEnd, SetCommand,
-    TxnCommand, TxnOp, WriteId,
+    TxnCommand, TxnOp, WriteId, TXN_READ_BYTES_MAX,
 };
 use super::error::FsmError;
-use super::event::{DeleteReason, EventKind, WatchEvent};
+use super::event::{DeleteReason, EventKind, SessionChange, WatchEvent};
 use super::ids::{FencingToken, Revision, SessionId};
 use super::node::{Node, NodeKind, NodeStat};
+use super::outcome::{OutcomeRecord, REMEMBERED_READ_BYTES_MAX};
 use super::path::NodePath;
+use super::proposal::Proposal;
 
 /// A live session as the state machine knows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,6 +41,8 @@ pub struct SessionRecord {
     pub remaining_ms: u64,
     /// Ephemeral nodes this session owns.
     pub ephemerals: BTreeSet<NodePath>,
+    /// Who opened it (see `OpenSessionCommand::owner`).
+    pub owner: String,
 }
 
 /// Most clients whose write outcomes are remembered; beyond it the least recently writing
@@ -46,6 +50,14 @@ pub struct SessionRecord {
 pub const WRITERS_MAX: usize = 10_000;
 /// Most outcomes remembered per client (for writes it has in flight at once).
 pub const WRITER_RESULTS_MAX: usize = 256;
+/// Most bytes of remembered outcomes over all clients; beyond it the least recently writing
+/// clients are forgotten.
+pub const WRITERS_BYTES_MAX: u64 = 64 * 1024 * 1024;
+
+const _: () = assert!(
+    WRITER_RESULTS_MAX as u64 * (REMEMBERED_READ_BYTES_MAX + 4096) < WRITERS_BYTES_MAX,
+    "one client's window of remembered outcomes fits in the bound"
+);
 
 /// The remembered outcomes of one client's writes, for exactly-once retries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,11 +65,30 @@ pub struct WriterRecord {
     /// Every sequence below this was answered; such writes are refused as stale.
     pub answered_below: u64,
     /// Outcomes by sequence.
-    pub results: BTreeMap<u64, Result<Output, FsmError>>,
+    pub results: BTreeMap<u64, OutcomeRecord>,
     /// The revision of this client's last write, to forget the least recent client first.
     pub last_revision: Revision,
     /// The replicated clock at this client's last write, to forget clients idle too long.
     pub last_clock_ms: u64,
+}
+
+impl WriterRecord {
+    /// About how many bytes the remembered outcomes hold.
+    pub fn bytes(&self) -> u64 {
+        64 + self
+            .results
+            .values()
+            .map(|outcome| 16 + outcome.bytes())
+            .sum::<u64>()
+    }
+}
+
+/// What a node counts toward the tree's size: its path, its data and a fixed allowance for
+/// its stat and bookkeeping.
+pub const NODE_OVERHEAD_BYTES: u64 = 128;
+
+pub(super) fn node_bytes(path: &NodePath, data_len: usize) -> u64 {
+    (path.as_str().len() + data_len) as u64 + NODE_OVERHEAD_BYTES
 }
 
 /// What one `apply` produced.
@@ -66,6 +97,9 @@ pub struct Applied {
     pub outcome: Result<Output, FsmError>,
     /// Changes in the order they happened, all at the command's revision; empty on failure.
     pub events: Vec<WatchEvent>,
+    /// Sessions opened, renewed by a checkpoint or closed; empty on failure and for a repeated
+    /// write id (the first application reported them).
+    pub sessions: Vec<SessionChange>,
 }
 
 /// One page of a children listing.
@@ -83,6 +117,11 @@ pub struct Namespace {
     pub(super) nodes: BTreeMap<NodePath, Node>,
     pub(super) sessions: BTreeMap<SessionId, SessionRecord>,
     pub(super) writers: BTreeMap<String, WriterRecord>,
+    /// The sum of `WriterRecord::bytes` over `writers` (derived; rebuilt on restore).
+    pub(super) writers_bytes: u64,
+    /// The size of the tree, by `node_bytes` (derived; rebuilt on restore), which
+    /// `--quota-bytes` bounds.
+    pub(super) data_bytes: u64,
     /// Leader milliseconds accounted for by full session checkpoints: a clock every replica
     /// agrees on, used to forget idle writers. It never runs fast (see `CheckpointCommand`).
     pub(super) clock_ms: u64,
@@ -147,6 +186,7 @@ struct Change<'a> {
     revision: Revision,
     undo: Vec<Undo>,
     events: Vec<WatchEvent>,
+    sessions: Vec<SessionChange>,
     /// Index in `events` of the coalesced ChildrenChanged event of each parent.
     children_event: BTreeMap<NodePath, usize>,
 }
@@ -163,6 +203,8 @@ impl Namespace {
             nodes,
             sessions: BTreeMap::new(),
             writers: BTreeMap::new(),
+            writers_bytes: 0,
+            data_bytes: node_bytes(&NodePath::root(), 0),
             clock_ms: 0,
             revision: Revision(0),
         }
@@ -171,6 +213,33 @@ impl Namespace {
     /// The clients whose write outcomes are remembered.
     pub fn writers(&self) -> &BTreeMap<String, WriterRecord> {
         &self.writers
+    }
+
+    /// The size of the tree in bytes (paths, data and `NODE_OVERHEAD_BYTES` per node): what
+    /// `--quota-bytes` bounds.
+    pub fn data_bytes(&self) -> u64 {
+        self.data_bytes
+    }
+
+    /// Whether `command` may make the tree larger: creates, sets to longer data, session
+    /// opens, and txns with such operations. Over the quota only other writes are proposed.
+    pub fn grows(&self, command: &Command) -> bool {
+        let set_grows = |set: &SetCommand| {
+            NodePath::parse(&set.path)
+                .ok()
+                .and_then(|path| self.nodes.get(&path))
+                .is_some_and(|node| set.data.len() > node.data.len())
+        };
+        match command {
+            Command::Create(_) | Command::OpenSession(_) => true,
+            Command::Set(set) => set_grows(set),
+            Command::Txn(txn) => txn.success.iter().chain(&txn.failure).any(|op| match op {
+                TxnOp::Create(_) => true,
+                TxnOp::Set(set) => set_grows(set),
+                TxnOp::Delete(_) | TxnOp::Get { .. } => false,
+            }),
+            Command::Delete(_) | Command::CloseSession(_) | Command::CheckpointSessions(_) => false,
+        }
     }
 
     /// The revision of the last applied entry.
@@ -256,19 +325,27 @@ impl Namespace {
         self.revision = revision;
     }
 
-    /// Applies `command` at `revision`, which must be above the current revision.
+    /// Applies a plain `command` (one without a write id) at `revision`, which must be above
+    /// the current revision.
     pub fn apply(&mut self, revision: Revision, command: &Command) -> Applied {
-        let Command::Once { id, command } = command else {
-            return self.apply_plain(revision, command);
+        self.apply_plain(revision, command)
+    }
+
+    /// Applies `proposal` at `revision`: its command, at most once per write id (a repeat
+    /// gets the first outcome again and changes nothing).
+    pub fn apply_proposal(&mut self, revision: Revision, proposal: &Proposal) -> Applied {
+        let Some(id) = &proposal.write_id else {
+            return self.apply_plain(revision, &proposal.command);
         };
         if let Some(outcome) = self.remembered(id) {
             self.advance(revision);
             return Applied {
                 outcome,
                 events: Vec::new(),
+                sessions: Vec::new(),
             };
         }
-        let applied = self.apply_plain(revision, command);
+        let applied = self.apply_plain(revision, &proposal.command);
         self.remember(id, revision, &applied.outcome);
         applied
     }
@@ -284,12 +361,16 @@ impl Namespace {
                 answered_below: record.answered_below,
             }));
         }
-        record.results.get(&id.sequence).cloned()
+        record
+            .results
+            .get(&id.sequence)
+            .map(OutcomeRecord::to_outcome)
     }
 
     /// Records the outcome of a new write, forgetting what the client no longer needs and,
     /// beyond the bounds, the oldest outcomes and the least recent client.
     fn remember(&mut self, id: &WriteId, revision: Revision, outcome: &Result<Output, FsmError>) {
+        let known = self.writers.contains_key(&id.client);
         let record = self
             .writers
             .entry(id.client.clone())
@@ -299,25 +380,38 @@ impl Namespace {
                 last_revision: revision,
                 last_clock_ms: 0,
             });
+        let before = if known { record.bytes() } else { 0 };
         record.answered_below = record.answered_below.max(id.answered_below);
         let answered_below = record.answered_below;
         record
             .results
             .retain(|sequence, _| *sequence >= answered_below);
-        record.results.insert(id.sequence, outcome.clone());
+        record
+            .results
+            .insert(id.sequence, OutcomeRecord::remembered(outcome, revision));
         while record.results.len() > WRITER_RESULTS_MAX {
             record.results.pop_first();
         }
         record.last_revision = revision;
         record.last_clock_ms = self.clock_ms;
-        if self.writers.len() > WRITERS_MAX {
+        self.writers_bytes = self.writers_bytes + record.bytes() - before;
+        while self.writers.len() > WRITERS_MAX || self.writers_bytes > WRITERS_BYTES_MAX {
             let least_recent = self
                 .writers
                 .iter()
+                .filter(|(client, _)| **client != id.client)
                 .min_by_key(|(_, record)| record.last_revision)
-                .map(|(client, _)| client.clone())
-                .expect("more than the bound means not empty");
-            self.writers.remove(&least_recent);
+                .map(|(client, _)| client.clone());
+            let Some(least_recent) = least_recent else {
+                break;
+            };
+            self.forget_writer(&least_recent);
+        }
+    }
+
+    fn forget_writer(&mut self, client: &str) {
+        if let Some(record) = self.writers.remove(client) {
+            self.writers_bytes -= record.bytes();
         }
     }
 
@@ -328,6 +422,7 @@ impl Namespace {
             revision,
             undo: Vec::new(),
             events: Vec::new(),
+            sessions: Vec::new(),
             children_event: BTreeMap::new(),
         };
         let outcome = match command {
@@ -338,20 +433,19 @@ impl Namespace {
             Command::OpenSession(open) => Ok(change.open_session(open)),
             Command::CloseSession(close) => change.close_session(close),
             Command::CheckpointSessions(checkpoint) => Ok(change.checkpoint(checkpoint)),
-            Command::Once { .. } => Err(FsmError::InvalidArgument {
-                reason: "a write carries one write id".into(),
-            }),
         };
         let applied = match outcome {
             Ok(output) => Applied {
                 outcome: Ok(output),
                 events: change.events,
+                sessions: change.sessions,
             },
             Err(error) => {
                 change.rollback();
                 Applied {
                     outcome: Err(error),
                     events: Vec::new(),
+                    sessions: Vec::new(),
                 }
             }
         };
@@ -366,9 +460,17 @@ impl Namespace {
     fn advance_clock(&mut self, checkpoint: &CheckpointCommand) {
         self.clock_ms = self.clock_ms.saturating_add(checkpoint.elapsed_ms);
         let clock_ms = self.clock_ms;
-        self.writers.retain(|_, record| {
-            clock_ms.saturating_sub(record.last_clock_ms) <= checkpoint.write_id_retention_ms
-        });
+        let idle: Vec<String> = self
+            .writers
+            .iter()
+            .filter(|(_, record)| {
+                clock_ms.saturating_sub(record.last_clock_ms) > checkpoint.write_id_retention_ms
+            })
+            .map(|(client, _)| client.clone())
+            .collect();
+        for client in idle {
+            self.forget_writer(&client);
+        }
     }
 
     /// Leader milliseconds accounted for by full session checkpoints so far.
@@ -387,68 +489,24 @@ impl Namespace {
         }
         let mut owned: BTreeMap<SessionId, BTreeSet<NodePath>> = BTreeMap::new();
         for (path, node) in &self.nodes {
-            if node.stat.num_children != node.children.len() as u64 {
-                return Err(format!(
-                    "{path}: num_children {} but {} children",
-                    node.stat.num_children,
-                    node.children.len()
-                ));
+            self.validate_node(path, node)?;
+            if node.stat.kind == NodeKind::Ephemeral {
+                owned
+                    .entry(node.stat.ephemeral_owner)
+                    .or_default()
+                    .insert(path.clone());
             }
-            if node.stat.data_length != node.data.len() as u64 {
-                return Err(format!(
-                    "{path}: data_length {} but {} bytes",
-                    node.stat.data_length,
-                    node.data.len()
-                ));
-            }
-            if node.stat.mod_revision > self.revision {
-                return Err(format!(
-                    "{path}: mod_revision {} above {}",
-                    node.stat.mod_revision, self.revision
-                ));
-            }
-            if node.stat.create_revision > node.stat.mod_revision {
-                return Err(format!("{path}: create_revision above mod_revision"));
-            }
-            for name in &node.children {
-                let child = path
-                    .child(name)
-                    .map_err(|rule| format!("{path}: child {name:?}: {rule}"))?;
-                if !self.nodes.contains_key(&child) {
-                    return Err(format!("{path}: lists missing child {name}"));
-                }
-            }
-            match node.stat.kind {
-                NodeKind::Ephemeral => {
-                    if !node.children.is_empty() {
-                        return Err(format!("{path}: ephemeral node has children"));
-                    }
-                    if !self.sessions.contains_key(&node.stat.ephemeral_owner) {
-                        return Err(format!(
-                            "{path}: owner {} is not a live session",
-                            node.stat.ephemeral_owner
-                        ));
-                    }
-                    owned
-                        .entry(node.stat.ephemeral_owner)
-                        .or_default()
-                        .insert(path.clone());
-                }
-                NodeKind::Persistent | NodeKind::Container => {
-                    if node.stat.ephemeral_owner != SessionId(0) {
-                        return Err(format!("{path}: non-ephemeral node has an owner"));
-                    }
-                }
-            }
-            if let Some(parent) = path.parent() {
-                let parent_node = self
-                    .nodes
-                    .get(&parent)
-                    .ok_or_else(|| format!("{path}: parent is missing"))?;
-                if !parent_node.children.contains(path.name()) {
-                    return Err(format!("{path}: not listed by its parent"));
-                }
-            }
+        }
+        let data_bytes: u64 = self
+            .nodes
+            .iter()
+            .map(|(path, node)| node_bytes(path, node.data.len()))
+            .sum();
+        if data_bytes != self.data_bytes {
+            return Err(format!(
+                "data_bytes {} but the nodes hold {data_bytes}",
+                self.data_bytes
+            ));
         }
         for (session, record) in &self.sessions {
             let expected = owned.remove(session).unwrap_or_default();
@@ -456,6 +514,69 @@ impl Namespace {
                 return Err(format!(
                     "session {session}: owner list disagrees with the tree"
                 ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The invariants of one node: counts, revisions, children, ownership, its parent's list.
+    fn validate_node(&self, path: &NodePath, node: &Node) -> Result<(), String> {
+        if node.stat.num_children != node.children.len() as u64 {
+            return Err(format!(
+                "{path}: num_children {} but {} children",
+                node.stat.num_children,
+                node.children.len()
+            ));
+        }
+        if node.stat.data_length != node.data.len() as u64 {
+            return Err(format!(
+                "{path}: data_length {} but {} bytes",
+                node.stat.data_length,
+                node.data.len()
+            ));
+        }
+        if node.stat.mod_revision > self.revision {
+            return Err(format!(
+                "{path}: mod_revision {} above {}",
+                node.stat.mod_revision, self.revision
+            ));
+        }
+        if node.stat.create_revision > node.stat.mod_revision {
+            return Err(format!("{path}: create_revision above mod_revision"));
+        }
+        for name in &node.children {
+            let child = path
+                .child(name)
+                .map_err(|rule| format!("{path}: child {name:?}: {rule}"))?;
+            if !self.nodes.contains_key(&child) {
+                return Err(format!("{path}: lists missing child {name}"));
+            }
+        }
+        match node.stat.kind {
+            NodeKind::Ephemeral => {
+                if !node.children.is_empty() {
+                    return Err(format!("{path}: ephemeral node has children"));
+                }
+                if !self.sessions.contains_key(&node.stat.ephemeral_owner) {
+                    return Err(format!(
+                        "{path}: owner {} is not a live session",
+                        node.stat.ephemeral_owner
+                    ));
+                }
+            }
+            NodeKind::Persistent | NodeKind::Container => {
+                if node.stat.ephemeral_owner != SessionId(0) {
+                    return Err(format!("{path}: non-ephemeral node has an owner"));
+                }
+            }
+        }
+        if let Some(parent) = path.parent() {
+            let parent_node = self
+                .nodes
+                .get(&parent)
+                .ok_or_else(|| format!("{path}: parent is missing"))?;
+            if !parent_node.children.contains(path.name()) {
+                return Err(format!("{path}: not listed by its parent"));
             }
         }
         Ok(())
@@ -607,6 +728,7 @@ impl Change<'_> {
             ttl_ms: open.ttl_ms,
             remaining_ms: open.ttl_ms,
             ephemerals: BTreeSet::new(),
+            owner: open.owner.clone(),
         };
         let previous = self.namespace.sessions.insert(session, record);
         assert!(
@@ -614,6 +736,10 @@ impl Change<'_> {
             "session ids are revisions, never reused"
         );
         self.undo.push(Undo::SessionOpened { session });
+        self.sessions.push(SessionChange::Opened {
+            session,
+            ttl_ms: open.ttl_ms,
+        });
         Output::SessionOpened {
             session,
             ttl_ms: open.ttl_ms,
@@ -646,6 +772,9 @@ impl Change<'_> {
             session: close.session,
             record,
         });
+        self.sessions.push(SessionChange::Closed {
+            session: close.session,
+        });
         Ok(Output::SessionClosed {
             deleted: doomed.len() as u64,
         })
@@ -659,6 +788,10 @@ impl Change<'_> {
                     remaining_ms: record.remaining_ms,
                 });
                 record.remaining_ms = (*remaining_ms).min(record.ttl_ms);
+                self.sessions.push(SessionChange::Renewed {
+                    session: *session,
+                    remaining_ms: record.remaining_ms,
+                });
             }
         }
         Output::Checkpointed
@@ -681,6 +814,7 @@ impl Change<'_> {
             &txn.failure
         };
         let mut results = Vec::with_capacity(branch.len());
+        let mut read_bytes: u64 = 0;
         for (op_index, op) in branch.iter().enumerate() {
             let result = match op {
                 TxnOp::Create(create) => self.create(create),
@@ -688,6 +822,16 @@ impl Change<'_> {
                 TxnOp::Delete(delete) => self.delete(delete),
                 TxnOp::Get { path } => self.read(path),
             };
+            if let Ok(Output::Got { data, .. }) = &result {
+                read_bytes += data.len() as u64;
+                if read_bytes > TXN_READ_BYTES_MAX {
+                    return Err(FsmError::LimitExceeded {
+                        what: "bytes of node data one txn reads".into(),
+                        size: read_bytes,
+                        limit: TXN_READ_BYTES_MAX,
+                    });
+                }
+            }
             match result {
                 Ok(output) => results.push(output),
                 Err(source) => {
@@ -775,6 +919,7 @@ impl Change<'_> {
             });
         }
         self.push_event(&path, EventKind::Created, node.stat, &node.data);
+        self.namespace.data_bytes += node_bytes(&path, node.data.len());
         let previous = self.namespace.nodes.insert(path.clone(), node);
         assert!(previous.is_none(), "insert over existing node {path}");
         self.undo.push(Undo::Inserted { path });
@@ -792,6 +937,7 @@ impl Change<'_> {
             node.children.is_empty(),
             "removing {path} which still has children"
         );
+        self.namespace.data_bytes -= node_bytes(path, node.data.len());
         if node.stat.kind == NodeKind::Ephemeral {
             let session = node.stat.ephemeral_owner;
             if let Some(record) = self.namespace.sessions.get_mut(&session) {
@@ -869,6 +1015,8 @@ impl Change<'_> {
         });
         let node = self.namespace.nodes.get_mut(path).expect("node exists");
         let old = std::mem::replace(&mut node.data, data);
+        self.namespace.data_bytes =
+            self.namespace.data_bytes + node.data.len() as u64 - old.len() as u64;
         let stat = node.stat;
         let data = node.data.clone();
         self.undo.push(Undo::Data {
@@ -924,11 +1072,14 @@ impl Change<'_> {
     fn rollback(&mut self) {
         while let Some(undo) = self.undo.pop() {
             let nodes = &mut self.namespace.nodes;
+            let data_bytes = &mut self.namespace.data_bytes;
             match undo {
                 Undo::Inserted { path } => {
-                    nodes.remove(&path).expect("inserted node exists");
+                    let node = nodes.remove(&path).expect("inserted node exists");
+                    *data_bytes -= node_bytes(&path, node.data.len());
                 }
                 Undo::Removed { path, node } => {
+                    *data_bytes += node_bytes(&path, node.data.len());
                     nodes.insert(path, node);
                 }
                 Undo::Meta {
@@ -941,7 +1092,9 @@ impl Change<'_> {
                     node.next_sequence = next_sequence;
                 }
                 Undo::Data { path, data } => {
-                    nodes.get_mut(&path).expect("changed node exists").data = data;
+                    let node = nodes.get_mut(&path).expect("changed node exists");
+                    *data_bytes = *data_bytes + data.len() as u64 - node.data.len() as u64;
+                    node.data = data;
                 }
                 Undo::Linked { parent, name } => {
                     nodes
@@ -984,6 +1137,7 @@ impl Change<'_> {
             }
         }
         self.events.clear();
+        self.sessions.clear();
     }
 }
 

@@ -3,16 +3,17 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use bincode::Options;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::ids::{Revision, SessionId};
-use super::namespace::{Namespace, SessionRecord, WriterRecord};
+use super::namespace::{node_bytes, Namespace, SessionRecord, WriterRecord};
 use super::node::{Node, NodeStat};
 use super::path::NodePath;
 
 /// Bumped whenever the encoding changes.
-const SNAPSHOT_FORMAT: u32 = 4;
+const SNAPSHOT_FORMAT: u32 = 5;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum SnapshotError {
@@ -37,6 +38,7 @@ struct ImageRef<'a> {
 #[derive(Serialize)]
 struct NodeImageRef<'a> {
     path: &'a NodePath,
+    #[serde(with = "serde_bytes")]
     data: &'a [u8],
     stat: NodeStat,
     next_sequence: u64,
@@ -57,11 +59,13 @@ struct SessionImage {
     id: SessionId,
     ttl_ms: u64,
     remaining_ms: u64,
+    owner: String,
 }
 
 #[derive(Deserialize)]
 struct NodeImage {
     path: NodePath,
+    #[serde(with = "serde_bytes")]
     data: Vec<u8>,
     stat: NodeStat,
     next_sequence: u64,
@@ -90,6 +94,7 @@ impl Namespace {
                     id: *id,
                     ttl_ms: record.ttl_ms,
                     remaining_ms: record.remaining_ms,
+                    owner: record.owner.clone(),
                 })
                 .collect(),
             writers: &self.writers,
@@ -100,8 +105,13 @@ impl Namespace {
 
     /// Decodes and validates a snapshot made by `to_snapshot`.
     pub fn from_snapshot(bytes: &[u8]) -> Result<Namespace, SnapshotError> {
-        let image: Image =
-            bincode::deserialize(bytes).map_err(|error| SnapshotError::Malformed {
+        // Bounded by the input's length: a forged length prefix cannot allocate beyond it.
+        let image: Image = bincode::DefaultOptions::new()
+            .with_fixint_encoding()
+            .allow_trailing_bytes()
+            .with_limit(bytes.len() as u64)
+            .deserialize(bytes)
+            .map_err(|error| SnapshotError::Malformed {
                 reason: error.to_string(),
             })?;
         if image.format != SNAPSHOT_FORMAT {
@@ -113,6 +123,7 @@ impl Namespace {
         let mut namespace = Namespace::new();
         namespace.nodes.clear();
         namespace.revision = image.revision;
+        namespace.writers_bytes = image.writers.values().map(WriterRecord::bytes).sum();
         namespace.writers = image.writers;
         namespace.clock_ms = image.clock_ms;
         for session in image.sessions {
@@ -122,6 +133,7 @@ impl Namespace {
                     ttl_ms: session.ttl_ms,
                     remaining_ms: session.remaining_ms,
                     ephemerals: BTreeSet::new(),
+                    owner: session.owner,
                 },
             );
         }
@@ -156,6 +168,11 @@ impl Namespace {
             }
             namespace.nodes.insert(node_image.path, node);
         }
+        namespace.data_bytes = namespace
+            .nodes
+            .iter()
+            .map(|(path, node)| node_bytes(path, node.data.len()))
+            .sum();
         namespace
             .validate()
             .map_err(|reason| SnapshotError::Invalid { reason })?;

@@ -4,37 +4,44 @@ use std::sync::Arc;
 
 use coord_proto::v1 as pb;
 use coord_proto::v1::cluster_server::Cluster as ClusterApi;
-use openraft::ServerState;
 use tonic::{Request, Response, Status};
 
 use super::status::{consensus_status, invalid_argument};
-use crate::raft::{Consensus, ForwardRequest};
+use crate::consensus::{Consensus, MemberId, MembershipChange, Role};
+use crate::membership::MemberDirectory;
 
 pub struct ClusterService {
     consensus: Arc<Consensus>,
+    directory: Arc<MemberDirectory>,
     client_address: String,
+    /// `--quota-bytes`, for the NOSPACE alarm (0: none).
+    quota_bytes: u64,
 }
 
 impl ClusterService {
-    pub fn new(consensus: Arc<Consensus>, client_address: String) -> ClusterService {
+    pub fn new(
+        consensus: Arc<Consensus>,
+        directory: Arc<MemberDirectory>,
+        client_address: String,
+        quota_bytes: u64,
+    ) -> ClusterService {
         ClusterService {
             consensus,
+            directory,
             client_address,
+            quota_bytes,
         }
     }
 
     fn header(&self) -> pb::ResponseHeader {
-        super::response_header(&self.consensus, None)
+        super::header::response_header(&self.consensus, None)
     }
 
-    fn client_address_of(&self, id: u64) -> String {
-        if id == self.consensus.member_id().0 {
+    fn client_address_of(&self, id: MemberId) -> String {
+        if id == self.consensus.member_id() {
             self.client_address.clone()
         } else {
-            self.consensus
-                .directory()
-                .client_address(id)
-                .unwrap_or_default()
+            self.directory.client_address(id).unwrap_or_default()
         }
     }
 
@@ -44,7 +51,7 @@ impl ClusterService {
             .members
             .iter()
             .map(|member| pb::Member {
-                id: member.id,
+                id: member.id.0,
                 peer_address: member.peer_address.clone(),
                 client_address: self.client_address_of(member.id),
                 voter: member.voter,
@@ -54,10 +61,10 @@ impl ClusterService {
 
     async fn change(
         &self,
-        request: ForwardRequest,
+        change: MembershipChange,
     ) -> Result<Response<pb::MemberListResponse>, Status> {
         self.consensus
-            .change_membership(request)
+            .change_membership(change)
             .await
             .map_err(|error| consensus_status(&error))?;
         Ok(Response::new(pb::MemberListResponse {
@@ -74,6 +81,10 @@ impl ClusterApi for ClusterService {
         _request: Request<pb::ClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
         let status = self.consensus.status();
+        let data_bytes = self
+            .consensus
+            .replica()
+            .read(|namespace| namespace.data_bytes());
         let members = status
             .members
             .iter()
@@ -83,7 +94,7 @@ impl ClusterApi for ClusterService {
                     pb::MemberRole::Leader
                 } else if !state.voter {
                     pb::MemberRole::Learner
-                } else if is_self && status.role == ServerState::Candidate {
+                } else if is_self && status.role == Role::Candidate {
                     pb::MemberRole::Candidate
                 } else {
                     pb::MemberRole::Follower
@@ -94,10 +105,10 @@ impl ClusterApi for ClusterService {
                 } else {
                     state.matched_index
                 };
-                let reachable = is_self || self.consensus.directory().is_reachable(state.id);
+                let reachable = is_self || self.directory.is_reachable(state.id);
                 pb::MemberStatus {
                     member: Some(pb::Member {
-                        id: state.id,
+                        id: state.id.0,
                         peer_address: state.peer_address.clone(),
                         client_address: self.client_address_of(state.id),
                         voter: state.voter,
@@ -113,14 +124,21 @@ impl ClusterApi for ClusterService {
         Ok(Response::new(pb::ClusterStatusResponse {
             header: Some(self.header()),
             cluster_id: self.consensus.cluster_id().to_owned(),
-            leader_id: status.leader.unwrap_or(0),
-            term: status.term,
+            leader_id: status.leader.map_or(0, |leader| leader.0),
+            term: status.term.0,
             committed_index: status.applied_index,
             applied_index: status.applied_index,
             last_log_index: status.last_log_index,
             snapshot_index: status.snapshot_index,
             members,
             purged_index: status.purged_index,
+            alarms: if self.quota_bytes > 0 && data_bytes >= self.quota_bytes {
+                vec!["NOSPACE".to_owned()]
+            } else {
+                Vec::new()
+            },
+            data_bytes,
+            quota_bytes: self.quota_bytes,
         }))
     }
 
@@ -153,15 +171,15 @@ impl ClusterApi for ClusterService {
             .status()
             .members
             .iter()
-            .any(|member| member.id == request.id)
+            .any(|member| member.id == MemberId(request.id))
         {
             return Err(invalid_argument(format!(
                 "member {} is already in the cluster",
                 request.id
             )));
         }
-        self.change(ForwardRequest::AddLearner {
-            id: request.id,
+        self.change(MembershipChange::AddLearner {
+            id: MemberId(request.id),
             peer_address: request.peer_address,
         })
         .await
@@ -171,8 +189,8 @@ impl ClusterApi for ClusterService {
         &self,
         request: Request<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberListResponse>, Status> {
-        self.change(ForwardRequest::Promote {
-            id: request.into_inner().id,
+        self.change(MembershipChange::Promote {
+            id: MemberId(request.into_inner().id),
         })
         .await
     }
@@ -181,8 +199,8 @@ impl ClusterApi for ClusterService {
         &self,
         request: Request<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberListResponse>, Status> {
-        self.change(ForwardRequest::Remove {
-            id: request.into_inner().id,
+        self.change(MembershipChange::Remove {
+            id: MemberId(request.into_inner().id),
         })
         .await
     }

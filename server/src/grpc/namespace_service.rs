@@ -8,12 +8,12 @@ use coord_proto::v1::namespace_server::Namespace as NamespaceApi;
 use tonic::{Request, Response, Status};
 
 use super::status::{consensus_status, fsm_status, invalid_argument};
-use crate::fsm::{Command, FencingToken, FsmError, Limits, NodePath, Output, Revision};
+use crate::consensus::{Consensus, Consistency};
+use crate::fsm::{FencingToken, FsmError, Limits, NodePath, Output, Proposal, Revision};
 use crate::pb::{
     command_from_create, command_from_delete, command_from_set, command_from_txn, created_response,
     stat_to_pb, txn_results,
 };
-use crate::raft::{Consensus, Consistency};
 
 /// Default and largest page of a children listing.
 pub const CHILDREN_PAGE_DEFAULT: usize = 1000;
@@ -30,12 +30,12 @@ impl NamespaceService {
     }
 
     fn header(&self, revision: Revision) -> pb::ResponseHeader {
-        super::response_header(&self.consensus, Some(revision))
+        super::header::response_header(&self.consensus, Some(revision))
     }
 
     /// Checks limits, proposes, and returns the revision and output, or the error as a status.
-    async fn write(&self, command: Command) -> Result<(Revision, Output), Status> {
-        super::propose(&self.consensus, &self.limits, command).await
+    async fn write(&self, proposal: Proposal) -> Result<(Revision, Output), Status> {
+        super::propose::propose(&self.consensus, &self.limits, proposal).await
     }
 
     async fn barrier(&self, read: Option<pb::ReadOptions>) -> Result<(), Status> {
@@ -95,12 +95,11 @@ impl NamespaceApi for NamespaceService {
         let request = request.into_inner();
         let path = parse_path(&request.path)?;
         self.barrier(request.read).await?;
-        let (revision, node) = self.consensus.replica().read(|state| {
-            let node = state
-                .namespace
+        let (revision, node) = self.consensus.replica().read(|namespace| {
+            let node = namespace
                 .get(&path)
                 .map(|node| (node.data.clone(), node.stat));
-            (state.namespace.revision(), node)
+            (namespace.revision(), node)
         });
         let (data, stat) = node.ok_or_else(|| fsm_status(&FsmError::NoNode { path }))?;
         Ok(Response::new(pb::GetResponse {
@@ -170,10 +169,10 @@ impl NamespaceApi for NamespaceService {
             ),
         };
         self.barrier(request.read).await?;
-        let (revision, page) = self.consensus.replica().read(|state| {
+        let (revision, page) = self.consensus.replica().read(|namespace| {
             (
-                state.namespace.revision(),
-                state.namespace.children(&path, after.as_deref(), page_size),
+                namespace.revision(),
+                namespace.children(&path, after.as_deref(), page_size),
             )
         });
         let page = page.map_err(|error| fsm_status(&error))?;
@@ -204,10 +203,10 @@ impl NamespaceApi for NamespaceService {
         let request = request.into_inner();
         let path = parse_path(&request.path)?;
         self.barrier(request.read).await?;
-        let (revision, stat) = self.consensus.replica().read(|state| {
+        let (revision, stat) = self.consensus.replica().read(|namespace| {
             (
-                state.namespace.revision(),
-                state.namespace.get(&path).map(|node| node.stat),
+                namespace.revision(),
+                namespace.get(&path).map(|node| node.stat),
             )
         });
         Ok(Response::new(pb::ExistsResponse {
@@ -226,7 +225,7 @@ impl NamespaceApi for NamespaceService {
             (revision, Output::Txn { succeeded, results }) => Ok(Response::new(pb::TxnResponse {
                 header: Some(self.header(revision)),
                 succeeded,
-                results: txn_results(&results),
+                results: txn_results(&results).map_err(Status::internal)?,
             })),
             (_, output) => Err(unexpected(&output)),
         }
@@ -239,12 +238,10 @@ impl NamespaceApi for NamespaceService {
         let request = request.into_inner();
         let path = parse_path(&request.path)?;
         self.barrier(request.read).await?;
-        let (revision, (current, holder)) = self.consensus.replica().read(|state| {
+        let (revision, (current, holder)) = self.consensus.replica().read(|namespace| {
             (
-                state.namespace.revision(),
-                state
-                    .namespace
-                    .check_fence(&path, FencingToken(request.token)),
+                namespace.revision(),
+                namespace.check_fence(&path, FencingToken(request.token)),
             )
         });
         Ok(Response::new(pb::CheckFenceResponse {

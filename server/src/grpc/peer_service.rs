@@ -1,47 +1,144 @@
 //! The `coord.v1.peer.Peer` service: receives Raft messages from other members and hands them
-//! to openraft; runs forwarded leader-only work; answers read-index and hello requests.
-//! Replies carry the remote `Result`, encoded like the request. Traffic from another cluster
-//! (a different `coord-cluster-id`) is refused.
+//! to openraft; runs forwarded leader-only work (`LeaderCall`s, by message kind); answers
+//! read-index and hello requests. Replies carry the remote `Result`, encoded like the request.
+//! Traffic from another cluster (a different `coord-cluster-id`), in a format this member does
+//! not read, or of the wrong kind for the method is refused with a status that says so.
 
 use std::sync::Arc;
 
 use coord_proto::v1::peer::peer_server::Peer as PeerApi;
 use coord_proto::v1::peer::PeerMessage;
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use tonic::{Request, Response, Status};
 
-use crate::raft::{
-    decode_peer, encode_peer, Consensus, ForwardRequest, Hello, TypeConfig, CLUSTER_ID_METADATA_KEY,
+use crate::consensus::{
+    decode_peer, encode_peer, peer_kind, Consensus, ConsensusError, FormatError, LeaderCall,
+    MembershipChange, MessageKind, Refusal, TypeConfig, WriteCall, Written,
+    CLUSTER_ID_METADATA_KEY,
 };
+use crate::fsm::{Limits, OutcomeRecord, Revision};
+use crate::membership::{Greeter, MemberDirectory};
+use crate::sessions::{KeepAliveCall, ListSessionsCall, SessionKeeper};
 
 pub struct PeerService {
     consensus: Arc<Consensus>,
+    /// This member's limits, checked again on writes forwarded to it.
+    limits: Limits,
+    refusals: RefusalLog,
+    keeper: Arc<SessionKeeper>,
+    directory: Arc<MemberDirectory>,
+    greeter: Arc<Greeter>,
+}
+
+fn refused(error: FormatError) -> Status {
+    Status::invalid_argument(format!("peer message refused: {error}"))
+}
+
+/// Logs refused peer traffic: at most one line a second, counting what it left out.
+#[derive(Default)]
+struct RefusalLog {
+    state: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
+}
+
+impl RefusalLog {
+    fn note(&self, from: Option<std::net::SocketAddr>, what: &str, reason: &dyn std::fmt::Display) {
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (last, suppressed) = &mut *state;
+        let now = std::time::Instant::now();
+        if last.is_some_and(|last| now.duration_since(last) < std::time::Duration::from_secs(1)) {
+            *suppressed += 1;
+            return;
+        }
+        let from = from.map_or_else(|| "an unknown address".to_owned(), |from| from.to_string());
+        tracing::warn!(%from, what, %reason, suppressed = *suppressed, "peer message refused");
+        *last = Some(now);
+        *suppressed = 0;
+    }
 }
 
 impl PeerService {
-    pub fn new(consensus: Arc<Consensus>) -> PeerService {
-        PeerService { consensus }
+    pub fn new(
+        consensus: Arc<Consensus>,
+        limits: Limits,
+        keeper: Arc<SessionKeeper>,
+        directory: Arc<MemberDirectory>,
+        greeter: Arc<Greeter>,
+    ) -> PeerService {
+        PeerService {
+            consensus,
+            limits,
+            refusals: RefusalLog::default(),
+            keeper,
+            directory,
+            greeter,
+        }
     }
 
-    /// Decodes a request after checking that it comes from this cluster.
-    fn accept<T: serde::de::DeserializeOwned>(
-        &self,
-        request: &Request<PeerMessage>,
-    ) -> Result<T, Status> {
+    /// Checks that a request comes from this cluster.
+    fn check_cluster(&self, request: &Request<PeerMessage>) -> Result<(), Status> {
         let sender = request
             .metadata()
             .get(CLUSTER_ID_METADATA_KEY)
             .and_then(|value| value.to_str().ok());
         let ours = self.consensus.cluster_id();
         if sender != Some(ours) {
-            return Err(Status::permission_denied(format!(
+            let reason = format!(
                 "peer traffic from cluster {:?} refused: this member belongs to cluster {ours}",
                 sender.unwrap_or("<none>")
-            )));
+            );
+            self.refusals
+                .note(request.remote_addr(), "cluster id", &reason);
+            return Err(Status::permission_denied(reason));
         }
-        decode_peer(request.get_ref())
-            .map_err(|error| Status::invalid_argument(format!("undecodable peer message: {error}")))
+        Ok(())
     }
+
+    /// Decodes a request of `kind` after checking that it comes from this cluster.
+    fn accept<T: DeserializeOwned>(
+        &self,
+        request: &Request<PeerMessage>,
+        kind: MessageKind,
+    ) -> Result<T, Status> {
+        self.check_cluster(request)?;
+        decode_peer(request.get_ref(), kind).map_err(|error| {
+            self.refusals
+                .note(request.remote_addr(), "undecodable", &error);
+            refused(error)
+        })
+    }
+
+    /// Refuses (and logs) a message that `admitted` says is impossible.
+    fn admit(
+        &self,
+        request: &Request<PeerMessage>,
+        admitted: Result<(), Refusal>,
+    ) -> Result<(), Status> {
+        admitted.map_err(|refusal| {
+            self.refusals
+                .note(request.remote_addr(), "impossible", &refusal);
+            Status::invalid_argument(format!("peer message refused: {refusal}"))
+        })
+    }
+
+    /// Runs a forwarded call with `here` and encodes its reply.
+    async fn run<C, F, Fut>(&self, message: &PeerMessage, here: F) -> Result<PeerMessage, Status>
+    where
+        C: LeaderCall,
+        F: FnOnce(C) -> Fut,
+        Fut: std::future::Future<Output = Result<C::Reply, ConsensusError>>,
+    {
+        let call: C = decode_peer(message, C::KIND).map_err(refused)?;
+        Ok(reply(C::KIND, &here(call).await))
+    }
+}
+
+fn reply<T: Serialize>(kind: MessageKind, value: &T) -> PeerMessage {
+    encode_peer(kind, value)
 }
 
 #[tonic::async_trait]
@@ -50,49 +147,93 @@ impl PeerApi for PeerService {
         &self,
         request: Request<PeerMessage>,
     ) -> Result<Response<PeerMessage>, Status> {
-        let append: AppendEntriesRequest<TypeConfig> = self.accept(&request)?;
+        let kind = MessageKind::AppendEntries;
+        let append: AppendEntriesRequest<TypeConfig> = self.accept(&request, kind)?;
+        self.admit(&request, self.consensus.admit_append(&append))?;
         let result = self.consensus.raft().append_entries(append).await;
-        Ok(Response::new(encode_peer(&result)))
+        Ok(Response::new(reply(kind, &result)))
     }
 
     async fn vote(&self, request: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {
-        let vote: VoteRequest<u64> = self.accept(&request)?;
+        let kind = MessageKind::Vote;
+        let vote: VoteRequest<u64> = self.accept(&request, kind)?;
+        self.admit(&request, self.consensus.admit_vote(&vote))?;
         let result = self.consensus.raft().vote(vote).await;
-        Ok(Response::new(encode_peer(&result)))
+        Ok(Response::new(reply(kind, &result)))
     }
 
     async fn install_snapshot(
         &self,
         request: Request<PeerMessage>,
     ) -> Result<Response<PeerMessage>, Status> {
-        let chunk: InstallSnapshotRequest<TypeConfig> = self.accept(&request)?;
+        let kind = MessageKind::InstallSnapshot;
+        let chunk: InstallSnapshotRequest<TypeConfig> = self.accept(&request, kind)?;
+        self.admit(&request, self.consensus.admit_snapshot(&chunk))?;
         let result = self.consensus.raft().install_snapshot(chunk).await;
-        Ok(Response::new(encode_peer(&result)))
+        Ok(Response::new(reply(kind, &result)))
     }
 
     async fn forward(
         &self,
         request: Request<PeerMessage>,
     ) -> Result<Response<PeerMessage>, Status> {
-        let forwarded: ForwardRequest = self.accept(&request)?;
-        let result = self.consensus.run_forwarded(forwarded).await;
-        Ok(Response::new(encode_peer(&result)))
+        self.check_cluster(&request)?;
+        let message = request.get_ref();
+        let consensus = &self.consensus;
+        let keeper = &self.keeper;
+        let answer = match peer_kind(message).map_err(refused)? {
+            MessageKind::Write => {
+                let limits = &self.limits;
+                self.run::<WriteCall, _, _>(message, |call| async move {
+                    // A follower checked the write against its own limits; the leader's hold.
+                    match call.proposal.check_limits(limits) {
+                        Ok(()) => consensus.write_here(call).await,
+                        Err(error) => Ok(Written {
+                            revision: Revision(0),
+                            outcome: OutcomeRecord::Refused(error),
+                        }),
+                    }
+                })
+                .await?
+            }
+            MessageKind::Membership => {
+                self.run::<MembershipChange, _, _>(message, |change| {
+                    consensus.change_membership_here(change)
+                })
+                .await?
+            }
+            MessageKind::KeepAlive => {
+                self.run::<KeepAliveCall, _, _>(message, |call| keeper.keep_alive_here(call))
+                    .await?
+            }
+            MessageKind::ListSessions => {
+                self.run::<ListSessionsCall, _, _>(message, |call| async { keeper.list_here(call) })
+                    .await?
+            }
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "peer message refused: {other:?} is not leader work"
+                )))
+            }
+        };
+        Ok(Response::new(answer))
     }
 
     async fn read_index(
         &self,
         request: Request<PeerMessage>,
     ) -> Result<Response<PeerMessage>, Status> {
-        let () = self.accept(&request)?;
+        let kind = MessageKind::ReadIndex;
+        let () = self.accept(&request, kind)?;
         let result = self.consensus.leader_read_index().await;
-        Ok(Response::new(encode_peer(&result)))
+        Ok(Response::new(reply(kind, &result)))
     }
 
     async fn hello(&self, request: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {
-        let hello: Hello = self.accept(&request)?;
-        self.consensus
-            .directory()
+        let kind = MessageKind::Hello;
+        let hello: crate::membership::Hello = self.accept(&request, kind)?;
+        self.directory
             .heard_from(hello.member_id, hello.client_address);
-        Ok(Response::new(encode_peer(&self.consensus.hello())))
+        Ok(Response::new(reply(kind, &self.greeter.hello())))
     }
 }

@@ -11,13 +11,16 @@ use futures::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::status::{consensus_status, invalid_argument};
-use super::{propose, response_header};
+use super::header::response_header;
+use super::propose::propose;
+use super::status::{consensus_status, fsm_status, invalid_argument};
+use crate::consensus::Consensus;
 use crate::fsm::{
-    CloseSessionCommand, Command, Limits, OpenSessionCommand, Output, SessionEnd, SessionId,
+    millis, CloseSessionCommand, Command, FsmError, Limits, OpenSessionCommand, Output, SessionEnd,
+    SessionId,
 };
 use crate::pb::with_write_id;
-use crate::raft::Consensus;
+use crate::sessions::SessionKeeper;
 
 /// Keep-alive replies buffered per stream before the member stops reading requests.
 const KEEPALIVE_REPLIES_BUFFERED: usize = 16;
@@ -29,6 +32,14 @@ pub struct TtlBounds {
     pub max: Duration,
 }
 
+/// How many sessions may be open at once: in all, and per owner (a client id, or a client's
+/// address when it sends none). Checked before an open is proposed.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionCaps {
+    pub total_max: usize,
+    pub per_client_max: usize,
+}
+
 impl TtlBounds {
     /// `requested` raised or lowered into the bounds.
     fn clamp(&self, requested: Duration) -> Duration {
@@ -38,17 +49,74 @@ impl TtlBounds {
 
 pub struct SessionsService {
     consensus: Arc<Consensus>,
+    keeper: Arc<SessionKeeper>,
     ttl: TtlBounds,
+    caps: SessionCaps,
+    /// This member's limits (the quota refuses new sessions too).
+    limits: Limits,
 }
 
 impl SessionsService {
-    pub fn new(consensus: Arc<Consensus>, ttl: TtlBounds) -> SessionsService {
-        SessionsService { consensus, ttl }
+    pub fn new(
+        consensus: Arc<Consensus>,
+        keeper: Arc<SessionKeeper>,
+        ttl: TtlBounds,
+        caps: SessionCaps,
+        limits: Limits,
+    ) -> SessionsService {
+        SessionsService {
+            consensus,
+            keeper,
+            ttl,
+            caps,
+            limits,
+        }
+    }
+
+    /// Refuses an open by `owner` that would pass a cap, naming it.
+    fn check_caps(&self, owner: &str) -> Result<(), Status> {
+        let (total, owned) = self.consensus.replica().read(|namespace| {
+            let sessions = namespace.sessions();
+            let owned = sessions
+                .values()
+                .filter(|record| record.owner == owner)
+                .count();
+            (sessions.len(), owned)
+        });
+        let exceeded = |what: String, size: usize, limit: usize| {
+            tracing::warn!(%owner, what, size, limit, "session open refused");
+            fsm_status(&FsmError::LimitExceeded {
+                what,
+                size: size as u64,
+                limit: limit as u64,
+            })
+        };
+        if total >= self.caps.total_max {
+            return Err(exceeded(
+                "open sessions (--max-sessions)".into(),
+                total,
+                self.caps.total_max,
+            ));
+        }
+        if owned >= self.caps.per_client_max {
+            return Err(exceeded(
+                format!("open sessions of {owner} (--max-sessions-per-client)"),
+                owned,
+                self.caps.per_client_max,
+            ));
+        }
+        Ok(())
     }
 }
 
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+/// Who opens a session: the client id its write id names, else the client's address.
+fn owner_of(request: &Request<pb::SessionOpenRequest>) -> String {
+    match &request.get_ref().write_id {
+        Some(write_id) if !write_id.client_id.is_empty() => write_id.client_id.clone(),
+        _ => request
+            .remote_addr()
+            .map_or_else(|| "unknown".to_owned(), |address| address.ip().to_string()),
+    }
 }
 
 type KeepAliveStream =
@@ -60,6 +128,7 @@ impl SessionsApi for SessionsService {
         &self,
         request: Request<pb::SessionOpenRequest>,
     ) -> Result<Response<pb::SessionOpenResponse>, Status> {
+        let owner = owner_of(&request);
         let request = request.into_inner();
         if request.ttl_ms == 0 {
             return Err(invalid_argument(format!(
@@ -68,12 +137,14 @@ impl SessionsApi for SessionsService {
                 millis(self.ttl.max)
             )));
         }
+        self.check_caps(&owner)?;
         let ttl = self.ttl.clamp(Duration::from_millis(request.ttl_ms));
         let open = Command::OpenSession(OpenSessionCommand {
             ttl_ms: millis(ttl),
+            owner,
         });
         let command = with_write_id(open, request.write_id);
-        match propose(&self.consensus, &Limits::default(), command).await? {
+        match propose(&self.consensus, &self.limits, command).await? {
             (revision, Output::SessionOpened { session, ttl_ms }) => {
                 Ok(Response::new(pb::SessionOpenResponse {
                     header: Some(response_header(&self.consensus, Some(revision))),
@@ -94,12 +165,13 @@ impl SessionsApi for SessionsService {
         let mut inbound = request.into_inner();
         let (replies, stream) = tokio::sync::mpsc::channel(KEEPALIVE_REPLIES_BUFFERED);
         let consensus = self.consensus.clone();
+        let keeper = self.keeper.clone();
         tokio::spawn(async move {
             // Ends when the client closes its side, the client goes away, or a keep-alive
             // fails (the client then opens a new stream, maybe to another member).
             while let Ok(Some(message)) = inbound.message().await {
                 let session = SessionId(message.session_id);
-                let reply = match consensus.keep_alive(session).await {
+                let reply = match keeper.keep_alive(session).await {
                     Ok(ttl_ms) => Ok(pb::KeepAliveResponse {
                         header: Some(response_header(&consensus, None)),
                         session_id: session.0,
@@ -126,7 +198,7 @@ impl SessionsApi for SessionsService {
             end: SessionEnd::Closed,
         });
         let command = with_write_id(close, request.write_id);
-        match propose(&self.consensus, &Limits::default(), command).await? {
+        match propose(&self.consensus, &self.limits, command).await? {
             (revision, Output::SessionClosed { deleted }) => {
                 Ok(Response::new(pb::SessionCloseResponse {
                     header: Some(response_header(&self.consensus, Some(revision))),
@@ -142,8 +214,8 @@ impl SessionsApi for SessionsService {
         _request: Request<pb::SessionListRequest>,
     ) -> Result<Response<pb::SessionListResponse>, Status> {
         let sessions = self
-            .consensus
-            .list_sessions()
+            .keeper
+            .list()
             .await
             .map_err(|error| consensus_status(&error))?;
         Ok(Response::new(pb::SessionListResponse {

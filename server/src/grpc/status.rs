@@ -8,6 +8,8 @@
 //! | NoNode | NOT_FOUND | no |
 //! | BadVersion, FenceRejected | ABORTED | no |
 //! | NotEmpty, NoParent, EphemeralParent, SessionExpired | FAILED_PRECONDITION | no |
+//! | ResultNotRetained (the write was applied) | FAILED_PRECONDITION | no |
+//! | NoSpace (the tree is at `--quota-bytes`) | RESOURCE_EXHAUSTED | no (until deletes) |
 //! | NoLeader, ShuttingDown | UNAVAILABLE | yes |
 //! | Timeout | DEADLINE_EXCEEDED | yes (outcome unknown for writes) |
 //! | LeaderUnreachable | UNAVAILABLE (code TIMEOUT) | yes (outcome unknown for writes) |
@@ -20,8 +22,8 @@ use coord_proto::ERROR_CODE_METADATA_KEY;
 use prost::Message;
 use tonic::{Code, Status};
 
+use crate::consensus::ConsensusError;
 use crate::fsm::FsmError;
-use crate::raft::ConsensusError;
 
 /// Longest path and message carried in a status: both travel in HTTP/2 headers, whose size
 /// is limited, and a 4 KiB path quoted twice must not turn a clean error into a protocol error.
@@ -67,6 +69,7 @@ pub fn fsm_status(error: &FsmError) -> Status {
     status(code, detail)
 }
 
+// tidy: long function: one arm per error variant, so the whole mapping reads in one place.
 fn fsm_detail(error: &FsmError) -> (Code, ErrorDetail) {
     let message = error.to_string();
     match error {
@@ -182,6 +185,25 @@ fn fsm_detail(error: &FsmError) -> (Code, ErrorDetail) {
             Code::InvalidArgument,
             detail(ErrorCode::RootReadOnly, message),
         ),
+        FsmError::NoSpace { used, quota } => (
+            Code::ResourceExhausted,
+            ErrorDetail {
+                expected: *quota,
+                actual: *used,
+                ..detail(ErrorCode::NoSpace, message)
+            },
+        ),
+        FsmError::ResultNotRetained {
+            succeeded,
+            revision,
+        } => (
+            Code::FailedPrecondition,
+            ErrorDetail {
+                expected: u64::from(*succeeded),
+                actual: revision.0,
+                ..detail(ErrorCode::ResultNotRetained, message)
+            },
+        ),
         FsmError::TxnOpFailed { op_index, source } => {
             let (code, inner) = fsm_detail(source);
             (
@@ -204,7 +226,7 @@ pub fn consensus_status(error: &ConsensusError) -> Status {
             Code::Unavailable,
             ErrorDetail {
                 retryable: true,
-                leader_id: leader_hint.unwrap_or(0),
+                leader_id: leader_hint.map_or(0, |leader| leader.0),
                 ..detail(ErrorCode::NoLeader, message)
             },
         ),
@@ -213,7 +235,7 @@ pub fn consensus_status(error: &ConsensusError) -> Status {
             Code::Unavailable,
             ErrorDetail {
                 retryable: true,
-                leader_id: *leader,
+                leader_id: leader.0,
                 ..detail(ErrorCode::Timeout, message)
             },
         ),

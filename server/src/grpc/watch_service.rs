@@ -11,6 +11,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,9 +23,10 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::fsm::{DeleteReason, EventKind, NodePath, Revision, WatchEvent};
-use crate::pb::stat_to_pb;
-use crate::raft::Consensus;
+use crate::consensus::Consensus;
+use crate::fsm::{NodePath, Revision};
+use crate::pb::event_to_pb;
+use crate::watch::{EventClass, History, WatchFilter};
 
 /// Responses buffered per stream before it stops reading the history.
 const RESPONSES_BUFFERED: usize = 64;
@@ -35,96 +37,59 @@ const WATCHES_PER_STREAM_MAX: usize = 10_000;
 
 pub struct WatchService {
     consensus: Arc<Consensus>,
+    history: Arc<History>,
     progress_interval: Duration,
+    budget: Arc<WatchBudget>,
 }
 
 impl WatchService {
-    pub fn new(consensus: Arc<Consensus>, progress_interval: Duration) -> WatchService {
+    pub fn new(
+        consensus: Arc<Consensus>,
+        history: Arc<History>,
+        progress_interval: Duration,
+        max_watches: usize,
+    ) -> WatchService {
         WatchService {
             consensus,
+            history,
             progress_interval,
+            budget: Arc::new(WatchBudget {
+                active: AtomicUsize::new(0),
+                max: max_watches,
+            }),
         }
     }
 }
 
-/// The event kinds a watch asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Kind {
-    Created,
-    DataChanged,
-    Deleted,
-    ChildrenChanged,
+/// The watches this member serves over all streams, against `--max-watches`.
+struct WatchBudget {
+    active: AtomicUsize,
+    max: usize,
 }
 
-fn kind_of(event: &WatchEvent) -> Kind {
-    match event.kind {
-        EventKind::Created => Kind::Created,
-        EventKind::DataChanged => Kind::DataChanged,
-        EventKind::Deleted(_) => Kind::Deleted,
-        EventKind::ChildrenChanged => Kind::ChildrenChanged,
+impl WatchBudget {
+    /// Takes one watch's place; false when the member serves its most already.
+    fn take(&self) -> bool {
+        self.active
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |active| {
+                (active < self.max).then_some(active + 1)
+            })
+            .is_ok()
+    }
+
+    fn give_back(&self, watches: usize) {
+        self.active.fetch_sub(watches, Ordering::Relaxed);
     }
 }
 
 struct ActiveWatch {
-    path: NodePath,
-    recursive: bool,
-    /// Empty: every kind.
-    kinds: BTreeSet<Kind>,
+    filter: WatchFilter,
     once: bool,
     with_data: bool,
     /// The next revision to read.
     next: Revision,
     /// When something was last sent for this watch (for progress notifications).
     last_sent: Instant,
-}
-
-impl ActiveWatch {
-    fn matches(&self, event: &WatchEvent) -> bool {
-        let on_path = if self.recursive {
-            self.path.is_root()
-                || event.path == self.path
-                || event
-                    .path
-                    .as_str()
-                    .strip_prefix(self.path.as_str())
-                    .is_some_and(|rest| rest.starts_with('/'))
-        } else {
-            event.path == self.path
-        };
-        on_path && (self.kinds.is_empty() || self.kinds.contains(&kind_of(event)))
-    }
-
-    fn to_pb(&self, event: WatchEvent) -> pb::Event {
-        let (kind, delete_reason) = match event.kind {
-            EventKind::Created => (pb::EventKind::Created, pb::DeleteReason::Unspecified),
-            EventKind::DataChanged => (pb::EventKind::DataChanged, pb::DeleteReason::Unspecified),
-            EventKind::ChildrenChanged => (
-                pb::EventKind::ChildrenChanged,
-                pb::DeleteReason::Unspecified,
-            ),
-            EventKind::Deleted(reason) => (
-                pb::EventKind::Deleted,
-                match reason {
-                    DeleteReason::Deleted => pb::DeleteReason::Deleted,
-                    DeleteReason::SessionClosed => pb::DeleteReason::SessionClosed,
-                    DeleteReason::SessionExpired => pb::DeleteReason::SessionExpired,
-                    DeleteReason::ContainerEmpty => pb::DeleteReason::ContainerEmpty,
-                },
-            ),
-        };
-        pb::Event {
-            kind: kind as i32,
-            path: event.path.to_string(),
-            revision: event.revision.0,
-            stat: Some(stat_to_pb(&event.stat)),
-            data: if self.with_data {
-                event.data
-            } else {
-                Vec::new()
-            },
-            delete_reason: delete_reason as i32,
-        }
-    }
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send + 'static>>;
@@ -140,6 +105,8 @@ impl WatchApi for WatchService {
         let (responses, stream) = mpsc::channel(RESPONSES_BUFFERED);
         let session = StreamSession {
             consensus: self.consensus.clone(),
+            history: self.history.clone(),
+            budget: self.budget.clone(),
             responses,
             watches: BTreeMap::new(),
             progress_interval: self.progress_interval,
@@ -152,9 +119,17 @@ impl WatchApi for WatchService {
 /// One client stream and its watches.
 struct StreamSession {
     consensus: Arc<Consensus>,
+    history: Arc<History>,
+    budget: Arc<WatchBudget>,
     responses: mpsc::Sender<Result<pb::WatchResponse, Status>>,
     watches: BTreeMap<u64, ActiveWatch>,
     progress_interval: Duration,
+}
+
+impl Drop for StreamSession {
+    fn drop(&mut self) {
+        self.budget.give_back(self.watches.len());
+    }
 }
 
 /// The client went away: stop.
@@ -200,7 +175,7 @@ impl StreamSession {
     }
 
     fn header(&self, revision: Revision) -> pb::ResponseHeader {
-        super::response_header(&self.consensus, Some(revision))
+        super::header::response_header(&self.consensus, Some(revision))
     }
 
     async fn send(&self, response: pb::WatchResponse) -> Result<(), Gone> {
@@ -214,7 +189,9 @@ impl StreamSession {
         message: String,
         compact_revision: Revision,
     ) -> Result<(), Gone> {
-        self.watches.remove(&watch_id);
+        if self.watches.remove(&watch_id).is_some() {
+            self.budget.give_back(1);
+        }
         let applied = self.applied();
         self.send(pb::WatchResponse {
             header: Some(self.header(applied)),
@@ -269,13 +246,13 @@ impl StreamSession {
             }
             let path = NodePath::parse(&create.path)
                 .map_err(|rule| invalid(format!("invalid path {:?}: {rule}", create.path)))?;
-            let mut kinds = BTreeSet::new();
+            let mut classes = BTreeSet::new();
             for kind in &create.kinds {
-                kinds.insert(match pb::EventKind::try_from(*kind) {
-                    Ok(pb::EventKind::Created) => Kind::Created,
-                    Ok(pb::EventKind::DataChanged) => Kind::DataChanged,
-                    Ok(pb::EventKind::Deleted) => Kind::Deleted,
-                    Ok(pb::EventKind::ChildrenChanged) => Kind::ChildrenChanged,
+                classes.insert(match pb::EventKind::try_from(*kind) {
+                    Ok(pb::EventKind::Created) => EventClass::Created,
+                    Ok(pb::EventKind::DataChanged) => EventClass::DataChanged,
+                    Ok(pb::EventKind::Deleted) => EventClass::Deleted,
+                    Ok(pb::EventKind::ChildrenChanged) => EventClass::ChildrenChanged,
                     _ => return Err(invalid(format!("unknown event kind {kind}"))),
                 });
             }
@@ -284,7 +261,7 @@ impl StreamSession {
                 0 => Revision(applied.0 + 1),
                 start => Revision(start),
             };
-            let first = self.consensus.replica().first_event_revision();
+            let first = self.history.first_revision();
             if next < first {
                 return Err((
                     pb::CancelReason::Compacted,
@@ -295,17 +272,30 @@ impl StreamSession {
                     first,
                 ));
             }
-            Ok((path, kinds, next))
+            if !self.budget.take() {
+                tracing::warn!(
+                    max = self.budget.max,
+                    "watch refused: the member serves its most"
+                );
+                return Err(invalid(format!(
+                    "this member serves at most {} watches (--max-watches); watch through \
+                     another member or close some",
+                    self.budget.max
+                )));
+            }
+            Ok((path, classes, next))
         })();
         match checked {
             Err((reason, message, compact)) => self.cancel(id, reason, message, compact).await,
-            Ok((path, kinds, next)) => {
+            Ok((path, classes, next)) => {
                 self.watches.insert(
                     id,
                     ActiveWatch {
-                        path,
-                        recursive: create.recursive,
-                        kinds,
+                        filter: WatchFilter {
+                            path,
+                            recursive: create.recursive,
+                            classes,
+                        },
                         once: create.once,
                         with_data: create.with_data,
                         next,
@@ -336,12 +326,9 @@ impl StreamSession {
             if watch.next > applied {
                 continue;
             }
-            let read = self.consensus.replica().read_events(
-                watch.next,
-                applied,
-                EVENTS_PER_RESPONSE_MAX,
-                |event| watch.matches(event),
-            );
+            let read =
+                self.history
+                    .read(watch.next, applied, EVENTS_PER_RESPONSE_MAX, &watch.filter);
             match read {
                 Err(compacted) => {
                     let message = format!(
@@ -352,26 +339,28 @@ impl StreamSession {
                     self.cancel(id, pb::CancelReason::TooSlow, message, compacted.oldest)
                         .await?;
                 }
-                Ok((events, reached)) => {
-                    more |= reached < applied;
-                    let watch = self.watches.get_mut(&id).expect("read above");
-                    watch.next = Revision(reached.0 + 1);
-                    if events.is_empty() {
-                        continue;
-                    }
-                    watch.last_sent = Instant::now();
-                    let once = watch.once;
-                    let events: Vec<pb::Event> =
-                        events.into_iter().map(|event| watch.to_pb(event)).collect();
-                    let header = self.header(reached);
-                    self.send(pb::WatchResponse {
-                        header: Some(header),
-                        watch_id: id,
-                        events,
-                        ..pb::WatchResponse::default()
-                    })
-                    .await?;
-                    if once {
+                Ok(read) => {
+                    more |= read.reached < applied && read.elided.is_none();
+                    let fired = self.send_events(id, read.events, read.reached).await?;
+                    if let Some(elided) = read.elided {
+                        let message = format!(
+                            "revision {} changed {} nodes (under {}), more than the watch history \
+                             keeps as events; read the watched nodes again and resume from \
+                             revision {}",
+                            elided.revision,
+                            elided.events,
+                            elided
+                                .scope
+                                .iter()
+                                .map(|(path, _)| path.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                            elided.revision.0 + 1
+                        );
+                        let resume = Revision(elided.revision.0 + 1);
+                        self.cancel(id, pb::CancelReason::Compacted, message, resume)
+                            .await?;
+                    } else if fired {
                         let message = "a one-shot watch fired".to_owned();
                         self.cancel(id, pb::CancelReason::Once, message, Revision(0))
                             .await?;
@@ -380,6 +369,39 @@ impl StreamSession {
             }
         }
         Ok(more)
+    }
+
+    /// Sends `events` of watch `id`, current to `reached`; returns whether a one-shot watch
+    /// fired.
+    async fn send_events(
+        &mut self,
+        id: u64,
+        events: Vec<crate::fsm::WatchEvent>,
+        reached: Revision,
+    ) -> Result<bool, Gone> {
+        let Some(watch) = self.watches.get_mut(&id) else {
+            return Ok(false);
+        };
+        watch.next = Revision(reached.0 + 1);
+        if events.is_empty() {
+            return Ok(false);
+        }
+        watch.last_sent = Instant::now();
+        let once = watch.once;
+        let with_data = watch.with_data;
+        let events: Vec<pb::Event> = events
+            .into_iter()
+            .map(|event| event_to_pb(event, with_data))
+            .collect();
+        let header = self.header(reached);
+        self.send(pb::WatchResponse {
+            header: Some(header),
+            watch_id: id,
+            events,
+            ..pb::WatchResponse::default()
+        })
+        .await?;
+        Ok(once)
     }
 
     /// Tells each watch that sent nothing for a progress interval how far it is current.

@@ -1,10 +1,10 @@
-//! Requests (`coord.v1.*Request`, `TxnOp`, `Compare`, `Fence`) → `fsm::Command`.
+//! Requests (`coord.v1.*Request`, `TxnOp`, `Compare`, `Fence`) → `fsm::Proposal`.
 
 use coord_proto::v1 as pb;
 
 use crate::fsm::{
     Command, Compare, CompareOp, CompareTarget, CreateCommand, DeleteCommand, Fence, FencingToken,
-    FsmError, NodeKind, Revision, SessionId, SetCommand, TxnCommand, TxnOp, WriteId,
+    FsmError, NodeKind, Proposal, Revision, SessionId, SetCommand, TxnCommand, TxnOp, WriteId,
 };
 
 fn invalid(reason: String) -> FsmError {
@@ -38,7 +38,7 @@ fn create_from_parts(
     })
 }
 
-pub fn command_from_create(request: pb::CreateRequest) -> Result<Command, FsmError> {
+pub fn command_from_create(request: pb::CreateRequest) -> Result<Proposal, FsmError> {
     let pb::CreateRequest {
         path,
         data,
@@ -52,7 +52,7 @@ pub fn command_from_create(request: pb::CreateRequest) -> Result<Command, FsmErr
     Ok(with_write_id(Command::Create(create), write_id))
 }
 
-pub fn command_from_set(request: pb::SetRequest) -> Command {
+pub fn command_from_set(request: pb::SetRequest) -> Proposal {
     let set = Command::Set(SetCommand {
         path: request.path,
         data: request.data,
@@ -61,7 +61,7 @@ pub fn command_from_set(request: pb::SetRequest) -> Command {
     with_write_id(set, request.write_id)
 }
 
-pub fn command_from_delete(request: pb::DeleteRequest) -> Command {
+pub fn command_from_delete(request: pb::DeleteRequest) -> Proposal {
     let delete = Command::Delete(DeleteCommand {
         path: request.path,
         expected_version: request.expected_version,
@@ -127,7 +127,7 @@ fn compare_from_pb(index: usize, compare: pb::Compare) -> Result<Compare, FsmErr
     })
 }
 
-pub fn command_from_txn(request: pb::TxnRequest) -> Result<Command, FsmError> {
+pub fn command_from_txn(request: pb::TxnRequest) -> Result<Proposal, FsmError> {
     let compares = request
         .compares
         .into_iter()
@@ -164,16 +164,13 @@ pub fn command_from_txn(request: pb::TxnRequest) -> Result<Command, FsmError> {
 }
 
 /// `command` with the request's write id, if it has one: applied at most once per id.
-pub fn with_write_id(command: Command, write_id: Option<pb::WriteId>) -> Command {
-    match write_id {
-        None => command,
-        Some(id) => Command::Once {
-            id: WriteId {
-                client: id.client_id,
-                sequence: id.sequence,
-                answered_below: id.answered_below,
-            },
-            command: Box::new(command),
-        },
+pub fn with_write_id(command: Command, write_id: Option<pb::WriteId>) -> Proposal {
+    Proposal {
+        write_id: write_id.map(|id| WriteId {
+            client: id.client_id,
+            sequence: id.sequence,
+            answered_below: id.answered_below,
+        }),
+        command,
     }
 }

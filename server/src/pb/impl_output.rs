@@ -17,8 +17,9 @@ pub fn created_response(
     }
 }
 
-/// The per-operation results of a txn branch; nested headers are left empty.
-pub fn txn_results(results: &[Output]) -> Vec<pb::TxnOpResult> {
+/// The per-operation results of a txn branch; nested headers are left empty. An output that
+/// no txn operation produces (it could only come from a broken peer) is refused by name.
+pub fn txn_results(results: &[Output]) -> Result<Vec<pb::TxnOpResult>, String> {
     results
         .iter()
         .map(|output| {
@@ -49,12 +50,12 @@ pub fn txn_results(results: &[Output]) -> Vec<pb::TxnOpResult> {
                 | Output::SessionOpened { .. }
                 | Output::SessionClosed { .. }
                 | Output::Checkpointed => {
-                    unreachable!("a txn branch holds only namespace operations")
+                    return Err(format!("a txn operation cannot produce {output:?}"));
                 }
             };
-            pb::TxnOpResult {
+            Ok(pb::TxnOpResult {
                 result: Some(result),
-            }
+            })
         })
         .collect()
 }

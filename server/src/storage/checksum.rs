@@ -1,6 +1,6 @@
 //! Checksummed record framing: `crc32 (4 bytes, little endian) ‖ body`.
 
-use super::StorageFault;
+use super::fault::StorageFault;
 
 /// Frames `body` with its checksum.
 pub fn seal(body: &[u8]) -> Vec<u8> {

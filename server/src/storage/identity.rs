@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 const IDENTITY_FILE: &str = "identity";
-const IDENTITY_FORMAT: u32 = 1;
+/// The data directory's format: 2 since log entries, the snapshot file and peer messages carry
+/// format versions. A directory of format 1 (unversioned records) is refused by name.
+const IDENTITY_FORMAT: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DataDirIdentity {
@@ -39,6 +41,15 @@ pub enum IdentityError {
         found: String,
         expected: String,
     },
+    #[error(
+        "data directory {dir} has format {found}, but this build reads format {supported}; \
+         start the Coord release that wrote it, or move the data to a new member"
+    )]
+    Format {
+        dir: String,
+        found: u32,
+        supported: u32,
+    },
     #[error("data directory {dir}: {reason}")]
     Unreadable { dir: String, reason: String },
 }
@@ -60,10 +71,11 @@ impl DataDirIdentity {
                 let stored: DataDirIdentity = serde_json::from_slice(&bytes)
                     .map_err(|error| unreadable(format!("identity file is malformed: {error}")))?;
                 if stored.format != IDENTITY_FORMAT {
-                    return Err(unreadable(format!(
-                        "identity format {} is not supported",
-                        stored.format
-                    )));
+                    return Err(IdentityError::Format {
+                        dir: dir_text,
+                        found: stored.format,
+                        supported: IDENTITY_FORMAT,
+                    });
                 }
                 if stored.member_id != member_id {
                     return Err(IdentityError::OtherMember {
@@ -127,5 +139,19 @@ mod tests {
             DataDirIdentity::claim(&data_dir, "c2", 1),
             Err(IdentityError::OtherCluster { .. })
         ));
+        let old = r#"{"format": 1, "cluster_id": "c1", "member_id": 1}"#;
+        fs::write(data_dir.join(IDENTITY_FILE), old).unwrap();
+        let refused = DataDirIdentity::claim(&data_dir, "c1", 1).unwrap_err();
+        assert!(matches!(
+            refused,
+            IdentityError::Format {
+                found: 1,
+                supported: 2,
+                ..
+            }
+        ));
+        assert!(refused
+            .to_string()
+            .contains("has format 1, but this build reads format 2"));
     }
 }

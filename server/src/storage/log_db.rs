@@ -12,7 +12,7 @@ use rocksdb::{
 };
 
 use super::checksum;
-use super::StorageFault;
+use super::fault::StorageFault;
 
 const LOG_CF: &str = "log";
 const META_CF: &str = "meta";
@@ -72,6 +72,31 @@ impl LogDb {
                 break;
             }
             let body = checksum::open(&value, &|| format!("log entry {index}"))?;
+            records.push((index, body.to_vec()));
+        }
+        Ok(records)
+    }
+
+    /// Like `read_range`, but stops once the records read hold `bytes_max` bytes or more (the
+    /// first record is always returned, however large).
+    pub fn read_range_bytes(
+        &self,
+        start: u64,
+        end: u64,
+        bytes_max: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StorageFault> {
+        let mut records = Vec::new();
+        let mut bytes = 0;
+        let start_key = start.to_be_bytes();
+        let mode = IteratorMode::From(&start_key, Direction::Forward);
+        for item in self.db.iterator_cf(self.family(LOG_CF), mode) {
+            let (key, value) = item?;
+            let index = decode_index(&key)?;
+            if index >= end || (!records.is_empty() && bytes >= bytes_max) {
+                break;
+            }
+            let body = checksum::open(&value, &|| format!("log entry {index}"))?;
+            bytes += body.len();
             records.push((index, body.to_vec()));
         }
         Ok(records)
@@ -173,6 +198,9 @@ mod tests {
         assert_eq!(indexes, [4, 5, 6, 7]);
         assert_eq!(log.last().unwrap(), Some((7, vec![7])));
         assert_eq!(log.read_range(5, 7).unwrap().len(), 2);
+        // A byte budget stops after the record that reaches it, never before the first.
+        assert_eq!(log.read_range_bytes(4, 100, 2).unwrap().len(), 2);
+        assert_eq!(log.read_range_bytes(4, 100, 0).unwrap().len(), 1);
         assert_eq!(log.get_meta("vote").unwrap(), Some(b"v".to_vec()));
         assert_eq!(log.get_meta("purged").unwrap(), Some(b"3".to_vec()));
         assert_eq!(log.get_meta("absent").unwrap(), None);

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::checksum;
-use super::StorageFault;
+use super::fault::StorageFault;
 
 const MAGIC: &[u8; 8] = b"COORDSNP";
 

@@ -1,15 +1,13 @@
 //! `PeerNetwork`: openraft's network over tonic, to the `coord.v1.peer.Peer` service on each
-//! member's peer port. Messages are openraft's own types encoded with bincode inside a
-//! `PeerMessage`; the remote's `Result` travels back the same way.
+//! member's peer port. Messages are openraft's own types in a versioned `PeerMessage`
+//! (`wire.rs`); the remote's `Result` travels back the same way.
 //!
 //! Every call has a deadline (openraft's per-RPC TTL); a connection that fails is dropped and
 //! re-created lazily on the next call, and openraft backs off from unreachable members.
 
 use std::net::IpAddr;
-use std::time::Duration;
 
 use coord_proto::v1::peer::peer_client::PeerClient;
-use coord_proto::v1::peer::PeerMessage;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
 };
@@ -21,17 +19,11 @@ use openraft::raft::{
 use openraft::AnyError;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
-use super::{Member, TypeConfig};
-
-/// Connect timeout for a peer link.
-pub const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Largest peer message accepted, in bytes: 64 entries of up to 8 MiB plus framing.
-pub const PEER_MESSAGE_BYTES_MAX: usize = 600 * 1024 * 1024;
-
-/// gRPC metadata naming the sender's cluster; a member refuses peer traffic from another one.
-pub const CLUSTER_ID_METADATA_KEY: &str = "coord-cluster-id";
+use super::peer_client::{connect_peer, peer_request};
+use super::types::{Member, TypeConfig};
+use super::wire::{decode_peer, encode_peer, MessageKind};
 
 pub struct PeerNetwork {
     member_id: u64,
@@ -76,120 +68,6 @@ pub struct PeerLink {
     client: Option<PeerClient<Channel>>,
 }
 
-/// A peer request with a deadline and the sender's cluster id.
-pub fn peer_request(
-    cluster_id: &str,
-    message: PeerMessage,
-    timeout: Duration,
-) -> tonic::Request<PeerMessage> {
-    let mut request = tonic::Request::new(message);
-    request.set_timeout(timeout);
-    if let Ok(value) = cluster_id.parse() {
-        request
-            .metadata_mut()
-            .insert(CLUSTER_ID_METADATA_KEY, value);
-    }
-    request
-}
-
-/// Opens a lazily connecting client to a peer address.
-fn connect_peer(
-    address: &str,
-    source_address: Option<IpAddr>,
-) -> Result<PeerClient<Channel>, String> {
-    let endpoint = Endpoint::from_shared(format!("http://{address}"))
-        .map_err(|error| format!("bad peer address {address}: {error}"))?
-        .connect_timeout(PEER_CONNECT_TIMEOUT)
-        .local_address(source_address)
-        .tcp_nodelay(true);
-    Ok(PeerClient::new(endpoint.connect_lazy())
-        .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
-        .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX))
-}
-
-/// Clients for the member-to-member calls Coord makes itself (forwarding, read index, hello),
-/// one per peer address, reused across calls.
-pub struct PeerClients {
-    cluster_id: String,
-    source_address: Option<IpAddr>,
-    clients: std::sync::Mutex<std::collections::BTreeMap<String, PeerClient<Channel>>>,
-}
-
-/// The member-to-member calls Coord makes itself.
-#[derive(Debug, Clone, Copy)]
-pub enum PeerCall {
-    Forward,
-    ReadIndex,
-    Hello,
-}
-
-impl PeerClients {
-    pub fn new(cluster_id: String, source_address: Option<IpAddr>) -> PeerClients {
-        PeerClients {
-            cluster_id,
-            source_address,
-            clients: std::sync::Mutex::new(std::collections::BTreeMap::new()),
-        }
-    }
-
-    fn client(&self, address: &str) -> Result<PeerClient<Channel>, String> {
-        let mut clients = self
-            .clients
-            .lock()
-            .expect("no panic while holding the peer client lock");
-        if let Some(client) = clients.get(address) {
-            return Ok(client.clone());
-        }
-        let client = connect_peer(address, self.source_address)?;
-        clients.insert(address.to_owned(), client.clone());
-        Ok(client)
-    }
-
-    fn forget(&self, address: &str) {
-        self.clients
-            .lock()
-            .expect("no panic while holding the peer client lock")
-            .remove(address);
-    }
-
-    /// Calls `method` on the peer at `address` and decodes its reply.
-    pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
-        &self,
-        address: &str,
-        method: PeerCall,
-        request: &Req,
-        timeout: Duration,
-    ) -> Result<Resp, String> {
-        let mut client = self.client(address)?;
-        let request = peer_request(&self.cluster_id, encode_peer(request), timeout);
-        let reply = match method {
-            PeerCall::Forward => client.forward(request).await,
-            PeerCall::ReadIndex => client.read_index(request).await,
-            PeerCall::Hello => client.hello(request).await,
-        };
-        match reply {
-            Ok(reply) => decode_peer(reply.get_ref())
-                .map_err(|error| format!("undecodable reply from {address}: {error}")),
-            Err(status) => {
-                self.forget(address);
-                Err(format!("{address}: {}", status.message()))
-            }
-        }
-    }
-}
-
-/// Encodes a peer message body.
-pub fn encode_peer<T: Serialize>(value: &T) -> PeerMessage {
-    PeerMessage {
-        payload: bincode::serialize(value).expect("encoding into memory cannot fail"),
-    }
-}
-
-/// Decodes a peer message body.
-pub fn decode_peer<T: DeserializeOwned>(message: &PeerMessage) -> Result<T, bincode::Error> {
-    bincode::deserialize(&message.payload)
-}
-
 type CallError<E> = RPCError<u64, Member, E>;
 
 impl PeerLink {
@@ -198,7 +76,7 @@ impl PeerLink {
             return Ok(client.clone());
         }
         let client = connect_peer(&self.address, self.source_address)
-            .map_err(|error| Unreachable::new(&AnyError::error(error)))?;
+            .map_err(|error| Unreachable::new(&AnyError::new(&error)))?;
         self.client = Some(client.clone());
         Ok(client)
     }
@@ -216,7 +94,7 @@ impl PeerLink {
     {
         let mut client = self.client().map_err(RPCError::Unreachable)?;
         let ttl = option.hard_ttl();
-        let grpc_request = peer_request(&self.cluster_id, encode_peer(request), ttl);
+        let grpc_request = peer_request(&self.cluster_id, encode_peer(method.kind(), request), ttl);
         let call = async {
             match method {
                 PeerMethod::AppendEntries => client.append_entries(grpc_request).await,
@@ -245,7 +123,7 @@ impl PeerLink {
             }
             Ok(Ok(response)) => response.into_inner(),
         };
-        let remote: Result<Resp, E> = decode_peer(&response).map_err(|error| {
+        let remote: Result<Resp, E> = decode_peer(&response, method.kind()).map_err(|error| {
             RPCError::Network(NetworkError::new(&AnyError::error(format!(
                 "undecodable reply: {error}"
             ))))
@@ -262,6 +140,14 @@ enum PeerMethod {
 }
 
 impl PeerMethod {
+    fn kind(self) -> MessageKind {
+        match self {
+            PeerMethod::AppendEntries => MessageKind::AppendEntries,
+            PeerMethod::Vote => MessageKind::Vote,
+            PeerMethod::InstallSnapshot => MessageKind::InstallSnapshot,
+        }
+    }
+
     fn action(self) -> openraft::network::RPCTypes {
         match self {
             PeerMethod::AppendEntries => openraft::network::RPCTypes::AppendEntries,

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
+use crate::consensus::MemberId;
+
 /// A peer that has not answered for this long is reported unreachable.
 pub const PEER_SILENCE_MAX: Duration = Duration::from_secs(3);
 
@@ -17,12 +19,12 @@ struct PeerEntry {
 
 #[derive(Default)]
 pub struct MemberDirectory {
-    peers: RwLock<BTreeMap<u64, PeerEntry>>,
+    peers: RwLock<BTreeMap<MemberId, PeerEntry>>,
 }
 
 impl MemberDirectory {
     /// Records that `member_id` answered (or called) just now.
-    pub fn heard_from(&self, member_id: u64, client_address: String) {
+    pub fn heard_from(&self, member_id: MemberId, client_address: String) {
         let entry = PeerEntry {
             client_address,
             last_heard: Instant::now(),
@@ -33,7 +35,7 @@ impl MemberDirectory {
             .insert(member_id, entry);
     }
 
-    pub fn client_address(&self, member_id: u64) -> Option<String> {
+    pub fn client_address(&self, member_id: MemberId) -> Option<String> {
         let peers = self
             .peers
             .read()
@@ -44,7 +46,7 @@ impl MemberDirectory {
     }
 
     /// Whether `member_id` answered within `PEER_SILENCE_MAX`.
-    pub fn is_reachable(&self, member_id: u64) -> bool {
+    pub fn is_reachable(&self, member_id: MemberId) -> bool {
         let peers = self
             .peers
             .read()

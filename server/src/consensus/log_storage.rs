@@ -14,7 +14,8 @@ use std::sync::Arc;
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{AnyError, LogId, LogState, RaftLogReader, StorageError, StorageIOError, Vote};
 
-use super::{Entry, TypeConfig};
+use super::types::{Entry, TypeConfig};
+use super::wire::{decode_log_entry, decode_log_meta, encode_log_entry, encode_log_meta};
 use crate::storage::{LogDb, StorageFault};
 
 const VOTE_KEY: &str = "vote";
@@ -46,16 +47,24 @@ fn write_fault(fault: StorageFault) -> StorageError<u64> {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(
-    what: &str,
+    what: &'static str,
     bytes: &[u8],
 ) -> Result<T, StorageError<u64>> {
-    bincode::deserialize(bytes).map_err(|error| {
-        StorageIOError::read_logs(AnyError::error(format!("cannot decode {what}: {error}"))).into()
-    })
+    decode_log_meta(what, bytes)
+        .map_err(|error| StorageIOError::read_logs(AnyError::new(&error)).into())
 }
 
-fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
-    bincode::serialize(value).expect("encoding into memory cannot fail")
+fn decode_entry(index: u64, bytes: &[u8]) -> Result<Entry, StorageError<u64>> {
+    let entry = decode_log_entry(bytes)
+        .map_err(|error| StorageError::from(StorageIOError::read_logs(AnyError::new(&error))))?;
+    if entry.log_id.index != index {
+        return Err(StorageIOError::read_logs(AnyError::error(format!(
+            "log entry {} is stored under index {index}",
+            entry.log_id.index
+        )))
+        .into());
+    }
+    Ok(entry)
 }
 
 /// Runs a blocking RocksDB call off the async runtime's worker threads.
@@ -69,7 +78,32 @@ async fn blocking<T: Send + 'static>(
     })?
 }
 
+/// Most bytes of log entries in one replication batch (at least one entry is always sent).
+/// openraft gives each AppendEntries one heartbeat interval to arrive and be fsynced, so a
+/// batch is bounded by bytes as well as by count (`max_payload_entries`).
+pub const REPLICATION_BATCH_BYTES_MAX: usize = 4 * 1024 * 1024;
+
 impl RaftLogReader<TypeConfig> for LogStorage {
+    /// Entries from `start`, stopping before `end` or once `REPLICATION_BATCH_BYTES_MAX` bytes
+    /// are gathered; never empty for a non-empty range.
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry>, StorageError<u64>> {
+        let log_db = self.log_db.clone();
+        blocking(move || {
+            let records = log_db
+                .read_range_bytes(start, end, REPLICATION_BATCH_BYTES_MAX)
+                .map_err(read_fault)?;
+            records
+                .iter()
+                .map(|(index, body)| decode_entry(*index, body))
+                .collect()
+        })
+        .await
+    }
+
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
         &mut self,
         range: RB,
@@ -89,14 +123,7 @@ impl RaftLogReader<TypeConfig> for LogStorage {
             let records = log_db.read_range(start, end).map_err(read_fault)?;
             records
                 .iter()
-                .map(|(index, body)| {
-                    let entry: Entry = decode("log entry", body)?;
-                    assert_eq!(
-                        entry.log_id.index, *index,
-                        "log entry stored under another index"
-                    );
-                    Ok(entry)
-                })
+                .map(|(index, body)| decode_entry(*index, body))
                 .collect()
         })
         .await
@@ -115,7 +142,7 @@ impl RaftLogStorage<TypeConfig> for LogStorage {
                     None => None,
                 };
             let last_log_id = match log_db.last().map_err(read_fault)? {
-                Some((_, body)) => Some(decode::<Entry>("log entry", &body)?.log_id),
+                Some((index, body)) => Some(decode_entry(index, &body)?.log_id),
                 None => last_purged_log_id,
             };
             Ok(LogState {
@@ -132,7 +159,7 @@ impl RaftLogStorage<TypeConfig> for LogStorage {
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError<u64>> {
         let log_db = self.log_db.clone();
-        let bytes = encode(vote);
+        let bytes = encode_log_meta(vote);
         blocking(move || {
             log_db.put_meta(VOTE_KEY, &bytes).map_err(|fault| {
                 StorageIOError::write_vote(AnyError::error(fault.to_string())).into()
@@ -157,7 +184,7 @@ impl RaftLogStorage<TypeConfig> for LogStorage {
         committed: Option<LogId<u64>>,
     ) -> Result<(), StorageError<u64>> {
         let log_db = self.log_db.clone();
-        let bytes = encode(&committed);
+        let bytes = encode_log_meta(&committed);
         blocking(move || {
             log_db
                 .put_meta_relaxed(COMMITTED_KEY, &bytes)
@@ -188,7 +215,7 @@ impl RaftLogStorage<TypeConfig> for LogStorage {
     {
         let records: Vec<(u64, Vec<u8>)> = entries
             .into_iter()
-            .map(|entry| (entry.log_id.index, encode(&entry)))
+            .map(|entry| (entry.log_id.index, encode_log_entry(&entry)))
             .collect();
         let bytes: usize = records.iter().map(|(_, body)| body.len()).sum();
         self.appended_bytes
@@ -209,7 +236,7 @@ impl RaftLogStorage<TypeConfig> for LogStorage {
 
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
         let log_db = self.log_db.clone();
-        let bytes = encode(&Some(log_id));
+        let bytes = encode_log_meta(&Some(log_id));
         blocking(move || {
             log_db
                 .purge_through(log_id.index, PURGED_KEY, &bytes)

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::Mutex;
 
-use super::ConsensusError;
+use super::error::ConsensusError;
 
 #[derive(Default)]
 pub struct ReadIndexBatcher {

@@ -33,7 +33,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use crate::fsm::{Revision, SessionId, SessionRecord};
+use crate::consensus::Term;
+use crate::fsm::{millis, Revision, SessionId, SessionRecord};
 
 #[derive(Debug, Clone)]
 struct Lease {
@@ -61,8 +62,8 @@ pub struct LeaseView {
 
 #[derive(Debug)]
 pub struct LeaseTable {
-    /// The leadership term these leases belong to; 0 when this member is not the leader.
-    term: u64,
+    /// The leadership these leases belong to; `None` when this member is not the leader.
+    term: Option<Term>,
     /// The revision applied when this leadership's table was built: sessions with a higher id
     /// (ids are revisions) were opened under this leader.
     since: Revision,
@@ -85,7 +86,7 @@ pub struct PendingCheckpoint {
 impl LeaseTable {
     pub fn new(takeover_grace: Duration) -> LeaseTable {
         LeaseTable {
-            term: 0,
+            term: None,
             since: Revision(0),
             synced_at: Revision(0),
             leases: HashMap::new(),
@@ -97,15 +98,15 @@ impl LeaseTable {
 
     /// Whether the table is current for leadership `term`.
     #[cfg(test)]
-    pub fn is_for(&self, term: u64) -> bool {
-        self.term != 0 && self.term == term
+    pub fn is_for(&self, term: Term) -> bool {
+        self.term == Some(term)
     }
 
-    /// Aligns the table with leadership `term` (0: not the leader) and with the replica's
-    /// sessions as of `applied`.
+    /// Aligns the table with leadership `term` (`None`: not the leader) and with the
+    /// replica's sessions as of `applied`.
     pub fn sync(
         &mut self,
-        term: u64,
+        term: Option<Term>,
         now: Instant,
         sessions: &BTreeMap<SessionId, SessionRecord>,
         deadlines: &HashMap<SessionId, Instant>,
@@ -120,7 +121,7 @@ impl LeaseTable {
             self.since = applied;
             self.synced_at = Revision(0);
         }
-        if term == 0 || (applied == self.synced_at && !self.leases.is_empty()) {
+        if term.is_none() || (applied == self.synced_at && !self.leases.is_empty()) {
             return;
         }
         self.synced_at = applied;
@@ -279,10 +280,6 @@ impl Lease {
     }
 }
 
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
@@ -294,6 +291,7 @@ mod tests {
             ttl_ms,
             remaining_ms,
             ephemerals: BTreeSet::new(),
+            owner: "c".into(),
         }
     }
 
@@ -318,10 +316,16 @@ mod tests {
     fn a_session_opened_under_this_leader_lives_its_ttl_and_keep_alives_extend_it() {
         let start = Instant::now();
         let mut table = LeaseTable::new(GRACE);
-        table.sync(1, start, &BTreeMap::new(), &HashMap::new(), Revision(10));
+        table.sync(
+            Some(Term(1)),
+            start,
+            &BTreeMap::new(),
+            &HashMap::new(),
+            Revision(10),
+        );
         let sessions = BTreeMap::from([(SessionId(11), record(5_000, 5_000))]);
         table.sync(
-            1,
+            Some(Term(1)),
             start,
             &sessions,
             &deadlines(&sessions, start),
@@ -356,7 +360,7 @@ mod tests {
         let mut table = LeaseTable::new(GRACE);
         let sessions = BTreeMap::from([(SessionId(5), record(60_000, 2_000))]);
         table.sync(
-            7,
+            Some(Term(7)),
             start,
             &sessions,
             &deadlines(&sessions, start),
@@ -381,7 +385,7 @@ mod tests {
         let mut table = LeaseTable::new(GRACE);
         let sessions = BTreeMap::from([(SessionId(5), record(60_000, 3_000))]);
         let deadlines = deadlines(&sessions, applied_at);
-        table.sync(7, takeover, &sessions, &deadlines, Revision(40));
+        table.sync(Some(Term(7)), takeover, &sessions, &deadlines, Revision(40));
         let expiry = applied_at + Duration::from_millis(3_000) + GRACE;
         assert!(table.due(expiry - Duration::from_millis(1)).is_empty());
         assert_eq!(table.due(expiry), vec![SessionId(5)]);
@@ -394,7 +398,7 @@ mod tests {
         let mut table = LeaseTable::new(GRACE);
         let sessions = BTreeMap::from([(SessionId(5), record(3_000, 1_000))]);
         let deadlines = deadlines(&sessions, applied_at);
-        table.sync(9, takeover, &sessions, &deadlines, Revision(40));
+        table.sync(Some(Term(9)), takeover, &sessions, &deadlines, Revision(40));
         assert!(table
             .due(takeover + GRACE - Duration::from_millis(1))
             .is_empty());
@@ -415,7 +419,7 @@ mod tests {
             (SessionId(6), record(10_000, 10_000)),
         ]);
         table.sync(
-            2,
+            Some(Term(2)),
             start,
             &sessions,
             &deadlines(&sessions, start),
@@ -424,25 +428,37 @@ mod tests {
         assert_eq!(table.len(), 2);
         let later = start + Duration::from_secs(1);
         let fewer = BTreeMap::from([(SessionId(6), record(10_000, 10_000))]);
-        table.sync(2, later, &fewer, &deadlines(&fewer, start), Revision(7));
+        table.sync(
+            Some(Term(2)),
+            later,
+            &fewer,
+            &deadlines(&fewer, start),
+            Revision(7),
+        );
         assert_eq!(table.keep_alive(SessionId(5), later, ack()), None);
         assert!(table.keep_alive(SessionId(6), later, ack()).is_some());
-        table.sync(0, later, &fewer, &deadlines(&fewer, start), Revision(7));
+        table.sync(None, later, &fewer, &deadlines(&fewer, start), Revision(7));
         assert!(table.is_empty());
-        assert!(!table.is_for(2));
+        assert!(!table.is_for(Term(2)));
     }
 
     #[test]
     fn a_keep_alive_is_acknowledged_by_the_next_checkpoint_which_records_it() {
         let start = Instant::now();
         let mut table = LeaseTable::new(GRACE);
-        table.sync(1, start, &BTreeMap::new(), &HashMap::new(), Revision(1));
+        table.sync(
+            Some(Term(1)),
+            start,
+            &BTreeMap::new(),
+            &HashMap::new(),
+            Revision(1),
+        );
         let sessions = BTreeMap::from([
             (SessionId(2), record(10_000, 10_000)),
             (SessionId(3), record(10_000, 10_000)),
         ]);
         table.sync(
-            1,
+            Some(Term(1)),
             start,
             &sessions,
             &deadlines(&sessions, start),
@@ -482,7 +498,7 @@ mod tests {
         let mut table = LeaseTable::new(GRACE);
         let sessions = BTreeMap::from([(SessionId(2), record(10_000, 10_000))]);
         table.sync(
-            1,
+            Some(Term(1)),
             start,
             &sessions,
             &deadlines(&sessions, start),
@@ -491,7 +507,7 @@ mod tests {
         let (sender, mut receiver) = oneshot::channel();
         assert!(table.keep_alive(SessionId(2), start, sender).is_some());
         table.sync(
-            0,
+            None,
             start,
             &sessions,
             &deadlines(&sessions, start),
@@ -507,13 +523,19 @@ mod tests {
     fn checkpoints_report_time_left_and_skip_expiring_sessions() {
         let start = Instant::now();
         let mut table = LeaseTable::new(GRACE);
-        table.sync(1, start, &BTreeMap::new(), &HashMap::new(), Revision(1));
+        table.sync(
+            Some(Term(1)),
+            start,
+            &BTreeMap::new(),
+            &HashMap::new(),
+            Revision(1),
+        );
         let sessions = BTreeMap::from([
             (SessionId(2), record(4_000, 4_000)),
             (SessionId(3), record(10_000, 10_000)),
         ]);
         table.sync(
-            1,
+            Some(Term(1)),
             start,
             &sessions,
             &deadlines(&sessions, start),

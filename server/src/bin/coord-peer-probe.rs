@@ -1,0 +1,50 @@
+//! `coord-peer-probe`: sends one forged message to a member's peer port and prints the status
+//! it got, for the hostile-input tests (`tests/tests/hostile.rs`). Not for production use.
+//!
+//! `coord-peer-probe PEER_ADDRESS CLUSTER_ID TERM PROBE` (PROBE: see `consensus::Probe`).
+
+#![allow(
+    clippy::print_stdout,
+    reason = "a command-line tool whose output is its result"
+)]
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use coord_proto::v1::peer::peer_client::PeerClient;
+use coord_server::consensus::{forge, peer_request, Probe, ProbeMethod};
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let arguments: Vec<String> = std::env::args().skip(1).collect();
+    let [address, cluster_id, term, probe] = arguments.as_slice() else {
+        eprintln!("usage: coord-peer-probe PEER_ADDRESS CLUSTER_ID TERM PROBE");
+        return ExitCode::from(2);
+    };
+    let (Ok(term), Some(probe)) = (term.parse::<u64>(), Probe::from_name(probe)) else {
+        eprintln!("coord-peer-probe: bad TERM or unknown PROBE");
+        return ExitCode::from(2);
+    };
+    let (method, message) = forge(probe, term);
+    let mut client = match PeerClient::connect(format!("http://{address}")).await {
+        Ok(client) => client
+            .max_encoding_message_size(usize::MAX)
+            .max_decoding_message_size(usize::MAX),
+        Err(error) => {
+            eprintln!("coord-peer-probe: cannot connect to {address}: {error}");
+            return ExitCode::from(3);
+        }
+    };
+    let request = peer_request(cluster_id, message, Duration::from_secs(10));
+    let reply = match method {
+        ProbeMethod::AppendEntries => client.append_entries(request).await,
+        ProbeMethod::Vote => client.vote(request).await,
+        ProbeMethod::InstallSnapshot => client.install_snapshot(request).await,
+        ProbeMethod::Forward => client.forward(request).await,
+    };
+    match reply {
+        Ok(_) => println!("accepted"),
+        Err(status) => println!("refused {:?}: {}", status.code(), status.message()),
+    }
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,59 @@
+//! The errors of consensus: `ConsensusError` (why a request could not be served; it crosses the
+//! peer port inside forwarded replies) and `StartError` (why a member could not start Raft).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use super::ids::MemberId;
+use crate::storage::StorageFault;
+
+/// Why consensus could not serve a request. Crosses the peer port, hence serializable.
+#[derive(Debug, Clone, PartialEq, Eq, Error, Serialize, Deserialize)]
+pub enum ConsensusError {
+    /// No leader is known (election in progress, or no quorum). Nothing was applied.
+    #[error("no leader is known right now{}", hint(*.leader_hint))]
+    NoLeader { leader_hint: Option<MemberId> },
+    /// The request did not finish in time; for a write its outcome is unknown.
+    #[error("{what} did not finish within {timeout:?}")]
+    Timeout { what: String, timeout: Duration },
+    /// Forwarding to the leader failed in transit; for a write its outcome is unknown.
+    #[error("the leader (member {leader}) could not be reached: {reason}")]
+    LeaderUnreachable { leader: MemberId, reason: String },
+    #[error("the member is shutting down")]
+    ShuttingDown,
+    /// The member stopped after the write was proposed; it may or may not have been applied.
+    #[error("the write was interrupted ({reason}); it may or may not have been applied")]
+    Interrupted { reason: String },
+    #[error("membership change refused: {reason}")]
+    Membership { reason: String },
+    #[error("consensus failed: {reason}")]
+    Fatal { reason: String },
+}
+
+fn hint(leader: Option<MemberId>) -> String {
+    match leader {
+        Some(leader) => format!(" (last known leader: member {leader})"),
+        None => String::new(),
+    }
+}
+
+/// Why Raft could not start on this member.
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Storage(#[from] StorageFault),
+    /// The timing settings are inconsistent (openraft checks them again).
+    #[error("invalid raft timing: {source}")]
+    Timing {
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// openraft refused to start or to found the cluster.
+    #[error("raft failed to start: {source}")]
+    Raft {
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}

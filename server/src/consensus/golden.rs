@@ -1,0 +1,265 @@
+//! Samples of every message and record consensus encodes, for the golden-format test in
+//! `golden_tests.rs` (test builds only). Each sample is encoded the way it is sent or stored,
+//! and checked to decode back to the same value.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Debug;
+use std::time::Duration;
+
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{
+    CommittedLeaderId, EntryPayload, LogId, Membership, SnapshotMeta, StoredMembership, Vote,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::error::ConsensusError;
+use super::ids::MemberId;
+use super::leader::{MembershipChange, WriteCall, Written};
+use super::types::{Entry, Member, TypeConfig};
+use super::wire::{
+    decode_log_entry, decode_log_meta, decode_peer, decode_snapshot_file, encode_log_entry,
+    encode_log_meta, encode_peer, encode_snapshot_file, MessageKind,
+};
+use crate::fsm::{Command, OutcomeRecord, Output, Proposal, Revision};
+
+/// A named encoding.
+pub type Sample = (String, Vec<u8>);
+
+/// `value` as a peer message payload of `kind`, checked to decode back to itself.
+pub fn peer_sample<T: Serialize + DeserializeOwned + Debug>(
+    name: &str,
+    kind: MessageKind,
+    value: &T,
+) -> Sample {
+    let message = encode_peer(kind, value);
+    let decoded: T = decode_peer(&message, kind).expect("a sample decodes");
+    assert_eq!(format!("{decoded:?}"), format!("{value:?}"), "{name}");
+    (name.to_owned(), message.payload)
+}
+
+fn log_id(term: u64, index: u64) -> LogId<u64> {
+    LogId::new(CommittedLeaderId::new(term, 1), index)
+}
+
+fn membership() -> Membership<u64, Member> {
+    let nodes = BTreeMap::from([
+        (
+            1,
+            Member {
+                addr: "10.0.0.1:7401".into(),
+            },
+        ),
+        (
+            2,
+            Member {
+                addr: "10.0.0.2:7401".into(),
+            },
+        ),
+    ]);
+    Membership::new(vec![BTreeSet::from([1, 2])], nodes)
+}
+
+fn entry(index: u64, payload: EntryPayload<TypeConfig>) -> Entry {
+    Entry {
+        log_id: log_id(2, index),
+        payload,
+    }
+}
+
+/// Samples of the log entries, log metadata and the snapshot file, encoded as stored; the
+/// normal entries carry `proposals`.
+pub fn storage_samples(proposals: &[(String, Proposal)]) -> Vec<Sample> {
+    let mut samples = Vec::new();
+    let mut stored = vec![
+        ("log entry blank".to_owned(), entry(5, EntryPayload::Blank)),
+        (
+            "log entry membership".to_owned(),
+            entry(6, EntryPayload::Membership(membership())),
+        ),
+    ];
+    for (name, proposal) in proposals {
+        stored.push((
+            format!("log entry {name}"),
+            entry(7, EntryPayload::Normal(proposal.clone())),
+        ));
+    }
+    for (name, entry) in stored {
+        let bytes = encode_log_entry(&entry);
+        let decoded = decode_log_entry(&bytes).expect("a sample decodes");
+        assert_eq!(format!("{decoded:?}"), format!("{entry:?}"), "{name}");
+        samples.push((name, bytes));
+    }
+    let vote = Vote::new_committed(3, 1);
+    let bytes = encode_log_meta(&vote);
+    assert_eq!(decode_log_meta::<Vote<u64>>("vote", &bytes), Ok(vote));
+    samples.push(("log meta vote".to_owned(), bytes));
+    let committed = Some(log_id(2, 9));
+    let bytes = encode_log_meta(&committed);
+    assert_eq!(
+        decode_log_meta::<Option<LogId<u64>>>("committed", &bytes),
+        Ok(committed)
+    );
+    samples.push(("log meta committed".to_owned(), bytes));
+    let snapshot = super::state_machine::sample_snapshot_envelope(snapshot_meta());
+    let bytes = encode_snapshot_file(&snapshot);
+    let decoded: super::state_machine::SnapshotEnvelope =
+        decode_snapshot_file(&bytes).expect("a sample decodes");
+    assert_eq!(format!("{decoded:?}"), format!("{snapshot:?}"));
+    samples.push(("snapshot file".to_owned(), bytes));
+    samples
+}
+
+fn snapshot_meta() -> SnapshotMeta<u64, Member> {
+    SnapshotMeta {
+        last_log_id: Some(log_id(2, 9)),
+        last_membership: StoredMembership::new(Some(log_id(1, 1)), membership()),
+        snapshot_id: "2-9".into(),
+    }
+}
+
+/// Samples of openraft's messages and Coord's consensus calls, encoded as sent.
+pub fn peer_samples() -> Vec<Sample> {
+    let vote = Vote::new_committed(3, 1);
+    let proposal = Proposal::from(Command::Delete(crate::fsm::DeleteCommand {
+        path: "/a".into(),
+        expected_version: Some(1),
+        recursive: false,
+    }));
+    let append = AppendEntriesRequest::<TypeConfig> {
+        vote,
+        prev_log_id: Some(log_id(2, 6)),
+        entries: vec![entry(7, EntryPayload::Normal(proposal.clone()))],
+        leader_commit: Some(log_id(2, 6)),
+    };
+    let install = InstallSnapshotRequest::<TypeConfig> {
+        vote,
+        meta: snapshot_meta(),
+        offset: 0,
+        data: vec![1, 2, 3],
+        done: true,
+    };
+    let mut samples = vec![
+        peer_sample("append entries", MessageKind::AppendEntries, &append),
+        peer_sample(
+            "append entries reply",
+            MessageKind::AppendEntries,
+            &Ok::<_, ConsensusError>(AppendEntriesResponse::<u64>::Success),
+        ),
+        peer_sample(
+            "vote",
+            MessageKind::Vote,
+            &VoteRequest::new(vote, Some(log_id(2, 6))),
+        ),
+        peer_sample(
+            "vote reply",
+            MessageKind::Vote,
+            &Ok::<_, ConsensusError>(VoteResponse::new(vote, Some(log_id(2, 6)), true)),
+        ),
+        peer_sample("install snapshot", MessageKind::InstallSnapshot, &install),
+        peer_sample(
+            "install snapshot reply",
+            MessageKind::InstallSnapshot,
+            &Ok::<_, ConsensusError>(InstallSnapshotResponse { vote }),
+        ),
+        peer_sample("read index", MessageKind::ReadIndex, &()),
+        peer_sample(
+            "read index reply",
+            MessageKind::ReadIndex,
+            &Ok::<u64, ConsensusError>(42),
+        ),
+        peer_sample("write", MessageKind::Write, &WriteCall { proposal }),
+        peer_sample(
+            "write reply",
+            MessageKind::Write,
+            &Ok::<_, ConsensusError>(Written {
+                revision: Revision(7),
+                outcome: OutcomeRecord::Done(Output::Deleted { count: 1 }),
+            }),
+        ),
+    ];
+    let changes = [
+        MembershipChange::AddLearner {
+            id: MemberId(4),
+            peer_address: "10.0.0.4:7401".into(),
+        },
+        MembershipChange::Promote { id: MemberId(4) },
+        MembershipChange::Remove { id: MemberId(4) },
+    ];
+    for change in changes {
+        let name = format!("membership {change:?}");
+        samples.push(peer_sample(&name, MessageKind::Membership, &change));
+    }
+    for (index, error) in consensus_errors().into_iter().enumerate() {
+        let name = format!("consensus error {index}");
+        let reply: Result<(), ConsensusError> = Err(error);
+        samples.push(peer_sample(&name, MessageKind::Membership, &reply));
+    }
+    samples
+}
+
+fn consensus_errors() -> Vec<ConsensusError> {
+    vec![
+        ConsensusError::NoLeader {
+            leader_hint: Some(MemberId(2)),
+        },
+        ConsensusError::Timeout {
+            what: "write".into(),
+            timeout: Duration::from_millis(1500),
+        },
+        ConsensusError::LeaderUnreachable {
+            leader: MemberId(2),
+            reason: "refused".into(),
+        },
+        ConsensusError::ShuttingDown,
+        ConsensusError::Interrupted {
+            reason: "stopped".into(),
+        },
+        ConsensusError::Membership {
+            reason: "busy".into(),
+        },
+        ConsensusError::Fatal {
+            reason: "disk".into(),
+        },
+    ]
+}
+
+/// Decodes `bytes` as every stored record: a log entry, the log metadata and the snapshot file.
+pub fn decode_stored(bytes: &[u8]) -> bool {
+    let entry = decode_log_entry(bytes).is_ok();
+    let vote = decode_log_meta::<Vote<u64>>("vote", bytes).is_ok();
+    let committed = decode_log_meta::<Option<LogId<u64>>>("committed", bytes).is_ok();
+    let snapshot = decode_snapshot_file::<super::state_machine::SnapshotEnvelope>(bytes).is_ok();
+    entry || vote || committed || snapshot
+}
+
+/// Decodes `bytes` as each Raft message and, where it decodes, runs the admission checks on
+/// it, as the peer service does.
+pub fn decode_and_admit_raft_messages(bytes: &[u8]) {
+    let admission = super::admission::Admission::default();
+    let message = |kind| {
+        let mut message = encode_peer(kind, &());
+        message.payload = bytes.to_vec();
+        message
+    };
+    if let Ok(append) = decode_peer::<AppendEntriesRequest<TypeConfig>>(
+        &message(MessageKind::AppendEntries),
+        MessageKind::AppendEntries,
+    ) {
+        let _ = admission.append(&append);
+    }
+    if let Ok(vote) =
+        decode_peer::<VoteRequest<u64>>(&message(MessageKind::Vote), MessageKind::Vote)
+    {
+        let _ = admission.vote(&vote, |_| true);
+    }
+    if let Ok(chunk) = decode_peer::<InstallSnapshotRequest<TypeConfig>>(
+        &message(MessageKind::InstallSnapshot),
+        MessageKind::InstallSnapshot,
+    ) {
+        let _ = admission.snapshot(&chunk);
+    }
+}

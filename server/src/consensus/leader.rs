@@ -1,0 +1,73 @@
+//! Leader-only work, and the one way to run it: `Consensus::on_leader` routes a `LeaderCall`
+//! once, either running it here (this member leads) or forwarding it to the leader over the
+//! peer port, and never further: the leader runs a forwarded call itself or answers `NoLeader`.
+//!
+//! Each call type has exactly one reply type and its own `MessageKind`; a reply of another
+//! kind, or in a format this member does not read, is a typed error (`PeerCallError`), never a
+//! panic, so a member of another version cannot stop this one.
+//!
+//! ```text
+//!  caller ──on_leader(call, here)──► route ─┬─ Local ────► here(call) ─────────────► reply
+//!                                           ├─ Leader ───► Peer.Forward ──► leader's here(call)
+//!                                           └─ Nowhere ──► NoLeader (nothing was applied)
+//! ```
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::ids::MemberId;
+use super::wire::MessageKind;
+use crate::fsm::{OutcomeRecord, Proposal, Revision};
+
+/// Work only the leader may do. Implementations are the messages forwarded to the leader.
+pub trait LeaderCall: Serialize + DeserializeOwned + Send + Sync {
+    /// The kind both the request and its reply carry on the wire.
+    const KIND: MessageKind;
+    /// What the leader answers.
+    type Reply: Serialize + DeserializeOwned + Send;
+}
+
+/// Where leader-only work goes right now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// This member is the leader.
+    Local,
+    /// Forward to this member, at this peer address.
+    Leader { id: MemberId, address: String },
+    /// No leader is known.
+    Nowhere { leader_hint: Option<MemberId> },
+}
+
+/// A client write (or a session write the leader itself proposes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteCall {
+    pub proposal: Proposal,
+}
+
+/// The revision a write was applied at and the namespace's verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Written {
+    pub revision: Revision,
+    pub outcome: OutcomeRecord,
+}
+
+impl LeaderCall for WriteCall {
+    const KIND: MessageKind = MessageKind::Write;
+    type Reply = Written;
+}
+
+/// A change of the voting configuration, run on the leader.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MembershipChange {
+    /// Add a learner: it receives the log but does not vote.
+    AddLearner { id: MemberId, peer_address: String },
+    /// Make a learner a voter.
+    Promote { id: MemberId },
+    /// Remove a voter or a learner.
+    Remove { id: MemberId },
+}
+
+impl LeaderCall for MembershipChange {
+    const KIND: MessageKind = MessageKind::Membership;
+    type Reply = ();
+}

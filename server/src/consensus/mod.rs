@@ -1,0 +1,610 @@
+//! Consensus: openraft 0.9 behind Coord's own types.
+//!
+//! Owns the openraft configuration, the storage and state machine adapters, the peer network and
+//! the versioned formats of the log, the snapshot file and peer messages. Everything outside this
+//! module talks to `Consensus` in Coord's terms (proposals, revisions, consistency levels,
+//! `MemberId`, `Term`), so that moving to another openraft release is a change inside this module
+//! (and the peer service, which hands openraft's messages through).
+//!
+//! ```text
+//!  grpc ──write(Proposal)──► on_leader ──► client_write ──► openraft core ──append──► LogStorage
+//!                                                                 │ commit        (RocksDB, fsync)
+//!                                                                 ▼
+//!  grpc ◄──(Revision, outcome)──────────────────────── StateMachine::apply ──► fsm::Namespace
+//!                                                                 └──► ApplyObserver (watch
+//!                                                                      history, session deadlines)
+//!  grpc ──read_barrier(Consistency)──► read index (shared rounds) / wait for applied revision
+//!  grpc ──Replica::read(|namespace| ..)──► the applied Namespace (RwLock, no await while held)
+//! ```
+//!
+//! Any member accepts any request. Leader-only work goes through `on_leader` (`leader.rs`):
+//! run here on the leader, forwarded once to the leader otherwise, or refused with `NoLeader`.
+//! For a linearizable read a follower asks the leader for a read index, waits until it has
+//! applied that far, and answers from its own replica.
+//!
+//! Invariant: a write is acknowledged only after openraft has committed it, which needs the
+//! entry durable on a majority of voters (each member's own synced RocksDB batch).
+//! Invariant: a linearizable read is answered only at or after a read index confirmed by a
+//! quorum after the read arrived.
+
+mod admission;
+mod error;
+mod ids;
+mod leader;
+mod log_storage;
+mod network;
+mod peer_client;
+mod probe;
+mod proposal;
+mod read_index;
+mod state_machine;
+mod status;
+mod types;
+mod wire;
+
+#[cfg(test)]
+pub mod golden;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, Fatal, InitializeError, RaftError};
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use openraft::{ChangeMembers, Config, Raft, ServerState, SnapshotPolicy};
+
+pub use admission::{Refusal, LOG_INDEX_MAX, SNAPSHOT_BYTES_MAX, TERM_MAX};
+pub use error::{ConsensusError, StartError};
+pub use ids::{MemberId, Term};
+pub use leader::{LeaderCall, MembershipChange, Route, WriteCall, Written};
+pub use peer_client::{
+    peer_request, PeerCallError, PeerClients, PeerMethod, CLUSTER_ID_METADATA_KEY,
+    PEER_CONNECTION_WINDOW_BYTES, PEER_MESSAGE_BYTES_MAX, PEER_STREAM_WINDOW_BYTES,
+};
+pub use probe::{forge, Probe, ProbeMethod};
+pub use state_machine::{ApplyObserver, Replica};
+pub use status::{ClusterView, ConsensusStatus, MemberState, Role};
+pub use types::{ConsensusConfig, Consistency, Entry, Member, TypeConfig};
+pub use wire::{decode_peer, encode_peer, peer_kind, FormatError, MessageKind};
+
+use crate::fsm::{FsmError, Output, Proposal, Revision};
+use crate::storage::{LogDb, SnapshotFile};
+use admission::Admission;
+use log_storage::LogStorage;
+use network::PeerNetwork;
+use read_index::ReadIndexBatcher;
+use state_machine::StateMachine;
+
+/// One member's Raft node: the log, the state machine and the protocol.
+pub struct Consensus {
+    raft: Raft<TypeConfig>,
+    replica: Arc<Replica>,
+    config: ConsensusConfig,
+    peers: PeerClients,
+    read_index: ReadIndexBatcher,
+    admission: Admission,
+    /// The task that asks for a snapshot when the log grows past `snapshot_bytes`.
+    size_trigger: tokio::task::JoinHandle<()>,
+}
+
+impl Consensus {
+    /// Opens the member's storage under `data_dir` and starts Raft. A pristine member with
+    /// `initialize` set founds the cluster with `initial_members`; every other member waits to
+    /// be contacted by a leader. A restarted member recovers from its log and snapshot.
+    /// `observer` is told of every applied batch.
+    pub async fn start(
+        config: ConsensusConfig,
+        data_dir: &Path,
+        initial_members: BTreeMap<MemberId, String>,
+        initialize: bool,
+        observer: Arc<dyn ApplyObserver>,
+    ) -> Result<Consensus, StartError> {
+        let raft_config = raft_config(&config)?;
+        let log_db = LogDb::open(&data_dir.join("log"))?;
+        let state_machine = StateMachine::open(SnapshotFile::new(data_dir), observer)?;
+        let replica = state_machine.replica();
+        let network = PeerNetwork::new(
+            config.member_id.0,
+            config.cluster_id.clone(),
+            config.peer_source_address,
+        );
+        let appended_bytes = Arc::new(AtomicU64::new(0));
+        let raft = Raft::new(
+            config.member_id.0,
+            Arc::new(raft_config),
+            network,
+            LogStorage::new(log_db, appended_bytes.clone()),
+            state_machine,
+        )
+        .await
+        .map_err(|fatal| StartError::Raft {
+            source: Box::new(fatal),
+        })?;
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|error| StartError::Raft {
+                source: Box::new(error),
+            })?;
+        if !initialized && initialize {
+            tracing::info!(members = ?initial_members.keys().collect::<Vec<_>>(), "founding a new cluster");
+            let members: BTreeMap<u64, Member> = initial_members
+                .into_iter()
+                .map(|(id, addr)| (id.0, Member { addr }))
+                .collect();
+            match raft.initialize(members).await {
+                Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+                Err(error) => {
+                    return Err(StartError::Raft {
+                        source: Box::new(error),
+                    })
+                }
+            }
+        } else if !initialized {
+            tracing::info!("new member: waiting for the leader to contact it");
+        }
+        let size_trigger = tokio::spawn(snapshot_on_size(
+            raft.clone(),
+            appended_bytes,
+            config.snapshot_bytes,
+        ));
+        let peers = PeerClients::new(config.cluster_id.clone(), config.peer_source_address);
+        Ok(Consensus {
+            raft,
+            replica,
+            config,
+            peers,
+            read_index: ReadIndexBatcher::default(),
+            admission: Admission::default(),
+            size_trigger,
+        })
+    }
+
+    pub fn member_id(&self) -> MemberId {
+        self.config.member_id
+    }
+
+    pub fn cluster_id(&self) -> &str {
+        &self.config.cluster_id
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        self.config.request_timeout
+    }
+
+    pub fn replica(&self) -> &Arc<Replica> {
+        &self.replica
+    }
+
+    /// Clients for Coord's own member-to-member calls.
+    pub fn peers(&self) -> &PeerClients {
+        &self.peers
+    }
+
+    /// The openraft handle, for the peer service in `grpc/` only.
+    pub fn raft(&self) -> &Raft<TypeConfig> {
+        &self.raft
+    }
+
+    pub fn view(&self) -> ClusterView {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        ClusterView {
+            term: Term(metrics.current_term),
+            leader: metrics.current_leader.map(MemberId),
+            member_id: self.config.member_id,
+        }
+    }
+
+    /// The term this member leads in, once its leadership is established (it has applied an
+    /// entry of its own term, so its replica holds everything committed before it).
+    pub fn established_leadership(&self) -> Option<Term> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let applied_own_entry = metrics
+            .last_applied
+            .is_some_and(|log_id| log_id.leader_id.term == metrics.current_term);
+        (metrics.state == ServerState::Leader && applied_own_entry)
+            .then_some(Term(metrics.current_term))
+    }
+
+    /// The other members of the latest membership (committed or not), with peer addresses.
+    pub fn other_members(&self) -> Vec<(MemberId, String)> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        metrics
+            .membership_config
+            .membership()
+            .nodes()
+            .filter(|(id, _)| **id != self.config.member_id.0)
+            .map(|(id, member)| (MemberId(*id), member.addr.clone()))
+            .collect()
+    }
+
+    /// Checks an AppendEntries from a peer before openraft sees it (see `admission.rs`).
+    pub fn admit_append(&self, request: &AppendEntriesRequest<TypeConfig>) -> Result<(), Refusal> {
+        self.admission.append(request)
+    }
+
+    /// Checks a VoteRequest from a peer: a candidate must be in this member's latest
+    /// configuration, unless this member has none yet.
+    pub fn admit_vote(&self, request: &VoteRequest<u64>) -> Result<(), Refusal> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let membership = metrics.membership_config.membership();
+        let pristine = membership.nodes().next().is_none();
+        self.admission.vote(request, |candidate| {
+            pristine || membership.get_node(&candidate).is_some()
+        })
+    }
+
+    /// Checks an InstallSnapshot chunk from a peer.
+    pub fn admit_snapshot(
+        &self,
+        request: &InstallSnapshotRequest<TypeConfig>,
+    ) -> Result<(), Refusal> {
+        self.admission.snapshot(request)
+    }
+
+    /// Where leader-only work goes right now.
+    pub fn route(&self) -> Route {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let me = self.config.member_id.0;
+        match metrics.current_leader {
+            Some(leader) if leader == me && metrics.state == ServerState::Leader => Route::Local,
+            Some(leader) => match metrics.membership_config.membership().get_node(&leader) {
+                Some(member) if leader != me => Route::Leader {
+                    id: MemberId(leader),
+                    address: member.addr.clone(),
+                },
+                _ => Route::Nowhere {
+                    leader_hint: Some(MemberId(leader)),
+                },
+            },
+            None => Route::Nowhere { leader_hint: None },
+        }
+    }
+
+    /// Runs `call` on the leader, once: `here` when this member leads, forwarded to the leader
+    /// otherwise (where the peer service runs the leader's `here`).
+    pub async fn on_leader<C, F, Fut>(&self, call: C, here: F) -> Result<C::Reply, ConsensusError>
+    where
+        C: LeaderCall,
+        F: FnOnce(C) -> Fut,
+        Fut: Future<Output = Result<C::Reply, ConsensusError>>,
+    {
+        match self.route() {
+            Route::Local => here(call).await,
+            Route::Leader { id, address } => {
+                self.peers
+                    .forward(id, &address, &call, self.config.request_timeout)
+                    .await
+            }
+            Route::Nowhere { leader_hint } => Err(ConsensusError::NoLeader { leader_hint }),
+        }
+    }
+
+    /// Proposes `proposal` (on the leader, forwarding if needed) and waits until it is committed
+    /// and applied on the leader. Returns the revision and the namespace's verdict.
+    pub async fn write(
+        &self,
+        proposal: Proposal,
+    ) -> Result<(Revision, Result<Output, FsmError>), ConsensusError> {
+        let written = self
+            .on_leader(WriteCall { proposal }, |call| self.write_here(call))
+            .await?;
+        Ok((written.revision, written.outcome.to_outcome()))
+    }
+
+    /// Proposes a write here; `NoLeader` unless this member leads (never forwarded again).
+    pub async fn write_here(&self, call: WriteCall) -> Result<Written, ConsensusError> {
+        let timeout = self.config.request_timeout;
+        let written = tokio::time::timeout(timeout, self.raft.client_write(call.proposal))
+            .await
+            .map_err(|_| ConsensusError::Timeout {
+                what: "write".into(),
+                timeout,
+            })?;
+        let result = written.map_err(client_write_error)?.data;
+        let outcome = result
+            .outcome
+            .as_ref()
+            .map(crate::fsm::OutcomeRecord::of)
+            .ok_or_else(|| ConsensusError::Fatal {
+                reason: format!("the write at revision {} had no outcome", result.revision),
+            })?;
+        Ok(Written {
+            revision: result.revision,
+            outcome,
+        })
+    }
+
+    /// A membership change, run on the leader.
+    pub async fn change_membership(&self, change: MembershipChange) -> Result<(), ConsensusError> {
+        self.on_leader(change, |change| self.change_membership_here(change))
+            .await
+    }
+
+    /// Runs a membership change here; `NoLeader` unless this member leads.
+    pub async fn change_membership_here(
+        &self,
+        change: MembershipChange,
+    ) -> Result<(), ConsensusError> {
+        let timeout = self.config.request_timeout;
+        let (what, changed) = match change {
+            MembershipChange::AddLearner { id, peer_address } => {
+                let adding = self
+                    .raft
+                    .add_learner(id.0, Member { addr: peer_address }, false);
+                ("add learner", tokio::time::timeout(timeout, adding).await)
+            }
+            MembershipChange::Promote { id } => {
+                let change = ChangeMembers::AddVoterIds(BTreeSet::from([id.0]));
+                let promoting = self.raft.change_membership(change, false);
+                ("promote", tokio::time::timeout(timeout, promoting).await)
+            }
+            MembershipChange::Remove { id } => {
+                let change = self.removal(id)?;
+                let removing = self.raft.change_membership(change, false);
+                ("remove", tokio::time::timeout(timeout, removing).await)
+            }
+        };
+        let changed = changed.map_err(|_| ConsensusError::Timeout {
+            what: what.to_owned(),
+            timeout,
+        })?;
+        changed.map(|_| ()).map_err(client_write_error)
+    }
+
+    /// The change that removes `id`, a voter or a learner.
+    fn removal(&self, id: MemberId) -> Result<ChangeMembers<u64, Member>, ConsensusError> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let membership = metrics.membership_config.membership();
+        if membership.get_node(&id.0).is_none() {
+            return Err(ConsensusError::Membership {
+                reason: format!("member {id} is not in the cluster"),
+            });
+        }
+        let is_voter = membership.voter_ids().any(|voter| voter == id.0);
+        Ok(if is_voter {
+            ChangeMembers::RemoveVoters(BTreeSet::from([id.0]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id.0]))
+        })
+    }
+
+    /// On the leader: an index that every linearizable read starting now must see, confirmed
+    /// by a quorum; concurrent callers share one confirmation round.
+    pub async fn leader_read_index(&self) -> Result<u64, ConsensusError> {
+        let timeout = self.config.request_timeout;
+        self.read_index
+            .read_index(|| async {
+                let confirmed = tokio::time::timeout(timeout, self.raft.get_read_log_id())
+                    .await
+                    .map_err(|_| ConsensusError::Timeout {
+                        what: "leadership confirmation".into(),
+                        timeout,
+                    })?;
+                match confirmed {
+                    Ok((read_log_id, _applied)) => Ok(read_log_id.map_or(0, |log_id| log_id.index)),
+                    Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {
+                        Err(ConsensusError::NoLeader {
+                            leader_hint: forward.leader_id.map(MemberId),
+                        })
+                    }
+                    Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => {
+                        Err(ConsensusError::NoLeader { leader_hint: None })
+                    }
+                    Err(RaftError::Fatal(fatal)) => Err(fatal_error(fatal)),
+                }
+            })
+            .await
+    }
+
+    /// Waits until a read at `consistency` may be answered from the local replica.
+    pub async fn read_barrier(&self, consistency: Consistency) -> Result<(), ConsensusError> {
+        let index = match consistency {
+            Consistency::Serializable => return Ok(()),
+            Consistency::MinRevision(revision) => revision.0,
+            Consistency::Linearizable => match self.route() {
+                Route::Local => self.leader_read_index().await?,
+                Route::Leader { id, address } => {
+                    let reply: Result<Result<u64, ConsensusError>, PeerCallError> = self
+                        .peers
+                        .call(
+                            &address,
+                            PeerMethod::ReadIndex,
+                            MessageKind::ReadIndex,
+                            &(),
+                            self.config.request_timeout,
+                        )
+                        .await;
+                    reply.unwrap_or_else(|error| {
+                        Err(ConsensusError::LeaderUnreachable {
+                            leader: id,
+                            reason: error.to_string(),
+                        })
+                    })?
+                }
+                Route::Nowhere { leader_hint } => {
+                    return Err(ConsensusError::NoLeader { leader_hint })
+                }
+            },
+        };
+        self.wait_applied(Revision(index)).await
+    }
+
+    /// Waits (bounded) until the local replica has applied `revision`.
+    async fn wait_applied(&self, revision: Revision) -> Result<(), ConsensusError> {
+        let timeout = self.config.request_timeout;
+        let mut applied = self.replica.applied_revision();
+        let reached =
+            tokio::time::timeout(timeout, applied.wait_for(|current| *current >= revision))
+                .await
+                .map_err(|_| ConsensusError::Timeout {
+                    what: format!("catching up to revision {revision}"),
+                    timeout,
+                })?;
+        reached
+            .map(|_| ())
+            .map_err(|_| ConsensusError::ShuttingDown)
+    }
+
+    /// Resolves, with the reason, when Raft stops by itself: a storage fault such as a full
+    /// disk. The member must then exit (a supervisor restarts it) rather than stay half alive.
+    pub async fn fault(&self) -> String {
+        let mut metrics = self.raft.metrics();
+        loop {
+            if let Err(fatal) = &metrics.borrow_and_update().running_state {
+                return fatal.to_string();
+            }
+            if metrics.changed().await.is_err() {
+                return "raft stopped".to_owned();
+            }
+        }
+    }
+
+    /// Resolves once this member has been removed from the cluster's membership.
+    pub async fn removed(&self) {
+        let me = self.config.member_id;
+        let mut applied = self.replica.applied_revision();
+        let mut was_member = false;
+        loop {
+            // The applied membership is a committed one: an uncommitted change that drops this
+            // member (and might still be truncated) does not stop it. A pristine member is not
+            // in any membership yet, so it waits to be added first.
+            if self.replica.has_member(me) {
+                was_member = true;
+            } else if was_member {
+                return;
+            }
+            if applied.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    pub fn status(&self) -> ConsensusStatus {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let membership = metrics.membership_config.membership();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let members = membership
+            .nodes()
+            .map(|(id, member)| MemberState {
+                id: MemberId(*id),
+                peer_address: member.addr.clone(),
+                voter: voters.contains(id),
+                matched_index: metrics
+                    .replication
+                    .as_ref()
+                    .and_then(|replication| replication.get(id).copied().flatten())
+                    .map(|log_id| log_id.index),
+            })
+            .collect();
+        let role = match metrics.state {
+            ServerState::Leader => Role::Leader,
+            ServerState::Candidate => Role::Candidate,
+            ServerState::Follower => Role::Follower,
+            ServerState::Learner => Role::Learner,
+            ServerState::Shutdown => Role::Stopped,
+        };
+        ConsensusStatus {
+            member_id: self.config.member_id,
+            leader: metrics.current_leader.map(MemberId),
+            term: Term(metrics.current_term),
+            role,
+            last_log_index: metrics.last_log_index.unwrap_or(0),
+            applied_index: metrics.last_applied.map_or(0, |log_id| log_id.index),
+            snapshot_index: metrics.snapshot.map_or(0, |log_id| log_id.index),
+            purged_index: metrics.purged.map_or(0, |log_id| log_id.index),
+            members,
+        }
+    }
+
+    /// Stops Raft; storage is closed when the last handle is dropped.
+    pub async fn shutdown(&self) {
+        self.size_trigger.abort();
+        if let Err(error) = self.raft.shutdown().await {
+            tracing::warn!(%error, "raft shutdown reported an error");
+        }
+    }
+}
+
+/// openraft's configuration for `config`.
+fn raft_config(config: &ConsensusConfig) -> Result<Config, StartError> {
+    Config {
+        cluster_name: config.cluster_id.clone(),
+        heartbeat_interval: millis(config.heartbeat_interval),
+        election_timeout_min: millis(config.election_timeout_min),
+        election_timeout_max: millis(config.election_timeout_max),
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_entries),
+        max_in_snapshot_log_to_keep: config.snapshot_keep_entries,
+        // Bounds one AppendEntries message: entries carry at most 8 MiB each.
+        max_payload_entries: 64,
+        // A slow disk or a loaded machine must not make a healthy leader look dead.
+        install_snapshot_timeout: 30_000,
+        ..Config::default()
+    }
+    .validate()
+    .map_err(|error| StartError::Timing {
+        source: Box::new(error),
+    })
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Asks openraft for a snapshot whenever more than `limit` bytes of log were appended since the
+/// last request (openraft 0.9's own policy counts entries only; large entries need this too).
+async fn snapshot_on_size(raft: Raft<TypeConfig>, appended_bytes: Arc<AtomicU64>, limit: u64) {
+    let mut ticker = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        ticker.tick().await;
+        if appended_bytes.load(Ordering::Relaxed) < limit {
+            continue;
+        }
+        appended_bytes.store(0, Ordering::Relaxed);
+        tracing::info!(
+            limit,
+            "log grew past the snapshot size threshold; building a snapshot"
+        );
+        if raft.trigger().snapshot().await.is_err() {
+            return;
+        }
+    }
+}
+
+fn client_write_error(error: RaftError<u64, ClientWriteError<u64, Member>>) -> ConsensusError {
+    match error {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => {
+            ConsensusError::NoLeader {
+                leader_hint: forward.leader_id.map(MemberId),
+            }
+        }
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(error)) => {
+            ConsensusError::Membership {
+                reason: error.to_string(),
+            }
+        }
+        // The entry may already be in the log and commit later: the outcome is unknown.
+        RaftError::Fatal(fatal) => ConsensusError::Interrupted {
+            reason: fatal.to_string(),
+        },
+    }
+}
+
+fn fatal_error(fatal: Fatal<u64>) -> ConsensusError {
+    match fatal {
+        Fatal::Stopped => ConsensusError::ShuttingDown,
+        Fatal::StorageError(_) | Fatal::Panicked => ConsensusError::Fatal {
+            reason: fatal.to_string(),
+        },
+    }
+}

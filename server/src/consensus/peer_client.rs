@@ -1,0 +1,191 @@
+//! `PeerClients`: connections for the member-to-member calls Coord makes itself (forwarding
+//! leader work, read index, hello), one per peer address, reused across calls and dropped when
+//! a call fails so the next one reconnects. Every call carries a deadline and the sender's
+//! cluster id, and its reply is checked for format and kind (`PeerCallError` otherwise).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use coord_proto::v1::peer::peer_client::PeerClient;
+use coord_proto::v1::peer::PeerMessage;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use thiserror::Error;
+use tonic::transport::{Channel, Endpoint};
+
+use super::error::ConsensusError;
+use super::ids::MemberId;
+use super::leader::LeaderCall;
+use super::wire::{decode_peer, encode_peer, FormatError, MessageKind};
+
+/// Connect timeout for a peer link.
+pub const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Largest peer message accepted, in bytes: 64 entries of up to 8 MiB plus framing.
+pub const PEER_MESSAGE_BYTES_MAX: usize = 600 * 1024 * 1024;
+
+/// HTTP/2 flow-control windows of peer connections: a replication batch of a few MiB crosses
+/// in a few round trips rather than hundreds of 64 KiB windows.
+pub const PEER_STREAM_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
+pub const PEER_CONNECTION_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
+
+/// gRPC metadata naming the sender's cluster; a member refuses peer traffic from another one.
+pub const CLUSTER_ID_METADATA_KEY: &str = "coord-cluster-id";
+
+/// Why a call to another member failed.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum PeerCallError {
+    #[error("bad peer address {address}: {reason}")]
+    BadAddress { address: String, reason: String },
+    /// The call failed in transit or was refused; `code` is the gRPC status code.
+    #[error("{address}: {message} ({code})")]
+    Failed {
+        address: String,
+        code: String,
+        message: String,
+    },
+    /// The reply was in a format or of a kind this member does not read.
+    #[error("unusable reply from {address}: {source}")]
+    Reply {
+        address: String,
+        #[source]
+        source: FormatError,
+    },
+}
+
+impl PeerCallError {
+    /// Whether the peer was not reached at all (nothing it could have done).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, PeerCallError::Failed { code, .. } if code == "Unavailable")
+    }
+}
+
+/// The member-to-member calls Coord makes itself (openraft's own go through `network.rs`).
+#[derive(Debug, Clone, Copy)]
+pub enum PeerMethod {
+    Forward,
+    ReadIndex,
+    Hello,
+}
+
+/// A peer request with a deadline and the sender's cluster id.
+pub fn peer_request(
+    cluster_id: &str,
+    message: PeerMessage,
+    timeout: Duration,
+) -> tonic::Request<PeerMessage> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(timeout);
+    if let Ok(value) = cluster_id.parse() {
+        request
+            .metadata_mut()
+            .insert(CLUSTER_ID_METADATA_KEY, value);
+    }
+    request
+}
+
+/// Opens a lazily connecting client to a peer address.
+pub fn connect_peer(
+    address: &str,
+    source_address: Option<IpAddr>,
+) -> Result<PeerClient<Channel>, PeerCallError> {
+    let endpoint = Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|error| PeerCallError::BadAddress {
+            address: address.to_owned(),
+            reason: error.to_string(),
+        })?
+        .connect_timeout(PEER_CONNECT_TIMEOUT)
+        .local_address(source_address)
+        .tcp_nodelay(true)
+        .initial_stream_window_size(Some(PEER_STREAM_WINDOW_BYTES))
+        .initial_connection_window_size(Some(PEER_CONNECTION_WINDOW_BYTES));
+    Ok(PeerClient::new(endpoint.connect_lazy())
+        .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
+        .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX))
+}
+
+pub struct PeerClients {
+    cluster_id: String,
+    source_address: Option<IpAddr>,
+    clients: Mutex<BTreeMap<String, PeerClient<Channel>>>,
+}
+
+impl PeerClients {
+    pub fn new(cluster_id: String, source_address: Option<IpAddr>) -> PeerClients {
+        PeerClients {
+            cluster_id,
+            source_address,
+            clients: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn clients(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, PeerClient<Channel>>> {
+        // The map is consistent after any panic: every change is one insert or remove.
+        self.clients.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn client(&self, address: &str) -> Result<PeerClient<Channel>, PeerCallError> {
+        let mut clients = self.clients();
+        if let Some(client) = clients.get(address) {
+            return Ok(client.clone());
+        }
+        let client = connect_peer(address, self.source_address)?;
+        clients.insert(address.to_owned(), client.clone());
+        Ok(client)
+    }
+
+    /// Calls `method` with a message of `kind` on the peer at `address` and decodes its reply,
+    /// which must be of the same kind.
+    pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        address: &str,
+        method: PeerMethod,
+        kind: MessageKind,
+        request: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, PeerCallError> {
+        let mut client = self.client(address)?;
+        let request = peer_request(&self.cluster_id, encode_peer(kind, request), timeout);
+        let reply = match method {
+            PeerMethod::Forward => client.forward(request).await,
+            PeerMethod::ReadIndex => client.read_index(request).await,
+            PeerMethod::Hello => client.hello(request).await,
+        };
+        match reply {
+            Ok(reply) => {
+                decode_peer(reply.get_ref(), kind).map_err(|source| PeerCallError::Reply {
+                    address: address.to_owned(),
+                    source,
+                })
+            }
+            Err(status) => {
+                self.clients().remove(address);
+                Err(PeerCallError::Failed {
+                    address: address.to_owned(),
+                    code: format!("{:?}", status.code()),
+                    message: status.message().to_owned(),
+                })
+            }
+        }
+    }
+
+    /// Runs `call` on the leader `leader` at `address`, once.
+    pub async fn forward<C: LeaderCall>(
+        &self,
+        leader: MemberId,
+        address: &str,
+        call: &C,
+        timeout: Duration,
+    ) -> Result<C::Reply, ConsensusError> {
+        let reply: Result<Result<C::Reply, ConsensusError>, PeerCallError> = self
+            .call(address, PeerMethod::Forward, C::KIND, call, timeout)
+            .await;
+        reply.unwrap_or_else(|error| {
+            Err(ConsensusError::LeaderUnreachable {
+                leader,
+                reason: error.to_string(),
+            })
+        })
+    }
+}

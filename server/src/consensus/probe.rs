@@ -1,0 +1,183 @@
+//! Hand-made peer messages for the hostile-input tests (`coord-peer-probe`): each is what a
+//! forger or a broken member could send, and each must be refused or survived without harm.
+//! Nothing in the server sends them.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use coord_proto::v1::peer::PeerMessage;
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use openraft::{CommittedLeaderId, EntryPayload, LogId, Membership, SnapshotMeta, Vote};
+
+use super::admission::TERM_MAX;
+use super::leader::WriteCall;
+use super::types::{Entry, Member, TypeConfig};
+use super::wire::{encode_peer, MessageKind};
+use crate::fsm::{Command, Proposal, SetCommand};
+
+/// The forged messages the probe can send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// A vote request at term `u64::MAX` (openraft overflows at its next election).
+    VoteImpossibleTerm,
+    /// A vote request from a member the cluster does not have.
+    VoteUnknownCandidate,
+    /// An AppendEntries from a leader at term `u64::MAX`.
+    AppendImpossibleTerm,
+    /// An AppendEntries whose entries skip an index.
+    AppendWithGap,
+    /// An AppendEntries whose entry is of a later term than its leader.
+    AppendFutureTerm,
+    /// An AppendEntries carrying a 100 MiB value.
+    AppendOversize,
+    /// A snapshot chunk at an offset of 2^50 bytes.
+    SnapshotHugeOffset,
+    /// A forwarded write of a 100 MiB value.
+    ForwardOversize,
+    /// A payload that decodes as nothing.
+    Garbage,
+}
+
+impl Probe {
+    pub const ALL: [Probe; 9] = [
+        Probe::VoteImpossibleTerm,
+        Probe::VoteUnknownCandidate,
+        Probe::AppendImpossibleTerm,
+        Probe::AppendWithGap,
+        Probe::AppendFutureTerm,
+        Probe::AppendOversize,
+        Probe::SnapshotHugeOffset,
+        Probe::ForwardOversize,
+        Probe::Garbage,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Probe::VoteImpossibleTerm => "vote-impossible-term",
+            Probe::VoteUnknownCandidate => "vote-unknown-candidate",
+            Probe::AppendImpossibleTerm => "append-impossible-term",
+            Probe::AppendWithGap => "append-with-gap",
+            Probe::AppendFutureTerm => "append-future-term",
+            Probe::AppendOversize => "append-oversize",
+            Probe::SnapshotHugeOffset => "snapshot-huge-offset",
+            Probe::ForwardOversize => "forward-oversize",
+            Probe::Garbage => "garbage",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Probe> {
+        Probe::ALL.into_iter().find(|probe| probe.name() == name)
+    }
+}
+
+/// The RPC a probe goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeMethod {
+    AppendEntries,
+    Vote,
+    InstallSnapshot,
+    Forward,
+}
+
+fn log_id(term: u64, index: u64) -> LogId<u64> {
+    LogId::new(CommittedLeaderId::new(term, 1), index)
+}
+
+fn huge_set() -> Proposal {
+    Proposal::from(Command::Set(SetCommand {
+        path: "/forged".into(),
+        data: vec![0; 100 << 20],
+        expected_version: None,
+    }))
+}
+
+fn append(vote: Vote<u64>, entries: Vec<Entry>) -> PeerMessage {
+    let request = AppendEntriesRequest::<TypeConfig> {
+        vote,
+        prev_log_id: Some(log_id(1, 1)),
+        entries,
+        leader_commit: None,
+    };
+    encode_peer(MessageKind::AppendEntries, &request)
+}
+
+fn entry(term: u64, index: u64) -> Entry {
+    Entry {
+        log_id: log_id(term, index),
+        payload: EntryPayload::Blank,
+    }
+}
+
+/// The message `probe` sends, and where; `term` is a plausible current term of the target.
+pub fn forge(probe: Probe, term: u64) -> (ProbeMethod, PeerMessage) {
+    let leader = |term: u64| Vote::new_committed(term, 1);
+    match probe {
+        Probe::VoteImpossibleTerm => {
+            let vote = VoteRequest::new(Vote::new(u64::MAX, 1), Some(log_id(1, 1)));
+            (ProbeMethod::Vote, encode_peer(MessageKind::Vote, &vote))
+        }
+        Probe::VoteUnknownCandidate => {
+            let vote = VoteRequest::new(Vote::new(term + 1, 99), Some(log_id(term, 1 << 40)));
+            (ProbeMethod::Vote, encode_peer(MessageKind::Vote, &vote))
+        }
+        Probe::AppendImpossibleTerm => (
+            ProbeMethod::AppendEntries,
+            append(leader(u64::MAX), Vec::new()),
+        ),
+        Probe::AppendWithGap => (
+            ProbeMethod::AppendEntries,
+            append(leader(term), vec![entry(1, 2), entry(1, 4)]),
+        ),
+        Probe::AppendFutureTerm => (
+            ProbeMethod::AppendEntries,
+            append(leader(term), vec![entry(TERM_MAX - 1, 2)]),
+        ),
+        Probe::AppendOversize => {
+            let entry = Entry {
+                log_id: log_id(1, 2),
+                payload: EntryPayload::Normal(huge_set()),
+            };
+            (
+                ProbeMethod::AppendEntries,
+                append(leader(term), vec![entry]),
+            )
+        }
+        Probe::SnapshotHugeOffset => {
+            let nodes = BTreeMap::from([(1, Member { addr: "x:1".into() })]);
+            let request = InstallSnapshotRequest::<TypeConfig> {
+                vote: leader(term),
+                meta: SnapshotMeta {
+                    last_log_id: Some(log_id(1, 5)),
+                    last_membership: openraft::StoredMembership::new(
+                        Some(log_id(1, 1)),
+                        Membership::new(vec![BTreeSet::from([1])], nodes),
+                    ),
+                    snapshot_id: "forged".into(),
+                },
+                offset: 1 << 50,
+                data: vec![1; 16],
+                done: false,
+            };
+            (
+                ProbeMethod::InstallSnapshot,
+                encode_peer(MessageKind::InstallSnapshot, &request),
+            )
+        }
+        Probe::ForwardOversize => (
+            ProbeMethod::Forward,
+            encode_peer(
+                MessageKind::Write,
+                &WriteCall {
+                    proposal: huge_set(),
+                },
+            ),
+        ),
+        Probe::Garbage => (
+            ProbeMethod::AppendEntries,
+            PeerMessage {
+                payload: vec![0xff; 64],
+                format: super::wire::PEER_FORMAT,
+                kind: MessageKind::AppendEntries.code(),
+            },
+        ),
+    }
+}

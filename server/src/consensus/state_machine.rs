@@ -1,0 +1,381 @@
+//! `StateMachine`: openraft's `RaftStateMachine` over the pure `fsm::Namespace`. A thin adapter:
+//! it decodes entries, calls `Namespace::apply_proposal`, hands what changed to the
+//! `ApplyObserver` (watch history, session deadlines), and persists and restores snapshots. No
+//! rule of the namespace lives here.
+//!
+//! The applied state is shared with the read path through `Replica`: a `std::sync::RwLock`
+//! (never held across an `.await`), written once per applied batch.
+//!
+//! Invariant: the observer sees a batch before its revision is published as applied, so a
+//! reader that saw revision R applied finds every event up to R in the history.
+//! In debug builds every batch is followed by `Namespace::validate`, sampled on large trees so
+//! the checks cost about as much as applying (see `ValidationBudget`).
+
+use std::io::Cursor;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    AnyError, EntryPayload, LogId, RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError,
+    StoredMembership,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::ids::MemberId;
+use super::proposal::ProposalResult;
+use super::types::{Entry, Member, TypeConfig};
+use super::wire::{decode_snapshot_file, encode_snapshot_file};
+use crate::fsm::{Namespace, Revision, SessionChange, WatchEvent};
+use crate::storage::{SnapshotFile, StorageFault};
+
+/// Told what every applied batch changed. Implemented outside consensus (watch history,
+/// session deadlines), so that consensus knows neither.
+pub trait ApplyObserver: Send + Sync {
+    /// A batch was applied up to `revision`, `at` this member's clock. Called under the
+    /// replica's write lock, before `revision` is published.
+    fn applied(
+        &self,
+        revision: Revision,
+        events: Vec<WatchEvent>,
+        sessions: Vec<SessionChange>,
+        at: Instant,
+    );
+
+    /// The replica was replaced by `namespace` (a start from the snapshot file, or an
+    /// installed snapshot), `at` this member's clock.
+    fn restored(&self, namespace: &Namespace, at: Instant);
+}
+
+/// The applied state.
+struct ReplicaState {
+    namespace: Namespace,
+    last_applied: Option<LogId<u64>>,
+    membership: StoredMembership<u64, Member>,
+}
+
+/// Shared between the state machine (writer) and readers.
+pub struct Replica {
+    state: RwLock<ReplicaState>,
+    /// The last applied revision, for waiters (`min_revision` reads, watches).
+    applied_revision: watch::Sender<Revision>,
+}
+
+impl Replica {
+    /// Runs `read` against the current applied namespace.
+    pub fn read<T>(&self, read: impl FnOnce(&Namespace) -> T) -> T {
+        read(&self.state().namespace)
+    }
+
+    fn state(&self) -> std::sync::RwLockReadGuard<'_, ReplicaState> {
+        self.state
+            .read()
+            .expect("a panic while applying stops the member")
+    }
+
+    pub fn applied_revision(&self) -> watch::Receiver<Revision> {
+        self.applied_revision.subscribe()
+    }
+
+    /// Whether the applied (committed) membership names `member`.
+    pub(super) fn has_member(&self, member: MemberId) -> bool {
+        self.state()
+            .membership
+            .membership()
+            .get_node(&member.0)
+            .is_some()
+    }
+
+    fn applied_state(&self) -> (Option<LogId<u64>>, StoredMembership<u64, Member>) {
+        let state = self.state();
+        (state.last_applied, state.membership.clone())
+    }
+}
+
+/// What the snapshot file holds: openraft's metadata and the encoded namespace.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct SnapshotEnvelope {
+    meta: SnapshotMeta<u64, Member>,
+    #[serde(with = "serde_bytes")]
+    namespace: Vec<u8>,
+}
+
+/// A snapshot file's contents, for the golden-format samples.
+#[cfg(test)]
+pub(super) fn sample_snapshot_envelope(meta: SnapshotMeta<u64, Member>) -> SnapshotEnvelope {
+    SnapshotEnvelope {
+        meta,
+        namespace: vec![1, 2, 3],
+    }
+}
+
+pub struct StateMachine {
+    replica: Arc<Replica>,
+    observer: Arc<dyn ApplyObserver>,
+    snapshot_file: SnapshotFile,
+    validation: ValidationBudget,
+}
+
+fn snapshot_fault(fault: impl ToString) -> StorageError<u64> {
+    StorageIOError::read_snapshot(None, AnyError::error(fault.to_string())).into()
+}
+
+fn corrupt(reason: String) -> StorageFault {
+    StorageFault::Corrupt {
+        location: "snapshot".into(),
+        reason,
+    }
+}
+
+impl StateMachine {
+    /// Restores the state from the snapshot file, if any. The log after it is replayed by
+    /// openraft from the committed index.
+    pub fn open(
+        snapshot_file: SnapshotFile,
+        observer: Arc<dyn ApplyObserver>,
+    ) -> Result<StateMachine, StorageFault> {
+        let state = match snapshot_file.load()? {
+            None => ReplicaState {
+                namespace: Namespace::new(),
+                last_applied: None,
+                membership: StoredMembership::default(),
+            },
+            Some(bytes) => {
+                let envelope: SnapshotEnvelope =
+                    decode_snapshot_file(&bytes).map_err(|error| corrupt(error.to_string()))?;
+                let namespace = Namespace::from_snapshot(&envelope.namespace)
+                    .map_err(|error| corrupt(error.to_string()))?;
+                let applied_index = envelope.meta.last_log_id.map_or(0, |log_id| log_id.index);
+                if namespace.revision() != Revision(applied_index) {
+                    return Err(corrupt(format!(
+                        "namespace is at revision {} but the snapshot covers index {applied_index}",
+                        namespace.revision()
+                    )));
+                }
+                ReplicaState {
+                    namespace,
+                    last_applied: envelope.meta.last_log_id,
+                    membership: envelope.meta.last_membership,
+                }
+            }
+        };
+        observer.restored(&state.namespace, Instant::now());
+        let revision = state.namespace.revision();
+        let replica = Replica {
+            state: RwLock::new(state),
+            applied_revision: watch::Sender::new(revision),
+        };
+        Ok(StateMachine {
+            replica: Arc::new(replica),
+            observer,
+            snapshot_file,
+            validation: ValidationBudget::default(),
+        })
+    }
+
+    pub fn replica(&self) -> Arc<Replica> {
+        self.replica.clone()
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<u64>>, StoredMembership<u64, Member>), StorageError<u64>> {
+        Ok(self.replica.applied_state())
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ProposalResult>, StorageError<u64>>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut results = Vec::new();
+        let mut events = Vec::new();
+        let mut sessions = Vec::new();
+        let mut state = self
+            .replica
+            .state
+            .write()
+            .expect("a panic while applying stops the member");
+        for entry in entries {
+            let revision = Revision(entry.log_id.index);
+            // Only the founding membership entry sits at index 0, where the tree already is.
+            let moves = entry.log_id.index > 0;
+            let outcome = match entry.payload {
+                EntryPayload::Blank => {
+                    if moves {
+                        state.namespace.advance(revision);
+                    }
+                    None
+                }
+                EntryPayload::Membership(membership) => {
+                    if moves {
+                        state.namespace.advance(revision);
+                    }
+                    state.membership = StoredMembership::new(Some(entry.log_id), membership);
+                    None
+                }
+                EntryPayload::Normal(proposal) => {
+                    let applied = state.namespace.apply_proposal(revision, &proposal);
+                    events.extend(applied.events);
+                    sessions.extend(applied.sessions);
+                    Some(applied.outcome)
+                }
+            };
+            state.last_applied = Some(entry.log_id);
+            results.push(ProposalResult { revision, outcome });
+        }
+        let revision = state.namespace.revision();
+        if cfg!(debug_assertions) && self.validation.due(results.len(), &state.namespace) {
+            if let Err(broken) = state.namespace.validate() {
+                panic!("the namespace broke an invariant at revision {revision}: {broken}");
+            }
+        }
+        self.observer
+            .applied(revision, events, sessions, Instant::now());
+        drop(state);
+        self.replica.applied_revision.send_replace(revision);
+        Ok(results)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        SnapshotBuilder {
+            replica: self.replica.clone(),
+            snapshot_file: self.snapshot_file.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<u64>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<u64, Member>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError<u64>> {
+        let namespace_bytes = snapshot.into_inner();
+        let namespace = Namespace::from_snapshot(&namespace_bytes).map_err(snapshot_fault)?;
+        let envelope = SnapshotEnvelope {
+            meta: meta.clone(),
+            namespace: namespace_bytes,
+        };
+        let bytes = encode_snapshot_file(&envelope);
+        let snapshot_file = self.snapshot_file.clone();
+        tokio::task::spawn_blocking(move || snapshot_file.save(&bytes))
+            .await
+            .map_err(snapshot_fault)?
+            .map_err(snapshot_fault)?;
+        let revision = namespace.revision();
+        {
+            let mut state = self
+                .replica
+                .state
+                .write()
+                .expect("a panic while applying stops the member");
+            // The events before the snapshot never passed through here: watches resume after it.
+            self.observer.restored(&namespace, Instant::now());
+            *state = ReplicaState {
+                namespace,
+                last_applied: meta.last_log_id,
+                membership: meta.last_membership.clone(),
+            };
+        }
+        self.replica.applied_revision.send_replace(revision);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<u64>> {
+        let snapshot_file = self.snapshot_file.clone();
+        let loaded = tokio::task::spawn_blocking(move || snapshot_file.load())
+            .await
+            .map_err(snapshot_fault)?
+            .map_err(snapshot_fault)?;
+        let Some(bytes) = loaded else { return Ok(None) };
+        let envelope: SnapshotEnvelope = decode_snapshot_file(&bytes).map_err(snapshot_fault)?;
+        Ok(Some(Snapshot {
+            meta: envelope.meta,
+            snapshot: Box::new(Cursor::new(envelope.namespace)),
+        }))
+    }
+}
+
+/// When debug builds check the whole tree after a batch: always on small trees, and on large
+/// ones once enough entries were applied since the last check that the check costs about a
+/// thousandth of a node per entry (a 100,000-node tree is checked every 100 entries).
+#[derive(Debug, Default)]
+struct ValidationBudget {
+    entries_since_check: usize,
+}
+
+/// Trees up to this many nodes are checked after every batch.
+const VALIDATE_ALWAYS_NODES_MAX: usize = 10_000;
+
+impl ValidationBudget {
+    fn due(&mut self, entries: usize, namespace: &Namespace) -> bool {
+        self.entries_since_check += entries;
+        let nodes = namespace.node_count();
+        if nodes > VALIDATE_ALWAYS_NODES_MAX && self.entries_since_check * 1000 < nodes {
+            return false;
+        }
+        self.entries_since_check = 0;
+        true
+    }
+}
+
+/// Builds a snapshot off the apply path: the state is cloned under the read lock, then encoded
+/// and written on a blocking thread while applying continues.
+pub struct SnapshotBuilder {
+    replica: Arc<Replica>,
+    snapshot_file: SnapshotFile,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<u64>> {
+        let (namespace, last_applied, membership) = {
+            let state = self.replica.state();
+            (
+                state.namespace.clone(),
+                state.last_applied,
+                state.membership.clone(),
+            )
+        };
+        let snapshot_id = match last_applied {
+            Some(log_id) => format!("{}-{}", log_id.leader_id.term, log_id.index),
+            None => "0-0".to_owned(),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: last_applied,
+            last_membership: membership,
+            snapshot_id,
+        };
+        let snapshot_file = self.snapshot_file.clone();
+        let envelope_meta = meta.clone();
+        let namespace_bytes = tokio::task::spawn_blocking(move || {
+            let envelope = SnapshotEnvelope {
+                meta: envelope_meta,
+                namespace: namespace.to_snapshot(),
+            };
+            snapshot_file.save(&encode_snapshot_file(&envelope))?;
+            Ok::<_, StorageFault>(envelope.namespace)
+        })
+        .await
+        .map_err(snapshot_fault)?
+        .map_err(|fault| {
+            StorageIOError::write_snapshot(None, AnyError::error(fault.to_string()))
+        })?;
+        tracing::info!(index = ?meta.last_log_id.map(|log_id| log_id.index), bytes = namespace_bytes.len(), "snapshot built");
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(namespace_bytes)),
+        })
+    }
+}

@@ -1,0 +1,54 @@
+//! The types consensus is configured with: openraft's type configuration (`TypeConfig`, whose
+//! log entries carry `fsm::Proposal`), a member's Raft record, read consistency levels and
+//! `ConsensusConfig`.
+
+use std::io::Cursor;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use openraft::BasicNode;
+
+use super::ids::MemberId;
+use super::proposal::ProposalResult;
+use crate::fsm::{Proposal, Revision};
+
+/// A member as the Raft membership records it: its peer address.
+pub type Member = BasicNode;
+
+openraft::declare_raft_types!(
+    /// Coord's openraft type configuration.
+    pub TypeConfig:
+        D = Proposal,
+        R = ProposalResult,
+        Node = Member,
+);
+
+pub type Entry = openraft::Entry<TypeConfig>;
+
+/// How fresh a read must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consistency {
+    Linearizable,
+    Serializable,
+    MinRevision(Revision),
+}
+
+/// Identity, timing and snapshot settings for consensus.
+#[derive(Debug, Clone)]
+pub struct ConsensusConfig {
+    pub member_id: MemberId,
+    pub cluster_id: String,
+    pub heartbeat_interval: Duration,
+    pub election_timeout_min: Duration,
+    pub election_timeout_max: Duration,
+    /// Build a snapshot after this many entries since the last one.
+    pub snapshot_entries: u64,
+    /// Entries kept behind a snapshot for followers that lag a little.
+    pub snapshot_keep_entries: u64,
+    /// Also build a snapshot once this many bytes of log were appended since the last one.
+    pub snapshot_bytes: u64,
+    /// Longest wait for a write to commit or a read barrier to pass.
+    pub request_timeout: Duration,
+    /// The local address outgoing peer connections are made from (`None`: the OS chooses).
+    pub peer_source_address: Option<IpAddr>,
+}

@@ -1,0 +1,53 @@
+//! `Proposal`: what one Raft log entry asks the namespace to do: a command, and for a client
+//! write the id that makes it apply at most once.
+//!
+//! The write id sits beside the command rather than wrapping it, so the stored type has no
+//! recursion: decoding a log entry or a forwarded write is bounded by its size.
+
+use serde::{Deserialize, Serialize};
+
+use super::command::{Command, Limits, WriteId, WRITE_CLIENT_ID_BYTES_MAX};
+use super::error::FsmError;
+
+/// The payload of a normal log entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    /// Set for client writes: a repeat of the same id gets the first outcome again.
+    pub write_id: Option<WriteId>,
+    pub command: Command,
+}
+
+impl From<Command> for Proposal {
+    fn from(command: Command) -> Proposal {
+        Proposal {
+            write_id: None,
+            command,
+        }
+    }
+}
+
+impl Proposal {
+    /// `command`, applied at most once per `write_id`.
+    pub fn once(write_id: WriteId, command: Command) -> Proposal {
+        Proposal {
+            write_id: Some(write_id),
+            command,
+        }
+    }
+
+    /// Checks the configurable limits and the write id; called before proposing, never during
+    /// apply.
+    pub fn check_limits(&self, limits: &Limits) -> Result<(), FsmError> {
+        if let Some(id) = &self.write_id {
+            if id.client.is_empty() || id.client.len() > WRITE_CLIENT_ID_BYTES_MAX {
+                return Err(FsmError::InvalidArgument {
+                    reason: format!(
+                        "write_id.client_id must be 1 to {WRITE_CLIENT_ID_BYTES_MAX} bytes, got {}",
+                        id.client.len()
+                    ),
+                });
+            }
+        }
+        self.command.check_limits(limits)
+    }
+}
