@@ -78,6 +78,10 @@ use network::PeerNetwork;
 use read_index::ReadIndexBatcher;
 use state_machine::StateMachine;
 
+/// How long a member excluded from the applied membership must see nothing more applied
+/// before it counts itself removed (see `Consensus::removed`).
+const REMOVAL_CONFIRM: Duration = Duration::from_secs(3);
+
 /// One member's Raft node: the log, the state machine and the protocol.
 pub struct Consensus {
     raft: Raft<TypeConfig>,
@@ -470,6 +474,11 @@ impl Consensus {
     }
 
     /// Resolves once this member has been removed from the cluster's membership.
+    ///
+    /// A member added back after a removal replays its own removal while catching up on the
+    /// log (or a snapshot older than the re-adding entry), so exclusion alone is not removal:
+    /// a removed member also stops receiving entries, so it must see nothing more applied for
+    /// `REMOVAL_CONFIRM` while excluded.
     pub async fn removed(&self) {
         let me = self.config.member_id;
         let mut applied = self.replica.applied_revision();
@@ -481,7 +490,11 @@ impl Consensus {
             if self.replica.has_member(me) {
                 was_member = true;
             } else if was_member {
-                return;
+                match tokio::time::timeout(REMOVAL_CONFIRM, applied.changed()).await {
+                    Err(_) => return,
+                    Ok(Ok(())) => continue,
+                    Ok(Err(_)) => std::future::pending::<()>().await,
+                }
             }
             if applied.changed().await.is_err() {
                 std::future::pending::<()>().await;
