@@ -105,6 +105,11 @@ pub struct ServerConfig {
     #[arg(long, env = "COORD_MAX_SESSIONS_PER_CLIENT", default_value_t = 1_000)]
     pub max_sessions_per_client: usize,
 
+    /// Most connections open at once on each port; past it a new connection is closed at once
+    /// and logged. Lowered to fit the process's open-file limit.
+    #[arg(long, env = "COORD_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
     /// Most watches this member serves at once, over all streams.
     #[arg(long, env = "COORD_MAX_WATCHES", default_value_t = 200_000)]
     pub max_watches: usize,

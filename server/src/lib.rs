@@ -5,11 +5,13 @@ pub mod config;
 pub mod consensus;
 pub mod fsm;
 pub mod grpc;
+pub mod listener;
 pub mod member;
 pub mod membership;
 pub mod pb;
 pub mod sessions;
 pub mod storage;
+pub mod throttle;
 pub mod watch;
 
 #[cfg(test)]

@@ -13,7 +13,6 @@ use coord_proto::v1::watch_server::WatchServer;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
-use tonic::transport::server::TcpIncoming;
 
 use crate::config::ServerConfig;
 use crate::consensus::{
@@ -25,6 +24,7 @@ use crate::grpc::{
     ClusterService, NamespaceService, PeerService, SessionCaps, SessionsService, TtlBounds,
     WatchService, CLIENT_MESSAGE_BYTES_MAX,
 };
+use crate::listener::{accept, Gate};
 use crate::membership::{Greeter, MemberDirectory};
 use crate::sessions::{KeeperConfig, SessionDeadlines, SessionKeeper};
 use crate::storage::{DataDirIdentity, IdentityError};
@@ -247,10 +247,13 @@ impl Parts {
             // An error means the sender is gone, which also means stop.
             let _ = receiver.wait_for(|stop| *stop).await;
         };
+        let max_connections = max_connections(config);
+        let client_gate = Arc::new(Gate::new("client", max_connections));
+        let peer_gate = Arc::new(Gate::new("peer", max_connections));
         let client_server = tonic::transport::Server::builder()
             .add_routes(self.client_routes(config))
             .serve_with_incoming_shutdown(
-                incoming(client_listener),
+                accept(client_listener, client_gate),
                 stopped(stop_receiver.clone()),
             );
         // Windows large enough that a batch of large entries crosses in a few round trips.
@@ -258,7 +261,7 @@ impl Parts {
             .initial_stream_window_size(Some(PEER_STREAM_WINDOW_BYTES))
             .initial_connection_window_size(Some(PEER_CONNECTION_WINDOW_BYTES))
             .add_routes(self.peer_routes(config))
-            .serve_with_incoming_shutdown(incoming(peer_listener), stopped(stop_receiver));
+            .serve_with_incoming_shutdown(accept(peer_listener, peer_gate), stopped(stop_receiver));
         let client_task = tokio::spawn(client_server);
         let peer_task = tokio::spawn(peer_server);
         let greeter = tokio::spawn(self.greeter.clone().run());
@@ -321,10 +324,31 @@ fn client_address(config: &ServerConfig) -> String {
         .unwrap_or_else(|| config.listen_client.to_string())
 }
 
-/// Accepted connections with Nagle's algorithm off: a gRPC reply is several small writes, and
-/// with Nagle on each one after the first waits for the peer's delayed ACK (about 40 ms).
-fn incoming(listener: TcpListener) -> TcpIncoming {
-    TcpIncoming::from(listener).with_nodelay(Some(true))
+/// `--max-connections` for each port, lowered so that both ports' connections fit in three
+/// quarters of the process's open-file limit (the rest is for the data directory and peers).
+fn max_connections(config: &ServerConfig) -> usize {
+    let soft_limit = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|limits| {
+            limits
+                .lines()
+                .find(|line| line.starts_with("Max open files"))
+                .and_then(|line| line.split_whitespace().nth(3))
+                .and_then(|soft| soft.parse::<usize>().ok())
+        });
+    match soft_limit {
+        Some(soft) if config.max_connections > soft * 3 / 8 => {
+            let lowered = (soft * 3 / 8).max(16);
+            tracing::warn!(
+                configured = config.max_connections,
+                lowered,
+                open_file_limit = soft,
+                "--max-connections lowered to fit the open-file limit (raise it with ulimit -n)"
+            );
+            lowered
+        }
+        _ => config.max_connections,
+    }
 }
 
 async fn bind(role: &'static str, address: std::net::SocketAddr) -> Result<TcpListener, RunError> {

@@ -466,3 +466,140 @@ async fn sessions_are_capped_per_client_and_in_all_with_a_typed_refusal() {
     kept.push(second.open_session(Duration::from_secs(30)).await.unwrap());
     assert_eq!(second.list_sessions().await.unwrap().len(), 5);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connections_past_the_cap_are_refused_and_logged_and_garbage_is_logged() {
+    let cluster = Cluster::start(1, &["--max-connections", "30"]);
+    let client = ready(&cluster).await;
+    let address = cluster.members[0].client_address();
+    // Idle connections up to the cap and beyond: those past it are closed by the member.
+    let mut idle = Vec::new();
+    for _ in 0..40 {
+        idle.push(std::net::TcpStream::connect(&address).unwrap());
+    }
+    let closed = eventually(
+        "connections past the cap are closed",
+        Duration::from_secs(10),
+        || {
+            let closed = idle.iter().filter(|stream| closed_by_peer(stream)).count();
+            async move { (closed >= 5).then_some(closed) }
+        },
+    )
+    .await;
+    eprintln!("{closed} of 40 idle connections closed by a member capped at 30");
+    let log = cluster.members[0].log();
+    assert!(
+        log.contains("--max-connections are open"),
+        "the refusals are logged"
+    );
+    // Room again once the idle connections go; garbage on the port is logged, not served.
+    drop(idle);
+    let mut garbage = std::net::TcpStream::connect(&address).unwrap();
+    use std::io::Write;
+    garbage
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    eventually("garbage is logged", Duration::from_secs(10), || {
+        let logged = cluster.members[0]
+            .log()
+            .contains("something other than HTTP/2");
+        async move { logged.then_some(()) }
+    })
+    .await;
+    eventually(
+        "the member serves again",
+        Duration::from_secs(10),
+        || async { client.get("/").await.ok() },
+    )
+    .await;
+}
+
+/// Whether the other side closed `stream` (a read finds its end, not "would block").
+fn closed_by_peer(stream: &std::net::TcpStream) -> bool {
+    use std::io::Read;
+    stream.set_nonblocking(true).unwrap();
+    let mut byte = [0u8; 1];
+    match (&*stream).read(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(error) => error.kind() != std::io::ErrorKind::WouldBlock,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn watches_past_the_members_cap_are_refused_with_a_typed_error() {
+    let cluster = Cluster::start(1, &["--max-watches", "5"]);
+    let client = ready(&cluster).await;
+    let mut watches = Vec::new();
+    for index in 0..5 {
+        let options = WatchOptions {
+            path: format!("/w{index}"),
+            ..WatchOptions::default()
+        };
+        watches.push(client.watch(options).await.unwrap());
+    }
+    let options = WatchOptions {
+        path: "/w-sixth".into(),
+        ..WatchOptions::default()
+    };
+    let refused = match client.watch(options.clone()).await {
+        Err(error) => error,
+        Ok(mut watch) => watch
+            .next()
+            .await
+            .expect("the sixth watch ends")
+            .expect_err("with an error"),
+    };
+    assert!(refused.to_string().contains("--max-watches"), "{refused:?}");
+    // Closing one makes room.
+    drop(watches.pop());
+    eventually("a watch fits again", Duration::from_secs(10), || {
+        let client = client.clone();
+        let options = options.clone();
+        async move {
+            let mut watch = client.watch(options).await.ok()?;
+            client
+                .create("/w-sixth", "x", &CreateOptions::default())
+                .await
+                .ok()?;
+            let event = tokio::time::timeout(Duration::from_secs(2), watch.next())
+                .await
+                .ok()??;
+            event.ok()
+        }
+    })
+    .await;
+}
+
+/// A `GetRequest` whose path field holds raw bytes, to send a path that is not UTF-8.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RawGetRequest {
+    #[prost(bytes = "vec", tag = "1")]
+    path: Vec<u8>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_path_that_is_not_utf8_is_an_invalid_argument_not_an_internal_error() {
+    let cluster = Cluster::start(1, &[]);
+    let client = ready(&cluster).await;
+    let channel = tonic::transport::Endpoint::from_shared(format!(
+        "http://{}",
+        cluster.members[0].client_address()
+    ))
+    .unwrap()
+    .connect()
+    .await
+    .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let path = http::uri::PathAndQuery::from_static("/coord.v1.Namespace/Get");
+    let codec = tonic_prost::ProstCodec::<RawGetRequest, coord_proto::v1::GetResponse>::default();
+    let request = tonic::Request::new(RawGetRequest {
+        path: b"/bad-\xff-utf8".to_vec(),
+    });
+    let status = grpc.unary(request, path, codec).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("UTF-8"), "{}", status.message());
+    // The member serves on.
+    client.get("/").await.unwrap();
+}

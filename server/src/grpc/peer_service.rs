@@ -21,6 +21,7 @@ use crate::consensus::{
 use crate::fsm::{Limits, OutcomeRecord, Revision};
 use crate::membership::{Greeter, MemberDirectory};
 use crate::sessions::{KeepAliveCall, ListSessionsCall, SessionKeeper};
+use crate::throttle::LogThrottle;
 
 pub struct PeerService {
     consensus: Arc<Consensus>,
@@ -36,28 +37,19 @@ fn refused(error: FormatError) -> Status {
     Status::invalid_argument(format!("peer message refused: {error}"))
 }
 
-/// Logs refused peer traffic: at most one line a second, counting what it left out.
+/// Logs refused peer traffic, at most a line a second (`LogThrottle`).
 #[derive(Default)]
 struct RefusalLog {
-    state: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
+    throttle: LogThrottle,
 }
 
 impl RefusalLog {
     fn note(&self, from: Option<std::net::SocketAddr>, what: &str, reason: &dyn std::fmt::Display) {
-        let mut state = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (last, suppressed) = &mut *state;
-        let now = std::time::Instant::now();
-        if last.is_some_and(|last| now.duration_since(last) < std::time::Duration::from_secs(1)) {
-            *suppressed += 1;
-            return;
-        }
-        let from = from.map_or_else(|| "an unknown address".to_owned(), |from| from.to_string());
-        tracing::warn!(%from, what, %reason, suppressed = *suppressed, "peer message refused");
-        *last = Some(now);
-        *suppressed = 0;
+        self.throttle.warn(|suppressed| {
+            let from =
+                from.map_or_else(|| "an unknown address".to_owned(), |from| from.to_string());
+            tracing::warn!(%from, what, %reason, suppressed, "peer message refused");
+        });
     }
 }
 

@@ -92,6 +92,20 @@ struct ActiveWatch {
     last_sent: Instant,
 }
 
+/// The event classes a watch asks for, by their wire kinds.
+fn classes_of(kinds: &[i32]) -> Result<BTreeSet<EventClass>, String> {
+    kinds
+        .iter()
+        .map(|kind| match pb::EventKind::try_from(*kind) {
+            Ok(pb::EventKind::Created) => Ok(EventClass::Created),
+            Ok(pb::EventKind::DataChanged) => Ok(EventClass::DataChanged),
+            Ok(pb::EventKind::Deleted) => Ok(EventClass::Deleted),
+            Ok(pb::EventKind::ChildrenChanged) => Ok(EventClass::ChildrenChanged),
+            _ => Err(format!("unknown event kind {kind}")),
+        })
+        .collect()
+}
+
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
@@ -246,16 +260,7 @@ impl StreamSession {
             }
             let path = NodePath::parse(&create.path)
                 .map_err(|rule| invalid(format!("invalid path {:?}: {rule}", create.path)))?;
-            let mut classes = BTreeSet::new();
-            for kind in &create.kinds {
-                classes.insert(match pb::EventKind::try_from(*kind) {
-                    Ok(pb::EventKind::Created) => EventClass::Created,
-                    Ok(pb::EventKind::DataChanged) => EventClass::DataChanged,
-                    Ok(pb::EventKind::Deleted) => EventClass::Deleted,
-                    Ok(pb::EventKind::ChildrenChanged) => EventClass::ChildrenChanged,
-                    _ => return Err(invalid(format!("unknown event kind {kind}"))),
-                });
-            }
+            let classes = classes_of(&create.kinds).map_err(invalid)?;
             let applied = self.applied();
             let next = match create.start_revision {
                 0 => Revision(applied.0 + 1),
