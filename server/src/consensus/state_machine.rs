@@ -142,6 +142,8 @@ impl StateMachine {
                 membership: StoredMembership::default(),
             },
             Some(bytes) => {
+                let started = Instant::now();
+                tracing::info!(bytes = bytes.len(), "loading the snapshot");
                 let envelope: SnapshotEnvelope =
                     decode_snapshot_file(&bytes).map_err(|error| corrupt(error.to_string()))?;
                 let namespace = Namespace::from_snapshot(&envelope.namespace)
@@ -153,6 +155,13 @@ impl StateMachine {
                         namespace.revision()
                     )));
                 }
+                tracing::info!(
+                    revision = %namespace.revision(),
+                    nodes = namespace.node_count(),
+                    sessions = namespace.sessions().len(),
+                    millis = started.elapsed().as_millis() as u64,
+                    "snapshot loaded"
+                );
                 ReplicaState {
                     namespace,
                     last_applied: envelope.meta.last_log_id,
