@@ -4,6 +4,12 @@
 //! silent spin. Each connection is checked for the HTTP/2 preface as it arrives, so that
 //! garbage on a port is logged with its sender instead of vanishing.
 //!
+//! While the member starts (loading a large snapshot can take minutes), `refuse_until` answers
+//! every request on the accepted connections with a retryable "starting" status, so clients
+//! move on at once instead of hanging on a port that accepts but never answers; once the
+//! member is ready those connections are closed gracefully and the rest of the stream goes to
+//! the real services.
+//!
 //! Invariant: the number of open connections a listener hands out never exceeds its cap (each
 //! holds a semaphore permit until it is dropped).
 
@@ -13,12 +19,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic::Status;
 
 use crate::throttle::LogThrottle;
 
@@ -68,11 +76,14 @@ impl Gate {
     }
 }
 
+/// How long a connection answered while starting may take to close once the member is ready.
+const STARTING_CLOSE_MAX: Duration = Duration::from_secs(5);
+
 /// Accepts `listener`'s connections under `gate` until the returned stream is dropped.
 pub fn accept(
     listener: TcpListener,
     gate: Arc<Gate>,
-) -> impl Stream<Item = io::Result<Connection>> {
+) -> impl Stream<Item = io::Result<Connection>> + Unpin + Send + 'static {
     let (accepted, stream) = mpsc::channel(ACCEPTED_QUEUE);
     tokio::spawn(async move {
         loop {
@@ -109,6 +120,52 @@ pub fn accept(
         }
     });
     ReceiverStream::new(stream)
+}
+
+/// Answers every request on `incoming`'s connections with `status` until `ready` holds true
+/// (or its sender is gone), then closes those connections gracefully (their clients reconnect)
+/// and returns `incoming` for the real services.
+pub async fn refuse_until<S>(mut incoming: S, status: Status, mut ready: watch::Receiver<bool>) -> S
+where
+    S: Stream<Item = io::Result<Connection>> + Unpin,
+{
+    let (closing, closed) = watch::channel(false);
+    loop {
+        tokio::select! {
+            _ = ready.wait_for(|ready| *ready) => break,
+            next = incoming.next() => match next {
+                Some(Ok(connection)) => {
+                    tokio::spawn(answer_with(connection, status.clone(), closed.clone()));
+                }
+                Some(Err(_)) => {}
+                None => break,
+            },
+        }
+    }
+    let _ = closing.send(true);
+    incoming
+}
+
+/// Serves one connection with `status` as the answer to every request, until `closing`.
+async fn answer_with(connection: Connection, status: Status, mut closing: watch::Receiver<bool>) {
+    let service = hyper::service::service_fn(move |_request| {
+        let response = status.clone().into_http::<tonic::body::Body>();
+        async move { Ok::<_, std::convert::Infallible>(response) }
+    });
+    let serving = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .serve_connection(hyper_util::rt::TokioIo::new(connection), service);
+    tokio::pin!(serving);
+    let closed = async move {
+        // The guard `wait_for` returns must not live across an await.
+        let _ = closing.wait_for(|closing| *closing).await.map(|_| ());
+    };
+    tokio::select! {
+        _ = serving.as_mut() => {}
+        () = closed => {
+            serving.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(STARTING_CLOSE_MAX, serving).await;
+        }
+    }
 }
 
 impl Connection {
@@ -189,5 +246,45 @@ impl Connected for Connection {
 
     fn connect_info(&self) -> TcpConnectInfo {
         self.stream.connect_info()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use coord_proto::v1::namespace_client::NamespaceClient;
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn while_starting_every_request_gets_the_refusal_and_then_the_stream_is_handed_on() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let incoming = accept(listener, Arc::new(Gate::new("client", 16)));
+        let (ready, ready_receiver) = watch::channel(false);
+        let refusing = tokio::spawn(refuse_until(
+            incoming,
+            Status::unavailable("member 1 is starting"),
+            ready_receiver,
+        ));
+        let mut client = NamespaceClient::connect(format!("http://{address}"))
+            .await
+            .unwrap();
+        let refused = client
+            .get(coord_proto::v1::GetRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unavailable);
+        assert_eq!(refused.message(), "member 1 is starting");
+        ready.send(true).unwrap();
+        let mut incoming = tokio::time::timeout(Duration::from_secs(5), refusing)
+            .await
+            .expect("handed on once ready")
+            .unwrap();
+        // New connections now go to whoever holds the stream.
+        let _raw = tokio::net::TcpStream::connect(address).await.unwrap();
+        let next = tokio::time::timeout(Duration::from_secs(5), incoming.next())
+            .await
+            .expect("a new connection arrives");
+        assert!(matches!(next, Some(Ok(_))));
     }
 }

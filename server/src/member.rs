@@ -10,6 +10,7 @@ use coord_proto::v1::namespace_server::NamespaceServer;
 use coord_proto::v1::peer::peer_server::PeerServer;
 use coord_proto::v1::sessions_server::SessionsServer;
 use coord_proto::v1::watch_server::WatchServer;
+use futures::Stream;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
@@ -21,10 +22,10 @@ use crate::consensus::{
 };
 use crate::fsm::{Limits, Namespace, Revision, SessionChange, WatchEvent, COMMAND_BYTES_MAX};
 use crate::grpc::{
-    ClusterService, NamespaceService, PeerService, SessionCaps, SessionsService, TtlBounds,
-    WatchService, CLIENT_MESSAGE_BYTES_MAX,
+    starting_status, ClusterService, NamespaceService, PeerService, SessionCaps, SessionsService,
+    TtlBounds, WatchService, CLIENT_MESSAGE_BYTES_MAX,
 };
-use crate::listener::{accept, Gate};
+use crate::listener::{accept, refuse_until, Connection, Gate};
 use crate::membership::{Greeter, MemberDirectory};
 use crate::sessions::{KeeperConfig, SessionDeadlines, SessionKeeper};
 use crate::storage::{DataDirIdentity, IdentityError};
@@ -84,6 +85,22 @@ pub async fn run(
     let is_new = DataDirIdentity::claim(&config.data_dir, &cluster_id, config.id)?;
     let client_listener = bind("client requests", config.listen_client).await?;
     let peer_listener = bind("peer traffic", config.listen_peer).await?;
+    // Both ports answer at once: while the member loads its data every request gets a
+    // retryable "starting" status instead of hanging.
+    let max_connections = max_connections(config.max_connections);
+    let client_incoming = accept(
+        client_listener,
+        Arc::new(Gate::new("client", max_connections)),
+    );
+    let peer_incoming = accept(peer_listener, Arc::new(Gate::new("peer", max_connections)));
+    let (ready, ready_receiver) = tokio::sync::watch::channel(false);
+    let starting = starting_status(config.id);
+    let client_refusing = tokio::spawn(refuse_until(
+        client_incoming,
+        starting.clone(),
+        ready_receiver.clone(),
+    ));
+    let peer_refusing = tokio::spawn(refuse_until(peer_incoming, starting, ready_receiver));
     // Exactly one member founds a new cluster: the lowest id of the initial cluster. The others
     // (and members started with --join) wait for the leader; a restarted member never founds.
     let founder = config.join.is_none() && initial_members.keys().next() == Some(&config.id);
@@ -92,6 +109,13 @@ pub async fn run(
         .map(|(id, address)| (MemberId(id), address))
         .collect();
     let parts = Parts::start(&config, cluster_id.clone(), members, founder).await?;
+    let _ = ready.send(true);
+    let (Ok(client_incoming), Ok(peer_incoming)) = (client_refusing.await, peer_refusing.await)
+    else {
+        return Err(RunError::Config(
+            "the start-up listener tasks failed".into(),
+        ));
+    };
     tracing::info!(
         member = config.id,
         cluster = %cluster_id,
@@ -102,7 +126,7 @@ pub async fn run(
         "coord-server serving"
     );
     parts
-        .serve(&config, client_listener, peer_listener, shutdown)
+        .serve(&config, client_incoming, peer_incoming, shutdown)
         .await
 }
 
@@ -235,33 +259,31 @@ impl Parts {
     }
 
     /// Serves both ports until `shutdown` resolves or this member is removed, then stops.
-    async fn serve(
+    async fn serve<C, P>(
         self,
         config: &ServerConfig,
-        client_listener: TcpListener,
-        peer_listener: TcpListener,
+        client_incoming: C,
+        peer_incoming: P,
         shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), RunError> {
+    ) -> Result<(), RunError>
+    where
+        C: Stream<Item = std::io::Result<Connection>> + Unpin + Send + 'static,
+        P: Stream<Item = std::io::Result<Connection>> + Unpin + Send + 'static,
+    {
         let (stop_sender, stop_receiver) = tokio::sync::watch::channel(false);
         let stopped = |mut receiver: tokio::sync::watch::Receiver<bool>| async move {
             // An error means the sender is gone, which also means stop.
             let _ = receiver.wait_for(|stop| *stop).await;
         };
-        let max_connections = max_connections(config);
-        let client_gate = Arc::new(Gate::new("client", max_connections));
-        let peer_gate = Arc::new(Gate::new("peer", max_connections));
         let client_server = tonic::transport::Server::builder()
             .add_routes(self.client_routes(config))
-            .serve_with_incoming_shutdown(
-                accept(client_listener, client_gate),
-                stopped(stop_receiver.clone()),
-            );
+            .serve_with_incoming_shutdown(client_incoming, stopped(stop_receiver.clone()));
         // Windows large enough that a batch of large entries crosses in a few round trips.
         let peer_server = tonic::transport::Server::builder()
             .initial_stream_window_size(Some(PEER_STREAM_WINDOW_BYTES))
             .initial_connection_window_size(Some(PEER_CONNECTION_WINDOW_BYTES))
             .add_routes(self.peer_routes(config))
-            .serve_with_incoming_shutdown(accept(peer_listener, peer_gate), stopped(stop_receiver));
+            .serve_with_incoming_shutdown(peer_incoming, stopped(stop_receiver));
         let client_task = tokio::spawn(client_server);
         let peer_task = tokio::spawn(peer_server);
         let greeter = tokio::spawn(self.greeter.clone().run());
@@ -326,7 +348,7 @@ fn client_address(config: &ServerConfig) -> String {
 
 /// `--max-connections` for each port, lowered so that both ports' connections fit in three
 /// quarters of the process's open-file limit (the rest is for the data directory and peers).
-fn max_connections(config: &ServerConfig) -> usize {
+fn max_connections(configured: usize) -> usize {
     let soft_limit = std::fs::read_to_string("/proc/self/limits")
         .ok()
         .and_then(|limits| {
@@ -337,17 +359,17 @@ fn max_connections(config: &ServerConfig) -> usize {
                 .and_then(|soft| soft.parse::<usize>().ok())
         });
     match soft_limit {
-        Some(soft) if config.max_connections > soft * 3 / 8 => {
+        Some(soft) if configured > soft * 3 / 8 => {
             let lowered = (soft * 3 / 8).max(16);
             tracing::warn!(
-                configured = config.max_connections,
+                configured,
                 lowered,
                 open_file_limit = soft,
                 "--max-connections lowered to fit the open-file limit (raise it with ulimit -n)"
             );
             lowered
         }
-        _ => config.max_connections,
+        _ => configured,
     }
 }
 

@@ -27,7 +27,17 @@ const MIB: usize = 1024 * 1024;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_largest_allowed_txns_from_many_clients_commit_and_the_cluster_keeps_committing() {
     let cluster = Cluster::start(3, &DEFAULT_TIMINGS);
-    let client = ready(&cluster).await;
+    ready(&cluster).await;
+    // 96 MiB through a debug build on two cores shared with other tests: a long budget, since
+    // the test is about committing at all, not about speed.
+    let options = coord_client::ClientOptions {
+        request_timeout: Duration::from_secs(90),
+        discover_members: false,
+        ..coord_client::ClientOptions::default()
+    };
+    let client = coord_client::Client::connect_with(cluster.endpoints(), options)
+        .await
+        .unwrap();
     client
         .create("/big", "", &CreateOptions::default())
         .await

@@ -18,7 +18,7 @@ pub use cluster_service::ClusterService;
 pub use namespace_service::{NamespaceService, CHILDREN_PAGE_DEFAULT, CHILDREN_PAGE_MAX};
 pub use peer_service::PeerService;
 pub use sessions_service::{SessionCaps, SessionsService, TtlBounds};
-pub use status::{consensus_status, fsm_status};
+pub use status::{consensus_status, fsm_status, starting_status};
 pub use watch_service::WatchService;
 
 /// Largest client request accepted, in bytes: a txn may carry 8 MiB of data, plus framing.

@@ -63,6 +63,22 @@ fn detail(code: ErrorCode, message: String) -> ErrorDetail {
     }
 }
 
+/// What a member answers while it starts (loading its data): retryable, so clients move on.
+pub fn starting_status(member: u64) -> Status {
+    status(
+        Code::Unavailable,
+        ErrorDetail {
+            retryable: true,
+            ..detail(
+                ErrorCode::Unavailable,
+                format!(
+                    "member {member} is starting (loading its data); retry or use another member"
+                ),
+            )
+        },
+    )
+}
+
 /// The status for a namespace error.
 pub fn fsm_status(error: &FsmError) -> Status {
     let (code, detail) = fsm_detail(error);
