@@ -258,4 +258,25 @@ mod tests {
         assert!(parse("then frobnicate /a").is_err());
         assert!(parse(r#"{"bogus": 1}"#).is_err());
     }
+
+    /// The committed fuzzing seeds of the `txn_script` target (`fuzz/README.md`) parse or
+    /// fail with an error, never a panic: a replay of that corpus in the normal test command.
+    #[test]
+    fn the_fuzzing_seeds_parse_or_fail_cleanly() {
+        let corpus =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/txn_script");
+        let mut seeds = 0;
+        for file in std::fs::read_dir(&corpus).unwrap() {
+            let path = file.unwrap().path();
+            if path
+                .file_name()
+                .is_some_and(|name| name.to_string_lossy().starts_with("seed-"))
+            {
+                let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned();
+                let _ = parse(&text);
+                seeds += 1;
+            }
+        }
+        assert!(seeds > 0, "no seeds under {}", corpus.display());
+    }
 }

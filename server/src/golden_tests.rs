@@ -456,3 +456,29 @@ proptest::proptest! {
         }
     }
 }
+
+/// Every committed fuzzing seed (`fuzz/corpus/*/seed-*`, see `fuzz/README.md`) through every
+/// decoder, as a replay of the fuzz corpora in the normal test command.
+#[test]
+fn the_fuzzing_seeds_decode_without_a_panic() {
+    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
+    let mut seeds = 0;
+    for target in std::fs::read_dir(&corpus).unwrap() {
+        for file in std::fs::read_dir(target.unwrap().path()).unwrap() {
+            let path = file.unwrap().path();
+            if !path
+                .file_name()
+                .is_some_and(|name| name.to_string_lossy().starts_with("seed-"))
+            {
+                continue;
+            }
+            let bytes = std::fs::read(&path).unwrap();
+            decode_everything(&bytes);
+            // The peer_message target's inputs start with a selector byte.
+            decode_everything(bytes.get(1..).unwrap_or_default());
+            let _ = NodePath::parse(&String::from_utf8_lossy(&bytes));
+            seeds += 1;
+        }
+    }
+    assert!(seeds >= 20, "only {seeds} seeds under {}", corpus.display());
+}
