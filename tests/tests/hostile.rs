@@ -554,9 +554,9 @@ async fn watches_past_the_members_cap_are_refused_with_a_typed_error() {
     };
     let refused = match client.watch(options.clone()).await {
         Err(error) => error,
-        Ok(mut watch) => watch
-            .next()
+        Ok(mut watch) => tokio::time::timeout(Duration::from_secs(10), watch.next())
             .await
+            .expect("the sixth watch is refused within 10 s")
             .expect("the sixth watch ends")
             .expect_err("with an error"),
     };
