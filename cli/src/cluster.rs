@@ -1,5 +1,6 @@
-//! `coordctl cluster` and `coordctl member`: the cluster's status as one member sees it, and
-//! membership changes (add a learner, promote it to voter, remove a member).
+//! `coordctl cluster` and `coordctl member`: the cluster's status as one member sees it,
+//! membership changes (add a learner, promote it to voter, remove a member), and moving the
+//! leadership to another voter.
 
 use clap::Subcommand;
 use coord_client::Client;
@@ -26,6 +27,12 @@ pub enum MemberCommand {
     Promote { id: u64 },
     /// Remove a member; it stops itself.
     Remove { id: u64 },
+    /// Hand the leadership to voter ID (default: the most caught-up voter other than the
+    /// leader); writes pause for about a round trip. Prints the new leader and its term.
+    MoveLeader {
+        /// The voter to lead; omitted, the leader picks.
+        id: Option<u64>,
+    },
 }
 
 /// `coordctl cluster status`.
@@ -43,13 +50,20 @@ pub async fn cluster(
     Ok(0)
 }
 
-/// `coordctl member list|add|promote|remove`: prints the membership after the change.
+/// `coordctl member list|add|promote|remove`: prints the membership after the change;
+/// `coordctl member move-leader`: prints the new leader and its term.
 pub async fn member(
     client: &Client,
     printer: &Printer,
     command: MemberCommand,
 ) -> anyhow::Result<i32> {
     let members = match command {
+        MemberCommand::MoveLeader { id } => {
+            // 0 asks the leader to pick the most caught-up voter.
+            let (leader, term) = client.member_move_leader(id.unwrap_or(0)).await?;
+            printer.leader_moved(leader, term);
+            return Ok(0);
+        }
         MemberCommand::List => client.member_list().await?,
         MemberCommand::Add { id, peer_address } => client.member_add(id, &peer_address).await?,
         MemberCommand::Promote { id } => client.member_promote(id).await?,

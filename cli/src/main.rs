@@ -3,7 +3,11 @@
 //! This file only parses the command line, connects, hands each subcommand to its group's file
 //! (`nodes`, `txn`, `watch`, `session`, `cluster`, `recipes`), and turns the outcome into an
 //! exit code. Exit codes: 0 success, 1 the operation failed (e.g. no such node), 2 usage error,
-//! 3 the cluster could not be reached (or the outcome of a write is unknown).
+//! 3 the cluster is unavailable (unreachable, no leader or quorum, timed out, or the outcome of a
+//! write is unknown), 4 a txn's compare failed (its else branch ran).
+//!
+//! Invariant: a client `Error` becomes an exit code in one place, `exit_code_for`, whose match
+//! names every variant, so a new variant cannot be left unclassified.
 //!
 //! Lock poisoning: coordctl takes no `std::sync` lock of its own; it keeps the client's one
 //! policy (a poisoned lock is used as it is; see `lock.rs` in coord-client).
@@ -18,9 +22,10 @@ mod txn_script;
 mod watch;
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use coord_client::{Client, Error};
+use coord_client::{Client, ClientOptions, Error};
 use output::Printer;
 
 #[derive(Parser)]
@@ -38,6 +43,18 @@ struct Cli {
     /// Output format.
     #[arg(long, value_enum, default_value = "text", global = true)]
     output: Format,
+
+    /// Deadline of each request to the cluster, retries included (e.g. 500ms, 5s, 1m); past it
+    /// the command exits 3. Long waits (watch, lock, elect, barrier wait) are not bounded by
+    /// it, only each request they make.
+    #[arg(
+        long,
+        env = "COORD_COMMAND_TIMEOUT",
+        default_value = "5s",
+        value_parser = coord_client::parse_duration,
+        global = true
+    )]
+    command_timeout: Duration,
 
     #[command(subcommand)]
     command: Command,
@@ -74,7 +91,8 @@ enum Command {
         #[command(subcommand)]
         command: cluster::ClusterCommand,
     },
-    /// Membership: list, add a learner, promote it to voter, remove a member.
+    /// Membership: list, add a learner, promote it to voter, remove a member, move the
+    /// leadership.
     Member {
         #[command(subcommand)]
         command: cluster::MemberCommand,
@@ -89,11 +107,13 @@ enum Command {
     },
     /// Take a lock and print its fencing token, holding it until interrupted; or run a command
     /// while holding it (`-- CMD ARGS...`, with COORD_LOCK_TOKEN and COORD_LOCK_NAME set).
-    /// If the lock may be lost the command gets SIGTERM, then SIGKILL, and coordctl exits 1.
+    /// If the lock may be lost the command's process group gets SIGTERM, then SIGKILL, and
+    /// coordctl exits 1.
     #[command(long_about = recipes::LOCK_HELP)]
     Lock(recipes::LockArgs),
     /// Campaign to lead an election with VALUE, then hold the leadership until interrupted or
-    /// run a command as leader (`-- CMD ARGS...`, with COORD_ELECTION_TOKEN set).
+    /// run a command as leader (`-- CMD ARGS...`, with COORD_ELECTION_TOKEN set), in its own
+    /// process group, stopped like `lock`'s.
     Elect(recipes::ElectArgs),
     /// Barriers: a single barrier (set, wait, remove) or a double barrier for N participants.
     Barrier {
@@ -102,10 +122,12 @@ enum Command {
     },
 }
 
-/// Exit code for a failed operation.
+/// Exit code for a failed operation (rejected, not acquired in time, lost).
 const EXIT_FAILED: u8 = 1;
+/// Exit code for a usage error (bad flags, a malformed txn, an unreadable value file).
 const EXIT_USAGE: u8 = 2;
-const EXIT_UNREACHABLE: u8 = 3;
+/// Exit code when the cluster is unavailable or a write's outcome is unknown.
+const EXIT_UNAVAILABLE: u8 = 3;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -128,19 +150,13 @@ fn main() -> ExitCode {
     }
 }
 
-/// Reports `error` and chooses the exit code: 3 when the cluster could not be reached or a
-/// write's outcome is unknown, 1 for any other failed operation, 2 for a usage error.
+/// Reports `error` and chooses the exit code: `exit_code_for` for a client error, 1 for a
+/// recipe that did not succeed in time, 2 (usage) for anything else.
 fn exit_code(printer: &Printer, error: &anyhow::Error) -> u8 {
     match error.downcast_ref::<Error>() {
         Some(client_error) => {
             printer.error(client_error);
-            if client_error.is_outcome_unknown()
-                || matches!(client_error, Error::Unreachable { .. })
-            {
-                EXIT_UNREACHABLE
-            } else {
-                EXIT_FAILED
-            }
+            exit_code_for(client_error)
         }
         None if error.downcast_ref::<recipes::NotAcquired>().is_some() => {
             eprintln!("coordctl: {error:#}");
@@ -153,6 +169,54 @@ fn exit_code(printer: &Printer, error: &anyhow::Error) -> u8 {
     }
 }
 
+/// The exit code of a client error: 3 when the cluster is unavailable (unreachable, no leader
+/// or quorum, this member not a member, a timeout, a lost connection, a session not confirmed
+/// alive) or a write's outcome is unknown; 1 when the request was rejected.
+fn exit_code_for(error: &Error) -> u8 {
+    match error {
+        Error::TxnOpFailed { source, .. } => exit_code_for(source),
+        Error::Unavailable { .. }
+        | Error::NotAMember { .. }
+        | Error::Unreachable { .. }
+        | Error::Timeout { .. }
+        | Error::Interrupted { .. }
+        | Error::ConnectionLost { .. }
+        | Error::Internal { .. }
+        | Error::SessionUnsafe { .. } => EXIT_UNAVAILABLE,
+        Error::InvalidPath { .. }
+        | Error::InvalidArgument { .. }
+        | Error::NodeExists { .. }
+        | Error::NoNode { .. }
+        | Error::BadVersion { .. }
+        | Error::NotEmpty { .. }
+        | Error::NoParent { .. }
+        | Error::EphemeralParent { .. }
+        | Error::SessionExpired { .. }
+        | Error::NoSpace { .. }
+        | Error::ResultNotRetained { .. }
+        | Error::FenceRejected { .. }
+        | Error::TooLarge { .. }
+        | Error::LimitExceeded { .. }
+        | Error::RootReadOnly
+        | Error::Compacted { .. }
+        | Error::Membership { .. }
+        | Error::LockLost { .. }
+        | Error::PermitsMismatch { .. }
+        | Error::BadRecipeData { .. } => EXIT_FAILED,
+    }
+}
+
+/// The client options the global flags ask for: every request bounded by `--command-timeout`,
+/// and no single connection attempt longer than it either.
+fn client_options(command_timeout: Duration) -> ClientOptions {
+    let defaults = ClientOptions::default();
+    ClientOptions {
+        connect_timeout: defaults.connect_timeout.min(command_timeout),
+        request_timeout: command_timeout,
+        ..defaults
+    }
+}
+
 /// Connects and runs the command; returns the exit status it chose.
 async fn execute(cli: Cli, printer: &Printer) -> anyhow::Result<i32> {
     let endpoints: Vec<&str> = cli
@@ -160,7 +224,7 @@ async fn execute(cli: Cli, printer: &Printer) -> anyhow::Result<i32> {
         .split(',')
         .filter(|endpoint| !endpoint.trim().is_empty())
         .collect();
-    let client = Client::connect(endpoints).await?;
+    let client = Client::connect_with(endpoints, client_options(cli.command_timeout)).await?;
     match cli.command {
         Command::Get(args) => nodes::get(&client, printer, args).await,
         Command::Set(args) => nodes::set(&client, printer, args).await,
@@ -177,5 +241,107 @@ async fn execute(cli: Cli, printer: &Printer) -> anyhow::Result<i32> {
         Command::Lock(args) => recipes::lock(&client, printer, args).await,
         Command::Elect(args) => recipes::elect(&client, printer, args).await,
         Command::Barrier { command } => recipes::barrier(&client, printer, command).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unavailable() -> Error {
+        Error::Unavailable {
+            message: "no leader".into(),
+            leader_hint: None,
+        }
+    }
+
+    #[test]
+    fn every_unavailable_outcome_exits_3() {
+        let unavailable_errors = [
+            // No leader, or no quorum for a linearizable read.
+            unavailable(),
+            Error::NotAMember {
+                endpoint: "127.0.0.1:7400".into(),
+                message: "member 3 was removed".into(),
+            },
+            Error::Unreachable {
+                endpoints: vec!["127.0.0.1:7400".into()],
+                message: "tcp connect error".into(),
+            },
+            Error::Timeout {
+                message: "no answer".into(),
+            },
+            Error::ConnectionLost {
+                endpoint: "127.0.0.1:7400".into(),
+                message: "reset".into(),
+            },
+            Error::Interrupted {
+                message: "stopping".into(),
+            },
+            Error::Internal {
+                message: "Unimplemented: ".into(),
+            },
+            Error::SessionUnsafe { session: 7 },
+            Error::TxnOpFailed {
+                op_index: 1,
+                source: Box::new(unavailable()),
+            },
+        ];
+        for error in unavailable_errors {
+            assert_eq!(exit_code_for(&error), EXIT_UNAVAILABLE, "{error:?}");
+        }
+    }
+
+    #[test]
+    fn a_rejected_request_exits_1() {
+        let rejected = [
+            Error::NoNode { path: "/a".into() },
+            Error::BadVersion {
+                path: "/a".into(),
+                expected: 1,
+                actual: 2,
+            },
+            Error::SessionExpired { session: 7 },
+            Error::FenceRejected {
+                path: "/lock".into(),
+                token: 1,
+                current: 2,
+            },
+            Error::TxnOpFailed {
+                op_index: 0,
+                source: Box::new(Error::NodeExists { path: "/a".into() }),
+            },
+        ];
+        for error in rejected {
+            assert_eq!(exit_code_for(&error), EXIT_FAILED, "{error:?}");
+        }
+    }
+
+    #[test]
+    fn the_command_timeout_bounds_every_request() {
+        let cli = Cli::try_parse_from(["coordctl", "--command-timeout", "750ms", "get", "/a"])
+            .expect("valid");
+        let options = client_options(cli.command_timeout);
+        assert_eq!(options.request_timeout, Duration::from_millis(750));
+        assert_eq!(options.connect_timeout, Duration::from_millis(750));
+        let defaults = client_options(Duration::from_secs(5));
+        assert_eq!(defaults.request_timeout, Duration::from_secs(5));
+        assert_eq!(
+            defaults.connect_timeout,
+            ClientOptions::default().connect_timeout
+        );
+        assert!(
+            Cli::try_parse_from(["coordctl", "--command-timeout", "soon", "get", "/"]).is_err()
+        );
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let moved = Cli::try_parse_from(["coordctl", "member", "move-leader"]);
+        assert!(moved.is_ok());
+        let moved = Cli::try_parse_from(["coordctl", "member", "move-leader", "3"]);
+        assert!(moved.is_ok());
     }
 }

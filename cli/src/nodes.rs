@@ -3,7 +3,13 @@
 //! Each command is one client call (or a page-by-page walk for `ls` and `tree`) and one
 //! printed result. The exception is `create --ephemeral --hold`, which keeps its session
 //! alive until interrupted and exits 1 if the session is lost meanwhile.
+//!
+//! `set` and `create` take the value as an argument, or with `--file PATH` (`-`: stdin) byte
+//! for byte, since one argument cannot carry more than 128 KiB on Linux. The file is read while
+//! the command line is parsed, so an unreadable file is a usage error (exit 2) before any
+//! request is sent.
 
+use std::io::Read;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -33,7 +39,12 @@ pub struct GetArgs {
 #[derive(Args)]
 pub struct SetArgs {
     path: String,
-    value: String,
+    /// The new value (or --file).
+    #[arg(required_unless_present = "file")]
+    value: Option<String>,
+    /// Read the value from this file, byte for byte (`-`: from stdin).
+    #[arg(long, value_name = "PATH", value_parser = read_value_file, conflicts_with = "value")]
+    file: Option<FileValue>,
     /// Only if the node's version equals this.
     #[arg(long)]
     version: Option<u64>,
@@ -42,8 +53,11 @@ pub struct SetArgs {
 #[derive(Args)]
 pub struct CreateArgs {
     path: String,
-    #[arg(default_value = "")]
-    value: String,
+    /// The value (default: empty; or --file).
+    value: Option<String>,
+    /// Read the value from this file, byte for byte (`-`: from stdin).
+    #[arg(long, value_name = "PATH", value_parser = read_value_file, conflicts_with = "value")]
+    file: Option<FileValue>,
     /// Append an increasing, zero-padded suffix.
     #[arg(long)]
     sequential: bool,
@@ -96,6 +110,39 @@ pub struct TreeArgs {
     path: String,
 }
 
+/// A value read by `--file`: the file's bytes, unchanged (a final newline stays).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileValue(Vec<u8>);
+
+/// Reads `--file PATH`: the file's bytes, or stdin's for `-`.
+fn read_value_file(path: &str) -> Result<FileValue, String> {
+    read_value(path, std::io::stdin().lock())
+}
+
+/// The bytes of file `path`, or of `stdin` when `path` is `-`.
+fn read_value(path: &str, mut stdin: impl Read) -> Result<FileValue, String> {
+    let mut bytes = Vec::new();
+    let read = if path == "-" {
+        stdin.read_to_end(&mut bytes)
+    } else {
+        std::fs::File::open(path).and_then(|mut file| file.read_to_end(&mut bytes))
+    };
+    match read {
+        Ok(_) => Ok(FileValue(bytes)),
+        Err(error) if path == "-" => Err(format!("cannot read the value from stdin: {error}")),
+        Err(error) => Err(format!("cannot read the value from {path}: {error}")),
+    }
+}
+
+/// The value given as an argument or read with `--file` (clap allows one of them at most).
+fn value_bytes(value: Option<String>, file: Option<FileValue>) -> Vec<u8> {
+    match (file, value) {
+        (Some(FileValue(bytes)), _) => bytes,
+        (None, Some(value)) => value.into_bytes(),
+        (None, None) => Vec::new(),
+    }
+}
+
 /// `coordctl get PATH`.
 pub async fn get(client: &Client, printer: &Printer, args: GetArgs) -> anyhow::Result<i32> {
     let consistency = match (args.min_revision, args.consistency) {
@@ -108,20 +155,20 @@ pub async fn get(client: &Client, printer: &Printer, args: GetArgs) -> anyhow::R
     Ok(0)
 }
 
-/// `coordctl set PATH VALUE`.
+/// `coordctl set PATH VALUE` or `coordctl set PATH --file FILE`.
 pub async fn set(client: &Client, printer: &Printer, args: SetArgs) -> anyhow::Result<i32> {
-    let stat = client
-        .set(&args.path, args.value.into_bytes(), args.version)
-        .await?;
+    let value = value_bytes(args.value, args.file);
+    let stat = client.set(&args.path, value, args.version).await?;
     printer.stat_line(&args.path, &stat);
     Ok(0)
 }
 
-/// `coordctl create PATH [VALUE]`.
+/// `coordctl create PATH [VALUE]` or `coordctl create PATH --file FILE`.
 pub async fn create(client: &Client, printer: &Printer, args: CreateArgs) -> anyhow::Result<i32> {
+    let value = value_bytes(args.value, args.file);
     if args.ephemeral && args.hold {
         let shape = (args.sequential, args.parents);
-        hold_ephemeral(client, printer, &args.path, args.value, args.ttl, shape).await?;
+        hold_ephemeral(client, printer, &args.path, value, args.ttl, shape).await?;
         return Ok(0);
     }
     let options = CreateOptions {
@@ -134,9 +181,7 @@ pub async fn create(client: &Client, printer: &Printer, args: CreateArgs) -> any
         make_parents: args.parents,
         session_id: 0,
     };
-    let created = client
-        .create(&args.path, args.value.into_bytes(), &options)
-        .await?;
+    let created = client.create(&args.path, value, &options).await?;
     printer.created(&created);
     Ok(0)
 }
@@ -251,7 +296,7 @@ async fn hold_ephemeral(
     client: &Client,
     printer: &Printer,
     path: &str,
-    value: String,
+    value: Vec<u8>,
     ttl: Duration,
     (sequential, make_parents): (bool, bool),
 ) -> anyhow::Result<()> {
@@ -265,7 +310,7 @@ async fn hold_ephemeral(
         make_parents,
         session_id: session.id(),
     };
-    let created = match client.create(path, value.into_bytes(), &options).await {
+    let created = match client.create(path, value, &options).await {
         Ok(created) => created,
         Err(error) => {
             // Do not leave the session behind for its TTL.
@@ -302,4 +347,80 @@ async fn hold_ephemeral(
     }
     session.close().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct SetLine {
+        #[command(flatten)]
+        args: SetArgs,
+    }
+
+    #[derive(Parser)]
+    struct CreateLine {
+        #[command(flatten)]
+        args: CreateArgs,
+    }
+
+    fn set_value(arguments: &[&str]) -> Result<Vec<u8>, clap::Error> {
+        let line =
+            SetLine::try_parse_from(std::iter::once("set").chain(arguments.iter().copied()))?;
+        Ok(value_bytes(line.args.value, line.args.file))
+    }
+
+    #[test]
+    fn a_value_too_large_for_an_argument_comes_from_a_file() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        // 2 MiB, not valid UTF-8, with blanks, `#` and a final newline: all kept.
+        let value: Vec<u8> = (0..2 * 1024 * 1024)
+            .map(|index| (index % 251) as u8)
+            .collect();
+        file.write_all(&value).unwrap();
+        let path = file.path().to_str().unwrap();
+        assert_eq!(set_value(&["/big", "--file", path]).unwrap(), value);
+        let line = CreateLine::try_parse_from(["create", "/big", "--file", path]).unwrap();
+        assert_eq!(value_bytes(line.args.value, line.args.file), value);
+    }
+
+    #[test]
+    fn a_value_comes_from_the_argument_or_the_file_not_both() {
+        assert_eq!(
+            set_value(&["/a", "  spaced # value  "]).unwrap(),
+            b"  spaced # value  "
+        );
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let path = file.path().to_str().unwrap();
+        let both = set_value(&["/a", "x", "--file", path]).unwrap_err();
+        assert_eq!(both.kind(), clap::error::ErrorKind::ArgumentConflict);
+        let neither = set_value(&["/a"]).unwrap_err();
+        assert_eq!(
+            neither.kind(),
+            clap::error::ErrorKind::MissingRequiredArgument
+        );
+        let line = CreateLine::try_parse_from(["create", "/a"]).unwrap();
+        assert_eq!(value_bytes(line.args.value, line.args.file), b"");
+    }
+
+    #[test]
+    fn a_dash_reads_the_value_from_stdin() {
+        let stdin = std::io::Cursor::new(b"from stdin\n".to_vec());
+        let read = read_value("-", stdin).unwrap();
+        assert_eq!(read, FileValue(b"from stdin\n".to_vec()));
+    }
+
+    #[test]
+    fn an_unreadable_file_is_a_usage_error_that_names_it() {
+        let directory = tempfile::tempdir().unwrap();
+        let missing = directory.path().join("missing");
+        let error = set_value(&["/a", "--file", missing.to_str().unwrap()]).unwrap_err();
+        assert_eq!(error.kind(), clap::error::ErrorKind::ValueValidation);
+        assert!(error.to_string().contains("missing"), "{error}");
+    }
 }

@@ -1,5 +1,6 @@
 //! Printing results as text for people or as one JSON object per result for scripts.
-//! Everything goes through `emit`, so stdout is written in one place.
+//! Everything goes through `emit`, so stdout is written in one place; errors go to stderr
+//! (and, with `--output json`, also as one JSON object to stdout).
 
 use std::io::Write;
 
@@ -289,6 +290,7 @@ impl Printer {
                 "snapshot_index": status.snapshot_index,
                 "data_bytes": status.data_bytes,
                 "quota_bytes": status.quota_bytes,
+                "leader_has_quorum": status.leader_has_quorum,
                 "alarms": status.alarms,
                 "members": members,
             });
@@ -326,6 +328,15 @@ impl Printer {
             ));
         }
         emit(&text);
+    }
+
+    /// The leader after `member move-leader`, and its term.
+    pub fn leader_moved(&self, leader: u64, term: u64) {
+        if self.json {
+            emit(&format!("{}\n", json!({"leader_id": leader, "term": term})));
+        } else {
+            emit(&format!("leader {leader} term {term}\n"));
+        }
     }
 
     pub fn members(&self, members: &[Member]) {
@@ -579,11 +590,15 @@ impl Printer {
     }
 
     pub fn error(&self, error: &Error) {
-        eprintln!("coordctl: {error}");
+        let (kind, message) = match not_client_api(error) {
+            Some(message) => ("not_client_api", message),
+            None => (error_kind(error), error.to_string()),
+        };
+        eprintln!("coordctl: {message}");
         if self.json {
             emit(&format!(
                 "{}\n",
-                json!({"error": {"kind": error_kind(error), "message": error.to_string()}})
+                json!({"error": {"kind": kind, "message": message}})
             ));
         }
     }
@@ -627,6 +642,33 @@ fn age_text(age: Duration) -> String {
     }
 }
 
+/// What to say instead of `error` when the endpoint answered gRPC without serving Coord's
+/// client API: a member's peer port answers every client call with UNIMPLEMENTED (no such
+/// service), and so does a member older than this coordctl for a newer call.
+///
+/// The client keeps no status code in these errors, so this reads their messages: its probe
+/// on connecting reports "ENDPOINT: MESSAGE", and UNIMPLEMENTED comes with an empty message
+/// (a refused or dropped connection always has one); a failed call reports an unknown status
+/// as `Internal` with the message "Unimplemented: ...".
+fn not_client_api(error: &Error) -> Option<String> {
+    const HINT: &str = "is it a member's peer port? use the address the member serves \
+                        clients on, its --listen-client";
+    match error {
+        Error::Unreachable { endpoints, message } => {
+            let endpoint = message.strip_suffix(": ")?;
+            endpoints
+                .iter()
+                .any(|known| known == endpoint)
+                .then(|| format!("{endpoint} does not serve Coord's client API ({HINT})"))
+        }
+        Error::Internal { message } if message.starts_with("Unimplemented") => Some(format!(
+            "the member does not implement this request: the endpoint does not serve Coord's \
+             client API ({HINT}), or the member is older than this coordctl"
+        )),
+        _ => None,
+    }
+}
+
 /// A stable, machine-readable name for an error.
 fn error_kind(error: &Error) -> &'static str {
     match error {
@@ -647,6 +689,7 @@ fn error_kind(error: &Error) -> &'static str {
         Error::Membership { .. } => "membership",
         Error::TxnOpFailed { source, .. } => error_kind(source),
         Error::Unavailable { .. } => "unavailable",
+        Error::NotAMember { .. } => "not_a_member",
         Error::Timeout { .. } => "timeout",
         Error::Interrupted { .. } => "interrupted",
         Error::ConnectionLost { .. } => "connection_lost",
@@ -663,7 +706,42 @@ fn error_kind(error: &Error) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use super::shown;
+    use super::{not_client_api, shown, Error};
+
+    #[test]
+    fn a_peer_port_is_named_as_one() {
+        let probe = Error::Unreachable {
+            endpoints: vec!["127.0.0.1:7401".into()],
+            message: "127.0.0.1:7401: ".into(),
+        };
+        let message = not_client_api(&probe).expect("recognized");
+        assert!(message.starts_with("127.0.0.1:7401 does not serve Coord's client API"));
+        assert!(message.contains("peer port") && message.contains("--listen-client"));
+        let call = Error::Internal {
+            message: "Unimplemented: ".into(),
+        };
+        assert!(not_client_api(&call)
+            .expect("recognized")
+            .contains("peer port"));
+    }
+
+    #[test]
+    fn other_failures_keep_their_own_message() {
+        let refused = Error::Unreachable {
+            endpoints: vec!["127.0.0.1:7400".into()],
+            message: "127.0.0.1:7400: tcp connect error".into(),
+        };
+        assert_eq!(not_client_api(&refused), None);
+        let crashed = Error::Internal {
+            message: "Internal: boom".into(),
+        };
+        assert_eq!(not_client_api(&crashed), None);
+        let no_leader = Error::Unavailable {
+            message: String::new(),
+            leader_hint: None,
+        };
+        assert_eq!(not_client_api(&no_leader), None);
+    }
 
     #[test]
     fn names_that_could_pass_for_others_are_shown_escaped() {

@@ -1,21 +1,36 @@
 //! Parses a txn from text: a small line-oriented syntax, or JSON.
 //!
-//! Line syntax (one clause per line, `#` starts a comment):
+//! Line syntax, one clause per line:
 //! ```text
-//! compare version /config = 3          # also: create_revision, mod_revision, value
-//! compare exists /lock                 # or: compare missing /lock
-//! fence /locks/db 1042                 # the holder's token must still be current
-//! then set /config new-value
+//! # a comment: a line whose first non-blank character is `#`
+//! compare version /config = 3
+//! compare value /color = #ff0000
+//! compare exists /lock
+//! compare missing /lock
+//! fence /locks/db 1042
+//! then set /config new value
 //! then create /audit/entry- data --sequential
-//! then delete /old
+//! then create --sequential /audit/entry- data
+//! then delete /old -r
 //! then get /config
 //! else get /config
 //! ```
-//! Operators: `=`, `!=`, `<`, `>`. Values run to the end of the line.
+//! Compare targets: `version`, `create_revision`, `mod_revision`, `value`; operators: `=`,
+//! `!=`, `<`, `>`. Keywords, paths and operators are separated by blanks.
+//!
+//! Values round-trip: a value is the rest of the line after the word before it (the path, or
+//! the compare operator) and one blank, byte for byte, `#`, inner, leading and trailing blanks
+//! included. A value that starts with `"` is a JSON string instead (`"  padded  "`,
+//! `"two\nlines"`, `"\"quoted\""`), and nothing but blanks may follow it. `create`'s flags
+//! (`--sequential`, `--container`, `--parents`) go before the path, or after the value at the
+//! end of the line (quote a value that itself ends with such a word).
 //!
 //! JSON: `{"compares": [{"path": "/a", "target": "version", "op": "=", "value": 3}],
 //! "fences": [{"path": "/lock", "token": 7}], "success": [{"op": "set", "path": "/a",
 //! "data": "x"}], "failure": []}`.
+//!
+//! This file is also compiled into the `txn_script` fuzz target (`fuzz/`), so it uses no other
+//! module of coordctl.
 
 use anyhow::{anyhow, bail, Context};
 use coord_client::{Compare, CompareOp, CreateOptions, NodeKind, Op, Txn};
@@ -58,72 +73,178 @@ fn compare(target: &str, path: &str, op: CompareOp, value: &str) -> anyhow::Resu
     })
 }
 
-fn op_from_words(words: &[&str], rest_of_line: &str) -> anyhow::Result<Op> {
-    let (kind, path) = match words {
-        [kind, path, ..] => (*kind, *path),
-        _ => bail!("an operation needs a kind and a path"),
-    };
-    // The value is everything after the path, flags excepted.
-    let value = rest_of_line
-        .split_once(path)
-        .map(|(_, after)| after.trim())
-        .unwrap_or_default();
-    match kind {
-        "get" => Ok(Op::get(path)),
-        "delete" | "rm" => Ok(Op::delete(
-            path,
-            None,
-            words.contains(&"-r") || words.contains(&"--recursive"),
-        )),
-        "set" => Ok(Op::set(path, value.as_bytes().to_vec(), None)),
-        "create" => {
-            let mut options = CreateOptions::default();
-            let mut data = Vec::new();
-            for word in value.split_whitespace() {
-                match word {
-                    "--sequential" => options.sequential = true,
-                    "--container" => options.kind = NodeKind::Container,
-                    "--parents" => options.make_parents = true,
-                    other => data.push(other),
-                }
-            }
-            Ok(Op::create(path, data.join(" ").into_bytes(), &options))
+/// Splits `text` after its first word (leading blanks skipped): the word, and the rest after
+/// the one blank that ended it. `None` when `text` is blank.
+fn next_word(text: &str) -> Option<(&str, &str)> {
+    let text = text.trim_start();
+    if text.is_empty() {
+        return None;
+    }
+    match text
+        .char_indices()
+        .find(|(_, character)| character.is_whitespace())
+    {
+        Some((end, blank)) => Some((&text[..end], &text[end + blank.len_utf8()..])),
+        None => Some((text, "")),
+    }
+}
+
+/// Like `next_word`, but a missing word is an error naming `what`.
+fn word<'a>(text: &'a str, what: &str) -> anyhow::Result<(&'a str, &'a str)> {
+    next_word(text).with_context(|| format!("expected {what}"))
+}
+
+/// Fails unless only blanks are left on the line.
+fn nothing_after(rest: &str, what: &str) -> anyhow::Result<()> {
+    if rest.trim().is_empty() {
+        return Ok(());
+    }
+    bail!(
+        "unexpected {:?} after {what} (`#` starts a comment only at the start of a line)",
+        rest.trim()
+    )
+}
+
+/// A value as written after its separating blank: verbatim, or a JSON string if it starts
+/// with `"`, then only blanks.
+fn value(text: &str) -> anyhow::Result<String> {
+    let (value, rest) = leading_value(text)?;
+    nothing_after(rest, "the quoted value")?;
+    Ok(value)
+}
+
+/// The value at the start of `text` and what follows it: a JSON string and the rest of the
+/// line if `text` starts with `"`, else all of `text` and nothing.
+fn leading_value(text: &str) -> anyhow::Result<(String, &str)> {
+    if !text.starts_with('"') {
+        return Ok((text.to_owned(), ""));
+    }
+    let mut strings = serde_json::Deserializer::from_str(text).into_iter::<String>();
+    match strings.next() {
+        Some(Ok(quoted)) => Ok((quoted, &text[strings.byte_offset()..])),
+        _ => bail!("a value that starts with '\"' must be a JSON string, such as \"a  b\""),
+    }
+}
+
+/// `create [FLAGS] PATH [VALUE] [FLAGS]`, given what follows `create`.
+fn create_op(rest: &str) -> anyhow::Result<Op> {
+    let mut options = CreateOptions::default();
+    let mut flag = |word: &str| -> bool {
+        match word {
+            "--sequential" => options.sequential = true,
+            "--container" => options.kind = NodeKind::Container,
+            "--parents" => options.make_parents = true,
+            _ => return false,
         }
+        true
+    };
+    let (mut path, mut rest) = word(rest, "a path")?;
+    while flag(path) {
+        (path, rest) = word(rest, "a path")?;
+    }
+    let (mut data, mut after) = leading_value(rest)?;
+    if !rest.starts_with('"') {
+        // Unquoted: flags at the end of the line are taken off the value.
+        while let Some((before, last)) = data.trim_end().rsplit_once(char::is_whitespace) {
+            if !flag(last) {
+                break;
+            }
+            data = before.trim_end().to_owned();
+        }
+        if flag(data.trim()) {
+            data.clear();
+        }
+    }
+    while let Some((word, rest)) = next_word(after) {
+        if !flag(word) {
+            bail!("unexpected {word:?} after the quoted value: only create flags may follow it");
+        }
+        after = rest;
+    }
+    Ok(Op::create(path, data.into_bytes(), &options))
+}
+
+/// An operation, given what follows `then` or `else`.
+fn op(text: &str) -> anyhow::Result<Op> {
+    let (kind, rest) = word(text, "an operation: get, set, create or delete")?;
+    match kind {
+        "get" => {
+            let (path, rest) = word(rest, "a path")?;
+            nothing_after(rest, "the path")?;
+            Ok(Op::get(path))
+        }
+        "delete" | "rm" => {
+            let (path, mut rest) = word(rest, "a path")?;
+            let mut recursive = false;
+            while let Some((flag, after)) = next_word(rest) {
+                match flag {
+                    "-r" | "--recursive" => recursive = true,
+                    other => bail!("unknown delete flag {other:?}: use -r"),
+                }
+                rest = after;
+            }
+            Ok(Op::delete(path, None, recursive))
+        }
+        "set" => {
+            let (path, rest) = word(rest, "a path")?;
+            Ok(Op::set(path, value(rest)?.into_bytes(), None))
+        }
+        "create" => create_op(rest),
         other => bail!("unknown operation {other:?}: use get, set, create or delete"),
+    }
+}
+
+/// `compare TARGET PATH OP VALUE`, `compare exists PATH` or `compare missing PATH`, given
+/// what follows `compare`.
+fn compare_clause(text: &str) -> anyhow::Result<Compare> {
+    let (target, rest) = word(text, "a compare target")?;
+    let (path, rest) = word(rest, "a path")?;
+    match target {
+        "exists" | "missing" => {
+            nothing_after(rest, "the path")?;
+            Ok(if target == "exists" {
+                Compare::exists(path)
+            } else {
+                Compare::missing(path)
+            })
+        }
+        _ => {
+            let (op, rest) = word(rest, "an operator: =, !=, < or >")?;
+            compare(target, path, compare_op(op)?, &value(rest)?)
+        }
+    }
+}
+
+/// One clause added to `txn`.
+fn clause(txn: Txn, line: &str) -> anyhow::Result<Txn> {
+    let Some((keyword, rest)) = next_word(line) else {
+        return Ok(txn);
+    };
+    match keyword {
+        "compare" => Ok(txn.when(compare_clause(rest)?)),
+        "fence" => {
+            let (path, rest) = word(rest, "a path")?;
+            let (token, rest) = word(rest, "a token")?;
+            nothing_after(rest, "the token")?;
+            let token = token
+                .parse()
+                .with_context(|| format!("fence token {token:?} is not a number"))?;
+            Ok(txn.fence(path, token))
+        }
+        "then" => Ok(txn.then(op(rest)?)),
+        "else" => Ok(txn.otherwise(op(rest)?)),
+        _ => Err(anyhow!("expected compare, fence, then or else")),
     }
 }
 
 fn parse_lines(text: &str) -> anyhow::Result<Txn> {
     let mut txn = Txn::new();
     for (number, line) in text.lines().enumerate() {
-        let line = line.split_once('#').map_or(line, |(code, _)| code).trim();
-        if line.is_empty() {
+        let code = line.trim_start();
+        if code.is_empty() || code.starts_with('#') {
             continue;
         }
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let parsed: anyhow::Result<Txn> = (|| match words.as_slice() {
-            ["compare", "exists", path] => Ok(txn.clone().when(Compare::exists(path))),
-            ["compare", "missing", path] => Ok(txn.clone().when(Compare::missing(path))),
-            ["compare", target, path, op, ..] => {
-                let value = line
-                    .splitn(5, char::is_whitespace)
-                    .nth(4)
-                    .unwrap_or_default();
-                Ok(txn
-                    .clone()
-                    .when(compare(target, path, compare_op(op)?, value)?))
-            }
-            ["fence", path, token] => {
-                let token = token
-                    .parse()
-                    .with_context(|| format!("fence token {token:?} is not a number"))?;
-                Ok(txn.clone().fence(path, token))
-            }
-            ["then", rest @ ..] => Ok(txn.clone().then(op_from_words(rest, line)?)),
-            ["else", rest @ ..] => Ok(txn.clone().otherwise(op_from_words(rest, line)?)),
-            _ => Err(anyhow!("expected compare, fence, then or else")),
-        })();
-        txn = parsed.with_context(|| format!("txn line {}: {line:?}", number + 1))?;
+        txn = clause(txn, line).with_context(|| format!("txn line {}: {line:?}", number + 1))?;
     }
     Ok(txn)
 }
@@ -249,6 +370,132 @@ mod tests {
             "success":[{"op":"set","path":"/a","data":"new value"}],
             "failure":[{"op":"get","path":"/a"}]}"#;
         assert_eq!(parse(lines).unwrap(), parse(json).unwrap());
+    }
+
+    /// The txn that sets `/a` to `value`.
+    fn set_a(value: &str) -> Txn {
+        Txn::new().then(Op::set("/a", value.as_bytes().to_vec(), None))
+    }
+
+    #[test]
+    fn values_round_trip_byte_for_byte() {
+        for value in [
+            "#ff0000",
+            "a # not a comment",
+            "two  spaces   inside",
+            "  leading and trailing  ",
+            "tab\tinside",
+            "--sequential",
+            "",
+        ] {
+            let script = format!("then set /a {value}\n");
+            assert_eq!(parse(&script).unwrap(), set_a(value), "{script:?}");
+        }
+        // After one separating blank, further blanks belong to the value.
+        assert_eq!(parse("then set /a  x").unwrap(), set_a(" x"));
+        // Blanks between the words before the value are free.
+        assert_eq!(parse("  then\tset   /a x").unwrap(), set_a("x"));
+    }
+
+    #[test]
+    fn a_quoted_value_is_a_json_string() {
+        assert_eq!(
+            parse(r#"then set /a "  padded  ""#).unwrap(),
+            set_a("  padded  ")
+        );
+        assert_eq!(
+            parse(r#"then set /a "two\nlines""#).unwrap(),
+            set_a("two\nlines")
+        );
+        assert_eq!(
+            parse(r#"then set /a "\"quoted\"" "#).unwrap(),
+            set_a("\"quoted\"")
+        );
+        assert_eq!(
+            parse(r##"then set /a "# not a comment""##).unwrap(),
+            set_a("# not a comment")
+        );
+        assert!(parse(r#"then set /a "unterminated"#).is_err());
+        assert!(parse(r#"then set /a "x" trailing"#).is_err());
+    }
+
+    #[test]
+    fn a_comment_is_a_line_that_starts_with_a_hash() {
+        let script = "# set the color\n   # indented comment\n\nthen set /color #ff0000\n";
+        let expected = Txn::new().then(Op::set("/color", b"#ff0000".to_vec(), None));
+        assert_eq!(parse(script).unwrap(), expected);
+        // After a word that takes no value, `#` is not a comment but a mistake.
+        let error = parse("compare exists /lock # held?").unwrap_err();
+        assert!(
+            format!("{error:#}").contains("only at the start of a line"),
+            "{error:#}"
+        );
+        assert!(parse("compare version /a = 3 # three").is_err());
+        assert!(parse("then get /a # read").is_err());
+    }
+
+    #[test]
+    fn compare_values_keep_their_blanks() {
+        let script = "compare value /a  =  two  spaces \nthen get /a";
+        let expected = Txn::new()
+            .when(Compare::value(
+                "/a",
+                CompareOp::Equal,
+                b" two  spaces ".to_vec(),
+            ))
+            .then(Op::get("/a"));
+        assert_eq!(parse(script).unwrap(), expected);
+        let quoted = "compare value /a != \"#1 \"";
+        let expected = Txn::new().when(Compare::value("/a", CompareOp::NotEqual, b"#1 ".to_vec()));
+        assert_eq!(parse(quoted).unwrap(), expected);
+        let number = "compare version  /a   =   3";
+        let expected = Txn::new().when(Compare::version("/a", CompareOp::Equal, 3));
+        assert_eq!(parse(number).unwrap(), expected);
+    }
+
+    #[test]
+    fn create_flags_go_before_the_path_or_at_the_end() {
+        let options = CreateOptions {
+            sequential: true,
+            make_parents: true,
+            ..CreateOptions::default()
+        };
+        let expected = Txn::new().then(Op::create("/jobs/job-", b"a # b".to_vec(), &options));
+        for script in [
+            "then create /jobs/job- a # b --sequential --parents",
+            "then create --sequential --parents /jobs/job- a # b",
+            "then create --parents /jobs/job- a # b --sequential",
+            "then create /jobs/job- \"a # b\" --sequential --parents",
+        ] {
+            assert_eq!(parse(script).unwrap(), expected, "{script:?}");
+        }
+        let flag_as_data = Txn::new().then(Op::create(
+            "/a",
+            b"x --sequential".to_vec(),
+            &CreateOptions::default(),
+        ));
+        assert_eq!(
+            parse("then create /a \"x --sequential\"").unwrap(),
+            flag_as_data
+        );
+        let empty = Txn::new().then(Op::create(
+            "/c",
+            Vec::new(),
+            &CreateOptions {
+                kind: NodeKind::Container,
+                ..CreateOptions::default()
+            },
+        ));
+        assert_eq!(parse("then create /c --container").unwrap(), empty);
+        assert!(parse("then create /a \"x\" --bogus").is_err());
+    }
+
+    #[test]
+    fn delete_takes_only_its_flag() {
+        let expected = Txn::new().then(Op::delete("/old", None, true));
+        assert_eq!(parse("then delete /old -r").unwrap(), expected);
+        assert_eq!(parse("then rm /old --recursive").unwrap(), expected);
+        assert!(parse("then delete /old -x").is_err());
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! cargo run -p coord-client --example elected_worker -- worker-1 127.0.0.1:7400
 //! ```
 //! Start several with different names; kill the leader and another takes over within the
-//! session TTL. `coordctl elect --observe /examples/elections/worker` shows each change.
+//! session TTL. Cut a leading worker off from the cluster (or stop a majority of members) for
+//! less than its TTL: it pauses its work while its session cannot be confirmed, then resumes
+//! with the same token. `coordctl elect --observe /examples/elections/worker` shows each change.
 
 #![allow(
     clippy::print_stdout,
@@ -14,7 +16,7 @@
 
 use std::time::Duration;
 
-use coord_client::{Client, Election, Error, HeldNode};
+use coord_client::{Client, Election, Error, HeldNode, HoldState};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -43,7 +45,17 @@ async fn main() -> Result<(), Error> {
         let mut ticks = 0u64;
         let reason = loop {
             tokio::select! {
-                reason = leadership.lost() => break reason,
+                state = leadership.suspended() => {
+                    if let HoldState::Lost(reason) = state {
+                        break reason;
+                    }
+                    // The session cannot be confirmed in time: pause until it is, or is lost.
+                    println!("{name}: suspended; pausing work");
+                    match leadership.resumed().await {
+                        Ok(()) => println!("{name}: resumed with token {}", leadership.token()),
+                        Err(reason) => break reason,
+                    }
+                }
                 () = tokio::time::sleep(Duration::from_secs(1)) => {
                     // The work; pass leadership.token() to anything it changes.
                     ticks += 1;

@@ -1,15 +1,34 @@
 //! `Client`: a handle to a Coord cluster over one or more endpoints.
+//!
+//! Every unary call goes through `call_as`, which sends attempts along the routing rules of
+//! `endpoints` (sticky to the member that answered last, the next endpoint at once on any
+//! "not here", a pause only after a whole round failed) and decides after each failed attempt,
+//! with the pure `decide_retry`, whether to try again and which error to report.
+//!
+//! ```text
+//!  call_as ──► Endpoints::next ──► attempt (budget: 1 s, a write max(1 s, timeout / 4); doubled after each time-out)
+//!     ▲             │ none left in this round: pause, new round
+//!     │             ▼
+//!     └── retry ◄── decide_retry ──► fail (error) / answered (value)
+//! ```
+//!
+//! Invariant: a write is retried only with its write id (the cluster applies it at most once),
+//! and once an attempt may have been applied the call never reports "not applied".
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use coord_proto::v1 as pb;
 use coord_proto::v1::cluster_client::ClusterClient;
 use coord_proto::v1::namespace_client::NamespaceClient;
-use tonic::transport::{Channel, Endpoint};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tonic::transport::Channel;
 
+use crate::endpoints::{Endpoints, Route, Target};
 use crate::error::Error;
+use crate::lock::lock;
 use crate::txn::{Txn, TxnResult};
 use crate::types::{
     Child, ChildrenPage, Consistency, CreateOptions, Created, DeleteOptions, FenceCheck, Header,
@@ -17,9 +36,6 @@ use crate::types::{
 };
 use crate::write_id::WriteIds;
 
-/// Longest pause between retries; a leader election takes a few seconds, so retrying at least
-/// every half second keeps the write gap close to the election time.
-const RETRY_BACKOFF_MAX: Duration = Duration::from_millis(500);
 /// What a call may do when an attempt fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum CallKind {
@@ -34,8 +50,13 @@ enum CallKind {
 
 /// How long past its budget an attempt waits for the server's own deadline answer.
 const ATTEMPT_GRACE: Duration = Duration::from_millis(100);
+/// The least time worth starting another attempt with.
+const ATTEMPT_BUDGET_MIN: Duration = Duration::from_millis(10);
 /// Largest message the client accepts, in bytes.
 const MESSAGE_BYTES_MAX: usize = 256 * 1024 * 1024;
+/// How often a client that discovers members asks for the member list again (etcd's
+/// auto-sync), so that it can fail over to members added since it connected.
+pub const AUTO_SYNC_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Settings of a [`Client`].
 #[derive(Debug, Clone)]
@@ -44,8 +65,11 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
     /// Longest wait for one call, retries included.
     pub request_timeout: Duration,
-    /// On connecting, ask the cluster for its members and add their client addresses to the
-    /// endpoints given, so the client can fail over to members it was not told about.
+    /// Ask the cluster for its members, on connecting and then every [`AUTO_SYNC_INTERVAL`]
+    /// (auto-sync), and use their client addresses as endpoints after the ones given, so the
+    /// client can fail over to members it was not told about (members that advertise an empty
+    /// or unspecified address, such as `0.0.0.0`, are skipped; a learned member that leaves
+    /// the cluster is dropped, the endpoints given never are).
     /// Turn it off when members advertise addresses this client cannot or should not use
     /// (behind NAT, or a test's fault-injecting proxies).
     pub discover_members: bool,
@@ -62,27 +86,44 @@ impl Default for ClientOptions {
 }
 
 struct Inner {
-    endpoints: Vec<String>,
-    channels: Vec<Channel>,
-    /// Index of the endpoint in use; moves on when an endpoint fails.
-    current: AtomicUsize,
+    endpoints: Endpoints,
     options: ClientOptions,
     /// Ids that make every write exactly-once, so that writes can be retried.
     write_ids: WriteIds,
     /// Events delivered to this client's watches, recipes' included.
     watch_events: AtomicU64,
+    /// The auto-sync task. It holds only a `Weak` reference between syncs, and is aborted when
+    /// the last handle goes, so no task outlives the client.
+    auto_sync: std::sync::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(task) = lock(&self.auto_sync).take() {
+            task.abort();
+        }
+    }
 }
 
 /// A connection to a Coord cluster. Cheap to clone; clones share connections.
 ///
-/// Reads are retried on other endpoints when one cannot be reached. Writes are retried only
-/// when the cluster said they were not applied ([`Error::is_retryable`]); a write that fails
+/// Every call goes to the member that answered last. Any answer that means "not here" (the
+/// connection was refused or reset, no answer within the attempt's budget, no leader known,
+/// the member is starting, shutting down or no longer a member) moves the call to the next
+/// endpoint at once, and later calls try that endpoint only after the others for a few
+/// seconds. The first attempt gets a second (each attempt after a time-out twice as long), so
+/// with `A,B,C` and `A` dead, paused or cut off, a call answers from `B` or `C` within about a
+/// second. Calls pause (50 ms, doubling up to 500 ms) only after every endpoint failed once.
+///
+/// Reads, and writes (which carry a write id, so the cluster applies each at most once), are
+/// retried on failures of unknown outcome until the request timeout; membership changes only
+/// when the cluster said they were not applied ([`Error::is_retryable`]). A write that fails
 /// with [`Error::is_outcome_unknown`] may have been applied.
 ///
 /// ```no_run
 /// # async fn example() -> Result<(), coord_client::Error> {
 /// use coord_client::{Client, CreateOptions};
-/// let client = Client::connect(["127.0.0.1:7400"]).await?;
+/// let client = Client::connect(["10.0.0.1:7400", "10.0.0.2:7400", "10.0.0.3:7400"]).await?;
 /// client.create("/services", "", &CreateOptions::default()).await?;
 /// let node = client.get("/services").await?;
 /// println!("version {} at revision {}", node.stat.version, node.header.revision);
@@ -104,7 +145,9 @@ impl Client {
         Client::connect_with(endpoints, ClientOptions::default()).await
     }
 
-    /// Like [`Client::connect`], with explicit options.
+    /// Like [`Client::connect`], with explicit options. With `discover_members`, the members
+    /// the answering endpoint lists become endpoints too, and a background task (ended when
+    /// the last clone of the client is dropped) refreshes them every [`AUTO_SYNC_INTERVAL`].
     pub async fn connect_with<I, S>(endpoints: I, options: ClientOptions) -> Result<Client, Error>
     where
         I: IntoIterator<Item = S>,
@@ -119,75 +162,31 @@ impl Client {
                 message: "no endpoints given".into(),
             });
         }
-        let discover = options.discover_members;
-        let client = Client::with_endpoints(endpoints, options)?;
-        client.probe().await?;
-        if !discover {
-            return Ok(client);
-        }
-        // Members the caller did not name become fail-over targets after the named ones.
-        let known = client.endpoints().to_vec();
-        let discovered: Vec<String> = match client.member_list().await {
-            Ok(members) => members
-                .into_iter()
-                .map(|member| member.client_address)
-                .filter(|address| !address.is_empty() && !known.contains(address))
-                .collect(),
-            // Discovery is a convenience: the endpoints given still serve.
-            Err(_) => Vec::new(),
-        };
-        if discovered.is_empty() {
-            return Ok(client);
-        }
-        let current = client.inner.current.load(Ordering::Relaxed);
-        let mut endpoints = known;
-        endpoints.extend(discovered);
-        let options = client.inner.options.clone();
-        let discovered_client = Client::with_endpoints(endpoints, options)?;
-        discovered_client
-            .inner
-            .current
-            .store(current, Ordering::Relaxed);
-        Ok(discovered_client)
-    }
-
-    /// A client over `endpoints` (connections are opened lazily).
-    fn with_endpoints(endpoints: Vec<String>, options: ClientOptions) -> Result<Client, Error> {
-        let mut channels = Vec::with_capacity(endpoints.len());
-        for endpoint in &endpoints {
-            let uri = if endpoint.contains("://") {
-                endpoint.clone()
-            } else {
-                format!("http://{endpoint}")
-            };
-            let channel = Endpoint::from_shared(uri)
-                .map_err(|error| Error::InvalidArgument {
-                    message: format!("endpoint {endpoint:?}: {error}"),
-                })?
-                .connect_timeout(options.connect_timeout)
-                .tcp_nodelay(true)
-                .connect_lazy();
-            channels.push(channel);
-        }
-        Ok(Client {
+        let client = Client {
             inner: Arc::new(Inner {
-                endpoints,
-                channels,
-                current: AtomicUsize::new(0),
+                endpoints: Endpoints::new(endpoints, options.connect_timeout)?,
                 options,
                 write_ids: WriteIds::new(),
                 watch_events: AtomicU64::new(0),
+                auto_sync: std::sync::Mutex::new(None),
             }),
-        })
+        };
+        let members = client.probe().await?;
+        if client.inner.options.discover_members {
+            client.inner.endpoints.learn(&members);
+            let task = tokio::spawn(auto_sync(Arc::downgrade(&client.inner)));
+            *lock(&client.inner.auto_sync) = Some(task);
+        }
+        Ok(client)
     }
 
     pub(crate) fn options(&self) -> &ClientOptions {
         &self.inner.options
     }
 
-    /// The longest single attempt of an idempotent call.
-    fn attempt_cap(&self) -> Duration {
-        (self.inner.options.request_timeout / 4).max(Duration::from_secs(1))
+    /// The routing of this client's attempts, for its streams (watches, keep-alives).
+    pub(crate) fn routing(&self) -> &Endpoints {
+        &self.inner.endpoints
     }
 
     /// The id this client's writes carry; the cluster applies each of its writes at most once,
@@ -212,54 +211,55 @@ impl Client {
         &self.inner.write_ids
     }
 
-    /// The endpoints this client uses: those it was given, then any members it discovered.
-    pub fn endpoints(&self) -> &[String] {
-        &self.inner.endpoints
+    /// The endpoints this client uses now: those it was given, then the members it discovered
+    /// (see [`ClientOptions::discover_members`]).
+    pub fn endpoints(&self) -> Vec<String> {
+        self.inner.endpoints.addresses()
     }
 
-    /// Finds an endpoint that answers.
-    async fn probe(&self) -> Result<(), Error> {
+    /// Finds an endpoint that answers, trying each once (a second at first, twice as long after
+    /// each time-out, at most the connect timeout); returns the members it lists.
+    async fn probe(&self) -> Result<Vec<pb::Member>, Error> {
+        let endpoints = &self.inner.endpoints;
+        let mut route = Route::new();
         let mut last = String::new();
-        for _ in 0..self.inner.endpoints.len() {
-            let (index, channel) = self.channel();
-            let mut cluster = ClusterClient::new(channel);
-            let mut request = tonic::Request::new(pb::MemberListRequest {});
-            request.set_timeout(self.inner.options.connect_timeout);
-            match cluster.member_list(request).await {
-                Ok(_) => return Ok(()),
-                Err(status) => {
-                    last = format!("{}: {}", self.inner.endpoints[index], status.message());
-                    self.rotate(index);
+        while let Some(target) = endpoints.next(&mut route) {
+            let budget = route.budget().min(self.inner.options.connect_timeout);
+            let request = with_timeout(pb::MemberListRequest {}, budget);
+            let mut cluster = ClusterClient::new(target.channel.clone());
+            match tokio::time::timeout(budget + ATTEMPT_GRACE, cluster.member_list(request)).await {
+                Ok(Ok(response)) => {
+                    let response = response.into_inner();
+                    endpoints.answered(&target.address);
+                    let member_id = response.header.map_or(0, |header| header.member_id);
+                    endpoints.identify(&target.address, member_id);
+                    return Ok(response.members);
+                }
+                // "ENDPOINT: MESSAGE", which coordctl reads to spot a peer port given for a
+                // client port (UNIMPLEMENTED comes with an empty message).
+                Ok(Err(status)) => last = format!("{}: {}", target.address, status.message()),
+                Err(_) => {
+                    route.timed_out();
+                    last = format!("{}: no answer within {budget:?}", target.address);
                 }
             }
+            endpoints.failed(&target.address);
         }
         Err(Error::Unreachable {
-            endpoints: self.inner.endpoints.clone(),
+            endpoints: endpoints.addresses(),
             message: last,
         })
     }
 
-    pub(crate) fn channel(&self) -> (usize, Channel) {
-        let index = self.inner.current.load(Ordering::Relaxed) % self.inner.channels.len();
-        (index, self.inner.channels[index].clone())
-    }
-
-    pub(crate) fn rotate(&self, failed: usize) {
-        let next = (failed + 1) % self.inner.channels.len();
-        let _ =
-            self.inner
-                .current
-                .compare_exchange(failed, next, Ordering::Relaxed, Ordering::Relaxed);
-    }
-
-    /// Runs `call` against the current endpoint, moving to the next endpoint and retrying with
-    /// back-off while the failure allows it, until the request timeout.
+    /// Runs `call` along the endpoints until it succeeds, fails for good, or the request
+    /// timeout passes (see the module documentation).
     ///
     /// `idempotent` calls (reads, and writes that carry a write id) are retried even when the
-    /// outcome of an attempt is unknown, and each attempt gets at most a quarter of the request
-    /// timeout (at least a second), so that one member that swallows a request does not use up
-    /// the whole budget. Every attempt is bounded here, not only by the server: a reply lost in
-    /// the network would otherwise be awaited forever.
+    /// outcome of an attempt is unknown, each attempt bounded by its route's budget; other
+    /// calls only when the cluster said the attempt was not applied, and their one attempt may
+    /// use the whole remaining time (an attempt that timed out cannot be repeated). Every
+    /// attempt is bounded here, not only by the server: a reply lost in the network would
+    /// otherwise be awaited forever.
     pub(crate) async fn call<T, F, Fut>(&self, idempotent: bool, call: F) -> Result<T, Error>
     where
         F: Fn(Channel, Duration) -> Fut,
@@ -289,45 +289,114 @@ impl Client {
         F: Fn(Channel, Duration) -> Fut,
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,
     {
-        let idempotent = kind != CallKind::Unsafe;
+        let endpoints = &self.inner.endpoints;
+        let deadline = Instant::now() + self.inner.options.request_timeout;
+        // A write's attempt gets longer than a read's: resending a large write that is merely
+        // slow would double its load (the cluster applies it once, but appends it twice).
+        let mut route = match kind {
+            CallKind::Write => Route::for_call(self.inner.options.request_timeout),
+            _ => Route::new(),
+        };
         // Whether an earlier attempt of this write may have been applied.
         let mut uncertain = false;
-        let started = tokio::time::Instant::now();
-        let deadline = started + self.inner.options.request_timeout;
-        let mut backoff = Duration::from_millis(20);
         loop {
-            let (index, channel) = self.channel();
-            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let budget = if idempotent {
-                remaining.min(self.attempt_cap())
-            } else {
-                remaining
-            }
-            .max(Duration::from_millis(1));
-            // A little beyond the budget, so that the server's own deadline answer can arrive.
-            let attempt = tokio::time::timeout(budget + ATTEMPT_GRACE, call(channel, budget));
-            let error = match attempt.await {
-                Ok(Ok(value)) => return Ok(value),
-                Ok(Err(status)) => Error::from_status(&status, &self.inner.endpoints[index]),
-                Err(_) => Error::Timeout {
-                    message: format!(
-                        "no answer from {} within {budget:?}",
-                        self.inner.endpoints[index]
-                    ),
-                },
+            let Some(target) = endpoints.next(&mut route) else {
+                tokio::time::sleep(route.start_round()).await;
+                continue;
             };
-            let time_left = tokio::time::Instant::now() + backoff < deadline;
-            let decision = decide_retry(kind, uncertain, error, time_left, &self.inner.endpoints);
+            let error = match self
+                .attempt(kind, &target, &mut route, deadline, &call)
+                .await
+            {
+                Ok(value) => {
+                    endpoints.answered(&target.address);
+                    return Ok(value);
+                }
+                Err(error) => error,
+            };
+            let pause = endpoints.pause_before_next(&route);
+            let time_left = Instant::now() + pause + ATTEMPT_BUDGET_MIN < deadline;
+            let decision = decide_retry(kind, uncertain, error, time_left, &endpoints.addresses());
             uncertain = decision.uncertain;
-            if decision.rotate {
-                self.rotate(index);
+            match decision.endpoint {
+                Verdict::Answered => endpoints.answered(&target.address),
+                Verdict::NotHere => endpoints.failed(&target.address),
+                Verdict::Redirect { leader } => route.redirect(leader),
             }
             if let Next::Fail(error) = decision.next {
                 return Err(error);
             }
-            tokio::time::sleep(jittered(backoff)).await;
-            backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
         }
+    }
+
+    /// One attempt of `call` on `target`, within the route's budget (the whole time left for
+    /// an unsafe call, which first checks with a cheap request that an endpoint that has not
+    /// answered lately is alive, so that a silent member does not take the whole budget).
+    async fn attempt<T, F, Fut>(
+        &self,
+        kind: CallKind,
+        target: &Target,
+        route: &mut Route,
+        deadline: Instant,
+        call: &F,
+    ) -> Result<T, Error>
+    where
+        F: Fn(Channel, Duration) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        if kind == CallKind::Unsafe && !self.inner.endpoints.answered_recently(&target.address) {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            self.check_alive(target, route, remaining).await?;
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let budget = match kind {
+            CallKind::Unsafe => remaining,
+            CallKind::Read | CallKind::Write => route.budget().min(remaining),
+        }
+        .max(ATTEMPT_BUDGET_MIN);
+        // A little beyond the budget, so that the server's own deadline answer can arrive.
+        let attempt =
+            tokio::time::timeout(budget + ATTEMPT_GRACE, call(target.channel.clone(), budget));
+        let error = match attempt.await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(status)) => Error::from_status(&status, &target.address),
+            Err(_) => Error::Timeout {
+                message: format!("no answer from {} within {budget:?}", target.address),
+            },
+        };
+        if matches!(error, Error::Timeout { .. }) {
+            route.timed_out();
+        }
+        Err(error)
+    }
+
+    /// Asks `target` for its status within the route's budget; any failure becomes a "not
+    /// applied" `Unavailable` (nothing else was sent).
+    async fn check_alive(
+        &self,
+        target: &Target,
+        route: &mut Route,
+        remaining: Duration,
+    ) -> Result<(), Error> {
+        let budget = route.budget().min(remaining).max(ATTEMPT_BUDGET_MIN);
+        let request = with_timeout(pb::ClusterStatusRequest {}, budget);
+        let mut cluster = ClusterClient::new(target.channel.clone());
+        let failure =
+            match tokio::time::timeout(budget + ATTEMPT_GRACE, cluster.status(request)).await {
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(status)) => Error::from_status(&status, &target.address).to_string(),
+                Err(_) => {
+                    route.timed_out();
+                    format!("no answer within {budget:?}")
+                }
+            };
+        Err(Error::Unavailable {
+            message: format!(
+                "{} did not answer a status check: {failure}",
+                target.address
+            ),
+            leader_hint: None,
+        })
     }
 
     fn namespace(channel: Channel) -> NamespaceClient<Channel> {
@@ -613,23 +682,86 @@ impl Client {
         Ok(response.into_inner().members)
     }
 
+    /// Hands leadership to voter `target_id` (0: the most caught-up voter other than the
+    /// leader): the leader stops taking writes, waits until the target holds its whole log and
+    /// asks it to start an election at once, so writes pause for about a round trip instead of
+    /// an election timeout. Use it before restarting the leader. Returns the leader after the
+    /// move and its term.
+    ///
+    /// Not idempotent: retried only when the cluster said it was not applied.
+    ///
+    /// ```no_run
+    /// # async fn example(client: coord_client::Client) -> Result<(), coord_client::Error> {
+    /// let (leader, term) = client.member_move_leader(0).await?;
+    /// println!("member {leader} leads in term {term}");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn member_move_leader(&self, target_id: u64) -> Result<(u64, u64), Error> {
+        let response = self
+            .call(false, |channel, timeout| {
+                let request = with_timeout(pb::MemberMoveLeaderRequest { target_id }, timeout);
+                async move {
+                    ClusterClient::new(channel)
+                        .member_move_leader(request)
+                        .await
+                }
+            })
+            .await?
+            .into_inner();
+        Ok((response.leader_id, response.term))
+    }
+
     /// The header of a cheap request: which revision, term and leader an endpoint knows.
     pub async fn header(&self) -> Result<Header, Error> {
         Ok(self.cluster_status().await?.header.into())
     }
 }
 
+/// Refreshes the endpoints of the client behind `inner` from its member list every
+/// `AUTO_SYNC_INTERVAL`, until the client is gone. Between refreshes it holds only the weak
+/// reference, so it never keeps the client alive; the client's drop also aborts it.
+async fn auto_sync(inner: Weak<Inner>) {
+    loop {
+        tokio::time::sleep(AUTO_SYNC_INTERVAL).await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let client = Client { inner };
+        // A failed refresh changes nothing: the endpoints known still serve.
+        if let Ok(members) = client.member_list().await {
+            client.inner.endpoints.learn(&members);
+        }
+    }
+}
+
 /// What `call_as` does after a failed attempt, as `decide_retry` says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct RetryDecision {
-    /// Move to the next endpoint: this one could not be reached, dropped the connection, or
-    /// did not answer in time (a member partitioned away refuses nothing, it only stays
-    /// silent).
-    rotate: bool,
+    /// What the failure says about the endpoint that was tried.
+    endpoint: Verdict,
     /// Whether any attempt so far, this one included, may have been applied.
     uncertain: bool,
-    /// Retry after a back-off, or fail with this error.
+    /// Retry (on the next endpoint at once; after a pause if every endpoint was tried in
+    /// this round), or fail with this error.
     next: Next,
+}
+
+/// What a failed attempt says about the endpoint it went to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// The endpoint served the request (a rejection is an answer): keep using it.
+    Answered,
+    /// "Not here": the endpoint could not be reached, dropped the connection, did not answer
+    /// in time (a member partitioned away or paused refuses nothing, it only stays silent),
+    /// knows no leader, is starting or shutting down, failed, or is no longer a member. Move
+    /// to the next endpoint at once and avoid this one for a while.
+    NotHere,
+    /// The member knows no leader it can reach but named one: try that member's endpoint next.
+    Redirect {
+        /// The member id it named.
+        leader: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -638,14 +770,35 @@ enum Next {
     Fail(Error),
 }
 
+/// What `error` says about the endpoint that answered with it.
+fn verdict(error: &Error) -> Verdict {
+    match error {
+        Error::Unavailable {
+            leader_hint: Some(leader),
+            ..
+        } => Verdict::Redirect { leader: *leader },
+        Error::Unavailable { .. }
+        | Error::NotAMember { .. }
+        | Error::Unreachable { .. }
+        | Error::ConnectionLost { .. }
+        | Error::Timeout { .. }
+        | Error::Interrupted { .. }
+        | Error::Internal { .. } => Verdict::NotHere,
+        _ => Verdict::Answered,
+    }
+}
+
 /// The client's retry decision after an attempt of a `kind` call failed with `error`.
-/// `uncertain` says whether an earlier attempt may have been applied; `time_left` whether a
-/// back-off still ends before the call's deadline; `endpoints` are the client's, for the error
-/// that names them. Pure: no clock, no I/O, so every case is unit-tested.
+/// `uncertain` says whether an earlier attempt may have been applied; `time_left` whether
+/// another attempt (after the pause, if the round is over) still starts before the call's
+/// deadline; `endpoints` are the client's, for the error that names them. Pure: no clock, no
+/// I/O, so every case is unit-tested.
 ///
-/// - A failure the cluster reports as not applied (`is_retryable`) is retried for every kind;
-///   a lost connection or unknown outcome only for idempotent calls (reads, and writes whose
-///   write id the cluster applies at most once).
+/// - Every retry goes to another endpoint (see `Verdict`); only a rejection keeps it.
+/// - A failure the cluster reports as not applied (`is_retryable`: no leader, unavailable,
+///   not a member, refused connection) is retried for every kind; a lost connection or
+///   unknown outcome only for idempotent calls (reads, and writes whose write id the cluster
+///   applies at most once).
 /// - A write that may have been applied stays "outcome unknown" (`Timeout`) whatever a later
 ///   attempt heard: the later attempt carries the same write id, so the write was not applied
 ///   twice, but the first may have been.
@@ -664,7 +817,7 @@ fn decide_retry(
         Error::ConnectionLost { .. } | Error::Unreachable { .. }
     );
     let uncertain = uncertain || error.is_outcome_unknown();
-    let rotate = connection_failed || matches!(error, Error::Timeout { .. });
+    let endpoint = verdict(&error);
     let retry =
         error.is_retryable() || (idempotent && (connection_failed || error.is_outcome_unknown()));
     let next = if retry && time_left {
@@ -692,7 +845,7 @@ fn decide_retry(
         })
     };
     RetryDecision {
-        rotate,
+        endpoint,
         uncertain,
         next,
     }
@@ -720,6 +873,7 @@ pub(crate) fn jittered(pause: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use Verdict::{Answered, NotHere};
 
     fn endpoints() -> Vec<String> {
         vec!["10.0.0.1:7400".to_owned(), "10.0.0.2:7400".to_owned()]
@@ -739,9 +893,9 @@ mod tests {
         }
     }
 
-    fn decision(rotate: bool, uncertain: bool, next: Next) -> RetryDecision {
+    fn decision(endpoint: Verdict, uncertain: bool, next: Next) -> RetryDecision {
         RetryDecision {
-            rotate,
+            endpoint,
             uncertain,
             next,
         }
@@ -750,12 +904,12 @@ mod tests {
     #[test]
     fn a_read_retries_a_lost_connection_on_the_next_endpoint() {
         let retried = decide_retry(CallKind::Read, false, lost(), true, &endpoints());
-        assert_eq!(retried, decision(true, true, Next::Retry));
+        assert_eq!(retried, decision(NotHere, true, Next::Retry));
         let timed_out = Error::Timeout {
             message: "no answer".into(),
         };
         let retried = decide_retry(CallKind::Read, false, timed_out, true, &endpoints());
-        assert_eq!(retried, decision(true, true, Next::Retry));
+        assert_eq!(retried, decision(NotHere, true, Next::Retry));
     }
 
     #[test]
@@ -765,11 +919,11 @@ mod tests {
             endpoints: endpoints(),
             message: lost().to_string(),
         };
-        assert_eq!(failed, decision(true, true, Next::Fail(unreachable)));
+        assert_eq!(failed, decision(NotHere, true, Next::Fail(unreachable)));
         // With one endpoint there is nothing else to name: the connection failure stands.
         let one = ["10.0.0.1:7400".to_owned()];
         let failed = decide_retry(CallKind::Read, false, lost(), false, &one);
-        assert_eq!(failed, decision(true, true, Next::Fail(lost())));
+        assert_eq!(failed, decision(NotHere, true, Next::Fail(lost())));
     }
 
     #[test]
@@ -779,7 +933,7 @@ mod tests {
             let failed = decide_retry(kind, false, no_node.clone(), true, &endpoints());
             assert_eq!(
                 failed,
-                decision(false, false, Next::Fail(no_node)),
+                decision(Answered, false, Next::Fail(no_node)),
                 "{kind:?}"
             );
         }
@@ -788,21 +942,21 @@ mod tests {
     #[test]
     fn an_unsafe_call_is_retried_only_when_not_applied() {
         let failed = decide_retry(CallKind::Unsafe, false, lost(), true, &endpoints());
-        assert_eq!(failed, decision(true, true, Next::Fail(lost())));
+        assert_eq!(failed, decision(NotHere, true, Next::Fail(lost())));
         let retried = decide_retry(CallKind::Unsafe, false, unavailable(), true, &endpoints());
-        assert_eq!(retried, decision(false, false, Next::Retry));
+        assert_eq!(retried, decision(NotHere, false, Next::Retry));
         let refused = Error::Unreachable {
             endpoints: vec!["10.0.0.1:7400".into()],
             message: "tcp connect error".into(),
         };
         let retried = decide_retry(CallKind::Unsafe, false, refused, true, &endpoints());
-        assert_eq!(retried, decision(true, false, Next::Retry));
+        assert_eq!(retried, decision(NotHere, false, Next::Retry));
     }
 
     #[test]
     fn a_write_that_may_have_been_applied_stays_outcome_unknown() {
         let retried = decide_retry(CallKind::Write, false, lost(), true, &endpoints());
-        assert_eq!(retried, decision(true, true, Next::Retry));
+        assert_eq!(retried, decision(NotHere, true, Next::Retry));
         // The next attempt hears "not applied", too late to try again: still unknown.
         let failed = decide_retry(CallKind::Write, true, unavailable(), false, &endpoints());
         let unknown = Error::Timeout {
@@ -810,14 +964,65 @@ mod tests {
                       leader"
                 .into(),
         };
-        assert_eq!(failed, decision(false, true, Next::Fail(unknown)));
+        assert_eq!(failed, decision(NotHere, true, Next::Fail(unknown)));
         // Without an uncertain attempt, "not applied" is the answer.
         let failed = decide_retry(CallKind::Write, false, unavailable(), false, &endpoints());
-        assert_eq!(failed, decision(false, false, Next::Fail(unavailable())));
+        assert_eq!(failed, decision(NotHere, false, Next::Fail(unavailable())));
         // A rejection after an uncertain attempt is reported as it is.
         let no_node = Error::NoNode { path: "/a".into() };
         let failed = decide_retry(CallKind::Write, true, no_node.clone(), true, &endpoints());
-        assert_eq!(failed, decision(false, true, Next::Fail(no_node)));
+        assert_eq!(failed, decision(Answered, true, Next::Fail(no_node)));
+    }
+
+    #[test]
+    fn a_member_that_is_not_here_moves_every_kind_of_call_on_at_once() {
+        let not_a_member = Error::NotAMember {
+            endpoint: "10.0.0.1:7400".into(),
+            message: "removed".into(),
+        };
+        let starting = Error::Unavailable {
+            message: "starting".into(),
+            leader_hint: None,
+        };
+        for kind in [CallKind::Read, CallKind::Write, CallKind::Unsafe] {
+            for error in [not_a_member.clone(), starting.clone()] {
+                let retried = decide_retry(kind, false, error, true, &endpoints());
+                assert_eq!(retried, decision(NotHere, false, Next::Retry), "{kind:?}");
+            }
+        }
+        // Out of time, a removed member is reported as it is: nothing was applied.
+        let failed = decide_retry(CallKind::Unsafe, false, not_a_member.clone(), false, &[]);
+        assert_eq!(failed, decision(NotHere, false, Next::Fail(not_a_member)));
+    }
+
+    #[test]
+    fn a_member_that_names_the_leader_sends_the_next_attempt_there() {
+        let no_leader_here = Error::Unavailable {
+            message: "not the leader yet".into(),
+            leader_hint: Some(3),
+        };
+        let retried = decide_retry(CallKind::Write, false, no_leader_here, true, &endpoints());
+        assert_eq!(
+            retried,
+            decision(Verdict::Redirect { leader: 3 }, false, Next::Retry)
+        );
+    }
+
+    #[test]
+    fn a_silent_or_failing_member_moves_reads_on_but_fails_an_unsafe_call() {
+        let silent = Error::Timeout {
+            message: "no answer from 10.0.0.1:7400 within 1s".into(),
+        };
+        let internal = Error::Internal {
+            message: "disk".into(),
+        };
+        for error in [silent.clone(), internal] {
+            let retried = decide_retry(CallKind::Read, false, error, true, &endpoints());
+            assert_eq!(retried, decision(NotHere, true, Next::Retry));
+        }
+        // A membership change that may have been applied cannot be sent again.
+        let failed = decide_retry(CallKind::Unsafe, false, silent.clone(), true, &endpoints());
+        assert_eq!(failed, decision(NotHere, true, Next::Fail(silent)));
     }
 
     #[test]

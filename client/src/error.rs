@@ -149,6 +149,15 @@ pub enum Error {
         /// The member id of the leader the answering member knew, if any.
         leader_hint: Option<u64>,
     },
+    /// The member asked is not a member of the cluster (it was removed, or is going away) and
+    /// serves no client request. Not applied; the client moves to another endpoint at once.
+    #[error("{endpoint} is not a member of the cluster: {message}")]
+    NotAMember {
+        /// The endpoint that answered.
+        endpoint: String,
+        /// What the member said.
+        message: String,
+    },
     /// The call timed out; a write may or may not have been applied.
     #[error("timed out: {message}")]
     Timeout {
@@ -225,7 +234,10 @@ pub enum Error {
 impl Error {
     /// Whether the same request may succeed if sent again later, knowing it was not applied.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Unavailable { .. } | Error::Unreachable { .. })
+        matches!(
+            self,
+            Error::Unavailable { .. } | Error::Unreachable { .. } | Error::NotAMember { .. }
+        )
     }
 
     /// Whether a write that failed this way may nevertheless have been applied.
@@ -242,14 +254,14 @@ impl Error {
     /// Builds the error for a failed call to `endpoint`.
     pub(crate) fn from_status(status: &tonic::Status, endpoint: &str) -> Error {
         match ErrorDetail::decode(status.details()) {
-            Ok(detail) if detail.code != 0 => from_detail(detail),
+            Ok(detail) if detail.code != 0 => from_detail(detail, endpoint),
             _ => from_transport(status, endpoint),
         }
     }
 }
 
 // tidy: long function: one arm per error code, so the whole mapping reads in one place.
-fn from_detail(detail: ErrorDetail) -> Error {
+fn from_detail(detail: ErrorDetail, endpoint: &str) -> Error {
     let error = match detail.code() {
         ErrorCode::InvalidPath => Error::InvalidPath {
             path: detail.path.clone(),
@@ -306,6 +318,10 @@ fn from_detail(detail: ErrorDetail) -> Error {
         ErrorCode::NoLeader | ErrorCode::Unavailable => Error::Unavailable {
             message: detail.message.clone(),
             leader_hint: (detail.leader_id != 0).then_some(detail.leader_id),
+        },
+        ErrorCode::NotAMember => Error::NotAMember {
+            endpoint: endpoint.to_owned(),
+            message: detail.message.clone(),
         },
         ErrorCode::Timeout => Error::Timeout {
             message: detail.message.clone(),
@@ -385,6 +401,31 @@ mod tests {
                 actual: 2
             }
         );
+    }
+
+    #[test]
+    fn a_removed_member_is_not_applied_and_retryable_elsewhere() {
+        let detail = ErrorDetail {
+            code: ErrorCode::NotAMember as i32,
+            message: "member 3 was removed".into(),
+            retryable: true,
+            ..ErrorDetail::default()
+        };
+        let status = tonic::Status::with_details(
+            tonic::Code::Unavailable,
+            "x",
+            detail.encode_to_vec().into(),
+        );
+        let error = Error::from_status(&status, "10.0.0.3:7400");
+        assert_eq!(
+            error,
+            Error::NotAMember {
+                endpoint: "10.0.0.3:7400".into(),
+                message: "member 3 was removed".into(),
+            }
+        );
+        assert!(error.is_retryable());
+        assert!(!error.is_outcome_unknown());
     }
 
     #[test]

@@ -29,6 +29,7 @@
 struct ReadmeExamples;
 
 mod client;
+mod endpoints;
 mod error;
 mod lock;
 pub mod recipes;
@@ -38,13 +39,13 @@ mod types;
 mod watch;
 mod write_id;
 
-pub use client::{Client, ClientOptions};
+pub use client::{Client, ClientOptions, AUTO_SYNC_INTERVAL};
 pub use coord_proto::parse_duration;
 pub use coord_proto::v1::{ClusterStatusResponse, Member, MemberRole, MemberStatus};
 pub use error::Error;
 pub use recipes::{
-    Barrier, DoubleBarrier, Election, HeldNode, LeaderChanges, LeaderInfo, Leadership, LockGuard,
-    LostReason, Mutex, Participation, RwLock, Semaphore, Sequencer, TokenVerifier,
+    Barrier, DoubleBarrier, Election, HeldNode, HoldState, LeaderChanges, LeaderInfo, Leadership,
+    LockGuard, LostReason, Mutex, Participation, RwLock, Semaphore, Sequencer, TokenVerifier,
 };
 pub use session::{Session, SessionInfo, SessionOptions, SessionState};
 pub use txn::{Compare, CompareOp, Op, OpResult, Txn, TxnResult};

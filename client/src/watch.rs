@@ -1,20 +1,23 @@
 //! `Watch`: a stream of changes under a path that survives member failures: when its stream
 //! breaks, or the server cancels it as too slow, it reconnects (to another member if needed)
 //! and resumes right after the last revision it delivered, so events arrive in revision order,
-//! each once, with no gap. A start revision older than the cluster keeps ends it with
+//! each once, with no gap. Reconnecting follows the client's routing: the next endpoint at
+//! once after a member that failed or stayed silent past the attempt's budget, a pause only
+//! after a whole round failed. A start revision older than the cluster keeps ends it with
 //! `Error::Compacted`.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use coord_proto::v1 as pb;
 use coord_proto::v1::watch_client::WatchClient;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 
 use crate::client::Client;
+use crate::endpoints::{Route, Target};
 use crate::error::Error;
 use crate::types::Stat;
 
@@ -148,8 +151,9 @@ const EVENTS_BUFFERED: usize = 1024;
 const WATCH_ID: u64 = 1;
 
 impl Client {
-    /// Starts watching; returns once the first member accepted the watch, so that every change
-    /// committed after this returns is delivered.
+    /// Starts watching; returns once a member accepted the watch, so that every change
+    /// committed after this returns is delivered. Members that do not answer are skipped as
+    /// for any call, until the request timeout.
     pub async fn watch(&self, options: WatchOptions) -> Result<Watch, Error> {
         let (sender, receiver) = mpsc::channel(EVENTS_BUFFERED);
         let mut follower = Follower {
@@ -157,9 +161,11 @@ impl Client {
             options,
             next: 0,
             sender,
+            route: Route::new(),
         };
         // The first connection is made here, so a bad path or a compacted start fails the call.
-        let stream = follower.open().await?;
+        let deadline = Instant::now() + self.options().request_timeout;
+        let stream = follower.connect(Some(deadline)).await?;
         let task = tokio::spawn(follower.run(stream));
         Ok(Watch {
             events: ReceiverStream::new(receiver),
@@ -175,28 +181,65 @@ struct Follower {
     /// The next revision to deliver (0 before the first connection: from now).
     next: u64,
     sender: mpsc::Sender<Result<WatchEvent, Error>>,
+    /// The way through the endpoints since the last stream that was created.
+    route: Route,
 }
 
 /// An open stream: requests to it (kept open) and responses from it.
 struct Open {
     _requests: mpsc::Sender<pb::WatchRequest>,
     responses: tonic::Streaming<pb::WatchResponse>,
-    endpoint: usize,
+    endpoint: String,
 }
 
 enum Ended {
     /// Stop: the caller went away, the watch fired once, or an error was delivered.
     Done,
-    /// Reconnect and resume from `next`.
-    Reconnect,
+    /// Reconnect and resume from `next`; `not_here` when the stream failed (the member went
+    /// away, or ended the stream as unavailable), so that it is avoided for a while.
+    Reconnect { not_here: bool },
 }
 
 impl Follower {
-    /// Opens a stream to the current endpoint and creates the watch from `next` (or the
-    /// requested start); errors that no reconnection can fix are returned.
-    async fn open(&mut self) -> Result<Open, Error> {
-        let (index, channel) = self.client.channel();
-        let endpoint = self.client.endpoints()[index].clone();
+    /// Opens a stream along the endpoints (the next one at once after a member that is not
+    /// there, a pause only after a whole round failed) until one creates the watch, or until
+    /// `deadline` (`None`: no deadline), when the last failure is returned. Errors that no
+    /// reconnection can fix are returned at once.
+    async fn connect(&mut self, deadline: Option<Instant>) -> Result<Open, Error> {
+        let client = self.client.clone();
+        let endpoints = client.routing();
+        loop {
+            let Some(target) = endpoints.next(&mut self.route) else {
+                tokio::time::sleep(self.route.start_round()).await;
+                continue;
+            };
+            match self.open(&target).await {
+                Ok(open) => {
+                    endpoints.answered(&target.address);
+                    self.route = Route::new();
+                    return Ok(open);
+                }
+                Err(error) if reconnectable(&error) => {
+                    match error {
+                        Error::Unavailable {
+                            leader_hint: Some(leader),
+                            ..
+                        } => self.route.redirect(leader),
+                        _ => endpoints.failed(&target.address),
+                    }
+                    let pause = endpoints.pause_before_next(&self.route);
+                    if deadline.is_some_and(|deadline| Instant::now() + pause >= deadline) {
+                        return Err(error);
+                    }
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// Opens a stream to `target` and creates the watch from `next` (or the requested start),
+    /// within the route's budget for each of the two steps.
+    async fn open(&mut self, target: &Target) -> Result<Open, Error> {
         let start = if self.next == 0 {
             self.options.start_revision
         } else {
@@ -218,22 +261,21 @@ impl Follower {
             .send(create)
             .await
             .expect("the receiver is alive until the call below");
-        let mut watch_client = WatchClient::new(channel);
+        let mut watch_client = WatchClient::new(target.channel.clone());
         let connect = watch_client.watch(ReceiverStream::new(outbound));
-        let timeout = self.client.options().request_timeout;
-        let failed = |message: String| {
-            self.client.rotate(index);
-            Error::ConnectionLost {
-                endpoint: endpoint.clone(),
-                message,
+        let budget = self.route.budget();
+        let silent = |route: &mut Route| {
+            route.timed_out();
+            Error::Timeout {
+                message: format!("no answer from {} within {budget:?}", target.address),
             }
         };
-        let mut responses = match tokio::time::timeout(timeout, connect).await {
+        let mut responses = match tokio::time::timeout(budget, connect).await {
             Ok(Ok(response)) => response.into_inner(),
-            Ok(Err(status)) => return Err(self.failed_with(index, &status, &endpoint)),
-            Err(_) => return Err(failed(format!("no answer within {timeout:?}"))),
+            Ok(Err(status)) => return Err(Error::from_status(&status, &target.address)),
+            Err(_) => return Err(silent(&mut self.route)),
         };
-        match tokio::time::timeout(timeout, responses.message()).await {
+        match tokio::time::timeout(budget, responses.message()).await {
             Ok(Ok(Some(response))) if response.created => {
                 if self.next == 0 {
                     self.next = response.header.map_or(0, |header| header.revision) + 1;
@@ -241,50 +283,34 @@ impl Follower {
                 Ok(Open {
                     _requests: requests,
                     responses,
-                    endpoint: index,
+                    endpoint: target.address.clone(),
                 })
             }
             Ok(Ok(Some(response))) if response.canceled => Err(canceled_error(&response)),
-            Ok(Ok(_)) => Err(failed(
-                "the stream ended before the watch was created".into(),
-            )),
-            Ok(Err(status)) => Err(self.failed_with(index, &status, &endpoint)),
-            Err(_) => Err(failed(format!("no answer within {timeout:?}"))),
+            Ok(Ok(_)) => Err(Error::ConnectionLost {
+                endpoint: target.address.clone(),
+                message: "the stream ended before the watch was created".into(),
+            }),
+            Ok(Err(status)) => Err(Error::from_status(&status, &target.address)),
+            Err(_) => Err(silent(&mut self.route)),
         }
-    }
-
-    /// The error for a failed stream; the next attempt goes to another member, since this one
-    /// may be down or cut off (a member that answers with a rejection is asked again anyway).
-    fn failed_with(&self, index: usize, status: &tonic::Status, endpoint: &str) -> Error {
-        let error = Error::from_status(status, endpoint);
-        if reconnectable(&error) {
-            self.client.rotate(index);
-        }
-        error
     }
 
     async fn run(mut self, mut stream: Open) {
-        let mut backoff = Duration::from_millis(20);
         loop {
             match self.follow(&mut stream).await {
                 Ended::Done => return,
-                Ended::Reconnect => {}
+                Ended::Reconnect { not_here } => {
+                    if not_here {
+                        self.client.routing().failed(&stream.endpoint);
+                    }
+                }
             }
-            self.client.rotate(stream.endpoint);
-            loop {
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_millis(500));
-                match self.open().await {
-                    Ok(open) => {
-                        stream = open;
-                        backoff = Duration::from_millis(20);
-                        break;
-                    }
-                    Err(error) if reconnectable(&error) => {}
-                    Err(error) => {
-                        let _ = self.sender.send(Err(error)).await;
-                        return;
-                    }
+            match self.connect(None).await {
+                Ok(open) => stream = open,
+                Err(error) => {
+                    let _ = self.sender.send(Err(error)).await;
+                    return;
                 }
             }
         }
@@ -295,14 +321,14 @@ impl Follower {
         loop {
             let response = match stream.responses.message().await {
                 Ok(Some(response)) => response,
-                Ok(None) | Err(_) => return Ended::Reconnect,
+                Ok(None) | Err(_) => return Ended::Reconnect { not_here: true },
             };
             if response.canceled {
                 let reason = pb::CancelReason::try_from(response.cancel_reason);
                 return match reason {
                     Ok(pb::CancelReason::Once) => Ended::Done,
                     // Resume from where this watch got to; the history may still have it.
-                    Ok(pb::CancelReason::TooSlow) => Ended::Reconnect,
+                    Ok(pb::CancelReason::TooSlow) => Ended::Reconnect { not_here: false },
                     _ => {
                         let _ = self.sender.send(Err(canceled_error(&response))).await;
                         Ended::Done

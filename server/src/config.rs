@@ -59,12 +59,15 @@ pub struct ServerConfig {
     #[arg(long, env = "COORD_CLUSTER_NAME", default_value = "coord")]
     pub cluster_name: String,
 
-    /// Leader heartbeat interval.
-    #[arg(long, env = "COORD_HEARTBEAT_INTERVAL", default_value = "250ms", value_parser = parse_duration)]
+    /// Leader heartbeat interval: about the round-trip time between members, or more (etcd's
+    /// rule). At most a fifth of --election-timeout.
+    #[arg(long, env = "COORD_HEARTBEAT_INTERVAL", default_value = "100ms", value_parser = parse_duration)]
     pub heartbeat_interval: Duration,
 
-    /// Minimum election timeout; the maximum is twice this.
-    #[arg(long, env = "COORD_ELECTION_TIMEOUT", default_value = "1500ms", value_parser = parse_duration)]
+    /// How long followers wait without hearing from a leader before one stands for election
+    /// (each waits a random time between this and 1.5 times this). A crashed leader is replaced
+    /// after about this long; see README "Failover and session TTLs".
+    #[arg(long, env = "COORD_ELECTION_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
     pub election_timeout: Duration,
 
     /// Build a snapshot (and purge the log behind it) after this many log entries.
@@ -83,9 +86,10 @@ pub struct ServerConfig {
     #[arg(long, env = "COORD_MAX_DATA_BYTES", default_value_t = NODE_DATA_BYTES_MAX)]
     pub max_data_bytes: u64,
 
-    /// Shortest session TTL granted; shorter requests are raised to it.
-    #[arg(long, env = "COORD_SESSION_TTL_MIN", default_value = "1s", value_parser = parse_duration)]
-    pub session_ttl_min: Duration,
+    /// Shortest session TTL granted; shorter requests are raised to it. Default and lowest
+    /// value: 5 × --election-timeout, the shortest TTL that rides out a leader failover.
+    #[arg(long, env = "COORD_SESSION_TTL_MIN", value_parser = parse_duration)]
+    pub session_ttl_min: Option<Duration>,
 
     /// Longest session TTL granted; longer requests are lowered to it.
     #[arg(long, env = "COORD_SESSION_TTL_MAX", default_value = "1h", value_parser = parse_duration)]
@@ -145,6 +149,11 @@ pub struct ServerConfig {
     #[arg(long, env = "COORD_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub request_timeout: Duration,
 
+    /// On SIGTERM: the longest time from the signal to exit. A leader first hands leadership to
+    /// another voter; open watch and keep-alive streams end at once with a retryable status.
+    #[arg(long, env = "COORD_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+
     /// Log format: `text` or `json` (filter with RUST_LOG).
     #[arg(long, env = "COORD_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -192,6 +201,39 @@ impl ServerConfig {
         Ok(members)
     }
 
+    /// The shortest session TTL granted: --session-ttl-min, by default the failover floor.
+    pub fn session_ttl_floor(&self) -> Duration {
+        self.session_ttl_min
+            .unwrap_or_else(|| failover_ttl_floor(self.election_timeout))
+    }
+
+    /// Checks that the timing flags fit together (see README "Failover and session TTLs").
+    pub fn check_timing(&self) -> Result<(), String> {
+        let (heartbeat, election) = (self.heartbeat_interval, self.election_timeout);
+        if heartbeat < Duration::from_millis(2) || heartbeat * 5 > election {
+            return Err(format!(
+                "--heartbeat-interval {heartbeat:?} must be at least 2ms and at most a fifth of \
+                 --election-timeout {election:?}"
+            ));
+        }
+        let floor = failover_ttl_floor(election);
+        if self.session_ttl_floor() < floor {
+            return Err(format!(
+                "--session-ttl-min {:?} is below {floor:?} (5 × --election-timeout): sessions \
+                 that short would expire during a leader failover",
+                self.session_ttl_floor()
+            ));
+        }
+        if self.session_ttl_floor() > self.session_ttl_max {
+            return Err(format!(
+                "--session-ttl-min {:?} is above --session-ttl-max {:?}",
+                self.session_ttl_floor(),
+                self.session_ttl_max
+            ));
+        }
+        Ok(())
+    }
+
     /// A stable id derived from the cluster name and founding members.
     pub fn cluster_id(&self, members: &BTreeMap<u64, String>) -> String {
         let mut text = self.cluster_name.clone();
@@ -200,6 +242,14 @@ impl ServerConfig {
         }
         format!("{}-{:016x}", self.cluster_name, fnv1a64(text.as_bytes()))
     }
+}
+
+/// The shortest session TTL that survives a leader failover: a keep-alive interval (a third
+/// of the TTL) can pass before the crash, the election takes up to 1.5 election timeouts (2.5
+/// with one split vote), and the acknowledgement needs a checkpoint commit. Five election
+/// timeouts cover that with a margin.
+pub fn failover_ttl_floor(election_timeout: Duration) -> Duration {
+    election_timeout * 5
 }
 
 fn fnv1a64(bytes: &[u8]) -> u64 {
@@ -245,6 +295,31 @@ mod tests {
             .contains("does not name this member"));
         let duplicate = self::config(&["--initial-cluster", "1=a:1,1=b:2"]);
         assert!(duplicate.initial_members().unwrap_err().contains("twice"));
+    }
+
+    #[test]
+    fn timing_flags_must_fit_together() {
+        let defaults = config(&[]);
+        assert_eq!(defaults.check_timing(), Ok(()));
+        assert_eq!(defaults.session_ttl_floor(), Duration::from_secs(5));
+        let slow_heartbeat = config(&["--heartbeat-interval", "300ms"]);
+        assert!(slow_heartbeat
+            .check_timing()
+            .unwrap_err()
+            .contains("a fifth"));
+        let short_ttl = config(&["--session-ttl-min", "2s"]);
+        assert!(short_ttl.check_timing().unwrap_err().contains("failover"));
+        let fast = config(&[
+            "--heartbeat-interval",
+            "50ms",
+            "--election-timeout",
+            "400ms",
+            "--session-ttl-min",
+            "2s",
+        ]);
+        assert_eq!(fast.check_timing(), Ok(()));
+        let derived = config(&["--election-timeout", "400ms"]);
+        assert_eq!(derived.session_ttl_floor(), Duration::from_secs(2));
     }
 
     #[test]

@@ -396,9 +396,19 @@ fn decode_everything(bytes: &[u8]) {
         MessageKind::ListSessions,
         MessageKind::Hello,
         MessageKind::ReadIndex,
+        MessageKind::PreVote,
+        MessageKind::TimeoutNow,
+        MessageKind::MoveLeader,
     ] {
         let mut message = encode_peer(kind, &());
         message.payload = bytes.to_vec();
+        let _ = decode_peer::<crate::consensus::PreVote>(&message, kind);
+        let _ = decode_peer::<crate::consensus::PreVoteReply>(&message, kind);
+        let _ = decode_peer::<crate::consensus::TimeoutNow>(&message, kind);
+        let _ = decode_peer::<crate::consensus::MoveLeader>(&message, kind);
+        let _ = decode_peer::<Result<crate::consensus::Moved, crate::consensus::ConsensusError>>(
+            &message, kind,
+        );
         let _ = decode_peer::<WriteCall>(&message, kind);
         let _ = decode_peer::<MembershipChange>(&message, kind);
         let _ = decode_peer::<KeepAliveCall>(&message, kind);

@@ -31,9 +31,6 @@ use crate::sessions::{KeeperConfig, SessionDeadlines, SessionKeeper};
 use crate::storage::{DataDirIdentity, IdentityError};
 use crate::watch::{History, HistoryLimits};
 
-/// How long open connections may take to finish once the member stops serving.
-const DRAIN_TIME_MAX: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// How long a removed member keeps answering before it stops.
 const REMOVAL_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -82,9 +79,12 @@ pub async fn run(
         Some(cluster_id) => cluster_id.clone(),
         None => config.cluster_id(&initial_members),
     };
-    let is_new = DataDirIdentity::claim(&config.data_dir, &cluster_id, config.id)?;
+    config.check_timing().map_err(RunError::Config)?;
+    // Bind before claiming the data directory: a start that fails on a taken port leaves a new
+    // data directory untouched, so a retry with other flags is not refused.
     let client_listener = bind("client requests", config.listen_client).await?;
     let peer_listener = bind("peer traffic", config.listen_peer).await?;
+    let is_new = DataDirIdentity::claim(&config.data_dir, &cluster_id, config.id)?;
     // Both ports answer at once: while the member loads its data every request gets a
     // retryable "starting" status instead of hanging.
     let max_connections = max_connections(config.max_connections);
@@ -151,8 +151,7 @@ impl Parts {
             member_id: MemberId(config.id),
             cluster_id,
             heartbeat_interval: config.heartbeat_interval,
-            election_timeout_min: config.election_timeout,
-            election_timeout_max: config.election_timeout * 2,
+            election_timeout: config.election_timeout,
             snapshot_entries: config.snapshot_entries,
             snapshot_keep_entries: config.snapshot_keep_entries,
             snapshot_bytes: config.snapshot_bytes,
@@ -205,8 +204,13 @@ impl Parts {
         })
     }
 
-    /// The client port's services.
-    fn client_routes(&self, config: &ServerConfig) -> Routes {
+    /// The client port's services. `stopping` turns true when the member stops: open streams
+    /// then end with a retryable "going away" status.
+    fn client_routes(
+        &self,
+        config: &ServerConfig,
+        stopping: &tokio::sync::watch::Receiver<bool>,
+    ) -> Routes {
         let consensus = &self.consensus;
         let namespace =
             NamespaceServer::new(NamespaceService::new(consensus.clone(), limits(config)))
@@ -218,7 +222,7 @@ impl Parts {
             config.quota_bytes,
         ));
         let ttl_bounds = TtlBounds {
-            min: config.session_ttl_min,
+            min: config.session_ttl_floor(),
             max: config.session_ttl_max,
         };
         let caps = SessionCaps {
@@ -231,12 +235,14 @@ impl Parts {
             ttl_bounds,
             caps,
             limits(config),
+            stopping.clone(),
         ));
         let watch = WatchServer::new(WatchService::new(
             consensus.clone(),
             self.history.clone(),
             config.watch_progress_interval,
             config.max_watches,
+            stopping.clone(),
         ));
         Routes::new(namespace)
             .add_service(cluster)
@@ -258,6 +264,23 @@ impl Parts {
         Routes::new(peer)
     }
 
+    /// On SIGTERM: hands leadership over if this member leads (within half the shutdown
+    /// timeout), so that writes pause for a round trip, not an election. Returns the instant
+    /// by which the member must have exited.
+    async fn begin_shutdown(&self, config: &ServerConfig) -> tokio::time::Instant {
+        tracing::info!(timeout = ?config.shutdown_timeout, "shutting down");
+        let deadline = tokio::time::Instant::now() + config.shutdown_timeout;
+        let bound = config.shutdown_timeout / 2;
+        let handing_off = self.consensus.hand_off_before_stopping();
+        if tokio::time::timeout(bound, handing_off).await.is_err() {
+            tracing::warn!(
+                ?bound,
+                "leadership hand-off did not finish; stopping anyway"
+            );
+        }
+        deadline
+    }
+
     /// Serves both ports until `shutdown` resolves or this member is removed, then stops.
     async fn serve<C, P>(
         self,
@@ -276,7 +299,7 @@ impl Parts {
             let _ = receiver.wait_for(|stop| *stop).await;
         };
         let client_server = tonic::transport::Server::builder()
-            .add_routes(self.client_routes(config))
+            .add_routes(self.client_routes(config, &stop_receiver))
             .serve_with_incoming_shutdown(client_incoming, stopped(stop_receiver.clone()));
         // Windows large enough that a batch of large entries crosses in a few round trips.
         let peer_server = tonic::transport::Server::builder()
@@ -289,8 +312,9 @@ impl Parts {
         let greeter = tokio::spawn(self.greeter.clone().run());
         let session_keeper = tokio::spawn(self.keeper.clone().run());
         let mut fault = None;
+        let mut deadline = None;
         tokio::select! {
-            () = shutdown => tracing::info!("shutting down"),
+            () = shutdown => deadline = Some(self.begin_shutdown(config).await),
             reason = self.consensus.fault() => {
                 tracing::error!(%reason, "raft stopped on a storage fault; stopping the member");
                 fault = Some(reason);
@@ -304,12 +328,19 @@ impl Parts {
         }
         greeter.abort();
         session_keeper.abort();
+        // Open streams (watches, keep-alives) end now with a retryable status; unary calls in
+        // flight get until the deadline, then the process ends them by exiting.
         let _ = stop_sender.send(true);
-        self.consensus.shutdown().await;
-        // Open streams (watches, keep-alives) would hold a graceful stop forever: they get a
-        // bounded time to finish, then the process ends them by exiting.
+        let deadline =
+            deadline.unwrap_or_else(|| tokio::time::Instant::now() + config.shutdown_timeout);
+        if tokio::time::timeout_at(deadline, self.consensus.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("raft did not stop before --shutdown-timeout");
+        }
         for (role, task) in [("client", client_task), ("peer", peer_task)] {
-            match tokio::time::timeout(DRAIN_TIME_MAX, task).await {
+            match tokio::time::timeout_at(deadline, task).await {
                 Ok(Ok(Ok(()))) => {}
                 Ok(Ok(Err(source))) => return Err(RunError::Serve { role, source }),
                 Ok(Err(join_error)) => {
@@ -317,7 +348,7 @@ impl Parts {
                 }
                 Err(_) => tracing::warn!(
                     role,
-                    "connections still open after {DRAIN_TIME_MAX:?}; closing them"
+                    "connections still open at --shutdown-timeout; closing them"
                 ),
             }
         }

@@ -233,6 +233,14 @@ impl ServerProcess {
         }
     }
 
+    /// SIGTERM without waiting (`terminate` waits for the exit).
+    pub fn send_sigterm(&self) {
+        signal(
+            self.child.as_ref().expect("member is running"),
+            libc::SIGTERM,
+        );
+    }
+
     /// SIGSTOP: the process stays alive but does nothing.
     pub fn pause(&self) {
         signal(

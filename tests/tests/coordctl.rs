@@ -101,9 +101,9 @@ async fn round_trips_and_exit_codes() {
     );
     assert_eq!(ctl.expect(&["get", "/app"], 0), "from-txn\n");
     assert_eq!(
-        ctl.expect_with_input(&["txn"], Some(script), 0),
+        ctl.expect_with_input(&["txn"], Some(script), 4),
         "FAILED\nfrom-txn\n",
-        "the compare no longer holds"
+        "the compare no longer holds: exit 4"
     );
     let json_txn = r#"{"compares":[{"path":"/app","target":"value","op":"=","value":"from-txn"}],
         "success":[{"op":"delete","path":"/app/audit"}]}"#;

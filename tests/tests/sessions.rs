@@ -197,8 +197,9 @@ async fn a_dead_clients_session_ends_within_its_bound_while_leaders_keep_dying()
     let _serial = SERIAL.lock().await;
     let mut cluster = Cluster::start(3, SERVER_ARGS);
     cluster.wait_for_leader(&[1, 2, 3], LEADER_WAIT).await;
-    let ttl = Duration::from_secs(2);
-    let mut holder = hold(&cluster, "/orphan", "2s").await;
+    // The shortest TTL the members grant: 5 × their 500 ms election timeout.
+    let ttl = Duration::from_millis(2_500);
+    let mut holder = hold(&cluster, "/orphan", "2500ms").await;
     holder.kill9();
     let died = Instant::now();
     let client = short_timeout_client(&cluster).await;

@@ -184,9 +184,9 @@ impl DoubleBarrier {
 
 /// A participant inside a [`DoubleBarrier`], from `enter` until `leave`.
 ///
-/// Its member node is ephemeral: [`HeldNode::lost`] says when it may be gone. Dropping it
-/// without leaving spawns a best-effort delete of the node (leaving without waiting for the
-/// others).
+/// Its member node is ephemeral: [`HeldNode::suspended`] says when it may be gone, and
+/// [`HeldNode::lost`] when it is. Dropping it without leaving spawns a best-effort delete of
+/// the node (leaving without waiting for the others).
 ///
 /// ```no_run
 /// # async fn example(barrier: coord_client::DoubleBarrier) -> Result<(), coord_client::Error> {

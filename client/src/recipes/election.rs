@@ -55,7 +55,7 @@ const LEADER_CHANGES_BUFFERED: usize = 64;
 /// println!("leading with token {}", leadership.token());
 /// leadership.proclaim("10.0.0.7:9001").await?;
 /// tokio::select! {
-///     reason = leadership.lost() => eprintln!("no longer leader: {reason:?}"),
+///     state = leadership.suspended() => eprintln!("must stop leading: {state:?}"),
 ///     () = tokio::time::sleep(Duration::from_secs(60)) => leadership.resign().await?,
 /// }
 ///
@@ -202,8 +202,9 @@ pub struct LeaderInfo {
 
 /// Leadership of an [`Election`], won by [`Election::campaign`].
 ///
-/// Like a lock guard: [`HeldNode::lost`] resolves and [`HeldNode::is_safe`] turns false
-/// when it may have been lost. Resign with [`Leadership::resign`]; dropping it instead spawns
+/// Like a lock guard: [`HeldNode::suspended`] resolves and [`HeldNode::is_safe`] turns false
+/// as soon as the leader must stop acting (its session cannot be confirmed in time), and
+/// [`HeldNode::lost`] resolves once the leadership is lost for good. Resign with [`Leadership::resign`]; dropping it instead spawns
 /// a best-effort, fenced delete of the candidacy, and the session's end removes it anyway.
 /// A leader that acts on other systems should pass its token along (see
 /// [`crate::recipes::TokenVerifier`]).

@@ -1,8 +1,8 @@
 //! `LockGuard`: a held mutex, read lock, write lock or semaphore permit.
 //!
 //! Invariant: a guard exists only for a node that was confirmed after its last wait (see the
-//! module documentation of `recipes`); from then on `lost` and `is_safe` (of `HeldNode`)
-//! report its loss.
+//! module documentation of `recipes`); from then on its `HoldState` (of `HeldNode`: `state`,
+//! `suspended`, `resumed`, `lost`, `is_safe`) says whether it may act.
 
 use super::held_node::{sealed, HeldNode};
 use super::holding::Holding;
@@ -22,7 +22,8 @@ use crate::txn::Txn;
 ///
 /// Release it with [`LockGuard::release`]. Dropping it instead spawns a best-effort, fenced
 /// delete of its node (on the current Tokio runtime, if any); the session's end releases it in
-/// any case. Its accessors (`token`, `path`, `lost`, ...) are those of [`HeldNode`].
+/// any case. Its accessors (`token`, `path`, `suspended`, `lost`, ...) are those of
+/// [`HeldNode`].
 ///
 /// ```no_run
 /// # async fn example() -> Result<(), coord_client::Error> {
@@ -32,7 +33,8 @@ use crate::txn::Txn;
 /// let session = client.open_session(Duration::from_secs(10)).await?;
 /// let guard = Mutex::new(&client, &session, "/locks/report").acquire().await?;
 /// tokio::select! {
-///     reason = guard.lost() => eprintln!("lost the lock: {reason:?}"),
+///     // Suspended (the session cannot be confirmed in time) or lost: stop writing.
+///     state = guard.suspended() => eprintln!("stopped holding: {state:?}"),
 ///     result = async {
 ///         // Writes through Coord are refused once another holder has the lock.
 ///         client.txn(guard.fence(Txn::new().then(Op::set("/report/state", "done", None)))).await

@@ -1,15 +1,18 @@
 //! `Holding`: a confirmed recipe node held by the caller (inside a `LockGuard`, `Leadership`
-//! or `Participation`), with the monitor that says when it is lost.
+//! or `Participation`), with the monitor that says whether the holder may act.
 //!
-//! The monitor is a background task started at confirmation. It resolves the loss signal,
-//! once and for good, on the first of: the session expires; the session passes its
-//! `safe_until` (no keep-alive acknowledged in time, so the cluster may have expired it);
-//! the node is deleted (a watch on it from the revision after the confirmation, re-opened
-//! after any failure, with a linearizable fence check to bridge a compacted history).
+//! The monitor is a background task started at confirmation; it moves the holding's
+//! `HoldState` by `HoldState::next` and publishes every change. It follows the session: a
+//! suspension (keep-alives not acknowledged in time) suspends the holding; once the session is
+//! confirmed alive again, a linearizable fence check of the node resumes it with the same
+//! token, or finds it lost. It watches the node: a deletion (a watch from the revision after
+//! the confirmation, re-opened after any failure, with a fence check to bridge a compacted
+//! history) loses it. Expiry of the session, or a dropped `Session` past its `safe_until`,
+//! loses it too. A loss is published once and for good.
 //!
-//! Invariants: `is_safe` is false once the loss signal resolved, and whenever the session
-//! is not certainly alive. Dropping a holding that was not released spawns a best-effort,
-//! fenced delete of its node (the session's end removes it otherwise).
+//! Invariants: `is_safe` is true only while the state is `Held` and the session is certainly
+//! alive. Dropping a holding that was not released spawns a best-effort, fenced delete of its
+//! node (the session's end removes it otherwise).
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -17,8 +20,9 @@ use tokio::time::Instant;
 
 use super::cleanup::{delete_eventually, delete_own, spawn_detached};
 use super::fence::Sequencer;
+use super::hold_state::{HoldEvent, HoldState};
 use super::lost_reason::LostReason;
-use super::wait::{session_lost, Backoff};
+use super::wait::{sleep_until_or_never, Backoff};
 use crate::client::Client;
 use crate::error::Error;
 use crate::session::SessionView;
@@ -33,8 +37,8 @@ pub struct Holding {
     name: String,
     path: String,
     token: u64,
-    /// `Some` once lost; written only by the monitor.
-    lost: watch::Receiver<Option<LostReason>>,
+    /// As the monitor last published it; written only by the monitor.
+    state: watch::Receiver<HoldState>,
     monitor: JoinHandle<()>,
     /// Whether the node was deleted by `release`, so the drop has nothing left to do.
     released: bool,
@@ -51,7 +55,7 @@ impl Holding {
         token: u64,
         watch_from: u64,
     ) -> Holding {
-        let (sender, lost) = watch::channel(None);
+        let (sender, state) = watch::channel(HoldState::Held);
         let monitor = tokio::spawn(monitor(
             client.clone(),
             session.clone(),
@@ -66,7 +70,7 @@ impl Holding {
             name,
             path,
             token,
-            lost,
+            state,
             monitor,
             released: false,
         }
@@ -92,27 +96,76 @@ impl Holding {
         self.session.safe_until()
     }
 
+    /// The state now: as published, moved by the session's state at this instant, so that a
+    /// suspension (or expiry) shows before the monitor wakes up to publish it. A resumption
+    /// never shows early: it waits for the monitor's confirmation of the node.
+    pub(crate) fn state(&self) -> HoldState {
+        let published = *self.state.borrow();
+        published.next(HoldEvent::Session(self.session.state()))
+    }
+
+    pub(crate) fn watch_state(&self) -> watch::Receiver<HoldState> {
+        self.state.clone()
+    }
+
     pub(crate) fn is_safe(&self) -> bool {
-        self.lost.borrow().is_none() && self.session.is_safe()
+        self.state() == HoldState::Held && self.session.is_safe()
     }
 
     /// Why the node was lost, if it was.
     pub(crate) fn lost_reason(&self) -> Option<LostReason> {
-        *self.lost.borrow()
+        match self.state() {
+            HoldState::Lost(reason) => Some(reason),
+            HoldState::Held | HoldState::Suspended => None,
+        }
+    }
+
+    /// Resolves with the first state that `settled` accepts (the current one included).
+    async fn first_state<T>(&self, settled: impl Fn(HoldState) -> Option<T>) -> T {
+        let mut states = self.state.clone();
+        loop {
+            states.borrow_and_update();
+            if let Some(value) = settled(self.state()) {
+                return value;
+            }
+            let wake_at = (self.state() == HoldState::Held).then(|| self.session.suspend_at());
+            tokio::select! {
+                changed = states.changed() => {
+                    if changed.is_err() {
+                        // The monitor ended without a verdict, which only a panic can do:
+                        // assume the worst rather than promise the node forever.
+                        let lost = HoldState::Lost(LostReason::SessionUnsafe);
+                        if let Some(value) = settled(lost) {
+                            return value;
+                        }
+                        std::future::pending::<()>().await;
+                    }
+                }
+                () = sleep_until_or_never(wake_at) => {}
+            }
+        }
     }
 
     pub(crate) async fn lost(&self) -> LostReason {
-        let mut lost = self.lost.clone();
-        loop {
-            if let Some(reason) = *lost.borrow_and_update() {
-                return reason;
-            }
-            if lost.changed().await.is_err() {
-                // The monitor ended without a reason, which only a panic can do: assume the
-                // worst rather than promise the node forever.
-                return lost.borrow().unwrap_or(LostReason::SessionUnsafe);
-            }
-        }
+        self.first_state(|state| match state {
+            HoldState::Lost(reason) => Some(reason),
+            HoldState::Held | HoldState::Suspended => None,
+        })
+        .await
+    }
+
+    pub(crate) async fn suspended(&self) -> HoldState {
+        self.first_state(|state| (state != HoldState::Held).then_some(state))
+            .await
+    }
+
+    pub(crate) async fn resumed(&self) -> Result<(), LostReason> {
+        self.first_state(|state| match state {
+            HoldState::Held => Some(Ok(())),
+            HoldState::Lost(reason) => Some(Err(reason)),
+            HoldState::Suspended => None,
+        })
+        .await
     }
 
     pub(crate) fn sequencer(&self) -> Sequencer {
@@ -137,7 +190,7 @@ impl Holding {
             .debug_struct(handle)
             .field("path", &self.path)
             .field("token", &self.token)
-            .field("lost", &self.lost_reason())
+            .field("state", &self.state())
             .finish()
     }
 
@@ -169,13 +222,75 @@ async fn monitor(
     path: String,
     token: u64,
     watch_from: u64,
-    lost: watch::Sender<Option<LostReason>>,
+    state: watch::Sender<HoldState>,
 ) {
-    let reason = tokio::select! {
-        reason = session_lost(&session) => reason,
-        reason = node_lost(&client, &path, token, watch_from) => reason,
-    };
-    lost.send_replace(Some(reason));
+    tokio::select! {
+        // It publishes the loss it finds.
+        () = follow_session(&client, &session, (&path, token), &state) => {}
+        reason = node_lost(&client, &path, token, watch_from) => {
+            let hold = state.borrow().next(HoldEvent::NodeGone(reason));
+            state.send_replace(hold);
+        }
+    }
+}
+
+/// Moves the holding's state with the session's, confirming the node before a suspended
+/// holding resumes; returns once it published a loss.
+async fn follow_session(
+    client: &Client,
+    session: &SessionView,
+    (path, token): (&str, u64),
+    state: &watch::Sender<HoldState>,
+) {
+    let mut changes = session.watch_state();
+    let mut backoff = Backoff::new();
+    loop {
+        changes.borrow_and_update();
+        let mut hold = state.borrow().next(HoldEvent::Session(session.state()));
+        if session.keep_alives_stopped() && !session.is_safe() {
+            hold = hold.next(HoldEvent::KeepAlivesStopped);
+        }
+        let mut check_failed = false;
+        if hold.awaits_confirmation(session.state()) {
+            match client.check_fence(path, token).await {
+                Ok(check) => {
+                    hold = hold.next(HoldEvent::NodeConfirmed {
+                        current: check.current,
+                        session: session.state(),
+                    });
+                }
+                Err(_) => check_failed = true,
+            }
+        }
+        state.send_if_modified(|published| {
+            let changes = *published != hold;
+            *published = hold;
+            changes
+        });
+        if let HoldState::Lost(_) = hold {
+            return;
+        }
+        if check_failed {
+            backoff.pause(None).await;
+            continue;
+        }
+        backoff = Backoff::new();
+        // Held: until the session suspends. Suspended: until it changes, or (keep-alives
+        // stopped) until safe_until makes the loss certain.
+        let wake_at = match hold {
+            HoldState::Held => Some(session.suspend_at()),
+            _ if session.keep_alives_stopped() => Some(session.safe_until()),
+            _ => None,
+        };
+        tokio::select! {
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    sleep_until_or_never(wake_at).await;
+                }
+            }
+            () = sleep_until_or_never(wake_at) => {}
+        }
+    }
 }
 
 /// Resolves when the node at `path` created at `token` is deleted at or after `from`.

@@ -9,8 +9,11 @@
 pub enum LostReason {
     /// The cluster said the session expired or was closed; its nodes are deleted.
     SessionExpired,
-    /// No keep-alive was acknowledged before the session's `safe_until`: the cluster may have
-    /// expired the session and handed the lock to someone else.
+    /// No keep-alive was acknowledged before the session's `safe_until`, and none can be: the
+    /// `Session` was dropped (or closed) while the node was held, or (for an acquisition still
+    /// waiting) the session passed `safe_until` while queueing. The cluster may have expired
+    /// the session and handed the lock to someone else. A held node whose session merely
+    /// cannot be confirmed is `Suspended` instead (see `HoldState`), not lost.
     SessionUnsafe,
     /// The node was deleted by someone else (an administrator, a recursive delete).
     NodeDeleted,

@@ -70,10 +70,12 @@
 //!                        (session lost ─► Err; deadline ─► delete node, None)
 //! ```
 //!
-//! A handle's monitor (a background task) watches the session and the node: [`HeldNode::lost`]
-//! resolves, and `is_safe` turns false, when the session expires, when it cannot be confirmed
-//! alive before `safe_until`, or when the node is deleted. Keep the [`crate::Session`] alive
-//! while holding anything: dropping it stops its keep-alives.
+//! A handle's monitor (a background task) watches the session and the node, and moves the
+//! handle's [`HoldState`]: `Suspended` (and `is_safe` false) as soon as the session cannot be
+//! confirmed alive in time, `Held` again with the same token once it is confirmed and the node
+//! is still there, `Lost` ([`HeldNode::lost`] resolves) when the session expires, the node is
+//! deleted, or the [`crate::Session`] was dropped and its `safe_until` passed. Keep the
+//! `Session` alive while holding anything: dropping it stops its keep-alives.
 
 mod barrier;
 mod cleanup;
@@ -83,6 +85,7 @@ mod election;
 mod fence;
 mod guard;
 mod held_node;
+mod hold_state;
 mod holding;
 mod listing;
 mod lost_reason;
@@ -101,6 +104,7 @@ pub use election::{Election, LeaderChanges, LeaderInfo, Leadership};
 pub use fence::{admit, Sequencer, StaleToken, TokenVerifier};
 pub use guard::LockGuard;
 pub use held_node::HeldNode;
+pub use hold_state::HoldState;
 pub use listing::{list_elections, list_locks, ElectionInfo, LockInfo, LockKind, Participant};
 pub use lost_reason::LostReason;
 pub use mutex::Mutex;
@@ -147,6 +151,8 @@ mod tests {
         send(list_elections(client, "/"));
         let (guard, mut leadership, participation) = handles;
         send(guard.lost());
+        send(guard.suspended());
+        send(guard.resumed());
         send(leadership.proclaim("value"));
         send(leadership.lost());
         send(participation.leave());

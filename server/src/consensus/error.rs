@@ -30,6 +30,10 @@ pub enum ConsensusError {
     Membership { reason: String },
     #[error("consensus failed: {reason}")]
     Fatal { reason: String },
+    /// This member is not in the cluster's membership (removed, or not added yet): it serves
+    /// no client request. Nothing was applied.
+    #[error("member {member} is not a member of the cluster (removed, or not added yet); use another member")]
+    NotAMember { member: MemberId },
 }
 
 fn hint(leader: Option<MemberId>) -> String {

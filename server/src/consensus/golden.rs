@@ -193,12 +193,66 @@ pub fn peer_samples() -> Vec<Sample> {
         let name = format!("membership {change:?}");
         samples.push(peer_sample(&name, MessageKind::Membership, &change));
     }
+    samples.extend(election_samples());
     for (index, error) in consensus_errors().into_iter().enumerate() {
         let name = format!("consensus error {index}");
         let reply: Result<(), ConsensusError> = Err(error);
         samples.push(peer_sample(&name, MessageKind::Membership, &reply));
     }
     samples
+}
+
+/// Pre-vote, hand-off and leadership move messages.
+fn election_samples() -> Vec<Sample> {
+    use super::election::{PreVote, PreVoteReply};
+    use super::handoff::{MoveLeader, Moved, TimeoutNow};
+    use super::ids::Term;
+    vec![
+        peer_sample(
+            "pre-vote",
+            MessageKind::PreVote,
+            &PreVote {
+                candidate: MemberId(2),
+                last_log: Some((3, 17)),
+            },
+        ),
+        peer_sample(
+            "pre-vote reply",
+            MessageKind::PreVote,
+            &PreVoteReply {
+                granted: true,
+                removed: false,
+            },
+        ),
+        peer_sample(
+            "timeout now",
+            MessageKind::TimeoutNow,
+            &TimeoutNow {
+                from: MemberId(1),
+                term: Term(3),
+            },
+        ),
+        peer_sample(
+            "timeout now reply",
+            MessageKind::TimeoutNow,
+            &Ok::<(), ConsensusError>(()),
+        ),
+        peer_sample(
+            "move leader",
+            MessageKind::MoveLeader,
+            &MoveLeader {
+                target: Some(MemberId(3)),
+            },
+        ),
+        peer_sample(
+            "move leader reply",
+            MessageKind::MoveLeader,
+            &Ok::<_, ConsensusError>(Moved {
+                leader: MemberId(3),
+                term: Term(4),
+            }),
+        ),
+    ]
 }
 
 fn consensus_errors() -> Vec<ConsensusError> {
@@ -223,6 +277,9 @@ fn consensus_errors() -> Vec<ConsensusError> {
         },
         ConsensusError::Fatal {
             reason: "disk".into(),
+        },
+        ConsensusError::NotAMember {
+            member: MemberId(4),
         },
     ]
 }

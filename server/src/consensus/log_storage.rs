@@ -14,6 +14,7 @@ use std::sync::Arc;
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{AnyError, LogId, LogState, RaftLogReader, StorageError, StorageIOError, Vote};
 
+use super::election::LastLogId;
 use super::types::{Entry, TypeConfig};
 use super::wire::{decode_log_entry, decode_log_meta, encode_log_entry, encode_log_meta};
 use crate::storage::{LogDb, StorageFault};
@@ -27,14 +28,38 @@ pub struct LogStorage {
     log_db: LogDb,
     /// Bytes appended since the last snapshot, for the size-based snapshot trigger.
     appended_bytes: Arc<AtomicU64>,
+    /// The last log id held, for answering pre-votes.
+    last_log_id: Arc<LastLogId>,
 }
 
 impl LogStorage {
-    pub fn new(log_db: LogDb, appended_bytes: Arc<AtomicU64>) -> LogStorage {
+    pub fn new(
+        log_db: LogDb,
+        appended_bytes: Arc<AtomicU64>,
+        last_log_id: Arc<LastLogId>,
+    ) -> LogStorage {
         LogStorage {
             log_db,
             appended_bytes,
+            last_log_id,
         }
+    }
+
+    /// Reads the last log id (or the purged one behind an empty log) from disk.
+    fn read_last_log_id(log_db: &LogDb) -> Result<LogState<TypeConfig>, StorageError<u64>> {
+        let last_purged_log_id: Option<LogId<u64>> =
+            match log_db.get_meta(PURGED_KEY).map_err(read_fault)? {
+                Some(bytes) => decode("purged log id", &bytes)?,
+                None => None,
+            };
+        let last_log_id = match log_db.last().map_err(read_fault)? {
+            Some((index, body)) => Some(decode_entry(index, &body)?.log_id),
+            None => last_purged_log_id,
+        };
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
     }
 }
 
@@ -135,22 +160,9 @@ impl RaftLogStorage<TypeConfig> for LogStorage {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<u64>> {
         let log_db = self.log_db.clone();
-        blocking(move || {
-            let last_purged_log_id: Option<LogId<u64>> =
-                match log_db.get_meta(PURGED_KEY).map_err(read_fault)? {
-                    Some(bytes) => decode("purged log id", &bytes)?,
-                    None => None,
-                };
-            let last_log_id = match log_db.last().map_err(read_fault)? {
-                Some((index, body)) => Some(decode_entry(index, &body)?.log_id),
-                None => last_purged_log_id,
-            };
-            Ok(LogState {
-                last_purged_log_id,
-                last_log_id,
-            })
-        })
-        .await
+        let state = blocking(move || LogStorage::read_last_log_id(&log_db)).await?;
+        self.last_log_id.set(state.last_log_id);
+        Ok(state)
     }
 
     async fn get_log_reader(&mut self) -> LogStorage {
@@ -213,9 +225,13 @@ impl RaftLogStorage<TypeConfig> for LogStorage {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
+        let mut last = None;
         let records: Vec<(u64, Vec<u8>)> = entries
             .into_iter()
-            .map(|entry| (entry.log_id.index, encode_log_entry(&entry)))
+            .map(|entry| {
+                last = Some(entry.log_id);
+                (entry.log_id.index, encode_log_entry(&entry))
+            })
             .collect();
         let bytes: usize = records.iter().map(|(_, body)| body.len()).sum();
         self.appended_bytes
@@ -223,7 +239,12 @@ impl RaftLogStorage<TypeConfig> for LogStorage {
         let log_db = self.log_db.clone();
         let result = blocking(move || log_db.append(&records).map_err(write_fault)).await;
         match &result {
-            Ok(()) => callback.log_io_completed(Ok(())),
+            Ok(()) => {
+                if last.is_some() {
+                    self.last_log_id.set(last);
+                }
+                callback.log_io_completed(Ok(()))
+            }
             Err(error) => callback.log_io_completed(Err(std::io::Error::other(error.to_string()))),
         }
         result
@@ -231,7 +252,13 @@ impl RaftLogStorage<TypeConfig> for LogStorage {
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
         let log_db = self.log_db.clone();
-        blocking(move || log_db.truncate_from(log_id.index).map_err(write_fault)).await
+        let state = blocking(move || {
+            log_db.truncate_from(log_id.index).map_err(write_fault)?;
+            LogStorage::read_last_log_id(&log_db)
+        })
+        .await?;
+        self.last_log_id.set(state.last_log_id);
+        Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {

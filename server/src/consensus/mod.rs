@@ -28,7 +28,9 @@
 //! quorum after the read arrived.
 
 mod admission;
+mod election;
 mod error;
+mod handoff;
 mod ids;
 mod leader;
 mod log_storage;
@@ -57,7 +59,9 @@ use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use openraft::{ChangeMembers, Config, Raft, ServerState, SnapshotPolicy};
 
 pub use admission::{Refusal, LOG_INDEX_MAX, SNAPSHOT_BYTES_MAX, TERM_MAX};
+pub use election::{PreVote, PreVoteReply};
 pub use error::{ConsensusError, StartError};
+pub use handoff::{MoveLeader, Moved, TimeoutNow};
 pub use ids::{MemberId, Term};
 pub use leader::{LeaderCall, MembershipChange, Route, WriteCall, Written};
 pub use peer_client::{
@@ -73,6 +77,8 @@ pub use wire::{decode_peer, encode_peer, peer_kind, FormatError, MessageKind};
 use crate::fsm::{FsmError, Output, Proposal, Revision};
 use crate::storage::{LogDb, SnapshotFile};
 use admission::Admission;
+use election::{AckClock, ElectionTiming, Elector, LastLogId};
+use handoff::HandOff;
 use log_storage::LogStorage;
 use network::PeerNetwork;
 use read_index::ReadIndexBatcher;
@@ -87,11 +93,19 @@ pub struct Consensus {
     raft: Raft<TypeConfig>,
     replica: Arc<Replica>,
     config: ConsensusConfig,
-    peers: PeerClients,
+    peers: Arc<PeerClients>,
     read_index: ReadIndexBatcher,
     admission: Admission,
     /// The task that asks for a snapshot when the log grows past `snapshot_bytes`.
     size_trigger: tokio::task::JoinHandle<()>,
+    /// The election timer and pre-vote (`election.rs`).
+    elector: tokio::task::JoinHandle<()>,
+    /// When peers last answered this member's AppendEntries, for the quorum check.
+    acks: Arc<AckClock>,
+    last_log: Arc<LastLogId>,
+    handoff: HandOff,
+    /// Set once a majority of voters answered a pre-vote saying this member was removed.
+    removed_by_peers: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl Consensus {
@@ -110,53 +124,68 @@ impl Consensus {
         let log_db = LogDb::open(&data_dir.join("log"))?;
         let state_machine = StateMachine::open(SnapshotFile::new(data_dir), observer)?;
         let replica = state_machine.replica();
+        let acks = Arc::new(AckClock::default());
         let network = PeerNetwork::new(
             config.member_id.0,
             config.cluster_id.clone(),
             config.peer_source_address,
+            acks.clone(),
         );
         let appended_bytes = Arc::new(AtomicU64::new(0));
+        let last_log = Arc::new(LastLogId::default());
         let raft = Raft::new(
             config.member_id.0,
             Arc::new(raft_config),
             network,
-            LogStorage::new(log_db, appended_bytes.clone()),
+            LogStorage::new(log_db, appended_bytes.clone(), last_log.clone()),
             state_machine,
         )
         .await
         .map_err(|fatal| StartError::Raft {
             source: Box::new(fatal),
         })?;
-        let initialized = raft
-            .is_initialized()
-            .await
-            .map_err(|error| StartError::Raft {
-                source: Box::new(error),
-            })?;
-        if !initialized && initialize {
-            tracing::info!(members = ?initial_members.keys().collect::<Vec<_>>(), "founding a new cluster");
-            let members: BTreeMap<u64, Member> = initial_members
-                .into_iter()
-                .map(|(id, addr)| (id.0, Member { addr }))
-                .collect();
-            match raft.initialize(members).await {
-                Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
-                Err(error) => {
-                    return Err(StartError::Raft {
-                        source: Box::new(error),
-                    })
-                }
-            }
-        } else if !initialized {
-            tracing::info!("new member: waiting for the leader to contact it");
-        }
+        found_if_new(&raft, initial_members, initialize).await?;
         let size_trigger = tokio::spawn(snapshot_on_size(
             raft.clone(),
             appended_bytes,
             config.snapshot_bytes,
         ));
-        let peers = PeerClients::new(config.cluster_id.clone(), config.peer_source_address);
-        Ok(Consensus {
+        let peers = Arc::new(PeerClients::new(
+            config.cluster_id.clone(),
+            config.peer_source_address,
+        ));
+        let removed_by_peers = Arc::new(tokio::sync::watch::channel(false).0);
+        let elector = tokio::spawn(
+            Elector {
+                raft: raft.clone(),
+                me: config.member_id,
+                timing: timing(&config),
+                peers: peers.clone(),
+                last_log: last_log.clone(),
+                removed: removed_by_peers.clone(),
+            }
+            .run(),
+        );
+        Ok(Consensus::assemble(
+            (raft, replica, config, peers),
+            (size_trigger, elector),
+            (acks, last_log),
+            removed_by_peers,
+        ))
+    }
+
+    fn assemble(
+        (raft, replica, config, peers): (
+            Raft<TypeConfig>,
+            Arc<Replica>,
+            ConsensusConfig,
+            Arc<PeerClients>,
+        ),
+        (size_trigger, elector): (tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>),
+        (acks, last_log): (Arc<AckClock>, Arc<LastLogId>),
+        removed_by_peers: Arc<tokio::sync::watch::Sender<bool>>,
+    ) -> Consensus {
+        Consensus {
             raft,
             replica,
             config,
@@ -164,7 +193,12 @@ impl Consensus {
             read_index: ReadIndexBatcher::default(),
             admission: Admission::default(),
             size_trigger,
-        })
+            elector,
+            acks,
+            last_log,
+            handoff: HandOff::default(),
+            removed_by_peers,
+        }
     }
 
     pub fn member_id(&self) -> MemberId {
@@ -259,7 +293,21 @@ impl Consensus {
         let metrics = metrics.borrow();
         let me = self.config.member_id.0;
         match metrics.current_leader {
-            Some(leader) if leader == me && metrics.state == ServerState::Leader => Route::Local,
+            // A leader that a quorum stopped answering takes nothing new (its writes could not
+            // commit); clients move on to the majority, which elects a new leader.
+            Some(leader) if leader == me && metrics.state == ServerState::Leader => {
+                let configs = metrics.membership_config.membership().get_joint_config();
+                // Three election timeouts: a follower busy with a batch of large entries
+                // answers late but is there.
+                if self
+                    .acks
+                    .quorum_within(me, configs, self.config.election_timeout * 3)
+                {
+                    Route::Local
+                } else {
+                    Route::Nowhere { leader_hint: None }
+                }
+            }
             Some(leader) => match metrics.membership_config.membership().get_node(&leader) {
                 Some(member) if leader != me => Route::Leader {
                     id: MemberId(leader),
@@ -281,6 +329,7 @@ impl Consensus {
         F: FnOnce(C) -> Fut,
         Fut: Future<Output = Result<C::Reply, ConsensusError>>,
     {
+        self.serving()?;
         match self.route() {
             Route::Local => here(call).await,
             Route::Leader { id, address } => {
@@ -299,13 +348,48 @@ impl Consensus {
         proposal: Proposal,
     ) -> Result<(Revision, Result<Output, FsmError>), ConsensusError> {
         let written = self
-            .on_leader(WriteCall { proposal }, |call| self.write_here(call))
+            .on_leader(WriteCall { proposal }, |call| self.write_for_client(call))
             .await?;
         Ok((written.revision, written.outcome.to_outcome()))
     }
 
-    /// Proposes a write here; `NoLeader` unless this member leads (never forwarded again).
+    /// Refuses client work on a member outside the cluster's applied membership: one that was
+    /// removed (and perhaps restarted on its old data) or one not added yet. Its data may be
+    /// stale, and it knows no leader.
+    pub fn serving(&self) -> Result<(), ConsensusError> {
+        let member = self.config.member_id;
+        if self.membership_of_self() == (true, true) && !*self.removed_by_peers.borrow() {
+            Ok(())
+        } else {
+            Err(ConsensusError::NotAMember { member })
+        }
+    }
+
+    /// A client's write on the leader (`write`, and writes forwarded to it): when a leadership
+    /// move ends while the write waits for it, the write goes on to the new leader (a second
+    /// forward, the only one).
+    pub async fn write_for_client(&self, call: WriteCall) -> Result<Written, ConsensusError> {
+        if self.handoff.is_moving() {
+            self.handoff.settled(self.move_bound()).await;
+            if let Route::Leader { id, address } = self.route() {
+                let timeout = self.config.request_timeout;
+                return self.peers.forward(id, &address, &call, timeout).await;
+            }
+        }
+        self.write_here(call).await
+    }
+
+    /// Proposes a write here; `NoLeader` unless this member leads (never forwarded: the
+    /// session keeper's decisions hold only on the leader that made them). Waits while a
+    /// leadership move is under way.
     pub async fn write_here(&self, call: WriteCall) -> Result<Written, ConsensusError> {
+        let _proposing = match self.handoff.begin_proposal() {
+            Some(proposing) => proposing,
+            None => {
+                self.handoff.settled(self.move_bound()).await;
+                self.handoff.force_proposal()
+            }
+        };
         let timeout = self.config.request_timeout;
         let written = tokio::time::timeout(timeout, self.raft.client_write(call.proposal))
             .await
@@ -327,10 +411,224 @@ impl Consensus {
         })
     }
 
-    /// A membership change, run on the leader.
+    /// A membership change, run on the leader. Removing the leader first hands leadership to
+    /// another voter, so that writes pause for a round trip rather than an election.
     pub async fn change_membership(&self, change: MembershipChange) -> Result<(), ConsensusError> {
+        if let MembershipChange::Remove { id } = &change {
+            if self.view().leader == Some(*id) {
+                match self.move_leader(None).await {
+                    Ok(moved) => {
+                        tracing::info!(leader = %moved.leader, "leadership moved before removing member {id}")
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "could not move leadership before removing member {id}; removing it anyway")
+                    }
+                }
+            }
+        }
         self.on_leader(change, |change| self.change_membership_here(change))
             .await
+    }
+
+    /// Hands leadership to `target` (the most caught-up other voter when `None`), on the
+    /// leader (see `handoff.rs`).
+    pub async fn move_leader(&self, target: Option<MemberId>) -> Result<Moved, ConsensusError> {
+        self.on_leader(MoveLeader { target }, |call| self.move_leader_here(call))
+            .await
+    }
+
+    /// The longest a leadership move may take before the old leader resumes.
+    fn move_bound(&self) -> Duration {
+        self.config.election_timeout * 3
+    }
+
+    /// Runs a leadership move here; `NoLeader` unless this member leads.
+    pub async fn move_leader_here(&self, call: MoveLeader) -> Result<Moved, ConsensusError> {
+        let Ok(_one_at_a_time) = self.handoff.lock.try_lock() else {
+            return Err(ConsensusError::Membership {
+                reason: "a leadership move is already under way".into(),
+            });
+        };
+        let Some(term) = self.established_leadership() else {
+            return Err(ConsensusError::NoLeader { leader_hint: None });
+        };
+        let (target, address) = self.move_target(call.target)?;
+        tracing::info!(%target, %term, "handing leadership over");
+        self.handoff.set_moving(true);
+        let bound = self.move_bound();
+        let moved = tokio::time::timeout(bound, self.run_move(target, &address, term)).await;
+        self.raft.runtime_config().heartbeat(true);
+        self.handoff.set_moving(false);
+        let moved = moved.unwrap_or_else(|_| {
+            Err(ConsensusError::Timeout {
+                what: format!("handing leadership to member {target}"),
+                timeout: bound,
+            })
+        });
+        match &moved {
+            Ok(moved) => {
+                tracing::info!(leader = %moved.leader, term = %moved.term, "leadership handed over")
+            }
+            Err(error) => tracing::warn!(%error, "leadership hand-off failed"),
+        }
+        moved
+    }
+
+    /// The voter a move goes to and its peer address.
+    fn move_target(&self, wanted: Option<MemberId>) -> Result<(MemberId, String), ConsensusError> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let membership = metrics.membership_config.membership();
+        let me = self.config.member_id;
+        let matched: Vec<(MemberId, u64)> = membership
+            .voter_ids()
+            .filter(|id| *id != me.0)
+            .map(|id| {
+                let index = metrics
+                    .replication
+                    .as_ref()
+                    .and_then(|replication| replication.get(&id).copied().flatten())
+                    .map_or(0, |log_id| log_id.index);
+                (MemberId(id), index)
+            })
+            .collect();
+        let target = handoff::choose_target(me, wanted, &matched)
+            .map_err(|reason| ConsensusError::Membership { reason })?;
+        let address = membership
+            .get_node(&target.0)
+            .map(|member| member.addr.clone())
+            .ok_or_else(|| ConsensusError::Membership {
+                reason: format!("member {target} has no peer address"),
+            })?;
+        Ok((target, address))
+    }
+
+    /// Waits until `target` holds the whole log, then asks it to stand for election and waits
+    /// until a newer leader is known.
+    async fn run_move(
+        &self,
+        target: MemberId,
+        address: &str,
+        term: Term,
+    ) -> Result<Moved, ConsensusError> {
+        let me = self.config.member_id.0;
+        self.handoff.drained().await;
+        let mut metrics = self.raft.metrics();
+        let caught_up = metrics
+            .wait_for(|metrics| {
+                let matched = metrics
+                    .replication
+                    .as_ref()
+                    .and_then(|replication| replication.get(&target.0).copied().flatten())
+                    .map(|log_id| log_id.index);
+                metrics.state != ServerState::Leader || matched >= metrics.last_log_index
+            })
+            .await
+            .map_err(|_| ConsensusError::ShuttingDown)?
+            .state
+            == ServerState::Leader;
+        if !caught_up {
+            return Err(ConsensusError::NoLeader { leader_hint: None });
+        }
+        self.raft.runtime_config().heartbeat(false);
+        let request = TimeoutNow {
+            from: self.config.member_id,
+            term,
+        };
+        let asked: Result<Result<(), ConsensusError>, PeerCallError> = self
+            .peers
+            .call(
+                address,
+                PeerMethod::TimeoutNow,
+                MessageKind::TimeoutNow,
+                &request,
+                self.config.election_timeout,
+            )
+            .await;
+        asked.map_err(|error| ConsensusError::LeaderUnreachable {
+            leader: target,
+            reason: error.to_string(),
+        })??;
+        let moved = metrics
+            .wait_for(|metrics| {
+                metrics.current_term > term.0
+                    && metrics.current_leader.is_some_and(|leader| leader != me)
+            })
+            .await
+            .map_err(|_| ConsensusError::ShuttingDown)?;
+        Ok(Moved {
+            leader: MemberId(moved.current_leader.unwrap_or(target.0)),
+            term: Term(moved.current_term),
+        })
+    }
+
+    /// On the target of a move: stands for election at once if the sender still leads this
+    /// member's term.
+    pub fn timeout_now(&self, request: TimeoutNow) -> Result<(), ConsensusError> {
+        let (term, voter) = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow();
+            let voter = metrics
+                .membership_config
+                .membership()
+                .voter_ids()
+                .any(|id| id == self.config.member_id.0);
+            (metrics.current_term, voter)
+        };
+        if term != request.term.0 || !voter {
+            return Err(ConsensusError::Membership {
+                reason: format!(
+                    "member {} cannot take over: its term is {term} (the leader's is {}), voter: {voter}",
+                    self.config.member_id, request.term
+                ),
+            });
+        }
+        tracing::info!(from = %request.from, "asked to take over leadership; standing for election");
+        tokio::spawn(handoff::stand(
+            self.raft.clone(),
+            request.term,
+            self.config.heartbeat_interval,
+            3,
+        ));
+        Ok(())
+    }
+
+    /// Answers a pre-vote (see `election.rs`).
+    pub async fn pre_vote(&self, request: PreVote) -> PreVoteReply {
+        let Some(view) = election::voter_view(&self.raft, &self.last_log).await else {
+            return PreVoteReply {
+                granted: false,
+                removed: false,
+            };
+        };
+        let removed = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow();
+            let membership = metrics.membership_config.membership();
+            membership.nodes().next().is_some()
+                && membership.get_node(&request.candidate.0).is_none()
+        };
+        let granted = !removed && election::grants(view, &request, &timing(&self.config));
+        if granted {
+            tracing::info!(candidate = %request.candidate, "no leader heard from: granting a pre-vote");
+        }
+        PreVoteReply { granted, removed }
+    }
+
+    /// Before a leader stops (SIGTERM): hands leadership to another voter if there is one, so
+    /// that the cluster does not wait an election timeout. Logs and carries on if it cannot.
+    pub async fn hand_off_before_stopping(&self) {
+        if self.established_leadership().is_none() || self.other_members().is_empty() {
+            return;
+        }
+        if let Err(error) = self.move_leader_here(MoveLeader { target: None }).await {
+            tracing::warn!(%error, "stopping without handing leadership over");
+        }
+    }
+
+    /// Whether this member leads and a quorum answered it within an election timeout.
+    pub fn leader_has_quorum(&self) -> bool {
+        matches!(self.route(), Route::Local)
     }
 
     /// Runs a membership change here; `NoLeader` unless this member leads.
@@ -412,6 +710,7 @@ impl Consensus {
 
     /// Waits until a read at `consistency` may be answered from the local replica.
     pub async fn read_barrier(&self, consistency: Consistency) -> Result<(), ConsensusError> {
+        self.serving()?;
         let index = match consistency {
             Consistency::Serializable => return Ok(()),
             Consistency::MinRevision(revision) => revision.0,
@@ -475,31 +774,56 @@ impl Consensus {
 
     /// Resolves once this member has been removed from the cluster's membership.
     ///
-    /// A member added back after a removal replays its own removal while catching up on the
-    /// log (or a snapshot older than the re-adding entry), so exclusion alone is not removal:
-    /// a removed member also stops receiving entries, so it must see nothing more applied for
-    /// `REMOVAL_CONFIRM` while excluded.
+    /// Excluded means: out of the applied membership, or out of the latest one in its log. A
+    /// removed follower often never learns that its removal committed (the leader stops
+    /// replicating to it), so the latest membership counts too; stopping on an uncommitted
+    /// removal that is later undone costs only a restart. A member added back after a removal
+    /// replays its own removal while catching up, so exclusion alone is not removal: a removed
+    /// member also receives nothing more, so it must stay excluded, with nothing applied, for
+    /// `REMOVAL_CONFIRM`.
     pub async fn removed(&self) {
-        let me = self.config.member_id;
         let mut applied = self.replica.applied_revision();
         let mut was_member = false;
+        let mut excluded_since: Option<tokio::time::Instant> = None;
+        let tick = Duration::from_millis(250);
         loop {
-            // The applied membership is a committed one: an uncommitted change that drops this
-            // member (and might still be truncated) does not stop it. A pristine member is not
-            // in any membership yet, so it waits to be added first.
-            if self.replica.has_member(me) {
-                was_member = true;
-            } else if was_member {
-                match tokio::time::timeout(REMOVAL_CONFIRM, applied.changed()).await {
-                    Err(_) => return,
-                    Ok(Ok(())) => continue,
-                    Ok(Err(_)) => std::future::pending::<()>().await,
-                }
+            if *self.removed_by_peers.borrow() {
+                return;
             }
-            if applied.changed().await.is_err() {
-                std::future::pending::<()>().await;
+            let (in_applied, in_latest) = self.membership_of_self();
+            // A pristine member is in no membership yet: it waits to be added first.
+            was_member |= in_applied || in_latest;
+            if was_member && !(in_applied && in_latest) {
+                let since = *excluded_since.get_or_insert_with(tokio::time::Instant::now);
+                if since.elapsed() >= REMOVAL_CONFIRM {
+                    return;
+                }
+            } else {
+                excluded_since = None;
+            }
+            match tokio::time::timeout(tick, applied.changed()).await {
+                // Something was applied: the member still receives the log.
+                Ok(Ok(())) => excluded_since = None,
+                Ok(Err(_)) => std::future::pending::<()>().await,
+                Err(_) => {}
             }
         }
+    }
+
+    /// Whether this member is in the applied membership, and in the latest one in its log.
+    fn membership_of_self(&self) -> (bool, bool) {
+        let me = self.config.member_id;
+        let in_latest = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow();
+            let in_latest = metrics
+                .membership_config
+                .membership()
+                .get_node(&me.0)
+                .is_some();
+            in_latest
+        };
+        (self.replica.has_member(me), in_latest)
     }
 
     pub fn status(&self) -> ConsensusStatus {
@@ -543,10 +867,44 @@ impl Consensus {
     /// Stops Raft; storage is closed when the last handle is dropped.
     pub async fn shutdown(&self) {
         self.size_trigger.abort();
+        self.elector.abort();
         if let Err(error) = self.raft.shutdown().await {
             tracing::warn!(%error, "raft shutdown reported an error");
         }
     }
+}
+
+/// Founds the cluster with `initial_members` when this member is pristine and `initialize` is
+/// set; logs that a pristine member waits otherwise. A restarted member does nothing here.
+async fn found_if_new(
+    raft: &Raft<TypeConfig>,
+    initial_members: BTreeMap<MemberId, String>,
+    initialize: bool,
+) -> Result<(), StartError> {
+    let initialized = raft
+        .is_initialized()
+        .await
+        .map_err(|error| StartError::Raft {
+            source: Box::new(error),
+        })?;
+    if !initialized && initialize {
+        tracing::info!(members = ?initial_members.keys().collect::<Vec<_>>(), "founding a new cluster");
+        let members: BTreeMap<u64, Member> = initial_members
+            .into_iter()
+            .map(|(id, addr)| (id.0, Member { addr }))
+            .collect();
+        match raft.initialize(members).await {
+            Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+            Err(error) => {
+                return Err(StartError::Raft {
+                    source: Box::new(error),
+                })
+            }
+        }
+    } else if !initialized {
+        tracing::info!("new member: waiting for the leader to contact it");
+    }
+    Ok(())
 }
 
 /// openraft's configuration for `config`.
@@ -554,8 +912,12 @@ fn raft_config(config: &ConsensusConfig) -> Result<Config, StartError> {
     Config {
         cluster_name: config.cluster_id.clone(),
         heartbeat_interval: millis(config.heartbeat_interval),
-        election_timeout_min: millis(config.election_timeout_min),
-        election_timeout_max: millis(config.election_timeout_max),
+        // Coord runs elections itself (`election.rs`). openraft's election timeout is then used
+        // only as its leader lease, which is as short as openraft allows: one and a half
+        // heartbeats, so a hand-off's vote is not refused for long.
+        enable_elect: false,
+        election_timeout_min: millis(config.heartbeat_interval) + 1,
+        election_timeout_max: millis(config.heartbeat_interval) * 3 / 2 + 2,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_entries),
         max_in_snapshot_log_to_keep: config.snapshot_keep_entries,
         // Bounds one AppendEntries message: entries carry at most 8 MiB each.
@@ -568,6 +930,13 @@ fn raft_config(config: &ConsensusConfig) -> Result<Config, StartError> {
     .map_err(|error| StartError::Timing {
         source: Box::new(error),
     })
+}
+
+fn timing(config: &ConsensusConfig) -> ElectionTiming {
+    ElectionTiming {
+        heartbeat: config.heartbeat_interval,
+        election_timeout: config.election_timeout,
+    }
 }
 
 fn millis(duration: Duration) -> u64 {

@@ -6,6 +6,7 @@
 //! re-created lazily on the next call, and openraft backs off from unreachable members.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use coord_proto::v1::peer::peer_client::PeerClient;
 use openraft::error::{
@@ -21,6 +22,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::Channel;
 
+use super::election::AckClock;
 use super::peer_client::{connect_peer, peer_request};
 use super::types::{Member, TypeConfig};
 use super::wire::{decode_peer, encode_peer, MessageKind};
@@ -29,16 +31,24 @@ pub struct PeerNetwork {
     member_id: u64,
     cluster_id: String,
     source_address: Option<IpAddr>,
+    /// Where answered AppendEntries are recorded, for the leader's quorum check.
+    acks: Arc<AckClock>,
 }
 
 impl PeerNetwork {
     /// `source_address`: the local address outgoing peer connections are made from (the OS
     /// chooses when `None`).
-    pub fn new(member_id: u64, cluster_id: String, source_address: Option<IpAddr>) -> PeerNetwork {
+    pub fn new(
+        member_id: u64,
+        cluster_id: String,
+        source_address: Option<IpAddr>,
+        acks: Arc<AckClock>,
+    ) -> PeerNetwork {
         PeerNetwork {
             member_id,
             cluster_id,
             source_address,
+            acks,
         }
     }
 }
@@ -54,6 +64,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             cluster_id: self.cluster_id.clone(),
             source_address: self.source_address,
             client: None,
+            acks: self.acks.clone(),
         }
     }
 }
@@ -66,6 +77,7 @@ pub struct PeerLink {
     cluster_id: String,
     source_address: Option<IpAddr>,
     client: Option<PeerClient<Channel>>,
+    acks: Arc<AckClock>,
 }
 
 type CallError<E> = RPCError<u64, Member, E>;
@@ -163,8 +175,16 @@ impl RaftNetwork<TypeConfig> for PeerLink {
         request: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, CallError<RaftError<u64>>> {
-        self.call(PeerMethod::AppendEntries, &request, &option)
-            .await
+        let response = self
+            .call(PeerMethod::AppendEntries, &request, &option)
+            .await;
+        // A follower that answers in the leader's term (success or a log conflict) counts
+        // towards the leader's quorum; a higher vote or no answer does not.
+        if matches!(&response, Ok(answer) if !matches!(answer, AppendEntriesResponse::HigherVote(_)))
+        {
+            self.acks.record(self.target);
+        }
+        response
     }
 
     async fn install_snapshot(
@@ -181,6 +201,12 @@ impl RaftNetwork<TypeConfig> for PeerLink {
         request: VoteRequest<u64>,
         option: RPCOption,
     ) -> Result<VoteResponse<u64>, CallError<RaftError<u64>>> {
-        self.call(PeerMethod::Vote, &request, &option).await
+        let response: Result<VoteResponse<u64>, _> =
+            self.call(PeerMethod::Vote, &request, &option).await;
+        // A voter that granted this member's candidacy answers a new leader's quorum check.
+        if matches!(&response, Ok(answer) if answer.vote_granted) {
+            self.acks.record(self.target);
+        }
+        response
     }
 }

@@ -67,6 +67,8 @@ pub enum PeerMethod {
     Forward,
     ReadIndex,
     Hello,
+    PreVote,
+    TimeoutNow,
 }
 
 /// A peer request with a deadline and the sender's cluster id.
@@ -151,6 +153,8 @@ impl PeerClients {
             PeerMethod::Forward => client.forward(request).await,
             PeerMethod::ReadIndex => client.read_index(request).await,
             PeerMethod::Hello => client.hello(request).await,
+            PeerMethod::PreVote => client.pre_vote(request).await,
+            PeerMethod::TimeoutNow => client.timeout_now(request).await,
         };
         match reply {
             Ok(reply) => {

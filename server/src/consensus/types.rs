@@ -39,8 +39,9 @@ pub struct ConsensusConfig {
     pub member_id: MemberId,
     pub cluster_id: String,
     pub heartbeat_interval: Duration,
-    pub election_timeout_min: Duration,
-    pub election_timeout_max: Duration,
+    /// How long without a leader before a member stands for election (randomized up to 1.5
+    /// times this); see `election.rs`.
+    pub election_timeout: Duration,
     /// Build a snapshot after this many entries since the last one.
     pub snapshot_entries: u64,
     /// Entries kept behind a snapshot for followers that lag a little.

@@ -32,6 +32,10 @@ pub enum MessageKind {
     InstallSnapshot,
     ReadIndex,
     Hello,
+    /// Raft's pre-vote: would the receiver vote for the sender now?
+    PreVote,
+    /// From a leader handing over leadership: start an election at once.
+    TimeoutNow,
     /// A client write forwarded to the leader.
     Write,
     /// A membership change forwarded to the leader.
@@ -40,6 +44,8 @@ pub enum MessageKind {
     KeepAlive,
     /// A session listing forwarded to the leader.
     ListSessions,
+    /// A leadership move (`member move-leader`) forwarded to the leader.
+    MoveLeader,
 }
 
 impl MessageKind {
@@ -51,10 +57,13 @@ impl MessageKind {
             MessageKind::InstallSnapshot => 3,
             MessageKind::ReadIndex => 4,
             MessageKind::Hello => 5,
+            MessageKind::PreVote => 6,
+            MessageKind::TimeoutNow => 7,
             MessageKind::Write => 16,
             MessageKind::Membership => 17,
             MessageKind::KeepAlive => 18,
             MessageKind::ListSessions => 19,
+            MessageKind::MoveLeader => 20,
         }
     }
 
@@ -65,10 +74,13 @@ impl MessageKind {
             MessageKind::InstallSnapshot,
             MessageKind::ReadIndex,
             MessageKind::Hello,
+            MessageKind::PreVote,
+            MessageKind::TimeoutNow,
             MessageKind::Write,
             MessageKind::Membership,
             MessageKind::KeepAlive,
             MessageKind::ListSessions,
+            MessageKind::MoveLeader,
         ]
         .into_iter()
         .find(|kind| kind.code() == code)

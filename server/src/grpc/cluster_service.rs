@@ -63,13 +63,25 @@ impl ClusterService {
         &self,
         change: MembershipChange,
     ) -> Result<Response<pb::MemberListResponse>, Status> {
+        let removed = match &change {
+            MembershipChange::Remove { id } => Some(id.0),
+            _ => None,
+        };
         self.consensus
             .change_membership(change)
             .await
             .map_err(|error| consensus_status(&error))?;
+        // The change is committed. A member that answers for a leader it handed leadership to
+        // (removing the leader moves leadership first) may not have applied it yet; the member
+        // removed is gone either way.
+        let members = self
+            .members()
+            .into_iter()
+            .filter(|member| Some(member.id) != removed)
+            .collect();
         Ok(Response::new(pb::MemberListResponse {
             header: Some(self.header()),
-            members: self.members(),
+            members,
         }))
     }
 }
@@ -139,6 +151,7 @@ impl ClusterApi for ClusterService {
             },
             data_bytes,
             quota_bytes: self.quota_bytes,
+            leader_has_quorum: self.consensus.leader_has_quorum(),
         }))
     }
 
@@ -203,5 +216,25 @@ impl ClusterApi for ClusterService {
             id: MemberId(request.into_inner().id),
         })
         .await
+    }
+
+    async fn member_move_leader(
+        &self,
+        request: Request<pb::MemberMoveLeaderRequest>,
+    ) -> Result<Response<pb::MemberMoveLeaderResponse>, Status> {
+        let target = match request.into_inner().target_id {
+            0 => None,
+            id => Some(MemberId(id)),
+        };
+        let moved = self
+            .consensus
+            .move_leader(target)
+            .await
+            .map_err(|error| consensus_status(&error))?;
+        Ok(Response::new(pb::MemberMoveLeaderResponse {
+            header: Some(self.header()),
+            leader_id: moved.leader.0,
+            term: moved.term.0,
+        }))
     }
 }

@@ -15,8 +15,8 @@ use tonic::{Request, Response, Status};
 
 use crate::consensus::{
     decode_peer, encode_peer, peer_kind, Consensus, ConsensusError, FormatError, LeaderCall,
-    MembershipChange, MessageKind, Refusal, TypeConfig, WriteCall, Written,
-    CLUSTER_ID_METADATA_KEY,
+    MembershipChange, MessageKind, MoveLeader, PreVote, Refusal, TimeoutNow, TypeConfig, WriteCall,
+    Written, CLUSTER_ID_METADATA_KEY,
 };
 use crate::fsm::{Limits, OutcomeRecord, Revision};
 use crate::membership::{Greeter, MemberDirectory};
@@ -179,7 +179,7 @@ impl PeerApi for PeerService {
                 self.run::<WriteCall, _, _>(message, |call| async move {
                     // A follower checked the write against its own limits; the leader's hold.
                     match call.proposal.check_limits(limits) {
-                        Ok(()) => consensus.write_here(call).await,
+                        Ok(()) => consensus.write_for_client(call).await,
                         Err(error) => Ok(Written {
                             revision: Revision(0),
                             outcome: OutcomeRecord::Refused(error),
@@ -202,6 +202,10 @@ impl PeerApi for PeerService {
                 self.run::<ListSessionsCall, _, _>(message, |call| async { keeper.list_here(call) })
                     .await?
             }
+            MessageKind::MoveLeader => {
+                self.run::<MoveLeader, _, _>(message, |call| consensus.move_leader_here(call))
+                    .await?
+            }
             other => {
                 return Err(Status::invalid_argument(format!(
                     "peer message refused: {other:?} is not leader work"
@@ -218,6 +222,26 @@ impl PeerApi for PeerService {
         let kind = MessageKind::ReadIndex;
         let () = self.accept(&request, kind)?;
         let result = self.consensus.leader_read_index().await;
+        Ok(Response::new(reply(kind, &result)))
+    }
+
+    async fn pre_vote(
+        &self,
+        request: Request<PeerMessage>,
+    ) -> Result<Response<PeerMessage>, Status> {
+        let kind = MessageKind::PreVote;
+        let pre_vote: PreVote = self.accept(&request, kind)?;
+        let answer = self.consensus.pre_vote(pre_vote).await;
+        Ok(Response::new(reply(kind, &answer)))
+    }
+
+    async fn timeout_now(
+        &self,
+        request: Request<PeerMessage>,
+    ) -> Result<Response<PeerMessage>, Status> {
+        let kind = MessageKind::TimeoutNow;
+        let timeout_now: TimeoutNow = self.accept(&request, kind)?;
+        let result = self.consensus.timeout_now(timeout_now);
         Ok(Response::new(reply(kind, &result)))
     }
 

@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::header::response_header;
 use super::propose::propose;
-use super::status::{consensus_status, fsm_status, invalid_argument};
+use super::status::{consensus_status, fsm_status, going_away_status, invalid_argument};
 use crate::consensus::Consensus;
 use crate::fsm::{
     millis, CloseSessionCommand, Command, FsmError, Limits, OpenSessionCommand, Output, SessionEnd,
@@ -54,6 +54,8 @@ pub struct SessionsService {
     caps: SessionCaps,
     /// This member's limits (the quota refuses new sessions too).
     limits: Limits,
+    /// Becomes true when the member stops: keep-alive streams then end with a retryable status.
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl SessionsService {
@@ -63,6 +65,7 @@ impl SessionsService {
         ttl: TtlBounds,
         caps: SessionCaps,
         limits: Limits,
+        stopping: tokio::sync::watch::Receiver<bool>,
     ) -> SessionsService {
         SessionsService {
             consensus,
@@ -70,6 +73,7 @@ impl SessionsService {
             ttl,
             caps,
             limits,
+            stopping,
         }
     }
 
@@ -166,10 +170,23 @@ impl SessionsApi for SessionsService {
         let (replies, stream) = tokio::sync::mpsc::channel(KEEPALIVE_REPLIES_BUFFERED);
         let consensus = self.consensus.clone();
         let keeper = self.keeper.clone();
+        let mut stopping = self.stopping.clone();
         tokio::spawn(async move {
-            // Ends when the client closes its side, the client goes away, or a keep-alive
-            // fails (the client then opens a new stream, maybe to another member).
-            while let Ok(Some(message)) = inbound.message().await {
+            // Ends when the client closes its side, the client goes away, a keep-alive fails
+            // (the client then opens a new stream, maybe to another member) or the member
+            // stops (the client is told to go elsewhere).
+            loop {
+                let message = tokio::select! {
+                    message = inbound.message() => match message {
+                        Ok(Some(message)) => message,
+                        Ok(None) | Err(_) => break,
+                    },
+                    () = super::status::stopped(&mut stopping) => {
+                        let member = consensus.member_id().0;
+                        let _ = replies.send(Err(going_away_status(member))).await;
+                        break;
+                    }
+                };
                 let session = SessionId(message.session_id);
                 let reply = match keeper.keep_alive(session).await {
                     Ok(ttl_ms) => Ok(pb::KeepAliveResponse {

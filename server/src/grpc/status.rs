@@ -11,6 +11,7 @@
 //! | ResultNotRetained (the write was applied) | FAILED_PRECONDITION | no |
 //! | NoSpace (the tree is at `--quota-bytes`) | RESOURCE_EXHAUSTED | no (until deletes) |
 //! | NoLeader, ShuttingDown | UNAVAILABLE | yes |
+//! | NotAMember (removed, or not added yet) | UNAVAILABLE (code NOT_A_MEMBER) | yes, elsewhere |
 //! | Timeout | DEADLINE_EXCEEDED | yes (outcome unknown for writes) |
 //! | LeaderUnreachable | UNAVAILABLE (code TIMEOUT) | yes (outcome unknown for writes) |
 //! | Membership | FAILED_PRECONDITION | no |
@@ -283,7 +284,34 @@ pub fn consensus_status(error: &ConsensusError) -> Status {
         ConsensusError::Fatal { .. } => {
             status(Code::Internal, detail(ErrorCode::Internal, message))
         }
+        ConsensusError::NotAMember { .. } => status(
+            Code::Unavailable,
+            ErrorDetail {
+                retryable: true,
+                ..detail(ErrorCode::NotAMember, message)
+            },
+        ),
     }
+}
+
+/// Resolves once the member stops (`stopping` turned true, or its sender is gone).
+pub async fn stopped(stopping: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stopping.wait_for(|stop| *stop).await;
+}
+
+/// What a stopping member ends its open streams (watches, keep-alives) with: retryable, so
+/// clients reconnect to another member at once.
+pub fn going_away_status(member: u64) -> Status {
+    status(
+        Code::Unavailable,
+        ErrorDetail {
+            retryable: true,
+            ..detail(
+                ErrorCode::Unavailable,
+                format!("member {member} is shutting down; reconnect to another member"),
+            )
+        },
+    )
 }
 
 /// The status for a malformed request that never reached the namespace.

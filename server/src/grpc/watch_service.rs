@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::status::going_away_status;
 use crate::consensus::Consensus;
 use crate::fsm::{NodePath, Revision};
 use crate::pb::event_to_pb;
@@ -40,6 +41,8 @@ pub struct WatchService {
     history: Arc<History>,
     progress_interval: Duration,
     budget: Arc<WatchBudget>,
+    /// Becomes true when the member stops: every stream then ends with a retryable status.
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 impl WatchService {
@@ -48,11 +51,13 @@ impl WatchService {
         history: Arc<History>,
         progress_interval: Duration,
         max_watches: usize,
+        stopping: tokio::sync::watch::Receiver<bool>,
     ) -> WatchService {
         WatchService {
             consensus,
             history,
             progress_interval,
+            stopping,
             budget: Arc::new(WatchBudget {
                 active: AtomicUsize::new(0),
                 max: max_watches,
@@ -125,7 +130,7 @@ impl WatchApi for WatchService {
             watches: BTreeMap::new(),
             progress_interval: self.progress_interval,
         };
-        tokio::spawn(session.run(request.into_inner()));
+        tokio::spawn(session.run(request.into_inner(), self.stopping.clone()));
         Ok(Response::new(Box::pin(ReceiverStream::new(stream))))
     }
 }
@@ -150,7 +155,11 @@ impl Drop for StreamSession {
 struct Gone;
 
 impl StreamSession {
-    async fn run(mut self, mut inbound: Streaming<pb::WatchRequest>) {
+    async fn run(
+        mut self,
+        mut inbound: Streaming<pb::WatchRequest>,
+        mut stopping: tokio::sync::watch::Receiver<bool>,
+    ) {
         let mut applied = self.consensus.replica().applied_revision();
         let mut progress =
             tokio::time::interval(self.progress_interval.max(Duration::from_millis(10)));
@@ -177,6 +186,11 @@ impl StreamSession {
                         if self.notify_progress().await.is_err() {
                             return;
                         }
+                    }
+                    () = super::status::stopped(&mut stopping) => {
+                        let member = self.consensus.member_id().0;
+                        let _ = self.responses.send(Err(going_away_status(member))).await;
+                        return;
                     }
                 }
             }

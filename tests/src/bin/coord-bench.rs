@@ -4,7 +4,7 @@
 //! coord-bench writes  [--endpoints E] [--clients 32] [--ops 20000] [--value-bytes 100]
 //! coord-bench reads   [--endpoints E] [--clients 32] [--ops 20000] [--consistency linearizable|serializable]
 //! coord-bench restart [--nodes 100000]
-//! coord-bench failover [--runs 5] [--writers 4]
+//! coord-bench failover [--runs 5] [--writers 4] [--fault kill|term|move|all]
 //! coord-bench sessions [--sessions 10000] [--ttl 10s] [--window 20s]
 //! coord-bench watches  [--watches 10000]
 //! coord-bench watch-latency [--watchers 100] [--writes 2000]
@@ -78,7 +78,9 @@ async fn main() -> anyhow::Result<()> {
             report("usage: coord-bench writes   [--endpoints E | --members N] [--clients N] [--ops N] [--value-bytes B]");
             report("       coord-bench reads    [--endpoints E | --members N] [--clients N] [--ops N] [--consistency C]");
             report("       coord-bench restart  [--nodes N]");
-            report("       coord-bench failover [--runs N] [--writers N]");
+            report(
+                "       coord-bench failover [--runs N] [--writers N] [--fault kill|term|move|all]",
+            );
             report("       coord-bench sessions [--sessions N] [--ttl D] [--window D]");
             report("       coord-bench watches  [--watches N]");
             report("       coord-bench watch-latency [--watchers N] [--writes N]");
@@ -189,74 +191,113 @@ async fn target(arguments: &[String], directory: &std::path::Path) -> (Target, S
 }
 
 /// Longest pause in acknowledged writes when the leader of a 3-member cluster is killed.
+/// How the leader is made to go.
+#[derive(Debug, Clone, Copy)]
+enum LeaderFault {
+    Kill,
+    Term,
+    Move,
+}
+
 async fn failover(arguments: &[String]) -> anyhow::Result<()> {
     let runs: usize = flag(arguments, "--runs", "5").parse().context("--runs")?;
     let writers: usize = flag(arguments, "--writers", "4")
         .parse()
         .context("--writers")?;
-    let mut gaps = Vec::new();
-    for run in 0..runs {
-        let mut cluster = Cluster::start(3, &[]);
-        let leader = cluster
-            .wait_for_leader(&[1, 2, 3], Duration::from_secs(30))
-            .await;
-        let client = cluster.client().await;
-        client
-            .create("/failover", "", &CreateOptions::default())
-            .await?;
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let mut tasks = Vec::new();
-        for writer in 0..writers {
-            let client = client.clone();
-            let stop = stop.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut acknowledged = Vec::new();
-                let mut index = 0;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let path = format!("/failover/w{writer}-{index}");
-                    loop {
-                        match client.create(&path, "x", &CreateOptions::default()).await {
-                            Ok(_) | Err(coord_client::Error::NodeExists { .. }) => break,
-                            Err(_) if stop.load(std::sync::atomic::Ordering::Relaxed) => break,
-                            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-                        }
-                    }
-                    acknowledged.push(Instant::now());
-                    index += 1;
-                }
-                acknowledged
-            }));
+    let faults = match flag(arguments, "--fault", "all").as_str() {
+        "kill" => vec![LeaderFault::Kill],
+        "term" => vec![LeaderFault::Term],
+        "move" => vec![LeaderFault::Move],
+        "all" => vec![LeaderFault::Kill, LeaderFault::Term, LeaderFault::Move],
+        other => anyhow::bail!("--fault {other}: use kill, term, move or all"),
+    };
+    // The servers' default timing, not the test harness's faster one.
+    let timing = ["--heartbeat-interval", "100ms", "--election-timeout", "1s"];
+    for fault in faults {
+        let mut gaps = Vec::new();
+        for run in 0..runs {
+            let gap = failover_run(fault, writers, &timing).await?;
+            report(&format!(
+                "failover {fault:?} run {}: longest write gap {:.0} ms",
+                run + 1,
+                gap.as_secs_f64() * 1e3,
+            ));
+            gaps.push(gap);
         }
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        let killed_at = Instant::now();
-        cluster.member(leader).kill9();
-        tokio::time::sleep(Duration::from_secs(8)).await;
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let mut acknowledged = Vec::new();
-        for task in tasks {
-            acknowledged.extend(task.await?);
-        }
-        acknowledged.sort();
-        let gap = acknowledged
-            .windows(2)
-            .filter(|pair| pair[1] >= killed_at)
-            .map(|pair| pair[1] - pair[0])
-            .max()
-            .unwrap_or_default();
+        gaps.sort();
         report(&format!(
-            "failover run {}: longest write gap {:.0} ms ({} writes acknowledged)",
-            run + 1,
-            gap.as_secs_f64() * 1e3,
-            acknowledged.len()
+            "failover {fault:?}: median longest write gap over {runs} runs: {:.0} ms (min {:.0}, max {:.0})",
+            gaps[gaps.len() / 2].as_secs_f64() * 1e3,
+            gaps[0].as_secs_f64() * 1e3,
+            gaps[gaps.len() - 1].as_secs_f64() * 1e3,
         ));
-        gaps.push(gap);
     }
-    gaps.sort();
-    report(&format!(
-        "failover: median longest write gap over {runs} runs: {:.0} ms",
-        gaps[gaps.len() / 2].as_secs_f64() * 1e3
-    ));
     Ok(())
+}
+
+/// One 3-member cluster, `writers` clients creating nodes through one `Client` over all three
+/// endpoints, the leader made to go by `fault`: the longest time between two acknowledged
+/// writes after the fault.
+async fn failover_run(
+    fault: LeaderFault,
+    writers: usize,
+    args: &[&str],
+) -> anyhow::Result<Duration> {
+    let mut cluster = Cluster::start(3, args);
+    let leader = cluster
+        .wait_for_leader(&[1, 2, 3], Duration::from_secs(30))
+        .await;
+    let client = cluster.client().await;
+    client
+        .create("/failover", "", &CreateOptions::default())
+        .await?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for writer in 0..writers {
+        let client = client.clone();
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            let mut index = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let path = format!("/failover/w{writer}-{index}");
+                loop {
+                    match client.create(&path, "x", &CreateOptions::default()).await {
+                        Ok(_) | Err(coord_client::Error::NodeExists { .. }) => break,
+                        Err(_) if stop.load(std::sync::atomic::Ordering::Relaxed) => break,
+                        Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                    }
+                }
+                acknowledged.push(Instant::now());
+                index += 1;
+            }
+            acknowledged
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let fault_at = Instant::now();
+    match fault {
+        LeaderFault::Kill => cluster.member(leader).kill9(),
+        LeaderFault::Term => {
+            cluster.member(leader).terminate(Duration::from_secs(15));
+        }
+        LeaderFault::Move => {
+            client.member_move_leader(0).await?;
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut acknowledged = Vec::new();
+    for task in tasks {
+        acknowledged.extend(task.await?);
+    }
+    acknowledged.sort();
+    Ok(acknowledged
+        .windows(2)
+        .filter(|pair| pair[1] >= fault_at)
+        .map(|pair| pair[1] - pair[0])
+        .max()
+        .unwrap_or_default())
 }
 
 async fn reads(arguments: &[String]) -> anyhow::Result<()> {

@@ -1,0 +1,475 @@
+//! Elections, driven by Coord rather than by openraft's own timer: Raft's pre-vote, a
+//! leader-side quorum check, and the election timer itself.
+//!
+//! openraft 0.9 has neither pre-vote nor check-quorum. Without them a member that was cut off
+//! or paused starts elections at ever higher terms; when it returns, the leader sees the
+//! higher term in a reply and steps down, and writes stop for a whole election. openraft's
+//! own remedy, a leader lease equal to `election_timeout_max` added to every follower's
+//! election timeout, makes every failover wait two election timeouts instead of one.
+//!
+//! So openraft's timer is off (`enable_elect = false`) and its lease is as short as openraft
+//! allows (one and a half heartbeats). Every member runs `run_elections`:
+//!
+//! ```text
+//!  every tick (half a heartbeat):
+//!    leader, learner, or heard from a leader within its timeout (random in [E, 1.5 E))? ─► wait
+//!    ask every other voter: PreVote { my last log id }
+//!      a voter grants when it is not the leader, has heard from no leader for E - heartbeat,
+//!      and the sender's log is at least as up to date as its own
+//!    granted by a majority of every voter set (joint configurations have two) ─► elect now
+//!    otherwise try again after half to one election timeout
+//! ```
+//!
+//! Invariant: a member starts an election (raising its term) only after a majority of voters
+//! said they have not heard from a leader for about an election timeout. A member that returns
+//! from isolation or a pause therefore finds the leader's followers refusing, never raises its
+//! term, and rejoins as a follower; the leader keeps its term.
+//!
+//! "Heard from a leader" is openraft's own vote clock (`vote_last_modified`): it moves on every
+//! AppendEntries or snapshot chunk from the current leader and on every vote granted.
+//!
+//! Safety does not rest on any of this: Raft's vote (terms and the log comparison, checked by
+//! openraft) still decides who leads. Pre-vote only decides when to ask.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use openraft::{LogId, Raft, ServerState};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use super::ids::MemberId;
+use super::peer_client::{PeerClients, PeerMethod};
+use super::types::TypeConfig;
+use super::wire::MessageKind;
+
+/// A candidate's question to a voter (Raft's pre-vote): would you vote for me now?
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreVote {
+    pub candidate: MemberId,
+    /// The candidate's last log id as (term, index); `None` for an empty log.
+    pub last_log: Option<(u64, u64)>,
+}
+
+/// A voter's answer to a `PreVote`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreVoteReply {
+    pub granted: bool,
+    /// The candidate is not in the voter's latest membership: it was removed. A removed
+    /// follower seldom learns this from its own log (the leader stops replicating to it before
+    /// the final configuration entry), so this is how it finds out.
+    pub removed: bool,
+}
+
+/// What a voter knows when it answers a pre-vote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VoterView {
+    /// This member leads (and so has heard from itself).
+    pub leading: bool,
+    /// Time since it last heard from a leader or granted a vote; `None`: never.
+    pub silence: Option<Duration>,
+    /// Its last log id as (term, index).
+    pub last_log: Option<(u64, u64)>,
+}
+
+/// The timing elections run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ElectionTiming {
+    pub heartbeat: Duration,
+    /// The shortest time without a leader after which a member stands for election.
+    pub election_timeout: Duration,
+}
+
+impl ElectionTiming {
+    /// How long a voter must have heard from no leader before it grants a pre-vote: the
+    /// election timeout less one heartbeat, so that a candidate whose last heartbeat came a
+    /// little earlier than the voter's is not refused.
+    pub fn silence_to_grant(&self) -> Duration {
+        self.election_timeout.saturating_sub(self.heartbeat)
+    }
+
+    /// A candidate's timeout: random in [E, 1.5 E), so that two followers seldom stand at once.
+    fn candidate_timeout(&self) -> Duration {
+        self.election_timeout + self.election_timeout.mul_f64(random_fraction() / 2.0)
+    }
+
+    /// The pause after a pre-vote that was refused: random in [E/2, E).
+    fn retry_pause(&self) -> Duration {
+        self.election_timeout.mul_f64(0.5 + random_fraction() / 2.0)
+    }
+
+    fn tick(&self) -> Duration {
+        (self.heartbeat / 2).clamp(Duration::from_millis(5), Duration::from_millis(100))
+    }
+}
+
+/// A number in [0, 1) that differs between calls and between processes (std's randomly keyed
+/// hasher; timers need spread, not cryptographic quality).
+fn random_fraction() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::UNIX_EPOCH
+            .elapsed()
+            .map_or(0, |d| d.as_nanos()),
+    );
+    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Whether a voter in `voter`'s position grants `request`.
+pub fn grants(voter: VoterView, request: &PreVote, timing: &ElectionTiming) -> bool {
+    let quiet = voter
+        .silence
+        .is_none_or(|silence| silence >= timing.silence_to_grant());
+    !voter.leading && quiet && request.last_log >= voter.last_log
+}
+
+/// Whether `granted` (the candidate included) is a majority of every voter set in `configs`.
+pub fn is_majority(configs: &[BTreeSet<u64>], granted: &BTreeSet<u64>) -> bool {
+    configs.iter().all(|voters| {
+        let count = voters.intersection(granted).count();
+        count * 2 > voters.len()
+    })
+}
+
+/// The last log id this member holds, kept by the log storage adapter (openraft does not
+/// expose its own).
+#[derive(Debug, Default)]
+pub struct LastLogId(Mutex<Option<LogId<u64>>>);
+
+impl LastLogId {
+    pub fn set(&self, log_id: Option<LogId<u64>>) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = log_id;
+    }
+
+    pub fn get(&self) -> Option<(u64, u64)> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .map(|log_id| (log_id.leader_id.term, log_id.index))
+    }
+}
+
+/// When each peer last acknowledged this member's AppendEntries (as leader), for the
+/// leader-side quorum check: a leader that a quorum stopped answering says so instead of
+/// taking writes that cannot commit.
+#[derive(Debug, Default)]
+pub struct AckClock(Mutex<BTreeMap<u64, Instant>>);
+
+impl AckClock {
+    pub fn record(&self, peer: u64) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(peer, Instant::now());
+    }
+
+    /// Whether a majority of every voter set in `configs` (`me` counts as always current)
+    /// acknowledged within `within`.
+    pub fn quorum_within(&self, me: u64, configs: &[BTreeSet<u64>], within: Duration) -> bool {
+        let acks = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        let fresh: BTreeSet<u64> = configs
+            .iter()
+            .flatten()
+            .copied()
+            .filter(|id| {
+                *id == me
+                    || acks
+                        .get(id)
+                        .is_some_and(|at| now.saturating_duration_since(*at) <= within)
+            })
+            .collect();
+        is_majority(configs, &fresh)
+    }
+}
+
+/// What the election loop reads from openraft at each tick.
+struct Position {
+    state: ServerState,
+    silence: Option<Duration>,
+    configs: Vec<BTreeSet<u64>>,
+}
+
+/// This member's view for answering a pre-vote (`None` once Raft stopped).
+pub async fn voter_view(raft: &Raft<TypeConfig>, last_log: &LastLogId) -> Option<VoterView> {
+    let position = position(raft).await?;
+    Some(VoterView {
+        leading: position.state == ServerState::Leader,
+        silence: position.silence,
+        last_log: last_log.get(),
+    })
+}
+
+async fn position(raft: &Raft<TypeConfig>) -> Option<Position> {
+    raft.with_raft_state(|state| {
+        let now = Instant::now();
+        Position {
+            state: state.server_state,
+            silence: state
+                .vote_last_modified()
+                .map(|at| now.saturating_duration_since(at)),
+            configs: state
+                .membership_state
+                .effective()
+                .membership()
+                .get_joint_config()
+                .clone(),
+        }
+    })
+    .await
+    .ok()
+}
+
+/// Everything the election loop needs.
+pub struct Elector {
+    pub raft: Raft<TypeConfig>,
+    pub me: MemberId,
+    pub timing: ElectionTiming,
+    pub peers: Arc<PeerClients>,
+    pub last_log: Arc<LastLogId>,
+    /// Set when a majority of the voters this member knows say it is no longer a member.
+    pub removed: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+/// What a pre-vote round found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Elect,
+    Refused,
+    /// A majority of every voter set said this member is not in their membership.
+    Removed,
+}
+
+/// The verdict of a pre-vote round from the voters that granted and those that said the
+/// candidate was removed (the candidate itself counts as granting).
+fn verdict(configs: &[BTreeSet<u64>], granted: &BTreeSet<u64>, removed: &BTreeSet<u64>) -> Verdict {
+    if is_majority(configs, granted) {
+        Verdict::Elect
+    } else if !removed.is_empty() && is_majority_without(configs, removed, granted) {
+        Verdict::Removed
+    } else {
+        Verdict::Refused
+    }
+}
+
+/// Whether `saying` is a majority of every voter set once the `candidate_side` members
+/// (the candidate among them) are left out of the count of those who could disagree.
+fn is_majority_without(
+    configs: &[BTreeSet<u64>],
+    saying: &BTreeSet<u64>,
+    candidate_side: &BTreeSet<u64>,
+) -> bool {
+    configs.iter().all(|voters| {
+        let others: BTreeSet<u64> = voters.difference(candidate_side).copied().collect();
+        !others.is_empty() && others.intersection(saying).count() * 2 > others.len()
+    })
+}
+
+impl Elector {
+    /// Runs until Raft stops: stands for election when no leader was heard for a candidate
+    /// timeout and a majority agrees in a pre-vote.
+    pub async fn run(self) {
+        let mut timeout = self.timing.candidate_timeout();
+        let mut not_before = Instant::now();
+        loop {
+            tokio::time::sleep(self.timing.tick()).await;
+            let Some(position) = position(&self.raft).await else {
+                return;
+            };
+            let voter = position.configs.iter().any(|set| set.contains(&self.me.0));
+            let waiting = position.silence.is_some_and(|silence| silence < timeout);
+            if position.state == ServerState::Leader || !voter || waiting {
+                continue;
+            }
+            if Instant::now() < not_before {
+                continue;
+            }
+            match self.pre_vote(&position.configs).await {
+                Verdict::Elect => {
+                    tracing::info!(
+                        silence = ?position.silence,
+                        "no leader heard from; a majority agreed in a pre-vote: starting an election"
+                    );
+                    if self.raft.trigger().elect().await.is_err() {
+                        return;
+                    }
+                    timeout = self.timing.candidate_timeout();
+                }
+                Verdict::Refused => not_before = Instant::now() + self.timing.retry_pause(),
+                Verdict::Removed => {
+                    tracing::warn!(
+                        "the other members say this member was removed from the cluster"
+                    );
+                    self.removed.send_replace(true);
+                    not_before = Instant::now() + self.timing.retry_pause();
+                }
+            }
+        }
+    }
+
+    /// Asks every other voter in parallel.
+    async fn pre_vote(&self, configs: &[BTreeSet<u64>]) -> Verdict {
+        let request = PreVote {
+            candidate: self.me,
+            last_log: self.last_log.get(),
+        };
+        let addresses = self.addresses(configs).await;
+        let asks = addresses.into_iter().map(|(id, address)| {
+            let request = &request;
+            async move {
+                let reply: Result<PreVoteReply, _> = self
+                    .peers
+                    .call(
+                        &address,
+                        PeerMethod::PreVote,
+                        MessageKind::PreVote,
+                        request,
+                        self.timing.election_timeout / 2,
+                    )
+                    .await;
+                (id, reply.ok())
+            }
+        });
+        let replies = futures::future::join_all(asks).await;
+        let mut granted = BTreeSet::from([self.me.0]);
+        let mut removed = BTreeSet::new();
+        for (id, reply) in replies {
+            match reply {
+                Some(PreVoteReply { granted: true, .. }) => {
+                    granted.insert(id);
+                }
+                Some(PreVoteReply { removed: true, .. }) => {
+                    removed.insert(id);
+                }
+                _ => {}
+            }
+        }
+        verdict(configs, &granted, &removed)
+    }
+
+    /// The peer addresses of the other voters.
+    async fn addresses(&self, configs: &[BTreeSet<u64>]) -> Vec<(u64, String)> {
+        let voters: BTreeSet<u64> = configs.iter().flatten().copied().collect();
+        let me = self.me.0;
+        self.raft
+            .with_raft_state(move |state| {
+                let membership = state.membership_state.effective().membership();
+                voters
+                    .into_iter()
+                    .filter(|id| *id != me)
+                    .filter_map(|id| membership.get_node(&id).map(|node| (id, node.addr.clone())))
+                    .collect()
+            })
+            .await
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timing() -> ElectionTiming {
+        ElectionTiming {
+            heartbeat: Duration::from_millis(100),
+            election_timeout: Duration::from_millis(1000),
+        }
+    }
+
+    fn request(last_log: Option<(u64, u64)>) -> PreVote {
+        PreVote {
+            candidate: MemberId(2),
+            last_log,
+        }
+    }
+
+    fn voter(leading: bool, silence_ms: Option<u64>, last_log: Option<(u64, u64)>) -> VoterView {
+        VoterView {
+            leading,
+            silence: silence_ms.map(Duration::from_millis),
+            last_log,
+        }
+    }
+
+    #[test]
+    fn a_voter_that_hears_a_leader_refuses() {
+        let view = voter(false, Some(200), Some((3, 10)));
+        assert!(!grants(view, &request(Some((3, 10))), &timing()));
+    }
+
+    #[test]
+    fn a_leader_refuses() {
+        let view = voter(true, Some(5000), Some((3, 10)));
+        assert!(!grants(view, &request(Some((4, 10))), &timing()));
+    }
+
+    #[test]
+    fn a_quiet_voter_grants_an_up_to_date_candidate() {
+        let view = voter(false, Some(900), Some((3, 10)));
+        assert!(grants(view, &request(Some((3, 10))), &timing()));
+        assert!(grants(view, &request(Some((4, 2))), &timing()));
+        let never_heard = voter(false, None, None);
+        assert!(grants(never_heard, &request(None), &timing()));
+    }
+
+    #[test]
+    fn a_quiet_voter_refuses_a_candidate_behind_it() {
+        let view = voter(false, Some(5000), Some((3, 10)));
+        assert!(!grants(view, &request(Some((3, 9))), &timing()));
+        assert!(!grants(view, &request(Some((2, 50))), &timing()));
+        assert!(!grants(view, &request(None), &timing()));
+    }
+
+    #[test]
+    fn majorities_count_every_voter_set() {
+        let three: BTreeSet<u64> = [1, 2, 3].into();
+        let five: BTreeSet<u64> = [1, 2, 3, 4, 5].into();
+        assert!(is_majority(std::slice::from_ref(&three), &[1, 2].into()));
+        assert!(!is_majority(std::slice::from_ref(&three), &[1].into()));
+        assert!(!is_majority(std::slice::from_ref(&three), &[1, 9].into()));
+        assert!(!is_majority(&[three.clone(), five.clone()], &[1, 2].into()));
+        assert!(is_majority(&[three, five], &[1, 2, 4].into()));
+        assert!(is_majority(&[[7].into()], &[7].into()));
+    }
+
+    #[test]
+    fn a_majority_saying_removed_means_removed() {
+        let three: BTreeSet<u64> = [1, 2, 3].into();
+        let me: BTreeSet<u64> = [1].into();
+        let configs = [three];
+        assert_eq!(
+            verdict(&configs, &[1, 2].into(), &[].into()),
+            Verdict::Elect
+        );
+        assert_eq!(verdict(&configs, &me, &[2, 3].into()), Verdict::Removed);
+        // One of two others is not a majority of them.
+        assert_eq!(verdict(&configs, &me, &[2].into()), Verdict::Refused);
+        assert_eq!(verdict(&configs, &me, &[].into()), Verdict::Refused);
+        // Alone in its own configuration, a member is never told it was removed.
+        assert_eq!(verdict(&[[1].into()], &me, &[].into()), Verdict::Elect);
+    }
+
+    #[test]
+    fn the_quorum_clock_counts_fresh_acks_only() {
+        let clock = AckClock::default();
+        let voters: BTreeSet<u64> = [1, 2, 3].into();
+        assert!(!clock.quorum_within(1, std::slice::from_ref(&voters), Duration::from_secs(1)));
+        clock.record(2);
+        assert!(clock.quorum_within(1, std::slice::from_ref(&voters), Duration::from_secs(1)));
+        assert!(clock.quorum_within(7, &[[7].into()], Duration::ZERO));
+    }
+
+    #[test]
+    fn candidate_timeouts_stay_in_range() {
+        let timing = timing();
+        for _ in 0..1000 {
+            let timeout = timing.candidate_timeout();
+            assert!(timeout >= timing.election_timeout);
+            assert!(timeout < timing.election_timeout.mul_f64(1.5));
+            let pause = timing.retry_pause();
+            assert!(pause >= timing.election_timeout / 2 && pause < timing.election_timeout);
+        }
+    }
+}

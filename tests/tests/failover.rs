@@ -1,0 +1,407 @@
+//! Restarts and failovers that clients ride out: a member that returns from a pause does not
+//! depose the leader; SIGTERM of the leader hands leadership over and the member exits within
+//! its bound; open watch and keep-alive streams end at once with a retryable status; a removed
+//! member refuses clients; a first start that fails leaves no identity behind.
+//!
+//! Tests in this file run one at a time (`SERIAL`): each starts several servers.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use coord_client::{Client, Error};
+use coord_proto::v1 as pb;
+use coord_tests::{eventually, Cluster, ServerProcess};
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const LEADER_WAIT: Duration = Duration::from_secs(30);
+
+/// The harness's election timeout (`ServerProcess::args`).
+const ELECTION_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Sets `/w` over and over until stopped; records the longest time between two acknowledged
+/// writes and fails on any error that is not "try again".
+struct Writer {
+    stop: Arc<AtomicBool>,
+    longest_gap_ms: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<u64>,
+}
+
+impl Writer {
+    fn start(client: Client) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let longest_gap_ms = Arc::new(AtomicU64::new(0));
+        let task = {
+            let stop = stop.clone();
+            let longest_gap_ms = longest_gap_ms.clone();
+            tokio::spawn(async move {
+                match client
+                    .create("/w", Vec::new(), &coord_client::CreateOptions::default())
+                    .await
+                {
+                    Ok(_) | Err(Error::NodeExists { .. }) => {}
+                    Err(error) => panic!("create /w: {error}"),
+                }
+                let mut last_ack = Instant::now();
+                let mut acknowledged = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let write = client.set("/w", acknowledged.to_string().into_bytes(), None);
+                    match tokio::time::timeout(Duration::from_secs(20), write).await {
+                        Ok(Ok(_)) => {
+                            let gap = last_ack.elapsed().as_millis() as u64;
+                            longest_gap_ms.fetch_max(gap, Ordering::Relaxed);
+                            last_ack = Instant::now();
+                            acknowledged += 1;
+                        }
+                        Ok(Err(error))
+                            if error.is_retryable()
+                                || error.is_outcome_unknown()
+                                || matches!(error, Error::Unreachable { .. }) =>
+                        {
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                        Ok(Err(error)) => panic!("write failed: {error}"),
+                        Err(_) => panic!("a write did not end within 20s"),
+                    }
+                }
+                acknowledged
+            })
+        };
+        Writer {
+            stop,
+            longest_gap_ms,
+            task,
+        }
+    }
+
+    /// Resets the longest gap (after warm-up).
+    fn reset_gap(&self) {
+        self.longest_gap_ms.store(0, Ordering::Relaxed);
+    }
+
+    fn longest_gap(&self) -> Duration {
+        Duration::from_millis(self.longest_gap_ms.load(Ordering::Relaxed))
+    }
+
+    async fn stop(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.expect("the writer does not panic")
+    }
+}
+
+/// The (leader, term) member `id` reports.
+async fn leader_and_term(cluster: &Cluster, id: u64) -> (u64, u64) {
+    let client = cluster.direct_client_of(id).await;
+    let status = client.cluster_status().await.expect("the member answers");
+    (status.leader_id, status.term)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_back_from_a_long_pause_does_not_depose_the_leader() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(&[1, 2, 3], LEADER_WAIT).await;
+    let (_, term) = leader_and_term(&cluster, leader).await;
+    let follower = cluster
+        .ids()
+        .into_iter()
+        .find(|id| *id != leader)
+        .expect("a follower");
+    let writer = Writer::start(cluster.client_of(leader).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    writer.reset_gap();
+
+    // Paused for six election timeouts: long enough that it would have stood for election
+    // several times over; then it comes back.
+    cluster.member(follower).pause();
+    tokio::time::sleep(ELECTION_TIMEOUT * 6).await;
+    cluster.member(follower).resume();
+    tokio::time::sleep(ELECTION_TIMEOUT * 6).await;
+    let gap = writer.longest_gap();
+    let written = writer.stop().await;
+    eprintln!("longest write gap while a follower paused and returned: {gap:?} ({written} writes)");
+
+    for id in cluster.ids() {
+        let (now_leader, now_term) = leader_and_term(&cluster, id).await;
+        assert_eq!(
+            (now_leader, now_term),
+            (leader, term),
+            "member {id} sees leader {now_leader} in term {now_term}; logs:\n{}",
+            cluster.log_tails(40)
+        );
+    }
+    // Writes never stopped for an election: the longest gap is well under one.
+    assert!(
+        gap < ELECTION_TIMEOUT,
+        "writes stopped for {gap:?}; logs:\n{}",
+        cluster.log_tails(40)
+    );
+    let ids = cluster.ids();
+    cluster.converged_digest(&ids, LEADER_WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_of_the_leader_hands_leadership_over_and_exits_in_time() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = Cluster::start(3, &["--shutdown-timeout", "5s"]);
+    let leader = cluster.wait_for_leader(&[1, 2, 3], LEADER_WAIT).await;
+    let (_, term) = leader_and_term(&cluster, leader).await;
+    let writer = Writer::start(cluster.client().await);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    writer.reset_gap();
+
+    let signalled = Instant::now();
+    cluster.member(leader).terminate(Duration::from_secs(8));
+    let exited_after = signalled.elapsed();
+    let others: Vec<u64> = cluster
+        .ids()
+        .into_iter()
+        .filter(|id| *id != leader)
+        .collect();
+    let new_leader = cluster.wait_for_leader(&others, LEADER_WAIT).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let gap = writer.longest_gap();
+    writer.stop().await;
+    eprintln!("leader SIGTERM: exited after {exited_after:?}, longest write gap {gap:?}");
+
+    let (_, new_term) = leader_and_term(&cluster, new_leader).await;
+    // One election, or two when the followers' short leases refused the first attempt.
+    assert!(
+        new_term > term && new_term <= term + 3,
+        "term {term} became {new_term}; logs:\n{}",
+        cluster.log_tails(40)
+    );
+    assert!(exited_after < Duration::from_secs(5), "{exited_after:?}");
+    // Handed over, not elected after a timeout: the pause is far below an election timeout.
+    assert!(
+        gap < ELECTION_TIMEOUT,
+        "writes stopped for {gap:?}; logs:\n{}",
+        cluster.log_tails(40)
+    );
+    let log = cluster.member(leader).log();
+    assert!(log.contains("leadership handed over"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn move_leader_hands_leadership_to_the_chosen_voter() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(&[1, 2, 3], LEADER_WAIT).await;
+    let (_, term) = leader_and_term(&cluster, leader).await;
+    let target = cluster
+        .ids()
+        .into_iter()
+        .find(|id| *id != leader)
+        .expect("a follower");
+    let writer = Writer::start(cluster.client().await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    writer.reset_gap();
+
+    // Asked through a member that does not lead: the move is forwarded to the leader.
+    let client = cluster.direct_client_of(target).await;
+    let (moved_to, moved_term) = client
+        .member_move_leader(target)
+        .await
+        .expect("the move succeeds");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let gap = writer.longest_gap();
+    writer.stop().await;
+    eprintln!("move-leader: longest write gap {gap:?}");
+    assert_eq!((moved_to, moved_term), (target, term + 1));
+    assert_eq!(leader_and_term(&cluster, leader).await, (target, term + 1));
+    assert!(gap < ELECTION_TIMEOUT, "writes stopped for {gap:?}");
+
+    // Moving to a member that is not a voter is refused with a clear error.
+    let refused = client.member_move_leader(99).await.unwrap_err();
+    assert!(refused.to_string().contains("not a voter"), "{refused}");
+    let ids = cluster.ids();
+    cluster.converged_digest(&ids, LEADER_WAIT).await;
+    let _ = &mut cluster;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_open_watch_and_keep_alive_streams_with_a_retryable_status() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(&[1, 2, 3], LEADER_WAIT).await;
+    let follower = cluster
+        .ids()
+        .into_iter()
+        .find(|id| *id != leader)
+        .expect("a follower");
+    let address = format!(
+        "http://{}",
+        cluster.member(follower).direct_client_address()
+    );
+
+    // A raw watch stream and a raw keep-alive stream on the follower.
+    let (watch_requests, watch_outbound) = tokio::sync::mpsc::channel(4);
+    watch_requests
+        .send(pb::WatchRequest {
+            request: Some(pb::watch_request::Request::Create(pb::WatchCreate {
+                watch_id: 1,
+                path: "/".into(),
+                recursive: true,
+                ..pb::WatchCreate::default()
+            })),
+        })
+        .await
+        .unwrap();
+    let mut watch = pb::watch_client::WatchClient::connect(address.clone())
+        .await
+        .unwrap()
+        .watch(tokio_stream::wrappers::ReceiverStream::new(watch_outbound))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(watch.message().await.unwrap().unwrap().created);
+    let mut sessions = pb::sessions_client::SessionsClient::connect(address)
+        .await
+        .unwrap();
+    let session_id = sessions
+        .open(pb::SessionOpenRequest {
+            ttl_ms: 30_000,
+            ..pb::SessionOpenRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .session_id;
+    let (keep_alive_requests, keep_alive_outbound) = tokio::sync::mpsc::channel(4);
+    keep_alive_requests
+        .send(pb::KeepAliveRequest { session_id })
+        .await
+        .unwrap();
+    let mut keep_alive = sessions
+        .keep_alive(tokio_stream::wrappers::ReceiverStream::new(
+            keep_alive_outbound,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(keep_alive.message().await.unwrap().is_some());
+
+    // The streams stay open on the client's side (nothing is closed) while the member stops.
+    let signalled = Instant::now();
+    cluster.member(follower).send_sigterm();
+    let bound = Duration::from_secs(3);
+    let watch_end = tokio::time::timeout(bound, watch.message())
+        .await
+        .map(|message| message.map(|_| ()));
+    let keep_alive_end = tokio::time::timeout(bound, keep_alive.message())
+        .await
+        .map(|message| message.map(|_| ()));
+    let streams_ended = signalled.elapsed();
+    for (what, ended) in [("watch", watch_end), ("keep-alive", keep_alive_end)] {
+        let status = ended
+            .unwrap_or_else(|_| panic!("the {what} stream did not end within 3s of SIGTERM"))
+            .expect_err("the stream ends with a status");
+        assert_eq!(
+            status.code(),
+            tonic::Code::Unavailable,
+            "{what}: {status:?}"
+        );
+        assert!(
+            status.message().contains("shutting down"),
+            "{what}: {status:?}"
+        );
+    }
+    let exit = cluster.member(follower).terminate(Duration::from_secs(10));
+    eprintln!(
+        "streams ended {streams_ended:?} after SIGTERM; the member exited after {:?} with {exit:?}",
+        signalled.elapsed()
+    );
+    drop(keep_alive_requests);
+    drop(watch_requests);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_member_refuses_clients_instead_of_serving_stale_data() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(&[1, 2, 3], LEADER_WAIT).await;
+    let removed = cluster
+        .ids()
+        .into_iter()
+        .find(|id| *id != leader)
+        .expect("a follower");
+    let client = cluster.client_of(leader).await;
+    client.set("/", b"root".to_vec(), None).await.ok();
+    client.member_remove(removed).await.expect("removed");
+    // The removed member stops by itself; restarted on its old data it knows no leader and
+    // must not serve its stale tree.
+    let deadline = Instant::now() + LEADER_WAIT;
+    while cluster.member(removed).is_running() {
+        assert!(
+            Instant::now() < deadline,
+            "the removed member did not stop; logs:\n{}",
+            cluster.log_tails(60)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cluster.member(removed).restart();
+    let direct = eventually("the restarted member answers", LEADER_WAIT, || {
+        let address = cluster.member(removed).direct_client_address();
+        async move {
+            // Only this member: a client that discovers the others would move on to them.
+            let options = coord_client::ClientOptions {
+                request_timeout: Duration::from_secs(2),
+                discover_members: false,
+                ..coord_client::ClientOptions::default()
+            };
+            Client::connect_with([address], options).await.ok()
+        }
+    })
+    .await;
+    // Restarted, it learns from the others (within about an election timeout) that it was
+    // removed, then refuses every client request and stops again.
+    let started = Instant::now();
+    let refused = eventually("the removed member refuses reads", LEADER_WAIT, || {
+        let direct = direct.clone();
+        async move {
+            direct
+                .get_with("/", coord_client::Consistency::Serializable)
+                .await
+                .err()
+        }
+    })
+    .await;
+    assert!(
+        refused.to_string().contains("not a member"),
+        "{refused} after {:?}",
+        started.elapsed()
+    );
+    eprintln!(
+        "the restarted removed member refused reads after {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_that_fails_on_a_taken_port_leaves_the_data_directory_new() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_address = taken.local_addr().unwrap().to_string();
+    let mut first =
+        ServerProcess::prepare(1, dir.path(), &["--listen-peer", taken_address.as_str()]);
+    first.start();
+    eventually("the first start fails", LEADER_WAIT, || {
+        let running = first.is_running();
+        async move { (!running).then_some(()) }
+    })
+    .await;
+    assert!(first.log().contains("cannot listen"), "{}", first.log());
+    // Retried with a free port and another cluster name: not refused as another cluster's.
+    drop(taken);
+    first.set_extra_args(&["--cluster-name", "renamed"]);
+    first.restart();
+    first
+        .client()
+        .await
+        .set("/", b"up".to_vec(), None)
+        .await
+        .ok();
+    assert!(first.is_running(), "{}", first.log());
+}
