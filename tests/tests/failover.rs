@@ -172,7 +172,11 @@ async fn sigterm_of_the_leader_hands_leadership_over_and_exits_in_time() {
         "term {term} became {new_term}; logs:\n{}",
         cluster.log_tails(40)
     );
-    assert!(exited_after < Duration::from_secs(5), "{exited_after:?}");
+    assert!(
+        exited_after < Duration::from_secs(5),
+        "{exited_after:?}; logs:\n{}",
+        cluster.log_tails(40)
+    );
     // Handed over, not elected after a timeout: the pause is far below an election timeout.
     assert!(
         gap < ELECTION_TIMEOUT,
@@ -180,7 +184,11 @@ async fn sigterm_of_the_leader_hands_leadership_over_and_exits_in_time() {
         cluster.log_tails(40)
     );
     let log = cluster.member(leader).log();
-    assert!(log.contains("leadership handed over"), "{log}");
+    assert!(
+        log.contains("leadership handed over"),
+        "{log}\nother logs:\n{}",
+        cluster.log_tails(40)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,6 @@
 //! A rolling restart (SIGTERM, restart, wait until ready, next member) of all three members
-//! under load: writers, watchers spread over the members, a lock holder and an elected leader.
+//! under load: writers, watchers spread over the members, a lock holder, an elected leader and
+//! a `coordctl lock -- CMD` loop.
 //! Asserted: no acknowledged write is lost, no watch misses or repeats an event, neither holder
 //! loses its lock or leadership (the same token throughout, still valid at the end), every
 //! member exits within its shutdown bound, and every client operation ends within its deadline.
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 use coord_client::{
     Client, ClientOptions, CreateOptions, Election, Error, HeldNode, Mutex, WatchOptions,
 };
-use coord_tests::Cluster;
+use coord_tests::{Cluster, ToolProcess};
 
 const WRITERS: usize = 4;
 const WATCHERS: usize = 20;
@@ -207,6 +208,7 @@ async fn a_rolling_restart_loses_nothing_and_no_holder() {
             started,
         ));
     }
+    let locker = coordctl_lock_loop(cluster.endpoints(), stop.clone());
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     for id in cluster.ids() {
@@ -223,6 +225,9 @@ async fn a_rolling_restart_loses_nothing_and_no_holder() {
     let tokens = holders
         .await
         .expect("no holder lost its lock or leadership");
+    let (ran, unavailable) = locker.await.expect("no coordctl lock run lost its lock");
+    eprintln!("coordctl lock -- CMD: {ran} runs held and released, {unavailable} unavailable");
+    assert!(ran > 0, "no coordctl lock run completed");
     eprintln!(
         "holders kept tokens {tokens:?}; {} writes",
         acknowledged.len()
@@ -290,4 +295,32 @@ async fn restart_one(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     longest
+}
+
+/// Runs `coordctl lock /rr-cli-lock -- sh -c 'sleep 0.2'` again and again until stopped. Each
+/// run must end within its bound, and none may lose its lock (exit 1); one that could not
+/// reach the cluster in its command timeout (exit 3) is counted, not failed. Returns the runs
+/// that held and released the lock, and the unavailable ones.
+fn coordctl_lock_loop(
+    endpoints: Vec<String>,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<(u64, u64)> {
+    tokio::task::spawn_blocking(move || {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let (mut ran, mut unavailable) = (0, 0);
+        while !stop.load(Ordering::Relaxed) {
+            let args = ["lock", "/rr-cli-lock", "--", "sh", "-c", "sleep 0.2"];
+            let mut run = ToolProcess::coordctl(&endpoints, &args, dir.path());
+            match run.wait_exit(Duration::from_secs(30)) {
+                Some(0) => ran += 1,
+                Some(3) => unavailable += 1,
+                other => panic!(
+                    "coordctl lock ended with {other:?}: {}{}",
+                    run.stdout(),
+                    run.stderr()
+                ),
+            }
+        }
+        (ran, unavailable)
+    })
 }

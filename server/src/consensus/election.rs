@@ -11,7 +11,7 @@
 //! allows (one and a half heartbeats). Every member runs `run_elections`:
 //!
 //! ```text
-//!  every tick (half a heartbeat):
+//!  every tick (a quarter of a heartbeat):
 //!    leader, learner, or heard from a leader within its timeout (random in [E, 1.5 E))? ─► wait
 //!    ask every other voter: PreVote { my last log id }
 //!      a voter grants when it is not the leader, has heard from no leader for E - heartbeat,
@@ -100,7 +100,7 @@ impl ElectionTiming {
     }
 
     fn tick(&self) -> Duration {
-        (self.heartbeat / 2).clamp(Duration::from_millis(5), Duration::from_millis(100))
+        (self.heartbeat / 4).clamp(Duration::from_millis(5), Duration::from_millis(50))
     }
 }
 

@@ -330,15 +330,60 @@ impl Consensus {
         Fut: Future<Output = Result<C::Reply, ConsensusError>>,
     {
         self.serving()?;
-        match self.route() {
+        let timeout = self.config.request_timeout;
+        let (id, address) = match self.route_now_or_after_election().await {
+            Route::Local => return here(call).await,
+            Route::Leader { id, address } => (id, address),
+            Route::Nowhere { leader_hint } => return Err(ConsensusError::NoLeader { leader_hint }),
+        };
+        let forwarded = self.peers.forward(id, &address, &call, timeout).await;
+        if !matches!(forwarded, Err(ConsensusError::NoLeader { .. })) {
+            return forwarded;
+        }
+        // The leader is gone (its port refused the connection) or says it no longer leads;
+        // nothing was applied. Once the next leader is known, go there instead.
+        match self.route_after_leader_change(id).await {
             Route::Local => here(call).await,
-            Route::Leader { id, address } => {
-                self.peers
-                    .forward(id, &address, &call, self.config.request_timeout)
-                    .await
-            }
+            Route::Leader { id, address } => self.peers.forward(id, &address, &call, timeout).await,
             Route::Nowhere { leader_hint } => Err(ConsensusError::NoLeader { leader_hint }),
         }
+    }
+
+    /// The route once a leader other than `gone` is known, waiting at most two election
+    /// timeouts (the longest a failover takes without a split vote).
+    async fn route_after_leader_change(&self, gone: MemberId) -> Route {
+        let mut metrics = self.raft.metrics();
+        let changed = metrics.wait_for(|metrics| {
+            metrics
+                .current_leader
+                .is_some_and(|leader| leader != gone.0)
+        });
+        let _ = tokio::time::timeout(self.config.election_timeout * 2, changed).await;
+        self.route()
+    }
+
+    /// The route now, or once an election under way ends (see `route_after_election`).
+    async fn route_now_or_after_election(&self) -> Route {
+        match self.route() {
+            Route::Nowhere { .. } => self.route_after_election().await,
+            route => route,
+        }
+    }
+
+    /// The route once a leader is known, waiting at most one election timeout: a request that
+    /// arrives during an election goes to the new leader as soon as there is one, instead of
+    /// sending the client away to find no leader elsewhere either. Nothing is proposed while
+    /// waiting, so a "no leader" answer after it still means nothing was applied.
+    async fn route_after_election(&self) -> Route {
+        let mut metrics = self.raft.metrics();
+        let me = self.config.member_id.0;
+        let elected = metrics.wait_for(|metrics| {
+            metrics
+                .current_leader
+                .is_some_and(|leader| leader != me || metrics.state == ServerState::Leader)
+        });
+        let _ = tokio::time::timeout(self.config.election_timeout, elected).await;
+        self.route()
     }
 
     /// Proposes `proposal` (on the leader, forwarding if needed) and waits until it is committed
@@ -714,7 +759,7 @@ impl Consensus {
         let index = match consistency {
             Consistency::Serializable => return Ok(()),
             Consistency::MinRevision(revision) => revision.0,
-            Consistency::Linearizable => match self.route() {
+            Consistency::Linearizable => match self.route_now_or_after_election().await {
                 Route::Local => self.leader_read_index().await?,
                 Route::Leader { id, address } => {
                     let reply: Result<Result<u64, ConsensusError>, PeerCallError> = self

@@ -59,6 +59,16 @@ impl PeerCallError {
     pub fn is_unreachable(&self) -> bool {
         matches!(self, PeerCallError::Failed { code, .. } if code == "Unavailable")
     }
+
+    /// Whether no connection to the peer could be made (its port refused or nothing listens):
+    /// the call certainly never reached it.
+    pub fn never_sent(&self) -> bool {
+        matches!(
+            self,
+            PeerCallError::Failed { code, message, .. } if code == "Unavailable"
+                && (message.contains("tcp connect error") || message.contains("Connection refused"))
+        )
+    }
 }
 
 /// The member-to-member calls Coord makes itself (openraft's own go through `network.rs`).
@@ -186,9 +196,14 @@ impl PeerClients {
             .call(address, PeerMethod::Forward, C::KIND, call, timeout)
             .await;
         reply.unwrap_or_else(|error| {
-            Err(ConsensusError::LeaderUnreachable {
-                leader,
-                reason: error.to_string(),
+            // A call that never left this member was certainly not applied.
+            Err(if error.never_sent() {
+                ConsensusError::NoLeader { leader_hint: None }
+            } else {
+                ConsensusError::LeaderUnreachable {
+                    leader,
+                    reason: error.to_string(),
+                }
             })
         })
     }
