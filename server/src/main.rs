@@ -14,10 +14,14 @@ fn main() -> std::process::ExitCode {
         default_hook(info);
         std::process::abort();
     }));
+    // openraft repeats its warnings on every retry (a down peer: several lines every half
+    // second); Coord logs each change once instead (`consensus/changes.rs`). RUST_LOG=
+    // info,openraft=warn brings openraft's lines back.
     let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,openraft=off"));
     let subscriber = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if config.log_format == "json" {
         subscriber.json().init();

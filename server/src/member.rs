@@ -80,6 +80,13 @@ pub async fn run(
         None => config.cluster_id(&initial_members),
     };
     config.check_timing().map_err(RunError::Config)?;
+    if config.advertise_client.is_none() && config.listen_client.ip().is_unspecified() {
+        return Err(RunError::Config(format!(
+            "--listen-client {} listens on every interface: give --advertise-client HOST:PORT, \
+             the address clients and other members should use for this member",
+            config.listen_client
+        )));
+    }
     // Bind before claiming the data directory: a start that fails on a taken port leaves a new
     // data directory untouched, so a retry with other flags is not refused.
     let client_listener = bind("client requests", config.listen_client).await?;

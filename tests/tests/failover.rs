@@ -131,6 +131,22 @@ async fn a_follower_back_from_a_long_pause_does_not_depose_the_leader() {
             cluster.log_tails(40)
         );
     }
+    // The leader said once that the follower stopped answering, and once that it is back.
+    let leader_log = cluster.member(leader).log();
+    assert_eq!(
+        leader_log
+            .matches("member stopped answering the leader")
+            .count(),
+        1,
+        "{leader_log}"
+    );
+    assert_eq!(
+        leader_log
+            .matches("member answers the leader again")
+            .count(),
+        1,
+        "{leader_log}"
+    );
     // Writes never stopped for an election: the longest gap is well under one.
     assert!(
         gap < ELECTION_TIMEOUT,
@@ -412,4 +428,24 @@ async fn a_start_that_fails_on_a_taken_port_leaves_the_data_directory_new() {
         .await
         .ok();
     assert!(first.is_running(), "{}", first.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_listening_on_every_interface_must_say_what_to_advertise() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = coord_tests::free_port();
+    let listen = format!("0.0.0.0:{port}");
+    let mut member = ServerProcess::prepare(1, dir.path(), &["--listen-client", listen.as_str()]);
+    member.start();
+    eventually("the start is refused", LEADER_WAIT, || {
+        let running = member.is_running();
+        async move { (!running).then_some(()) }
+    })
+    .await;
+    assert!(
+        member.log().contains("--advertise-client"),
+        "{}",
+        member.log()
+    );
 }

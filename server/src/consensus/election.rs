@@ -165,6 +165,13 @@ impl AckClock {
             .insert(peer, Instant::now());
     }
 
+    /// Whether `peer` answered within `within`.
+    pub fn answered_within(&self, peer: u64, within: Duration) -> bool {
+        let acks = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        acks.get(&peer)
+            .is_some_and(|at| Instant::now().saturating_duration_since(*at) <= within)
+    }
+
     /// Whether a majority of every voter set in `configs` (`me` counts as always current)
     /// acknowledged within `within`.
     pub fn quorum_within(&self, me: u64, configs: &[BTreeSet<u64>], within: Duration) -> bool {

@@ -28,6 +28,7 @@
 //! quorum after the read arrived.
 
 mod admission;
+mod changes;
 mod election;
 mod error;
 mod handoff;
@@ -153,6 +154,12 @@ impl Consensus {
         let peers = Arc::new(PeerClients::new(
             config.cluster_id.clone(),
             config.peer_source_address,
+        ));
+        tokio::spawn(changes::log_changes(
+            raft.clone(),
+            acks.clone(),
+            config.member_id,
+            config.election_timeout,
         ));
         let removed_by_peers = Arc::new(tokio::sync::watch::channel(false).0);
         let elector = tokio::spawn(

@@ -1,0 +1,119 @@
+//! One log line per change worth knowing: a new leader or term, a membership change, and (on
+//! the leader) a member that stopped or started answering again. openraft's own lines repeat
+//! on every retry (a down peer made several WARN and ERROR lines every half second), so they
+//! are off by default and this is the cluster's story instead.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::{Raft, ServerState};
+use tokio::time::Instant;
+
+use super::election::AckClock;
+use super::ids::MemberId;
+use super::types::TypeConfig;
+
+/// What was last reported.
+#[derive(Default)]
+struct Reported {
+    leader: Option<(u64, Option<u64>)>,
+    members: Option<String>,
+    silent: BTreeSet<u64>,
+    leading_since: Option<Instant>,
+}
+
+/// Logs changes until Raft stops. `silence` is how long a peer may not answer the leader
+/// before it counts as lost (one election timeout).
+pub async fn log_changes(
+    raft: Raft<TypeConfig>,
+    acks: Arc<AckClock>,
+    me: MemberId,
+    silence: Duration,
+) {
+    let mut metrics = raft.metrics();
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut reported = Reported::default();
+    loop {
+        tokio::select! {
+            changed = metrics.changed() => if changed.is_err() { return },
+            _ = tick.tick() => {}
+        }
+        let (term, leader, leading, members, others) = {
+            let metrics = metrics.borrow();
+            let membership = metrics.membership_config.membership();
+            let voters: BTreeSet<u64> = membership.voter_ids().collect();
+            let members = membership
+                .nodes()
+                .map(|(id, _)| {
+                    let kind = if voters.contains(id) {
+                        "voter"
+                    } else {
+                        "learner"
+                    };
+                    format!("{id} ({kind})")
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let others: Vec<u64> = membership
+                .nodes()
+                .map(|(id, _)| *id)
+                .filter(|id| *id != me.0)
+                .collect();
+            let leading = metrics.state == ServerState::Leader;
+            (
+                metrics.current_term,
+                metrics.current_leader,
+                leading,
+                members,
+                others,
+            )
+        };
+        reported.note_leader(term, leader);
+        reported.note_members(members);
+        reported.note_peers(leading, &others, &acks, silence);
+    }
+}
+
+impl Reported {
+    fn note_leader(&mut self, term: u64, leader: Option<u64>) {
+        if self.leader == Some((term, leader)) {
+            return;
+        }
+        match leader {
+            Some(leader) => tracing::info!(term, leader, "leader"),
+            None => tracing::info!(term, "no leader known"),
+        }
+        self.leader = Some((term, leader));
+    }
+
+    fn note_members(&mut self, members: String) {
+        if self.members.as_deref() == Some(members.as_str()) || members.is_empty() {
+            return;
+        }
+        tracing::info!(%members, "membership");
+        self.members = Some(members);
+    }
+
+    /// On the leader: a line when a peer stops answering for `silence`, and when it answers
+    /// again. A new leader gives every peer `silence` to answer first.
+    fn note_peers(&mut self, leading: bool, others: &[u64], acks: &AckClock, silence: Duration) {
+        if !leading {
+            self.silent.clear();
+            self.leading_since = None;
+            return;
+        }
+        let since = *self.leading_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < silence {
+            return;
+        }
+        for peer in others {
+            let answering = acks.answered_within(*peer, silence);
+            if !answering && self.silent.insert(*peer) {
+                tracing::warn!(peer, after = ?silence, "member stopped answering the leader");
+            } else if answering && self.silent.remove(peer) {
+                tracing::info!(peer, "member answers the leader again");
+            }
+        }
+    }
+}
