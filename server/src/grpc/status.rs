@@ -66,16 +66,18 @@ fn detail(code: ErrorCode, message: String) -> ErrorDetail {
 
 /// What a member answers while it starts (loading its data): retryable, so clients move on.
 pub fn starting_status(member: u64) -> Status {
+    go_elsewhere(format!(
+        "member {member} is starting (loading its data); retry or use another member"
+    ))
+}
+
+/// A retryable UNAVAILABLE that sends the client to another member.
+fn go_elsewhere(message: String) -> Status {
     status(
         Code::Unavailable,
         ErrorDetail {
             retryable: true,
-            ..detail(
-                ErrorCode::Unavailable,
-                format!(
-                    "member {member} is starting (loading its data); retry or use another member"
-                ),
-            )
+            ..detail(ErrorCode::Unavailable, message)
         },
     )
 }
@@ -302,16 +304,9 @@ pub async fn stopped(stopping: &mut tokio::sync::watch::Receiver<bool>) {
 /// What a stopping member ends its open streams (watches, keep-alives) with: retryable, so
 /// clients reconnect to another member at once.
 pub fn going_away_status(member: u64) -> Status {
-    status(
-        Code::Unavailable,
-        ErrorDetail {
-            retryable: true,
-            ..detail(
-                ErrorCode::Unavailable,
-                format!("member {member} is shutting down; reconnect to another member"),
-            )
-        },
-    )
+    go_elsewhere(format!(
+        "member {member} is shutting down; reconnect to another member"
+    ))
 }
 
 /// The status for a malformed request that never reached the namespace.
