@@ -210,7 +210,7 @@ async fn sigterm_of_the_leader_hands_leadership_over_and_exits_in_time() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn move_leader_hands_leadership_to_the_chosen_voter() {
     let _serial = SERIAL.lock().await;
-    let mut cluster = Cluster::start(3, &[]);
+    let cluster = Cluster::start(3, &[]);
     let leader = cluster.wait_for_leader(&[1, 2, 3], LEADER_WAIT).await;
     let (_, term) = leader_and_term(&cluster, leader).await;
     let target = cluster
@@ -241,7 +241,6 @@ async fn move_leader_hands_leadership_to_the_chosen_voter() {
     assert!(refused.to_string().contains("not a voter"), "{refused}");
     let ids = cluster.ids();
     cluster.converged_digest(&ids, LEADER_WAIT).await;
-    let _ = &mut cluster;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
