@@ -56,8 +56,45 @@ struct Cli {
     )]
     command_timeout: Duration,
 
+    #[command(flatten)]
+    tls: TlsFlags,
+
     #[command(subcommand)]
     command: Command,
+}
+
+/// TLS to the members, with etcdctl's flag names.
+#[derive(Debug, Clone, clap::Args)]
+struct TlsFlags {
+    /// CA bundle (PEM) to check the members' certificates against; connects over TLS.
+    #[arg(long, env = "COORD_CACERT", value_name = "PEM", global = true)]
+    cacert: Option<std::path::PathBuf>,
+
+    /// Client certificate (PEM), for members that require one (--client-cert-auth); its
+    /// subject's common name is your user name.
+    #[arg(long, env = "COORD_CERT", value_name = "PEM", global = true, requires_all = ["key", "cacert"])]
+    cert: Option<std::path::PathBuf>,
+
+    /// Private key (PEM) of --cert.
+    #[arg(
+        long,
+        env = "COORD_KEY",
+        value_name = "PEM",
+        global = true,
+        requires = "cert"
+    )]
+    key: Option<std::path::PathBuf>,
+}
+
+impl TlsFlags {
+    fn options(&self) -> Option<coord_client::TlsOptions> {
+        Some(coord_client::TlsOptions {
+            ca_file: self.cacert.clone()?,
+            cert_file: self.cert.clone(),
+            key_file: self.key.clone(),
+            server_name: None,
+        })
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -175,6 +212,7 @@ fn exit_code(printer: &Printer, error: &anyhow::Error) -> u8 {
 fn exit_code_for(error: &Error) -> u8 {
     match error {
         Error::TxnOpFailed { source, .. } => exit_code_for(source),
+        Error::Tls { .. } => EXIT_FAILED,
         Error::Unavailable { .. }
         | Error::NotAMember { .. }
         | Error::Unreachable { .. }
@@ -208,11 +246,12 @@ fn exit_code_for(error: &Error) -> u8 {
 
 /// The client options the global flags ask for: every request bounded by `--command-timeout`,
 /// and no single connection attempt longer than it either.
-fn client_options(command_timeout: Duration) -> ClientOptions {
+fn client_options(command_timeout: Duration, tls: &TlsFlags) -> ClientOptions {
     let defaults = ClientOptions::default();
     ClientOptions {
         connect_timeout: defaults.connect_timeout.min(command_timeout),
         request_timeout: command_timeout,
+        tls: tls.options(),
         ..defaults
     }
 }
@@ -224,7 +263,8 @@ async fn execute(cli: Cli, printer: &Printer) -> anyhow::Result<i32> {
         .split(',')
         .filter(|endpoint| !endpoint.trim().is_empty())
         .collect();
-    let client = Client::connect_with(endpoints, client_options(cli.command_timeout)).await?;
+    let client =
+        Client::connect_with(endpoints, client_options(cli.command_timeout, &cli.tls)).await?;
     match cli.command {
         Command::Get(args) => nodes::get(&client, printer, args).await,
         Command::Set(args) => nodes::set(&client, printer, args).await,
@@ -321,10 +361,10 @@ mod tests {
     fn the_command_timeout_bounds_every_request() {
         let cli = Cli::try_parse_from(["coordctl", "--command-timeout", "750ms", "get", "/a"])
             .expect("valid");
-        let options = client_options(cli.command_timeout);
+        let options = client_options(cli.command_timeout, &cli.tls);
         assert_eq!(options.request_timeout, Duration::from_millis(750));
         assert_eq!(options.connect_timeout, Duration::from_millis(750));
-        let defaults = client_options(Duration::from_secs(5));
+        let defaults = client_options(Duration::from_secs(5), &cli.tls);
         assert_eq!(defaults.request_timeout, Duration::from_secs(5));
         assert_eq!(
             defaults.connect_timeout,

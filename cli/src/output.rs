@@ -694,6 +694,7 @@ fn error_kind(error: &Error) -> &'static str {
         Error::Interrupted { .. } => "interrupted",
         Error::ConnectionLost { .. } => "connection_lost",
         Error::Unreachable { .. } => "unreachable",
+        Error::Tls { .. } => "tls",
         Error::Internal { .. } => "internal",
         Error::ResultNotRetained { .. } => "result_not_retained",
         Error::NoSpace { .. } => "no_space",

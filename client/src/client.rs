@@ -73,6 +73,67 @@ pub struct ClientOptions {
     /// Turn it off when members advertise addresses this client cannot or should not use
     /// (behind NAT, or a test's fault-injecting proxies).
     pub discover_members: bool,
+    /// Connect over TLS (to every endpoint, given and discovered), checking the members'
+    /// certificates against a CA and, if the members require it, presenting a certificate.
+    /// `None`: plaintext.
+    pub tls: Option<TlsOptions>,
+}
+
+/// How a [`Client`] connects over TLS: the files of etcdctl's `--cacert`, `--cert` and `--key`.
+/// The files are read when the client connects and again when they change.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), coord_client::Error> {
+/// use coord_client::{Client, ClientOptions, TlsOptions};
+/// let options = ClientOptions {
+///     tls: Some(TlsOptions {
+///         ca_file: "/etc/coord/ca.pem".into(),
+///         cert_file: Some("/etc/coord/alice.pem".into()),
+///         key_file: Some("/etc/coord/alice-key.pem".into()),
+///         server_name: None,
+///     }),
+///     ..ClientOptions::default()
+/// };
+/// let client = Client::connect_with(["coord-0.example:7400"], options).await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsOptions {
+    /// CA bundle (PEM) the members' certificates must chain to.
+    pub ca_file: std::path::PathBuf,
+    /// This client's certificate (PEM), for members that check client certificates; its
+    /// subject's common name is the client's user name.
+    pub cert_file: Option<std::path::PathBuf>,
+    /// The private key (PEM) of `cert_file`.
+    pub key_file: Option<std::path::PathBuf>,
+    /// The name the members' certificates must hold, instead of the host dialled.
+    pub server_name: Option<String>,
+}
+
+impl TlsOptions {
+    /// Reads the files into a configuration; an error names the file and the problem.
+    pub(crate) fn load(&self) -> Result<std::sync::Arc<coord_tls::ClientTls>, Error> {
+        let identity = match (&self.cert_file, &self.key_file) {
+            (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+            (None, None) => None,
+            _ => {
+                return Err(Error::InvalidArgument {
+                    message: "a client certificate needs both its file and its key file".into(),
+                })
+            }
+        };
+        let files = coord_tls::ClientTlsFiles {
+            trusted_ca: self.ca_file.clone(),
+            identity,
+            server_name: self.server_name.clone(),
+        };
+        coord_tls::ClientTls::load("client", files)
+            .map(std::sync::Arc::new)
+            .map_err(|error| Error::InvalidArgument {
+                message: error.to_string(),
+            })
+    }
 }
 
 impl Default for ClientOptions {
@@ -81,6 +142,7 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_secs(3),
             request_timeout: Duration::from_secs(15),
             discover_members: true,
+            tls: None,
         }
     }
 }
@@ -164,7 +226,11 @@ impl Client {
         }
         let client = Client {
             inner: Arc::new(Inner {
-                endpoints: Endpoints::new(endpoints, options.connect_timeout)?,
+                endpoints: Endpoints::new(
+                    endpoints,
+                    options.connect_timeout,
+                    options.tls.as_ref().map(TlsOptions::load).transpose()?,
+                )?,
                 options,
                 write_ids: WriteIds::new(),
                 watch_events: AtomicU64::new(0),
@@ -223,6 +289,9 @@ impl Client {
         let endpoints = &self.inner.endpoints;
         let mut route = Route::new();
         let mut last = String::new();
+        // A TLS failure is a configuration mistake that waiting does not fix: reported as such
+        // when no endpoint answered.
+        let mut tls_failure = None;
         while let Some(target) = endpoints.next(&mut route) {
             let budget = route.budget().min(self.inner.options.connect_timeout);
             let request = with_timeout(pb::MemberListRequest {}, budget);
@@ -237,13 +306,22 @@ impl Client {
                 }
                 // "ENDPOINT: MESSAGE", which coordctl reads to spot a peer port given for a
                 // client port (UNIMPLEMENTED comes with an empty message).
-                Ok(Err(status)) => last = format!("{}: {}", target.address, status.message()),
+                Ok(Err(status)) => {
+                    last = format!("{}: {}", target.address, status.message());
+                    let error = Error::from_status(&status, &target.address);
+                    if matches!(error, Error::Tls { .. }) {
+                        tls_failure = Some(error);
+                    }
+                }
                 Err(_) => {
                     route.timed_out();
                     last = format!("{}: no answer within {budget:?}", target.address);
                 }
             }
             endpoints.failed(&target.address);
+        }
+        if let Some(error) = tls_failure {
+            return Err(error);
         }
         Err(Error::Unreachable {
             endpoints: endpoints.addresses(),

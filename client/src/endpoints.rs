@@ -22,9 +22,11 @@
 //! What it must never do: drop a seed, or hold an address twice.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use coord_proto::v1 as pb;
+use coord_tls::{ClientTls, TlsConnector};
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
@@ -66,6 +68,8 @@ pub(crate) struct Target {
 /// See the module documentation.
 pub(crate) struct Endpoints {
     connect_timeout: Duration,
+    /// TLS for every endpoint (`None`: plaintext).
+    tls: Option<Arc<ClientTls>>,
     table: std::sync::Mutex<Table>,
 }
 
@@ -78,14 +82,19 @@ struct Table {
 impl Endpoints {
     /// The caller's `seeds`, each with a lazily connected channel; an address that is not a
     /// valid URI is an `InvalidArgument`.
-    pub(crate) fn new(seeds: Vec<String>, connect_timeout: Duration) -> Result<Endpoints, Error> {
+    pub(crate) fn new(
+        seeds: Vec<String>,
+        connect_timeout: Duration,
+        tls: Option<Arc<ClientTls>>,
+    ) -> Result<Endpoints, Error> {
         let routing = Routing::new(seeds);
         let mut channels = Vec::new();
         for health in &routing.endpoints {
-            channels.push(channel(&health.address, connect_timeout)?);
+            channels.push(channel(&health.address, connect_timeout, tls.as_ref())?);
         }
         Ok(Endpoints {
             connect_timeout,
+            tls,
             table: std::sync::Mutex::new(Table { routing, channels }),
         })
     }
@@ -161,7 +170,7 @@ impl Endpoints {
                 .position(|(address, _)| *address == health.address)
             {
                 Some(position) => channels.push(known.swap_remove(position).1),
-                None => match channel(&health.address, self.connect_timeout) {
+                None => match channel(&health.address, self.connect_timeout, self.tls.as_ref()) {
                     Ok(channel) => channels.push(channel),
                     Err(_) => unusable.push(health.address.clone()),
                 },
@@ -176,17 +185,31 @@ impl Endpoints {
     }
 }
 
-/// A lazily connected channel to `address` (`host:port`, or a URI with a scheme).
-fn channel(address: &str, connect_timeout: Duration) -> Result<Channel, Error> {
-    let uri = if address.contains("://") {
-        address.to_owned()
-    } else {
-        format!("http://{address}")
+/// A lazily connected channel to `address` (`host:port`, or a URI with a scheme), over TLS
+/// when `tls` is given.
+fn channel(
+    address: &str,
+    connect_timeout: Duration,
+    tls: Option<&Arc<ClientTls>>,
+) -> Result<Channel, Error> {
+    let uri = match address.split_once("://") {
+        Some(("https", _)) if tls.is_none() => {
+            return Err(Error::InvalidArgument {
+                message: format!(
+                    "endpoint {address:?} is https: give the CA to trust (--cacert, or \
+                     ClientOptions::tls)"
+                ),
+            })
+        }
+        Some((_, rest)) if tls.is_some() => format!("https://{rest}"),
+        Some(_) => address.to_owned(),
+        None if tls.is_some() => format!("https://{address}"),
+        None => format!("http://{address}"),
     };
     let endpoint = Endpoint::from_shared(uri).map_err(|error| Error::InvalidArgument {
         message: format!("endpoint {address:?}: {error}"),
     })?;
-    Ok(endpoint
+    let endpoint = endpoint
         .connect_timeout(connect_timeout)
         .tcp_nodelay(true)
         // A member that is paused, frozen or cut off keeps its TCP connection open but stops
@@ -195,8 +218,13 @@ fn channel(address: &str, connect_timeout: Duration) -> Result<Channel, Error> {
         // busy member answers pings from its connection task, however slow its calls.
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-        .keep_alive_while_idle(true)
-        .connect_lazy())
+        .keep_alive_while_idle(true);
+    Ok(match tls {
+        Some(tls) => {
+            endpoint.connect_with_connector_lazy(TlsConnector::new(tls.clone(), connect_timeout))
+        }
+        None => endpoint.connect_lazy(),
+    })
 }
 
 /// Whether a member's advertised client address can be dialled: not empty, and not an

@@ -178,6 +178,16 @@ pub enum Error {
         /// The transport's description of the failure.
         message: String,
     },
+    /// A TLS connection could not be made, or the member needs TLS and got none: a
+    /// configuration mistake (wrong CA, expired or missing certificate, a name the certificate
+    /// does not hold, TLS on one side only) that retrying does not fix. Nothing was sent.
+    #[error("TLS with {endpoint} failed: {message}")]
+    Tls {
+        /// The endpoint the connection was to.
+        endpoint: String,
+        /// What went wrong and what to change.
+        message: String,
+    },
     /// None of the endpoints could be reached.
     #[error("cannot reach any endpoint of {endpoints:?}: {message}")]
     Unreachable {
@@ -352,6 +362,12 @@ fn from_detail(detail: ErrorDetail, endpoint: &str) -> Error {
 
 fn from_transport(status: &tonic::Status, endpoint: &str) -> Error {
     let message = status.message().to_owned();
+    if let Some(explanation) = tls_failure(status) {
+        return Error::Tls {
+            endpoint: endpoint.to_owned(),
+            message: explanation,
+        };
+    }
     // No connection was made, so the request was never sent: safe to send elsewhere.
     if message.contains("tcp connect error") || message.contains("Connection refused") {
         return Error::Unreachable {
@@ -375,6 +391,41 @@ fn from_transport(status: &tonic::Status, endpoint: &str) -> Error {
             message: format!("{:?}: {message}", status.code()),
         },
     }
+}
+
+/// The explanation of a failed TLS handshake, or of a member that refused a plaintext client,
+/// if that is what `status` reports.
+fn tls_failure(status: &tonic::Status) -> Option<String> {
+    let message = status.message();
+    if status.code() == tonic::Code::FailedPrecondition && message.contains("requires TLS") {
+        return Some(message.to_owned());
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(error) = source {
+        if let Some(connect) = error.downcast_ref::<coord_tls::ConnectError>() {
+            if matches!(connect, coord_tls::ConnectError::Handshake { .. }) {
+                return Some(connect.to_string());
+            }
+        }
+        // With TLS 1.3 a server checks the client's certificate after the client finished its
+        // handshake: a refusal arrives as an alert on the first read.
+        if let Some(io) = error.downcast_ref::<std::io::Error>() {
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.is::<coord_tls::rustls::Error>())
+            {
+                return Some(coord_tls::explain_client_error(io));
+            }
+        }
+        // h2's errors hide their cause but name the alert in their text.
+        if let Some(explanation) = coord_tls::explain_alert_text(&error.to_string()) {
+            return Some(explanation);
+        }
+        source = error.source();
+    }
+    message
+        .find(coord_tls::HANDSHAKE_FAILED)
+        .map(|start| message[start..].to_owned())
 }
 
 #[cfg(test)]

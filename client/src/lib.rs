@@ -39,7 +39,7 @@ mod types;
 mod watch;
 mod write_id;
 
-pub use client::{Client, ClientOptions, AUTO_SYNC_INTERVAL};
+pub use client::{Client, ClientOptions, TlsOptions, AUTO_SYNC_INTERVAL};
 pub use coord_proto::parse_duration;
 pub use coord_proto::v1::{ClusterStatusResponse, Member, MemberRole, MemberStatus};
 pub use error::Error;

@@ -154,6 +154,76 @@ pub struct ServerConfig {
     #[arg(long, env = "COORD_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
 
+    /// Certificate (PEM chain) of the client port: with --key-file, the port speaks only TLS.
+    /// Read again when the file changes. Names and meaning as etcd's flags.
+    #[arg(
+        long,
+        env = "COORD_CERT_FILE",
+        value_name = "PEM",
+        requires = "key_file"
+    )]
+    pub cert_file: Option<PathBuf>,
+
+    /// Private key (PEM) of --cert-file.
+    #[arg(
+        long,
+        env = "COORD_KEY_FILE",
+        value_name = "PEM",
+        requires = "cert_file"
+    )]
+    pub key_file: Option<PathBuf>,
+
+    /// CA bundle (PEM) that client certificates must chain to: certificates presented are
+    /// checked, and name the client (its subject's common name).
+    #[arg(
+        long,
+        env = "COORD_TRUSTED_CA_FILE",
+        value_name = "PEM",
+        requires = "cert_file"
+    )]
+    pub trusted_ca_file: Option<PathBuf>,
+
+    /// Refuse clients without a certificate from --trusted-ca-file.
+    #[arg(long, env = "COORD_CLIENT_CERT_AUTH", requires = "trusted_ca_file")]
+    pub client_cert_auth: bool,
+
+    /// Certificate (PEM chain) of the peer port, also presented to other members when
+    /// connecting to theirs. With --peer-key-file and --peer-trusted-ca-file, member-to-member
+    /// traffic is mutual TLS: a member accepts and dials only members with a certificate from
+    /// the peer CA.
+    #[arg(long, env = "COORD_PEER_CERT_FILE", value_name = "PEM",
+        requires_all = ["peer_key_file", "peer_trusted_ca_file"])]
+    pub peer_cert_file: Option<PathBuf>,
+
+    /// Private key (PEM) of --peer-cert-file.
+    #[arg(
+        long,
+        env = "COORD_PEER_KEY_FILE",
+        value_name = "PEM",
+        requires = "peer_cert_file"
+    )]
+    pub peer_key_file: Option<PathBuf>,
+
+    /// CA bundle (PEM) that other members' certificates must chain to.
+    #[arg(
+        long,
+        env = "COORD_PEER_TRUSTED_CA_FILE",
+        value_name = "PEM",
+        requires = "peer_cert_file"
+    )]
+    pub peer_trusted_ca_file: Option<PathBuf>,
+
+    /// Accept peer connections only from certificates with one of these subject common names
+    /// (comma-separated; default: any certificate from the peer CA).
+    #[arg(
+        long,
+        env = "COORD_PEER_CERT_ALLOWED_CN",
+        value_name = "NAMES",
+        value_delimiter = ',',
+        requires = "peer_cert_file"
+    )]
+    pub peer_cert_allowed_cn: Vec<String>,
+
     /// Log format: `text` or `json` (filter with RUST_LOG).
     #[arg(long, env = "COORD_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,

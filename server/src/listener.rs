@@ -10,25 +10,32 @@
 //! member is ready those connections are closed gracefully and the rest of the stream goes to
 //! the real services.
 //!
+//! With TLS (`TlsPort`), each connection's handshake runs in a task of its own, so a slow or
+//! silent sender never holds up the next accept; only connections whose handshake succeeded
+//! reach the services, carrying the name in their certificate ([`ConnectionInfo`]).
+//!
 //! Invariant: the number of open connections a listener hands out never exceeds its cap (each
 //! holds a semaphore permit until it is dropped).
 
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use coord_tls::tokio_rustls::server::TlsStream;
 use futures::{Stream, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic::transport::server::Connected;
 use tonic::Status;
 
 use crate::throttle::LogThrottle;
+use crate::tls_port::{Handshake, TlsPort};
 
 /// What every HTTP/2 connection starts with.
 const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -39,9 +46,42 @@ const ACCEPT_RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// Accepted connections waiting for the server to take them.
 const ACCEPTED_QUEUE: usize = 64;
 
+/// The bytes of a connection: plaintext, or TLS over TCP.
+enum Transport {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+/// What the services learn of the connection a request came on (tonic puts it in each
+/// request's extensions; read it with [`remote_address`] and [`certificate_name`]).
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    pub remote: Option<SocketAddr>,
+    /// The common name of the certificate the other side presented, verified against the
+    /// port's CA; `None` without TLS or without a client certificate.
+    pub certificate_name: Option<String>,
+}
+
+/// The address a request came from.
+pub fn remote_address<T>(request: &tonic::Request<T>) -> Option<SocketAddr> {
+    request
+        .extensions()
+        .get::<ConnectionInfo>()
+        .and_then(|info| info.remote)
+}
+
+/// The verified certificate name of the connection a request came on.
+pub fn certificate_name<T>(request: &tonic::Request<T>) -> Option<&str> {
+    request
+        .extensions()
+        .get::<ConnectionInfo>()
+        .and_then(|info| info.certificate_name.as_deref())
+}
+
 /// One accepted connection, holding its place under the cap until dropped.
 pub struct Connection {
-    stream: TcpStream,
+    transport: Transport,
+    info: ConnectionInfo,
     _permit: OwnedSemaphorePermit,
     /// How many bytes of the HTTP/2 preface have been checked; `None` once it was complete
     /// (or found wrong and logged).
@@ -79,10 +119,12 @@ impl Gate {
 /// How long a connection answered while starting may take to close once the member is ready.
 const STARTING_CLOSE_MAX: Duration = Duration::from_secs(5);
 
-/// Accepts `listener`'s connections under `gate` until the returned stream is dropped.
+/// Accepts `listener`'s connections under `gate` until the returned stream is dropped; with
+/// `tls`, each one after a successful handshake.
 pub fn accept(
     listener: TcpListener,
     gate: Arc<Gate>,
+    tls: Option<Arc<TlsPort>>,
 ) -> impl Stream<Item = io::Result<Connection>> + Unpin + Send + 'static {
     let (accepted, stream) = mpsc::channel(ACCEPTED_QUEUE);
     tokio::spawn(async move {
@@ -107,19 +149,38 @@ pub fn accept(
             };
             // A gRPC reply is several small writes; Nagle would delay each after the first.
             let _ = stream.set_nodelay(true);
-            let connection = Connection {
-                stream,
-                _permit: permit,
-                preface_checked: Some(0),
-                role: gate.role,
-                garbage: gate.garbage.clone(),
+            let Some(tls) = tls.clone() else {
+                let connection =
+                    Connection::new(Transport::Plain(stream), from, None, permit, &gate);
+                if accepted.send(Ok(connection)).await.is_err() {
+                    return;
+                }
+                continue;
             };
-            if accepted.send(Ok(connection)).await.is_err() {
-                return;
-            }
+            let (accepted, gate) = (accepted.clone(), gate.clone());
+            tokio::spawn(async move {
+                let transport = match tls.handshake(stream, from).await {
+                    Handshake::Done { stream, name } => (Transport::Tls(stream), name),
+                    Handshake::Plaintext(stream) => {
+                        let connection =
+                            Connection::new(Transport::Plain(stream), from, None, permit, &gate);
+                        answer_once(connection, tls.plaintext_status()).await;
+                        return;
+                    }
+                    Handshake::Refused => return,
+                };
+                let connection = Connection::new(transport.0, from, transport.1, permit, &gate);
+                let _ = accepted.send(Ok(connection)).await;
+            });
         }
     });
     ReceiverStream::new(stream)
+}
+
+/// Answers every request on `connection` with `status` for a few seconds, then closes it.
+async fn answer_once(connection: Connection, status: Status) {
+    let (_closing, closed) = watch::channel(false);
+    let _ = tokio::time::timeout(STARTING_CLOSE_MAX, answer_with(connection, status, closed)).await;
 }
 
 /// Answers every request on `incoming`'s connections with `status` until `ready` holds true
@@ -169,6 +230,26 @@ async fn answer_with(connection: Connection, status: Status, mut closing: watch:
 }
 
 impl Connection {
+    fn new(
+        transport: Transport,
+        from: SocketAddr,
+        certificate_name: Option<String>,
+        permit: OwnedSemaphorePermit,
+        gate: &Gate,
+    ) -> Connection {
+        Connection {
+            transport,
+            info: ConnectionInfo {
+                remote: Some(from),
+                certificate_name,
+            },
+            _permit: permit,
+            preface_checked: Some(0),
+            role: gate.role,
+            garbage: gate.garbage.clone(),
+        }
+    }
+
     /// Checks the bytes just read against the HTTP/2 preface; logs a sender that sends else.
     fn check_preface(&mut self, read: &[u8]) {
         let Some(checked) = self.preface_checked else {
@@ -177,7 +258,7 @@ impl Connection {
         let expected = &HTTP2_PREFACE[checked..];
         let length = read.len().min(expected.len());
         if read[..length] != expected[..length] {
-            let from = self.stream.peer_addr().ok();
+            let from = self.info.remote;
             let start = String::from_utf8_lossy(&read[..read.len().min(16)]).into_owned();
             let role = self.role;
             self.garbage.warn(|suppressed| {
@@ -200,7 +281,10 @@ impl AsyncRead for Connection {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
-        let polled = Pin::new(&mut self.stream).poll_read(context, buf);
+        let polled = match &mut self.transport {
+            Transport::Plain(stream) => Pin::new(stream).poll_read(context, buf),
+            Transport::Tls(stream) => Pin::new(stream).poll_read(context, buf),
+        };
         if let Poll::Ready(Ok(())) = polled {
             let read = buf.filled()[before..].to_vec();
             if !read.is_empty() {
@@ -217,15 +301,24 @@ impl AsyncWrite for Connection {
         context: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(context, data)
+        match &mut self.transport {
+            Transport::Plain(stream) => Pin::new(stream).poll_write(context, data),
+            Transport::Tls(stream) => Pin::new(stream).poll_write(context, data),
+        }
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(context)
+        match &mut self.transport {
+            Transport::Plain(stream) => Pin::new(stream).poll_flush(context),
+            Transport::Tls(stream) => Pin::new(stream).poll_flush(context),
+        }
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(context)
+        match &mut self.transport {
+            Transport::Plain(stream) => Pin::new(stream).poll_shutdown(context),
+            Transport::Tls(stream) => Pin::new(stream).poll_shutdown(context),
+        }
     }
 
     fn poll_write_vectored(
@@ -233,19 +326,25 @@ impl AsyncWrite for Connection {
         context: &mut Context<'_>,
         buffers: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(context, buffers)
+        match &mut self.transport {
+            Transport::Plain(stream) => Pin::new(stream).poll_write_vectored(context, buffers),
+            Transport::Tls(stream) => Pin::new(stream).poll_write_vectored(context, buffers),
+        }
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        match &self.transport {
+            Transport::Plain(stream) => stream.is_write_vectored(),
+            Transport::Tls(stream) => stream.is_write_vectored(),
+        }
     }
 }
 
 impl Connected for Connection {
-    type ConnectInfo = TcpConnectInfo;
+    type ConnectInfo = ConnectionInfo;
 
-    fn connect_info(&self) -> TcpConnectInfo {
-        self.stream.connect_info()
+    fn connect_info(&self) -> ConnectionInfo {
+        self.info.clone()
     }
 }
 
@@ -259,7 +358,7 @@ mod tests {
     async fn while_starting_every_request_gets_the_refusal_and_then_the_stream_is_handed_on() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
-        let incoming = accept(listener, Arc::new(Gate::new("client", 16)));
+        let incoming = accept(listener, Arc::new(Gate::new("client", 16)), None);
         let (ready, ready_receiver) = watch::channel(false);
         let refusing = tokio::spawn(refuse_until(
             incoming,

@@ -10,6 +10,7 @@ use coord_proto::v1::namespace_server::NamespaceServer;
 use coord_proto::v1::peer::peer_server::PeerServer;
 use coord_proto::v1::sessions_server::SessionsServer;
 use coord_proto::v1::watch_server::WatchServer;
+use coord_tls::{ClientCertificates, ClientTls, ClientTlsFiles, ServerTls, ServerTlsFiles};
 use futures::Stream;
 use thiserror::Error;
 use tokio::net::TcpListener;
@@ -29,6 +30,7 @@ use crate::listener::{accept, refuse_until, Connection, Gate};
 use crate::membership::{Greeter, MemberDirectory};
 use crate::sessions::{KeeperConfig, SessionDeadlines, SessionKeeper};
 use crate::storage::{DataDirIdentity, IdentityError};
+use crate::tls_port::TlsPort;
 use crate::watch::{History, HistoryLimits};
 
 /// How long a removed member keeps answering before it stops.
@@ -46,6 +48,11 @@ pub enum RunError {
         role: &'static str,
         address: String,
         source: std::io::Error,
+    },
+    #[error("TLS of the {port}: {source}")]
+    Tls {
+        port: &'static str,
+        source: coord_tls::TlsError,
     },
     #[error("cannot open the data directory {dir}: {source} (is another coord-server using it?)")]
     Start { dir: String, source: StartError },
@@ -65,30 +72,15 @@ pub async fn run(
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
-    if config.id == 0 {
-        return Err(RunError::Config("--id must be at least 1".into()));
-    }
-    if config.max_data_bytes > COMMAND_BYTES_MAX {
-        return Err(RunError::Config(format!(
-            "--max-data-bytes {} is above the largest command, {COMMAND_BYTES_MAX} bytes",
-            config.max_data_bytes
-        )));
-    }
+    check_flags(&config)?;
     let initial_members = config.initial_members().map_err(RunError::Config)?;
     let cluster_id = match &config.join {
         Some(cluster_id) => cluster_id.clone(),
         None => config.cluster_id(&initial_members),
     };
-    config.check_timing().map_err(RunError::Config)?;
-    if config.advertise_client.is_none() && config.listen_client.ip().is_unspecified() {
-        return Err(RunError::Config(format!(
-            "--listen-client {} listens on every interface: give --advertise-client HOST:PORT, \
-             the address clients and other members should use for this member",
-            config.listen_client
-        )));
-    }
     // Bind before claiming the data directory: a start that fails on a taken port leaves a new
     // data directory untouched, so a retry with other flags is not refused.
+    let security = Security::load(&config)?;
     let client_listener = bind("client requests", config.listen_client).await?;
     let peer_listener = bind("peer traffic", config.listen_peer).await?;
     let is_new = DataDirIdentity::claim(&config.data_dir, &cluster_id, config.id)?;
@@ -98,8 +90,13 @@ pub async fn run(
     let client_incoming = accept(
         client_listener,
         Arc::new(Gate::new("client", max_connections)),
+        security.client_port.clone(),
     );
-    let peer_incoming = accept(peer_listener, Arc::new(Gate::new("peer", max_connections)));
+    let peer_incoming = accept(
+        peer_listener,
+        Arc::new(Gate::new("peer", max_connections)),
+        security.peer_port.clone(),
+    );
     let (ready, ready_receiver) = tokio::sync::watch::channel(false);
     let starting = starting_status(config.id);
     let client_refusing = tokio::spawn(refuse_until(
@@ -115,7 +112,7 @@ pub async fn run(
         .into_iter()
         .map(|(id, address)| (MemberId(id), address))
         .collect();
-    let parts = Parts::start(&config, cluster_id.clone(), members, founder).await?;
+    let parts = Parts::start(&config, &security, cluster_id.clone(), members, founder).await?;
     let _ = ready.send(true);
     let (Ok(client_incoming), Ok(peer_incoming)) = (client_refusing.await, peer_refusing.await)
     else {
@@ -130,11 +127,35 @@ pub async fn run(
         client = %config.listen_client,
         peer = %config.listen_peer,
         data_dir = %config.data_dir.display(),
+        client_tls = security.client_port.is_some(),
+        peer_tls = security.peer_port.is_some(),
         "coord-server serving"
     );
     parts
         .serve(&config, client_incoming, peer_incoming, shutdown)
         .await
+}
+
+/// Refuses flags that cannot work, naming the flag.
+fn check_flags(config: &ServerConfig) -> Result<(), RunError> {
+    if config.id == 0 {
+        return Err(RunError::Config("--id must be at least 1".into()));
+    }
+    if config.max_data_bytes > COMMAND_BYTES_MAX {
+        return Err(RunError::Config(format!(
+            "--max-data-bytes {} is above the largest command, {COMMAND_BYTES_MAX} bytes",
+            config.max_data_bytes
+        )));
+    }
+    config.check_timing().map_err(RunError::Config)?;
+    if config.advertise_client.is_none() && config.listen_client.ip().is_unspecified() {
+        return Err(RunError::Config(format!(
+            "--listen-client {} listens on every interface: give --advertise-client HOST:PORT, \
+             the address clients and other members should use for this member",
+            config.listen_client
+        )));
+    }
+    Ok(())
 }
 
 /// A started member: consensus and what runs beside it.
@@ -150,6 +171,7 @@ impl Parts {
     /// Opens the data directory and starts consensus, sessions and the greeter.
     async fn start(
         config: &ServerConfig,
+        security: &Security,
         cluster_id: String,
         members: BTreeMap<MemberId, String>,
         founder: bool,
@@ -164,6 +186,7 @@ impl Parts {
             snapshot_bytes: config.snapshot_bytes,
             request_timeout: config.request_timeout,
             peer_source_address: config.peer_source_address,
+            peer_tls: security.peer_dialing.clone(),
         };
         let history = Arc::new(History::new(HistoryLimits {
             events_max: config.watch_history_events,
@@ -364,6 +387,74 @@ impl Parts {
         }
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// The TLS of both ports and of outgoing peer connections, from the flags.
+struct Security {
+    client_port: Option<Arc<TlsPort>>,
+    peer_port: Option<Arc<TlsPort>>,
+    /// This member's peer certificate and the peer CA, for connecting to other members.
+    peer_dialing: Option<Arc<ClientTls>>,
+}
+
+impl Security {
+    fn load(config: &ServerConfig) -> Result<Security, RunError> {
+        let client_port = match (&config.cert_file, &config.key_file) {
+            (Some(cert), Some(key)) => {
+                let client_certificates = match (&config.trusted_ca_file, config.client_cert_auth) {
+                    (Some(_), true) => ClientCertificates::Required,
+                    (Some(_), false) => ClientCertificates::Optional,
+                    (None, _) => ClientCertificates::Ignored,
+                };
+                let files = ServerTlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    trusted_ca: config.trusted_ca_file.clone(),
+                    client_certificates,
+                };
+                let tls =
+                    ServerTls::load("client port", files).map_err(|source| RunError::Tls {
+                        port: "client port",
+                        source,
+                    })?;
+                Some(Arc::new(TlsPort::new("client", tls, Vec::new())))
+            }
+            _ => None,
+        };
+        let (peer_port, peer_dialing) = match (
+            &config.peer_cert_file,
+            &config.peer_key_file,
+            &config.peer_trusted_ca_file,
+        ) {
+            (Some(cert), Some(key), Some(ca)) => {
+                let tls_error = |source| RunError::Tls {
+                    port: "peer port",
+                    source,
+                };
+                let files = ServerTlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    trusted_ca: Some(ca.clone()),
+                    client_certificates: ClientCertificates::Required,
+                };
+                let serving = ServerTls::load("peer port", files).map_err(tls_error)?;
+                let dialing = ClientTlsFiles {
+                    trusted_ca: ca.clone(),
+                    identity: Some((cert.clone(), key.clone())),
+                    server_name: None,
+                };
+                let dialing = ClientTls::load("peer connections", dialing).map_err(tls_error)?;
+                let port = TlsPort::new("peer", serving, config.peer_cert_allowed_cn.clone());
+                (Some(Arc::new(port)), Some(Arc::new(dialing)))
+            }
+            _ => (None, None),
+        };
+        Ok(Security {
+            client_port,
+            peer_port,
+            peer_dialing,
+        })
     }
 }
 

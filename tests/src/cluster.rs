@@ -18,13 +18,16 @@ pub struct Cluster {
 }
 
 /// Timeouts for the harness's own status calls, which must not hang on a paused member.
-const PROBE_OPTIONS: ClientOptions = ClientOptions {
-    connect_timeout: Duration::from_millis(500),
-    request_timeout: Duration::from_secs(1),
-    // The harness's clients never discover members: they stay on the proxies or the one
-    // member they were given.
-    discover_members: false,
-};
+fn probe_options(tls: Option<coord_client::TlsOptions>) -> ClientOptions {
+    ClientOptions {
+        connect_timeout: Duration::from_millis(500),
+        request_timeout: Duration::from_secs(1),
+        // The harness's clients never discover members: they stay on the proxies or the one
+        // member they were given.
+        discover_members: false,
+        tls,
+    }
+}
 
 impl Cluster {
     /// Starts `size` members with one `--initial-cluster`, all at once.
@@ -62,6 +65,20 @@ impl Cluster {
             dir,
             members,
             network,
+        }
+    }
+
+    /// The TLS options of the harness's clients (every member's are the same).
+    pub fn client_tls(&self) -> Option<coord_client::TlsOptions> {
+        self.members
+            .first()
+            .and_then(|member| member.client_tls.clone())
+    }
+
+    /// Makes every client the harness opens to this cluster use `tls`.
+    pub fn set_client_tls(&mut self, tls: Option<coord_client::TlsOptions>) {
+        for member in &mut self.members {
+            member.client_tls = tls.clone();
         }
     }
 
@@ -139,8 +156,11 @@ impl Cluster {
     pub async fn current_leader(&self) -> Option<u64> {
         let mut best: Option<(u64, u64)> = None;
         for member in &self.members {
-            let Ok(client) =
-                Client::connect_with([member.direct_client_address()], PROBE_OPTIONS).await
+            let Ok(client) = Client::connect_with(
+                [member.direct_client_address()],
+                probe_options(member.client_tls.clone()),
+            )
+            .await
             else {
                 continue;
             };
@@ -247,6 +267,7 @@ impl Cluster {
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(20),
             discover_members: false,
+            tls: self.client_tls(),
         };
         Client::connect_with(self.endpoints(), options)
             .await
@@ -268,6 +289,7 @@ impl Cluster {
                     connect_timeout: Duration::from_millis(500),
                     request_timeout: Duration::from_secs(1),
                     discover_members: false,
+                    tls: self.client_tls(),
                 };
                 let address = member.direct_client_address();
                 let status = match Client::connect_with([address], options).await {
@@ -322,6 +344,7 @@ impl Cluster {
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(20),
             discover_members: false,
+            tls: self.client_tls(),
         };
         // A member that was just (re)started may not listen yet: retry, bounded.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);

@@ -10,6 +10,7 @@ pub mod fixture;
 pub mod history;
 pub mod linearizability;
 pub mod nemesis;
+pub mod pki;
 pub mod proxy;
 pub mod rng;
 mod server;

@@ -58,6 +58,9 @@ pub struct ServerProcess {
     extra_args: Vec<String>,
     log_path: PathBuf,
     child: Option<Child>,
+    /// The TLS the harness's clients of this member use (`COORD_TEST_TLS`'s by default; a
+    /// test that gives the member its own certificates sets its own).
+    pub client_tls: Option<coord_client::TlsOptions>,
 }
 
 impl ServerProcess {
@@ -89,6 +92,7 @@ impl ServerProcess {
             extra_args: extra_args.iter().map(|arg| (*arg).to_owned()).collect(),
             log_path: member_dir.join("server.log"),
             child: None,
+            client_tls: crate::pki::harness_client_tls(),
         }
     }
 
@@ -175,6 +179,9 @@ impl ServerProcess {
         }
         if let Some(cluster_id) = &self.join {
             args.extend(["--join".to_owned(), cluster_id.clone()]);
+        }
+        if let Some(tls) = crate::pki::harness_tls() {
+            args.extend(tls.server_args());
         }
         args.extend(self.extra_args.iter().cloned());
         args
@@ -286,6 +293,7 @@ impl ServerProcess {
             connect_timeout: Duration::from_secs(2),
             request_timeout: Duration::from_secs(20),
             discover_members: false,
+            tls: self.client_tls.clone(),
         };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {

@@ -28,7 +28,16 @@ impl ToolProcess {
     pub fn start(name: &str, args: &[String], dir: &Path) -> ToolProcess {
         let stdout = dir.join(format!("{name}-{}.out", unique()));
         let stderr = stdout.with_extension("err");
-        let child = Command::new(binary(name))
+        let mut command = Command::new(binary(name));
+        if let Some(tls) = crate::pki::harness_tls() {
+            // coordctl reads --cacert/--cert/--key from these; coord-locker the harness's own.
+            command
+                .env("COORD_TEST_TLS_DIR", &tls.dir)
+                .env("COORD_CACERT", &tls.ca)
+                .env("COORD_CERT", &tls.client.cert)
+                .env("COORD_KEY", &tls.client.key);
+        }
+        let child = command
             .args(args)
             .stdin(Stdio::null())
             .stdout(File::create(&stdout).expect("the output file can be created"))

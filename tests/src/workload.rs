@@ -231,6 +231,7 @@ impl RegisterWorkload {
                 connect_timeout: Duration::from_millis(500),
                 request_timeout: options.request_timeout,
                 discover_members: false,
+                tls: crate::pki::harness_client_tls(),
             };
             let client = Client::connect_with(&plan.endpoints, client_options).await?;
             let worker = Worker {

@@ -268,6 +268,7 @@ async fn a_retried_write_whose_reply_was_lost_is_applied_once() {
         connect_timeout: Duration::from_millis(500),
         request_timeout: Duration::from_secs(12),
         discover_members: false,
+        tls: coord_tests::pki::harness_client_tls(),
     };
     let client = coord_client::Client::connect_with(cluster.endpoints(), options)
         .await

@@ -34,6 +34,7 @@ async fn client_from(cluster: &Cluster, first: usize) -> Client {
         connect_timeout: Duration::from_secs(2),
         request_timeout: REQUEST_TIMEOUT,
         discover_members: false,
+        tls: coord_tests::pki::harness_client_tls(),
     };
     Client::connect_with(endpoints, options)
         .await

@@ -36,6 +36,7 @@ async fn short_timeout_client(cluster: &Cluster) -> Client {
         connect_timeout: Duration::from_millis(500),
         request_timeout: Duration::from_secs(2),
         discover_members: false,
+        tls: coord_tests::pki::harness_client_tls(),
     };
     Client::connect_with(cluster.endpoints(), options)
         .await

@@ -1,7 +1,7 @@
 //! Tidy: the project's structural rules, checked on every test run.
 //! - every Rust source opens with a `//!` module doc;
 //! - `server/src/fsm/` does no I/O, reads no clock, takes no lock and draws no randomness;
-//! - crate dependencies point one way (client and server → proto; cli → client; never
+//! - crate dependencies point one way (client and server → proto and tls; cli → client; never
 //!   client → server);
 //! - no debugging leftovers (the dbg and todo macros, fix-me markers) in the sources;
 //! - every source file is named in ARCHITECTURE.md's code map;
@@ -40,6 +40,7 @@ fn sources() -> Vec<PathBuf> {
     let mut files = Vec::new();
     for crate_dir in [
         "proto/src",
+        "tls/src",
         "server/src",
         "client/src",
         "cli/src",
@@ -123,7 +124,7 @@ fn dependencies_point_one_way() {
     let manifest =
         |crate_dir: &str| fs::read_to_string(root.join(crate_dir).join("Cargo.toml")).unwrap();
     let internal = |text: &str| -> Vec<&'static str> {
-        ["coord-proto", "coord-server", "coord-client"]
+        ["coord-proto", "coord-tls", "coord-server", "coord-client"]
             .into_iter()
             .filter(|name| text.contains(&format!("{name}.")))
             .collect()
@@ -134,14 +135,19 @@ fn dependencies_point_one_way() {
         "proto depends on no other crate of ours"
     );
     assert_eq!(
+        internal(&manifest("tls")),
+        Vec::<&str>::new(),
+        "tls depends on no other crate of ours"
+    );
+    assert_eq!(
         internal(&manifest("client")),
-        ["coord-proto"],
-        "client depends on proto only, never on the server"
+        ["coord-proto", "coord-tls"],
+        "client depends on proto and tls only, never on the server"
     );
     assert_eq!(
         internal(&manifest("server")),
-        ["coord-proto"],
-        "server depends on proto only"
+        ["coord-proto", "coord-tls"],
+        "server depends on proto and tls only"
     );
     assert_eq!(
         internal(&manifest("cli")),
@@ -240,7 +246,7 @@ fn architecture_names_every_source_file_by_its_full_path() {
 /// What may sit at the repository root: what is there, plus what is planned (the Helm chart,
 /// fuzz targets, the container image). A stray output file fails this test until it is
 /// deleted, or added here with a reason to exist.
-const ROOT_ENTRIES: [&str; 18] = [
+const ROOT_ENTRIES: [&str; 19] = [
     ".ci",
     ".dockerignore",
     ".gitignore",
@@ -259,6 +265,7 @@ const ROOT_ENTRIES: [&str; 18] = [
     "rustfmt.toml",
     "server",
     "tests",
+    "tls",
 ];
 
 /// The names at the repository root that are part of the repository: those git tracks, or,

@@ -32,6 +32,7 @@ async fn client_starting_at(cluster: &Cluster, first: u64) -> Client {
         connect_timeout: Duration::from_millis(500),
         request_timeout: Duration::from_secs(10),
         discover_members: false,
+        tls: coord_tests::pki::harness_client_tls(),
     };
     Client::connect_with(endpoints, options).await.unwrap()
 }

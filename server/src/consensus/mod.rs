@@ -66,7 +66,7 @@ pub use handoff::{MoveLeader, Moved, TimeoutNow};
 pub use ids::{MemberId, Term};
 pub use leader::{LeaderCall, MembershipChange, Route, WriteCall, Written};
 pub use peer_client::{
-    peer_request, PeerCallError, PeerClients, PeerMethod, CLUSTER_ID_METADATA_KEY,
+    peer_request, PeerCallError, PeerClients, PeerDialer, PeerMethod, CLUSTER_ID_METADATA_KEY,
     PEER_CONNECTION_WINDOW_BYTES, PEER_MESSAGE_BYTES_MAX, PEER_STREAM_WINDOW_BYTES,
 };
 pub use probe::{forge, Probe, ProbeMethod};
@@ -129,7 +129,10 @@ impl Consensus {
         let network = PeerNetwork::new(
             config.member_id.0,
             config.cluster_id.clone(),
-            config.peer_source_address,
+            PeerDialer {
+                source_address: config.peer_source_address,
+                tls: config.peer_tls.clone(),
+            },
             acks.clone(),
         );
         let appended_bytes = Arc::new(AtomicU64::new(0));
@@ -153,7 +156,10 @@ impl Consensus {
         ));
         let peers = Arc::new(PeerClients::new(
             config.cluster_id.clone(),
-            config.peer_source_address,
+            PeerDialer {
+                source_address: config.peer_source_address,
+                tls: config.peer_tls.clone(),
+            },
         ));
         tokio::spawn(changes::log_changes(
             raft.clone(),

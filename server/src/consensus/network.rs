@@ -5,7 +5,6 @@
 //! Every call has a deadline (openraft's per-RPC TTL); a connection that fails is dropped and
 //! re-created lazily on the next call, and openraft backs off from unreachable members.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use coord_proto::v1::peer::peer_client::PeerClient;
@@ -23,31 +22,30 @@ use serde::Serialize;
 use tonic::transport::Channel;
 
 use super::election::AckClock;
-use super::peer_client::{connect_peer, peer_request};
+use super::peer_client::{peer_request, PeerDialer};
 use super::types::{Member, TypeConfig};
 use super::wire::{decode_peer, encode_peer, MessageKind};
 
 pub struct PeerNetwork {
     member_id: u64,
     cluster_id: String,
-    source_address: Option<IpAddr>,
+    dialer: PeerDialer,
     /// Where answered AppendEntries are recorded, for the leader's quorum check.
     acks: Arc<AckClock>,
 }
 
 impl PeerNetwork {
-    /// `source_address`: the local address outgoing peer connections are made from (the OS
-    /// chooses when `None`).
+    /// `dialer`: how outgoing peer connections are made (source address, mutual TLS).
     pub fn new(
         member_id: u64,
         cluster_id: String,
-        source_address: Option<IpAddr>,
+        dialer: PeerDialer,
         acks: Arc<AckClock>,
     ) -> PeerNetwork {
         PeerNetwork {
             member_id,
             cluster_id,
-            source_address,
+            dialer,
             acks,
         }
     }
@@ -62,7 +60,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             target,
             address: member.addr.clone(),
             cluster_id: self.cluster_id.clone(),
-            source_address: self.source_address,
+            dialer: self.dialer.clone(),
             client: None,
             acks: self.acks.clone(),
         }
@@ -75,7 +73,7 @@ pub struct PeerLink {
     target: u64,
     address: String,
     cluster_id: String,
-    source_address: Option<IpAddr>,
+    dialer: PeerDialer,
     client: Option<PeerClient<Channel>>,
     acks: Arc<AckClock>,
 }
@@ -87,7 +85,9 @@ impl PeerLink {
         if let Some(client) = &self.client {
             return Ok(client.clone());
         }
-        let client = connect_peer(&self.address, self.source_address)
+        let client = self
+            .dialer
+            .connect(&self.address)
             .map_err(|error| Unreachable::new(&AnyError::new(&error)))?;
         self.client = Some(client.clone());
         Ok(client)

@@ -5,11 +5,12 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use coord_proto::v1::peer::peer_client::PeerClient;
 use coord_proto::v1::peer::PeerMessage;
+use coord_tls::{ClientTls, TlsConnector};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use thiserror::Error;
@@ -66,7 +67,9 @@ impl PeerCallError {
         matches!(
             self,
             PeerCallError::Failed { code, message, .. } if code == "Unavailable"
-                && (message.contains("tcp connect error") || message.contains("Connection refused"))
+                && (message.contains("tcp connect error")
+                    || message.contains("Connection refused")
+                    || message.contains(coord_tls::HANDSHAKE_FAILED))
         )
     }
 }
@@ -97,37 +100,65 @@ pub fn peer_request(
     request
 }
 
-/// Opens a lazily connecting client to a peer address.
-pub fn connect_peer(
-    address: &str,
-    source_address: Option<IpAddr>,
-) -> Result<PeerClient<Channel>, PeerCallError> {
-    let endpoint = Endpoint::from_shared(format!("http://{address}"))
-        .map_err(|error| PeerCallError::BadAddress {
-            address: address.to_owned(),
-            reason: error.to_string(),
-        })?
-        .connect_timeout(PEER_CONNECT_TIMEOUT)
-        .local_address(source_address)
-        .tcp_nodelay(true)
-        .initial_stream_window_size(Some(PEER_STREAM_WINDOW_BYTES))
-        .initial_connection_window_size(Some(PEER_CONNECTION_WINDOW_BYTES));
-    Ok(PeerClient::new(endpoint.connect_lazy())
-        .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
-        .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX))
+/// How this member opens connections to other members' peer ports: from which local address,
+/// and over mutual TLS when the peer port has certificates.
+#[derive(Clone, Default)]
+pub struct PeerDialer {
+    /// The local address outgoing peer connections are made from (`None`: the OS chooses).
+    pub source_address: Option<IpAddr>,
+    /// This member's peer certificate and the peer CA (`None`: plaintext).
+    pub tls: Option<Arc<ClientTls>>,
+}
+
+impl std::fmt::Debug for PeerDialer {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("PeerDialer")
+            .field("source_address", &self.source_address)
+            .field("tls", &self.tls.as_ref().map(|tls| tls.files()))
+            .finish()
+    }
+}
+
+impl PeerDialer {
+    /// Opens a lazily connecting client to a peer address.
+    pub fn connect(&self, address: &str) -> Result<PeerClient<Channel>, PeerCallError> {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let endpoint = Endpoint::from_shared(format!("{scheme}://{address}"))
+            .map_err(|error| PeerCallError::BadAddress {
+                address: address.to_owned(),
+                reason: error.to_string(),
+            })?
+            .connect_timeout(PEER_CONNECT_TIMEOUT)
+            .local_address(self.source_address)
+            .tcp_nodelay(true)
+            .initial_stream_window_size(Some(PEER_STREAM_WINDOW_BYTES))
+            .initial_connection_window_size(Some(PEER_CONNECTION_WINDOW_BYTES));
+        let channel = match &self.tls {
+            Some(tls) => endpoint.connect_with_connector_lazy(
+                TlsConnector::new(tls.clone(), PEER_CONNECT_TIMEOUT)
+                    .local_address(self.source_address)
+                    .log_refusals("peer"),
+            ),
+            None => endpoint.connect_lazy(),
+        };
+        Ok(PeerClient::new(channel)
+            .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX))
+    }
 }
 
 pub struct PeerClients {
     cluster_id: String,
-    source_address: Option<IpAddr>,
+    dialer: PeerDialer,
     clients: Mutex<BTreeMap<String, PeerClient<Channel>>>,
 }
 
 impl PeerClients {
-    pub fn new(cluster_id: String, source_address: Option<IpAddr>) -> PeerClients {
+    pub fn new(cluster_id: String, dialer: PeerDialer) -> PeerClients {
         PeerClients {
             cluster_id,
-            source_address,
+            dialer,
             clients: Mutex::new(BTreeMap::new()),
         }
     }
@@ -142,7 +173,7 @@ impl PeerClients {
         if let Some(client) = clients.get(address) {
             return Ok(client.clone());
         }
-        let client = connect_peer(address, self.source_address)?;
+        let client = self.dialer.connect(address)?;
         clients.insert(address.to_owned(), client.clone());
         Ok(client)
     }

@@ -3,7 +3,6 @@
 //! `ConsensusConfig`.
 
 use std::io::Cursor;
-use std::net::IpAddr;
 use std::time::Duration;
 
 use openraft::BasicNode;
@@ -51,5 +50,8 @@ pub struct ConsensusConfig {
     /// Longest wait for a write to commit or a read barrier to pass.
     pub request_timeout: Duration,
     /// The local address outgoing peer connections are made from (`None`: the OS chooses).
-    pub peer_source_address: Option<IpAddr>,
+    pub peer_source_address: Option<std::net::IpAddr>,
+    /// This member's peer certificate and the peer CA, for mutual TLS with the other members
+    /// (`None`: plaintext).
+    pub peer_tls: Option<std::sync::Arc<coord_tls::ClientTls>>,
 }

@@ -83,8 +83,11 @@ impl PeerService {
                 "peer traffic from cluster {:?} refused: this member belongs to cluster {ours}",
                 sender.unwrap_or("<none>")
             );
-            self.refusals
-                .note(request.remote_addr(), "cluster id", &reason);
+            self.refusals.note(
+                crate::listener::remote_address(request),
+                "cluster id",
+                &reason,
+            );
             return Err(Status::permission_denied(reason));
         }
         Ok(())
@@ -98,8 +101,11 @@ impl PeerService {
     ) -> Result<T, Status> {
         self.check_cluster(request)?;
         decode_peer(request.get_ref(), kind).map_err(|error| {
-            self.refusals
-                .note(request.remote_addr(), "undecodable", &error);
+            self.refusals.note(
+                crate::listener::remote_address(request),
+                "undecodable",
+                &error,
+            );
             refused(error)
         })
     }
@@ -111,8 +117,11 @@ impl PeerService {
         admitted: Result<(), Refusal>,
     ) -> Result<(), Status> {
         admitted.map_err(|refusal| {
-            self.refusals
-                .note(request.remote_addr(), "impossible", &refusal);
+            self.refusals.note(
+                crate::listener::remote_address(request),
+                "impossible",
+                &refusal,
+            );
             Status::invalid_argument(format!("peer message refused: {refusal}"))
         })
     }

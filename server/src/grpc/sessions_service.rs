@@ -117,8 +117,7 @@ impl SessionsService {
 fn owner_of(request: &Request<pb::SessionOpenRequest>) -> String {
     match &request.get_ref().write_id {
         Some(write_id) if !write_id.client_id.is_empty() => write_id.client_id.clone(),
-        _ => request
-            .remote_addr()
+        _ => crate::listener::remote_address(request)
             .map_or_else(|| "unknown".to_owned(), |address| address.ip().to_string()),
     }
 }

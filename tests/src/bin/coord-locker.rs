@@ -39,6 +39,7 @@ async fn main() -> anyhow::Result<()> {
         connect_timeout: Duration::from_millis(500),
         request_timeout: Duration::from_secs(3),
         discover_members: false,
+        tls: coord_tests::pki::harness_client_tls(),
     };
     let client = Client::connect_with(endpoints.split(','), options).await?;
     let mut session: Option<Session> = None;

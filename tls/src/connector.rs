@@ -1,0 +1,273 @@
+//! `TlsConnector`: opens TCP then TLS connections for tonic channels (`Endpoint::
+//! connect_with_connector`), with the configuration current at each connect, so a rotated
+//! client certificate is used from the next connection on.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::ServerName;
+use thiserror::Error;
+use tokio::net::{TcpSocket, TcpStream};
+use tonic::codegen::http::Uri;
+use tonic::codegen::Service;
+
+use crate::client::ClientTls;
+use crate::explain::explain_client_error;
+
+/// A connection the connector opened.
+pub type TlsIo = TokioIo<Prefetched>;
+
+/// A TLS stream whose first bytes were already read (to learn whether the server accepted
+/// this client), handed back to the reader before the rest.
+pub struct Prefetched {
+    stream: tokio_rustls::client::TlsStream<TcpStream>,
+    first: Vec<u8>,
+    offset: usize,
+}
+
+impl tokio::io::AsyncRead for Prefetched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.offset < self.first.len() {
+            let length = buf.remaining().min(self.first.len() - self.offset);
+            let start = self.offset;
+            buf.put_slice(&self.first[start..start + length]);
+            self.offset += length;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.stream).poll_read(context, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Prefetched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(context, data)
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(context)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(context)
+    }
+}
+
+/// The words every handshake failure's message starts with, so that callers that only see the
+/// message (through tonic's status) can tell a TLS failure from a lost connection.
+pub const HANDSHAKE_FAILED: &str = "TLS handshake with";
+
+/// Why no connection was opened. Nothing was sent in any case.
+#[derive(Debug, Error)]
+pub enum ConnectError {
+    #[error("bad address {uri}: {reason}")]
+    BadAddress { uri: String, reason: String },
+    /// The same words as hyper's own connector, which callers already read as "never sent".
+    #[error("tcp connect error: {address}: {source}")]
+    Connect {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("tcp connect error: {address}: no connection within {after:?}")]
+    Timeout { address: String, after: Duration },
+    #[error("{HANDSHAKE_FAILED} {address} failed: {explanation}")]
+    Handshake {
+        address: String,
+        explanation: String,
+    },
+}
+
+/// Opens TLS connections with a [`ClientTls`]'s current configuration.
+#[derive(Clone)]
+pub struct TlsConnector {
+    tls: Arc<ClientTls>,
+    connect_timeout: Duration,
+    local_address: Option<IpAddr>,
+    /// When set, failed handshakes are logged as warnings (at most one a second per
+    /// connector), naming this role.
+    log_refusals: Option<(
+        &'static str,
+        Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+    )>,
+}
+
+impl TlsConnector {
+    /// A connector that gives up on a TCP connect after `connect_timeout` (and on the
+    /// handshake after as long again).
+    pub fn new(tls: Arc<ClientTls>, connect_timeout: Duration) -> TlsConnector {
+        TlsConnector {
+            tls,
+            connect_timeout,
+            local_address: None,
+            log_refusals: None,
+        }
+    }
+
+    /// Logs failed handshakes (a member dialling another: the refusal is the operator's to
+    /// see, on the side that refused).
+    pub fn log_refusals(mut self, role: &'static str) -> TlsConnector {
+        self.log_refusals = Some((role, Arc::default()));
+        self
+    }
+
+    fn refused(&self, address: &str, explanation: &str) {
+        let Some((role, last)) = &self.log_refusals else {
+            return;
+        };
+        let mut last = last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.is_some_and(|last| last.elapsed() < Duration::from_secs(1)) {
+            return;
+        }
+        *last = Some(std::time::Instant::now());
+        tracing::warn!(role, %address, reason = explanation, "TLS connection refused: handshake failed");
+    }
+
+    /// Binds outgoing connections to `address` (a member's `--peer-source-address`).
+    pub fn local_address(mut self, address: Option<IpAddr>) -> TlsConnector {
+        self.local_address = address;
+        self
+    }
+
+    /// Connects to the host and port of `uri`.
+    pub async fn connect(&self, uri: Uri) -> Result<TlsIo, ConnectError> {
+        let bad = |reason: &str| ConnectError::BadAddress {
+            uri: uri.to_string(),
+            reason: reason.to_owned(),
+        };
+        let host = uri.host().ok_or_else(|| bad("no host"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port = uri.port_u16().ok_or_else(|| bad("no port"))?;
+        let address = format!("{host}:{port}");
+        let name = self
+            .tls
+            .files()
+            .server_name
+            .clone()
+            .unwrap_or_else(|| host.to_owned());
+        let name = ServerName::try_from(name).map_err(|error| bad(&error.to_string()))?;
+        let tcp = tokio::time::timeout(self.connect_timeout, self.tcp(host, port))
+            .await
+            .map_err(|_| ConnectError::Timeout {
+                address: address.clone(),
+                after: self.connect_timeout,
+            })??;
+        let connector = tokio_rustls::TlsConnector::from(self.tls.config());
+        let handshake =
+            tokio::time::timeout(self.connect_timeout, Self::handshake(connector, name, tcp));
+        match handshake.await {
+            Ok(Ok(stream)) => Ok(TokioIo::new(stream)),
+            Ok(Err(error)) => {
+                let explanation = explain_client_error(&error);
+                self.refused(&address, &explanation);
+                Err(ConnectError::Handshake {
+                    address,
+                    explanation,
+                })
+            }
+            Err(_) => Err(ConnectError::Handshake {
+                address,
+                explanation: format!("no answer within {:?}", self.connect_timeout),
+            }),
+        }
+    }
+
+    /// The TLS handshake, then the server's first bytes (an HTTP/2 server speaks first): with
+    /// TLS 1.3 a server checks the client's certificate only after the client's side of the
+    /// handshake is done, so its refusal arrives here, as an alert, where it can be explained.
+    async fn handshake(
+        connector: tokio_rustls::TlsConnector,
+        name: ServerName<'static>,
+        tcp: TcpStream,
+    ) -> std::io::Result<Prefetched> {
+        use tokio::io::AsyncReadExt;
+        let mut stream = connector.connect(name, tcp).await?;
+        let mut first = vec![0u8; 4096];
+        let length = stream.read(&mut first).await?;
+        if length == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the server closed the connection after the handshake",
+            ));
+        }
+        first.truncate(length);
+        Ok(Prefetched {
+            stream,
+            first,
+            offset: 0,
+        })
+    }
+
+    async fn tcp(&self, host: &str, port: u16) -> Result<TcpStream, ConnectError> {
+        let address = format!("{host}:{port}");
+        let failed = |source| ConnectError::Connect {
+            address: address.clone(),
+            source,
+        };
+        let mut last_error = None;
+        for target in tokio::net::lookup_host((host, port))
+            .await
+            .map_err(failed)?
+        {
+            match self.tcp_to(target).await {
+                Ok(stream) => return Ok(stream),
+                Err(error) => last_error = Some(error),
+            }
+        }
+        Err(failed(last_error.unwrap_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::NotFound, "the name has no address")
+        })))
+    }
+
+    async fn tcp_to(&self, target: SocketAddr) -> std::io::Result<TcpStream> {
+        let socket = match target {
+            SocketAddr::V4(_) => TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => TcpSocket::new_v6()?,
+        };
+        if let Some(local) = self.local_address {
+            if local.is_ipv4() == target.is_ipv4() {
+                socket.bind(SocketAddr::new(local, 0))?;
+            }
+        }
+        let stream = socket.connect(target).await?;
+        // A gRPC request is several small writes; Nagle would delay each after the first.
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+}
+
+type Connecting = Pin<Box<dyn Future<Output = Result<TlsIo, ConnectError>> + Send>>;
+
+impl Service<Uri> for TlsConnector {
+    type Response = TlsIo;
+    type Error = ConnectError;
+    type Future = Connecting;
+
+    fn poll_ready(&mut self, _context: &mut Context<'_>) -> Poll<Result<(), ConnectError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Connecting {
+        let connector = self.clone();
+        Box::pin(async move { connector.connect(uri).await })
+    }
+}
