@@ -1,7 +1,7 @@
 //! `coordctl`: the command-line tool for Coord.
 //!
 //! This file only parses the command line, connects, hands each subcommand to its group's file
-//! (`nodes`, `txn`, `watch`, `session`, `cluster`, `recipes`), and turns the outcome into an
+//! (`nodes`, `txn`, `watch`, `session`, `cluster`, `recipes`, `auth`), and turns the outcome into an
 //! exit code. Exit codes: 0 success, 1 the operation failed (e.g. no such node), 2 usage error,
 //! 3 the cluster is unavailable (unreachable, no leader or quorum, timed out, or the outcome of a
 //! write is unknown), 4 a txn's compare failed (its else branch ran).
@@ -12,6 +12,7 @@
 //! Lock poisoning: coordctl takes no `std::sync` lock of its own; it keeps the client's one
 //! policy (a poisoned lock is used as it is; see `lock.rs` in coord-client).
 
+mod auth;
 mod cluster;
 mod nodes;
 mod output;
@@ -58,6 +59,17 @@ struct Cli {
 
     #[command(flatten)]
     tls: TlsFlags,
+
+    /// Bearer token naming your user to the members (from `coordctl auth token issue`), for
+    /// clients without a certificate; sent with every request, so use it over TLS.
+    #[arg(
+        long,
+        env = "COORD_TOKEN",
+        value_name = "TOKEN",
+        global = true,
+        hide_env_values = true
+    )]
+    token: Option<String>,
 
     #[command(subcommand)]
     command: Command,
@@ -157,6 +169,11 @@ enum Command {
         #[command(subcommand)]
         command: recipes::BarrierCommand,
     },
+    /// Auth: status; enable or disable; users, roles and their grants; bearer tokens.
+    Auth {
+        #[command(subcommand)]
+        command: auth::AuthCommand,
+    },
 }
 
 /// Exit code for a failed operation (rejected, not acquired in time, lost).
@@ -212,7 +229,9 @@ fn exit_code(printer: &Printer, error: &anyhow::Error) -> u8 {
 fn exit_code_for(error: &Error) -> u8 {
     match error {
         Error::TxnOpFailed { source, .. } => exit_code_for(source),
-        Error::Tls { .. } => EXIT_FAILED,
+        Error::Tls { .. } | Error::PermissionDenied { .. } | Error::Unauthenticated { .. } => {
+            EXIT_FAILED
+        }
         Error::Unavailable { .. }
         | Error::NotAMember { .. }
         | Error::Unreachable { .. }
@@ -245,13 +264,18 @@ fn exit_code_for(error: &Error) -> u8 {
 }
 
 /// The client options the global flags ask for: every request bounded by `--command-timeout`,
-/// and no single connection attempt longer than it either.
-fn client_options(command_timeout: Duration, tls: &TlsFlags) -> ClientOptions {
+/// and no single connection attempt longer than it either; `--token` sent with each request
+/// (a blank one, such as an empty COORD_TOKEN, is no token).
+fn client_options(command_timeout: Duration, tls: &TlsFlags, token: Option<&str>) -> ClientOptions {
     let defaults = ClientOptions::default();
     ClientOptions {
         connect_timeout: defaults.connect_timeout.min(command_timeout),
         request_timeout: command_timeout,
         tls: tls.options(),
+        token: token
+            .map(str::trim)
+            .filter(|token| !token.is_empty())
+            .map(str::to_owned),
         ..defaults
     }
 }
@@ -263,8 +287,8 @@ async fn execute(cli: Cli, printer: &Printer) -> anyhow::Result<i32> {
         .split(',')
         .filter(|endpoint| !endpoint.trim().is_empty())
         .collect();
-    let client =
-        Client::connect_with(endpoints, client_options(cli.command_timeout, &cli.tls)).await?;
+    let options = client_options(cli.command_timeout, &cli.tls, cli.token.as_deref());
+    let client = Client::connect_with(endpoints, options).await?;
     match cli.command {
         Command::Get(args) => nodes::get(&client, printer, args).await,
         Command::Set(args) => nodes::set(&client, printer, args).await,
@@ -281,6 +305,7 @@ async fn execute(cli: Cli, printer: &Printer) -> anyhow::Result<i32> {
         Command::Lock(args) => recipes::lock(&client, printer, args).await,
         Command::Elect(args) => recipes::elect(&client, printer, args).await,
         Command::Barrier { command } => recipes::barrier(&client, printer, command).await,
+        Command::Auth { command } => auth::run(&client, printer, command).await,
     }
 }
 
@@ -351,6 +376,13 @@ mod tests {
                 op_index: 0,
                 source: Box::new(Error::NodeExists { path: "/a".into() }),
             },
+            Error::PermissionDenied {
+                path: "/app/x".into(),
+                message: "user \"alice\" lacks write on /app/x".into(),
+            },
+            Error::Unauthenticated {
+                message: "unknown token".into(),
+            },
         ];
         for error in rejected {
             assert_eq!(exit_code_for(&error), EXIT_FAILED, "{error:?}");
@@ -361,10 +393,10 @@ mod tests {
     fn the_command_timeout_bounds_every_request() {
         let cli = Cli::try_parse_from(["coordctl", "--command-timeout", "750ms", "get", "/a"])
             .expect("valid");
-        let options = client_options(cli.command_timeout, &cli.tls);
+        let options = client_options(cli.command_timeout, &cli.tls, cli.token.as_deref());
         assert_eq!(options.request_timeout, Duration::from_millis(750));
         assert_eq!(options.connect_timeout, Duration::from_millis(750));
-        let defaults = client_options(Duration::from_secs(5), &cli.tls);
+        let defaults = client_options(Duration::from_secs(5), &cli.tls, None);
         assert_eq!(defaults.request_timeout, Duration::from_secs(5));
         assert_eq!(
             defaults.connect_timeout,
@@ -383,5 +415,69 @@ mod tests {
         assert!(moved.is_ok());
         let moved = Cli::try_parse_from(["coordctl", "member", "move-leader", "3"]);
         assert!(moved.is_ok());
+    }
+    #[test]
+    fn the_token_reaches_the_client_options() {
+        let cli = Cli::try_parse_from(["coordctl", "get", "/a", "--token", "coord_abc.secret"])
+            .expect("valid");
+        let options = client_options(cli.command_timeout, &cli.tls, cli.token.as_deref());
+        assert_eq!(options.token.as_deref(), Some("coord_abc.secret"));
+        let cli =
+            Cli::try_parse_from(["coordctl", "--token", "t", "auth", "status"]).expect("valid");
+        assert_eq!(cli.token.as_deref(), Some("t"));
+        let none = client_options(Duration::from_secs(5), &cli.tls, None);
+        assert_eq!(none.token, None);
+        let blank = client_options(Duration::from_secs(5), &cli.tls, Some("  "));
+        assert_eq!(blank.token, None);
+    }
+
+    #[test]
+    fn the_auth_commands_parse() {
+        let accepted: [&[&str]; 8] = [
+            &["auth", "status"],
+            &["auth", "enable"],
+            &["auth", "user", "add", "alice"],
+            &["auth", "user", "grant-role", "alice", "app"],
+            &[
+                "auth",
+                "role",
+                "grant",
+                "app",
+                "/app",
+                "read,write",
+                "delete",
+            ],
+            &["auth", "role", "revoke", "app", "/app", "write"],
+            &[
+                "auth",
+                "token",
+                "issue",
+                "root",
+                "--description",
+                "ops laptop",
+            ],
+            &["auth", "token", "revoke", "root", "3f9a"],
+        ];
+        for arguments in accepted {
+            let line = std::iter::once("coordctl").chain(arguments.iter().copied());
+            assert!(Cli::try_parse_from(line).is_ok(), "{arguments:?}");
+        }
+        let rejected: [&[&str]; 3] = [
+            &["auth", "role", "grant", "app", "/app"],
+            &["auth", "user", "grant-role", "alice"],
+            &["auth", "token", "revoke", "root"],
+        ];
+        for arguments in rejected {
+            let line = std::iter::once("coordctl").chain(arguments.iter().copied());
+            assert!(Cli::try_parse_from(line).is_err(), "{arguments:?}");
+        }
+        let cli = Cli::try_parse_from(["coordctl", "auth", "role", "grant", "app", "/app", "read"])
+            .expect("valid");
+        assert!(matches!(
+            cli.command,
+            Command::Auth {
+                command: auth::AuthCommand::Role { .. }
+            }
+        ));
     }
 }

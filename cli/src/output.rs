@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use coord_client::recipes::{ElectionInfo, LockInfo, LockKind, Participant};
 use coord_client::{
-    Child, ClusterStatusResponse, Created, DeleteReason, Error, EventKind, LeaderInfo, LostReason,
-    Member, NodeData, NodeKind, OpResult, SessionInfo, Stat, TxnResult, WatchEvent,
+    AuthStatusResponse, Child, ClusterStatusResponse, Created, DeleteReason, Error, EventKind,
+    LeaderInfo, LostReason, Member, NodeData, NodeKind, OpResult, SessionInfo, Stat, TxnResult,
+    WatchEvent,
 };
 use serde_json::{json, Value};
 
@@ -589,6 +590,35 @@ impl Printer {
         }
     }
 
+    /// `auth status`: whether auth is on and who the caller is; for an admin, the policy.
+    pub fn auth_status(&self, status: &AuthStatusResponse) {
+        if self.json {
+            emit(&format!("{}\n", auth_status_json(status)));
+        } else {
+            emit(&auth_status_text(status));
+        }
+    }
+
+    /// An auth change was made: `confirmation` in text, the policy after it in JSON.
+    pub fn auth_changed(&self, confirmation: &str, status: &AuthStatusResponse) {
+        if self.json {
+            emit(&format!("{}\n", auth_status_json(status)));
+        } else {
+            emit(&format!("{}\n", shown(confirmation)));
+        }
+    }
+
+    /// A token was issued: in text the token alone on stdout (for `$(...)`) and a note on
+    /// stderr; in JSON the policy after the change, with `issued_token`.
+    pub fn token_issued(&self, status: &AuthStatusResponse) {
+        if self.json {
+            emit(&format!("{}\n", auth_status_json(status)));
+        } else {
+            emit(&format!("{}\n", status.issued_token));
+            eprintln!("coordctl: this token is shown only once; keep it secret");
+        }
+    }
+
     pub fn error(&self, error: &Error) {
         let (kind, message) = match not_client_api(error) {
             Some(message) => ("not_client_api", message),
@@ -602,6 +632,112 @@ impl Printer {
             ));
         }
     }
+}
+
+fn auth_status_json(status: &AuthStatusResponse) -> Value {
+    let users: Vec<Value> = status
+        .users
+        .iter()
+        .map(|user| {
+            let tokens: Vec<Value> = user
+                .tokens
+                .iter()
+                .map(|token| {
+                    json!({
+                        "id": token.id,
+                        "description": token.description,
+                        "created_unix_ms": token.created_unix_ms,
+                    })
+                })
+                .collect();
+            json!({"name": user.name, "roles": user.roles, "tokens": tokens})
+        })
+        .collect();
+    let roles: Vec<Value> = status
+        .roles
+        .iter()
+        .map(|role| {
+            let grants: Vec<Value> = role
+                .grants
+                .iter()
+                .map(|grant| json!({"prefix": grant.prefix, "permissions": grant.permissions}))
+                .collect();
+            json!({"name": role.name, "grants": grants})
+        })
+        .collect();
+    let mut value = json!({
+        "enabled": status.enabled,
+        "caller": status.caller,
+        "admin": status.admin,
+        "users": users,
+        "roles": roles,
+    });
+    if !status.issued_token.is_empty() {
+        value["issued_token"] = json!(status.issued_token);
+    }
+    value
+}
+
+/// `auth status` for people; the users and roles only when the member sent them (to an admin).
+fn auth_status_text(status: &AuthStatusResponse) -> String {
+    let caller = if status.caller.is_empty() {
+        "(no user)".to_owned()
+    } else {
+        shown(&status.caller)
+    };
+    let mut text = format!(
+        "auth: {}\ncaller: {caller}{}\n",
+        if status.enabled {
+            "enabled"
+        } else {
+            "disabled"
+        },
+        if status.admin { " (admin)" } else { "" },
+    );
+    if !status.admin {
+        return text;
+    }
+    text.push_str("users:\n");
+    for user in &status.users {
+        let roles: Vec<String> = user.roles.iter().map(|role| shown(role)).collect();
+        text.push_str(&format!(
+            "  {}  roles: {}\n",
+            shown(&user.name),
+            if roles.is_empty() {
+                "-".to_owned()
+            } else {
+                roles.join(", ")
+            }
+        ));
+        for token in &user.tokens {
+            text.push_str(&format!(
+                "    token {}  created {} ago  {}\n",
+                shown(&token.id),
+                age_text(since_unix_ms(token.created_unix_ms)),
+                shown(&token.description)
+            ));
+        }
+    }
+    text.push_str("roles:\n");
+    for role in &status.roles {
+        text.push_str(&format!("  {}\n", shown(&role.name)));
+        for grant in &role.grants {
+            text.push_str(&format!(
+                "    {}: {}\n",
+                shown(&grant.prefix),
+                grant.permissions.join(", ")
+            ));
+        }
+    }
+    text
+}
+
+/// How long ago `unix_ms` was by this machine's clock; zero if it is in the future.
+fn since_unix_ms(unix_ms: u64) -> Duration {
+    let then = std::time::UNIX_EPOCH + Duration::from_millis(unix_ms);
+    std::time::SystemTime::now()
+        .duration_since(then)
+        .unwrap_or_default()
 }
 
 fn lock_kind_name(kind: LockKind) -> String {
@@ -695,6 +831,8 @@ fn error_kind(error: &Error) -> &'static str {
         Error::ConnectionLost { .. } => "connection_lost",
         Error::Unreachable { .. } => "unreachable",
         Error::Tls { .. } => "tls",
+        Error::PermissionDenied { .. } => "permission_denied",
+        Error::Unauthenticated { .. } => "unauthenticated",
         Error::Internal { .. } => "internal",
         Error::ResultNotRetained { .. } => "result_not_retained",
         Error::NoSpace { .. } => "no_space",
@@ -707,7 +845,8 @@ fn error_kind(error: &Error) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use super::{not_client_api, shown, Error};
+    use super::{auth_status_json, auth_status_text, not_client_api, shown, Error};
+    use coord_client::{AuthGrant, AuthRole, AuthStatusResponse, AuthToken, AuthUser};
 
     #[test]
     fn a_peer_port_is_named_as_one() {
@@ -753,5 +892,46 @@ mod tests {
         assert_eq!(shown("back\\slash"), "back\\\\slash");
         assert_eq!(shown("zero\u{200B}width"), "zero\\u{200B}width");
         assert_eq!(shown("naïve"), "naïve");
+    }
+    #[test]
+    fn auth_status_shows_the_policy_only_to_an_admin() {
+        let mut status = AuthStatusResponse {
+            enabled: true,
+            caller: "alice".into(),
+            admin: false,
+            users: vec![AuthUser {
+                name: "root".into(),
+                roles: vec!["root".into()],
+                tokens: vec![AuthToken {
+                    id: "3f9a".into(),
+                    description: "ops laptop".into(),
+                    created_unix_ms: 0,
+                }],
+            }],
+            roles: vec![AuthRole {
+                name: "app".into(),
+                grants: vec![AuthGrant {
+                    prefix: "/app".into(),
+                    permissions: vec!["read".into(), "write".into()],
+                }],
+            }],
+            ..AuthStatusResponse::default()
+        };
+        assert_eq!(auth_status_text(&status), "auth: enabled\ncaller: alice\n");
+        status.admin = true;
+        let text = auth_status_text(&status);
+        assert!(text.starts_with("auth: enabled\ncaller: alice (admin)\nusers:\n"));
+        assert!(text.contains("  root  roles: root\n    token 3f9a  created "));
+        assert!(text.contains(" ops laptop\n"));
+        assert!(text.ends_with("roles:\n  app\n    /app: read, write\n"));
+        let value = auth_status_json(&status);
+        assert_eq!(value["users"][0]["tokens"][0]["id"], "3f9a");
+        assert_eq!(value["roles"][0]["grants"][0]["permissions"][1], "write");
+        assert!(value.get("issued_token").is_none());
+        status.issued_token = "coord_3f9a.secret".into();
+        assert_eq!(
+            auth_status_json(&status)["issued_token"],
+            "coord_3f9a.secret"
+        );
     }
 }

@@ -24,9 +24,8 @@ use coord_proto::v1::cluster_client::ClusterClient;
 use coord_proto::v1::namespace_client::NamespaceClient;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tonic::transport::Channel;
 
-use crate::endpoints::{Endpoints, Route, Target};
+use crate::endpoints::{Credentials, Dial, Endpoints, Route, Target, Transport};
 use crate::error::Error;
 use crate::lock::lock;
 use crate::txn::{Txn, TxnResult};
@@ -77,6 +76,9 @@ pub struct ClientOptions {
     /// certificates against a CA and, if the members require it, presenting a certificate.
     /// `None`: plaintext.
     pub tls: Option<TlsOptions>,
+    /// A bearer token (from `coordctl auth token issue`) that names this client's user, for
+    /// clients without a certificate. Sent with every request; use it only over TLS.
+    pub token: Option<String>,
 }
 
 /// How a [`Client`] connects over TLS: the files of etcdctl's `--cacert`, `--cert` and `--key`.
@@ -143,6 +145,7 @@ impl Default for ClientOptions {
             request_timeout: Duration::from_secs(15),
             discover_members: true,
             tls: None,
+            token: None,
         }
     }
 }
@@ -228,8 +231,11 @@ impl Client {
             inner: Arc::new(Inner {
                 endpoints: Endpoints::new(
                     endpoints,
-                    options.connect_timeout,
-                    options.tls.as_ref().map(TlsOptions::load).transpose()?,
+                    Dial {
+                        connect_timeout: options.connect_timeout,
+                        tls: options.tls.as_ref().map(TlsOptions::load).transpose()?,
+                        credentials: Credentials::new(options.token.as_deref())?,
+                    },
                 )?,
                 options,
                 write_ids: WriteIds::new(),
@@ -289,9 +295,9 @@ impl Client {
         let endpoints = &self.inner.endpoints;
         let mut route = Route::new();
         let mut last = String::new();
-        // A TLS failure is a configuration mistake that waiting does not fix: reported as such
-        // when no endpoint answered.
-        let mut tls_failure = None;
+        // A TLS or authentication failure is a configuration mistake that waiting does not
+        // fix: reported as such when no endpoint answered.
+        let mut refusal = None;
         while let Some(target) = endpoints.next(&mut route) {
             let budget = route.budget().min(self.inner.options.connect_timeout);
             let request = with_timeout(pb::MemberListRequest {}, budget);
@@ -309,8 +315,13 @@ impl Client {
                 Ok(Err(status)) => {
                     last = format!("{}: {}", target.address, status.message());
                     let error = Error::from_status(&status, &target.address);
-                    if matches!(error, Error::Tls { .. }) {
-                        tls_failure = Some(error);
+                    if matches!(
+                        error,
+                        Error::Tls { .. }
+                            | Error::Unauthenticated { .. }
+                            | Error::PermissionDenied { .. }
+                    ) {
+                        refusal = Some(error);
                     }
                 }
                 Err(_) => {
@@ -320,7 +331,7 @@ impl Client {
             }
             endpoints.failed(&target.address);
         }
-        if let Some(error) = tls_failure {
+        if let Some(error) = refusal {
             return Err(error);
         }
         Err(Error::Unreachable {
@@ -340,7 +351,7 @@ impl Client {
     /// otherwise be awaited forever.
     pub(crate) async fn call<T, F, Fut>(&self, idempotent: bool, call: F) -> Result<T, Error>
     where
-        F: Fn(Channel, Duration) -> Fut,
+        F: Fn(Transport, Duration) -> Fut,
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,
     {
         let kind = if idempotent {
@@ -356,7 +367,7 @@ impl Client {
     /// "not applied" does not clear that, and the error says the outcome is unknown.
     pub(crate) async fn call_write<T, F, Fut>(&self, call: F) -> Result<T, Error>
     where
-        F: Fn(Channel, Duration) -> Fut,
+        F: Fn(Transport, Duration) -> Fut,
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,
     {
         self.call_as(CallKind::Write, call).await
@@ -364,7 +375,7 @@ impl Client {
 
     async fn call_as<T, F, Fut>(&self, kind: CallKind, call: F) -> Result<T, Error>
     where
-        F: Fn(Channel, Duration) -> Fut,
+        F: Fn(Transport, Duration) -> Fut,
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,
     {
         let endpoints = &self.inner.endpoints;
@@ -419,7 +430,7 @@ impl Client {
         call: &F,
     ) -> Result<T, Error>
     where
-        F: Fn(Channel, Duration) -> Fut,
+        F: Fn(Transport, Duration) -> Fut,
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,
     {
         if kind == CallKind::Unsafe && !self.inner.endpoints.answered_recently(&target.address) {
@@ -477,7 +488,7 @@ impl Client {
         })
     }
 
-    fn namespace(channel: Channel) -> NamespaceClient<Channel> {
+    fn namespace(channel: Transport) -> NamespaceClient<Transport> {
         NamespaceClient::new(channel).max_decoding_message_size(MESSAGE_BYTES_MAX)
     }
 

@@ -28,6 +28,7 @@ use std::time::Duration;
 use coord_proto::v1 as pb;
 use coord_tls::{ClientTls, TlsConnector};
 use tokio::time::Instant;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::client::jittered;
@@ -58,43 +59,75 @@ const BUDGET_DOUBLINGS_MAX: u32 = 6;
 
 const _: () = assert!(RETRY_BACKOFF_MIN.as_millis() <= RETRY_BACKOFF_MAX.as_millis());
 
+/// A channel whose every request carries the client's credentials (its bearer token).
+pub(crate) type Transport = InterceptedService<Channel, Credentials>;
+
+/// Adds `authorization: Bearer <token>` to every request when the client has a token.
+#[derive(Clone, Default)]
+pub(crate) struct Credentials {
+    bearer: Option<tonic::metadata::AsciiMetadataValue>,
+}
+
+impl Credentials {
+    /// Credentials for `token`; a token that cannot be a header value is an `InvalidArgument`.
+    pub(crate) fn new(token: Option<&str>) -> Result<Credentials, Error> {
+        let bearer = token
+            .map(|token| {
+                format!("Bearer {}", token.trim())
+                    .parse()
+                    .map_err(|_| Error::InvalidArgument {
+                        message: "the token holds characters a header cannot carry".into(),
+                    })
+            })
+            .transpose()?;
+        Ok(Credentials { bearer })
+    }
+}
+
+impl tonic::service::Interceptor for Credentials {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(bearer) = &self.bearer {
+            request
+                .metadata_mut()
+                .insert("authorization", bearer.clone());
+        }
+        Ok(request)
+    }
+}
+
 /// One endpoint to send an attempt to.
 #[derive(Clone)]
 pub(crate) struct Target {
     pub(crate) address: String,
-    pub(crate) channel: Channel,
+    pub(crate) channel: Transport,
 }
 
 /// See the module documentation.
 pub(crate) struct Endpoints {
-    connect_timeout: Duration,
-    /// TLS for every endpoint (`None`: plaintext).
-    tls: Option<Arc<ClientTls>>,
+    dial: Dial,
     table: std::sync::Mutex<Table>,
 }
 
 struct Table {
     routing: Routing,
     /// One channel per address in `routing`, in the same order.
-    channels: Vec<Channel>,
+    channels: Vec<Transport>,
 }
 
 impl Endpoints {
     /// The caller's `seeds`, each with a lazily connected channel; an address that is not a
     /// valid URI is an `InvalidArgument`.
-    pub(crate) fn new(
-        seeds: Vec<String>,
-        connect_timeout: Duration,
-        tls: Option<Arc<ClientTls>>,
-    ) -> Result<Endpoints, Error> {
+    pub(crate) fn new(seeds: Vec<String>, dial: Dial) -> Result<Endpoints, Error> {
         let routing = Routing::new(seeds);
         let mut channels = Vec::new();
         for health in &routing.endpoints {
-            channels.push(channel(&health.address, connect_timeout, tls.as_ref())?);
+            channels.push(dial.channel(&health.address)?);
         }
         Ok(Endpoints {
-            connect_timeout,
-            tls,
+            dial,
             table: std::sync::Mutex::new(Table { routing, channels }),
         })
     }
@@ -155,7 +188,7 @@ impl Endpoints {
             .map(|member| (member.id, member.client_address.trim().to_owned()))
             .collect();
         let mut table = lock(&self.table);
-        let mut known: Vec<(String, Channel)> = table
+        let mut known: Vec<(String, Transport)> = table
             .routing
             .addresses()
             .into_iter()
@@ -170,7 +203,7 @@ impl Endpoints {
                 .position(|(address, _)| *address == health.address)
             {
                 Some(position) => channels.push(known.swap_remove(position).1),
-                None => match channel(&health.address, self.connect_timeout, self.tls.as_ref()) {
+                None => match self.dial.channel(&health.address) {
                     Ok(channel) => channels.push(channel),
                     Err(_) => unusable.push(health.address.clone()),
                 },
@@ -182,6 +215,22 @@ impl Endpoints {
             .endpoints
             .retain(|health| !unusable.contains(&health.address));
         table.channels = channels;
+    }
+}
+
+/// How every channel of a client is opened: its connect timeout, TLS and credentials.
+pub(crate) struct Dial {
+    pub(crate) connect_timeout: Duration,
+    /// TLS for every endpoint (`None`: plaintext).
+    pub(crate) tls: Option<Arc<ClientTls>>,
+    pub(crate) credentials: Credentials,
+}
+
+impl Dial {
+    /// A lazily connected channel to `address` (`host:port`, or a URI with a scheme).
+    fn channel(&self, address: &str) -> Result<Transport, Error> {
+        let channel = channel(address, self.connect_timeout, self.tls.as_ref())?;
+        Ok(InterceptedService::new(channel, self.credentials.clone()))
     }
 }
 

@@ -178,6 +178,22 @@ pub enum Error {
         /// The transport's description of the failure.
         message: String,
     },
+    /// Auth is enabled and this client's user lacks a permission; `message` names it (for
+    /// example `user "alice" lacks write on /app/x`). Nothing was applied.
+    #[error("permission denied: {message}")]
+    PermissionDenied {
+        /// The path (or `session N`) the permission was needed on.
+        path: String,
+        /// What is missing.
+        message: String,
+    },
+    /// Auth is enabled and the request carried no identity (no client certificate, no
+    /// token) or a token that is unknown or revoked. Nothing was applied.
+    #[error("unauthenticated: {message}")]
+    Unauthenticated {
+        /// What the member said.
+        message: String,
+    },
     /// A TLS connection could not be made, or the member needs TLS and got none: a
     /// configuration mistake (wrong CA, expired or missing certificate, a name the certificate
     /// does not hold, TLS on one side only) that retrying does not fix. Nothing was sent.
@@ -328,6 +344,13 @@ fn from_detail(detail: ErrorDetail, endpoint: &str) -> Error {
         ErrorCode::NoLeader | ErrorCode::Unavailable => Error::Unavailable {
             message: detail.message.clone(),
             leader_hint: (detail.leader_id != 0).then_some(detail.leader_id),
+        },
+        ErrorCode::PermissionDenied => Error::PermissionDenied {
+            path: detail.path.clone(),
+            message: detail.message.clone(),
+        },
+        ErrorCode::Unauthenticated => Error::Unauthenticated {
+            message: detail.message.clone(),
         },
         ErrorCode::NotAMember => Error::NotAMember {
             endpoint: endpoint.to_owned(),

@@ -28,6 +28,7 @@
 #[doc = include_str!("../../README.md")]
 struct ReadmeExamples;
 
+mod auth;
 mod client;
 mod endpoints;
 mod error;
@@ -39,9 +40,13 @@ mod types;
 mod watch;
 mod write_id;
 
+pub use auth::AuthChange;
 pub use client::{Client, ClientOptions, TlsOptions, AUTO_SYNC_INTERVAL};
 pub use coord_proto::parse_duration;
-pub use coord_proto::v1::{ClusterStatusResponse, Member, MemberRole, MemberStatus};
+pub use coord_proto::v1::{
+    AuthGrant, AuthRole, AuthStatusResponse, AuthToken, AuthUser, ClusterStatusResponse, Member,
+    MemberRole, MemberStatus,
+};
 pub use error::Error;
 pub use recipes::{
     Barrier, DoubleBarrier, Election, HeldNode, HoldState, LeaderChanges, LeaderInfo, Leadership,

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 
+use coord_proto::v1::auth_server::AuthServer;
 use coord_proto::v1::cluster_server::ClusterServer;
 use coord_proto::v1::namespace_server::NamespaceServer;
 use coord_proto::v1::peer::peer_server::PeerServer;
@@ -23,8 +24,8 @@ use crate::consensus::{
 };
 use crate::fsm::{Limits, Namespace, Revision, SessionChange, WatchEvent, COMMAND_BYTES_MAX};
 use crate::grpc::{
-    starting_status, ClusterService, NamespaceService, PeerService, SessionCaps, SessionsService,
-    TtlBounds, WatchService, CLIENT_MESSAGE_BYTES_MAX,
+    starting_status, Access, AuthService, ClusterService, NamespaceService, PeerService,
+    SessionCaps, SessionsService, TtlBounds, WatchService, CLIENT_MESSAGE_BYTES_MAX,
 };
 use crate::listener::{accept, refuse_until, Connection, Gate};
 use crate::membership::{Greeter, MemberDirectory};
@@ -242,11 +243,17 @@ impl Parts {
         stopping: &tokio::sync::watch::Receiver<bool>,
     ) -> Routes {
         let consensus = &self.consensus;
-        let namespace =
-            NamespaceServer::new(NamespaceService::new(consensus.clone(), limits(config)))
-                .max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX);
+        // One policy cache and one refusal log for every service of the port.
+        let access = Arc::new(Access::new(consensus.clone()));
+        let namespace = NamespaceServer::new(NamespaceService::new(
+            consensus.clone(),
+            access.clone(),
+            limits(config),
+        ))
+        .max_decoding_message_size(CLIENT_MESSAGE_BYTES_MAX);
         let cluster = ClusterServer::new(ClusterService::new(
             consensus.clone(),
+            access.clone(),
             self.directory.clone(),
             client_address(config),
             config.quota_bytes,
@@ -261,6 +268,7 @@ impl Parts {
         };
         let sessions = SessionsServer::new(SessionsService::new(
             consensus.clone(),
+            access.clone(),
             self.keeper.clone(),
             ttl_bounds,
             caps,
@@ -269,13 +277,16 @@ impl Parts {
         ));
         let watch = WatchServer::new(WatchService::new(
             consensus.clone(),
+            access.clone(),
             self.history.clone(),
             config.watch_progress_interval,
             config.max_watches,
             stopping.clone(),
         ));
+        let auth = AuthServer::new(AuthService::new(consensus.clone(), access));
         Routes::new(namespace)
             .add_service(cluster)
+            .add_service(auth)
             .add_service(sessions)
             .add_service(watch)
     }

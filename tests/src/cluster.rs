@@ -26,6 +26,7 @@ fn probe_options(tls: Option<coord_client::TlsOptions>) -> ClientOptions {
         // member they were given.
         discover_members: false,
         tls,
+        token: None,
     }
 }
 
@@ -268,6 +269,7 @@ impl Cluster {
             request_timeout: Duration::from_secs(20),
             discover_members: false,
             tls: self.client_tls(),
+            token: None,
         };
         Client::connect_with(self.endpoints(), options)
             .await
@@ -290,6 +292,7 @@ impl Cluster {
                     request_timeout: Duration::from_secs(1),
                     discover_members: false,
                     tls: self.client_tls(),
+                    token: None,
                 };
                 let address = member.direct_client_address();
                 let status = match Client::connect_with([address], options).await {
@@ -345,6 +348,7 @@ impl Cluster {
             request_timeout: Duration::from_secs(20),
             discover_members: false,
             tls: self.client_tls(),
+            token: None,
         };
         // A member that was just (re)started may not listen yet: retry, bounded.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);

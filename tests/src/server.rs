@@ -29,13 +29,31 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// A loopback port that was free a moment ago.
+/// Ports the harness picks from: below Linux's ephemeral range (32768 and up by default), so
+/// that no outgoing connection's local port takes one between its pick and the member's bind.
+const PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A loopback port that was free a moment ago and that this process never handed out before
+/// (two members of one test never share a port, however the kernel reuses them).
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("loopback has free ports");
-    listener
-        .local_addr()
-        .expect("a bound socket has an address")
-        .port()
+    use std::hash::{BuildHasher, Hasher};
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let span = u64::from(PORTS.end - PORTS.start);
+    for _ in 0..10_000 {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_usize(handed_out.len());
+        let offset = u16::try_from(hasher.finish() % span).expect("the span fits a port");
+        let port = PORTS.start + offset;
+        if handed_out.contains(&port) || TcpListener::bind(("127.0.0.1", port)).is_err() {
+            continue;
+        }
+        handed_out.push(port);
+        return port;
+    }
+    panic!("no free loopback port in {PORTS:?}");
 }
 
 /// A running (or stopped) member. Killed with SIGKILL when dropped.
@@ -294,6 +312,7 @@ impl ServerProcess {
             request_timeout: Duration::from_secs(20),
             discover_members: false,
             tls: self.client_tls.clone(),
+            token: None,
         };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {

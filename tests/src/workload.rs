@@ -232,6 +232,7 @@ impl RegisterWorkload {
                 request_timeout: options.request_timeout,
                 discover_members: false,
                 tls: crate::pki::harness_client_tls(),
+                token: None,
             };
             let client = Client::connect_with(&plan.endpoints, client_options).await?;
             let worker = Worker {

@@ -372,6 +372,7 @@ async fn a_removed_member_refuses_clients_instead_of_serving_stale_data() {
                 request_timeout: Duration::from_secs(2),
                 discover_members: false,
                 tls: coord_tests::pki::harness_client_tls(),
+                token: None,
                 ..coord_client::ClientOptions::default()
             };
             Client::connect_with([address], options).await.ok()

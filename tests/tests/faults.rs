@@ -269,6 +269,7 @@ async fn a_retried_write_whose_reply_was_lost_is_applied_once() {
         request_timeout: Duration::from_secs(12),
         discover_members: false,
         tls: coord_tests::pki::harness_client_tls(),
+        token: None,
     };
     let client = coord_client::Client::connect_with(cluster.endpoints(), options)
         .await

@@ -34,6 +34,7 @@ async fn the_largest_allowed_txns_from_many_clients_commit_and_the_cluster_keeps
         request_timeout: Duration::from_secs(90),
         discover_members: false,
         tls: coord_tests::pki::harness_client_tls(),
+        token: None,
         ..coord_client::ClientOptions::default()
     };
     let client = coord_client::Client::connect_with(cluster.endpoints(), options)

@@ -35,6 +35,7 @@ async fn client_from(cluster: &Cluster, first: usize) -> Client {
         request_timeout: REQUEST_TIMEOUT,
         discover_members: false,
         tls: coord_tests::pki::harness_client_tls(),
+        token: None,
     };
     Client::connect_with(endpoints, options)
         .await

@@ -37,6 +37,7 @@ async fn short_timeout_client(cluster: &Cluster) -> Client {
         request_timeout: Duration::from_secs(2),
         discover_members: false,
         tls: coord_tests::pki::harness_client_tls(),
+        token: None,
     };
     Client::connect_with(cluster.endpoints(), options)
         .await

@@ -55,6 +55,7 @@ fn options(tls: Option<TlsOptions>) -> ClientOptions {
         request_timeout: Duration::from_secs(5),
         discover_members: false,
         tls,
+        token: None,
     }
 }
 

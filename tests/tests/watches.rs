@@ -33,6 +33,7 @@ async fn client_starting_at(cluster: &Cluster, first: u64) -> Client {
         request_timeout: Duration::from_secs(10),
         discover_members: false,
         tls: coord_tests::pki::harness_client_tls(),
+        token: None,
     };
     Client::connect_with(endpoints, options).await.unwrap()
 }

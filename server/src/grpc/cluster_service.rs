@@ -6,12 +6,14 @@ use coord_proto::v1 as pb;
 use coord_proto::v1::cluster_server::Cluster as ClusterApi;
 use tonic::{Request, Response, Status};
 
+use super::access::Access;
 use super::status::{consensus_status, invalid_argument};
 use crate::consensus::{Consensus, MemberId, MembershipChange, Role};
 use crate::membership::MemberDirectory;
 
 pub struct ClusterService {
     consensus: Arc<Consensus>,
+    access: Arc<Access>,
     directory: Arc<MemberDirectory>,
     client_address: String,
     /// `--quota-bytes`, for the NOSPACE alarm (0: none).
@@ -21,12 +23,14 @@ pub struct ClusterService {
 impl ClusterService {
     pub fn new(
         consensus: Arc<Consensus>,
+        access: Arc<Access>,
         directory: Arc<MemberDirectory>,
         client_address: String,
         quota_bytes: u64,
     ) -> ClusterService {
         ClusterService {
             consensus,
+            access,
             directory,
             client_address,
             quota_bytes,
@@ -90,8 +94,9 @@ impl ClusterService {
 impl ClusterApi for ClusterService {
     async fn status(
         &self,
-        _request: Request<pb::ClusterStatusRequest>,
+        request: Request<pb::ClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        self.access.require_user(&self.access.identify(&request)?)?;
         let status = self.consensus.status();
         let data_bytes = self
             .consensus
@@ -157,8 +162,9 @@ impl ClusterApi for ClusterService {
 
     async fn member_list(
         &self,
-        _request: Request<pb::MemberListRequest>,
+        request: Request<pb::MemberListRequest>,
     ) -> Result<Response<pb::MemberListResponse>, Status> {
+        self.access.require_user(&self.access.identify(&request)?)?;
         Ok(Response::new(pb::MemberListResponse {
             header: Some(self.header()),
             members: self.members(),
@@ -169,6 +175,8 @@ impl ClusterApi for ClusterService {
         &self,
         request: Request<pb::MemberAddRequest>,
     ) -> Result<Response<pb::MemberListResponse>, Status> {
+        self.access
+            .require_admin(&self.access.identify(&request)?)?;
         let request = request.into_inner();
         if request.id == 0 {
             return Err(invalid_argument("id: member ids start at 1"));
@@ -202,6 +210,8 @@ impl ClusterApi for ClusterService {
         &self,
         request: Request<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberListResponse>, Status> {
+        self.access
+            .require_admin(&self.access.identify(&request)?)?;
         self.change(MembershipChange::Promote {
             id: MemberId(request.into_inner().id),
         })
@@ -212,6 +222,8 @@ impl ClusterApi for ClusterService {
         &self,
         request: Request<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberListResponse>, Status> {
+        self.access
+            .require_admin(&self.access.identify(&request)?)?;
         self.change(MembershipChange::Remove {
             id: MemberId(request.into_inner().id),
         })
@@ -222,6 +234,8 @@ impl ClusterApi for ClusterService {
         &self,
         request: Request<pb::MemberMoveLeaderRequest>,
     ) -> Result<Response<pb::MemberMoveLeaderResponse>, Status> {
+        self.access
+            .require_admin(&self.access.identify(&request)?)?;
         let target = match request.into_inner().target_id {
             0 => None,
             id => Some(MemberId(id)),

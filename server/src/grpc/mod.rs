@@ -1,10 +1,13 @@
 //! gRPC services: the only module that knows `tonic::Status`.
 //!
-//! Client port: `Namespace`, `Sessions`, `Watch`, `Cluster`.
+//! Client port: `Namespace`, `Sessions`, `Watch`, `Cluster`, `Auth`; every call is checked by
+//! `access.rs` against the auth policy before it does anything.
 //! Peer port: `Peer` (Raft messages between members).
 //! Every service validates its input and turns every error into a status through `status.rs`;
 //! no request can panic the member.
 
+mod access;
+mod auth_service;
 mod cluster_service;
 mod header;
 mod namespace_service;
@@ -14,6 +17,8 @@ mod sessions_service;
 mod status;
 mod watch_service;
 
+pub use access::{Access, AUTH_PATH, RESERVED_ROOT};
+pub use auth_service::AuthService;
 pub use cluster_service::ClusterService;
 pub use namespace_service::{NamespaceService, CHILDREN_PAGE_DEFAULT, CHILDREN_PAGE_MAX};
 pub use peer_service::PeerService;

@@ -7,7 +7,9 @@ use coord_proto::v1 as pb;
 use coord_proto::v1::namespace_server::Namespace as NamespaceApi;
 use tonic::{Request, Response, Status};
 
+use super::access::Access;
 use super::status::{consensus_status, fsm_status, invalid_argument};
+use crate::auth::Permission;
 use crate::consensus::{Consensus, Consistency};
 use crate::fsm::{FencingToken, FsmError, Limits, NodePath, Output, Proposal, Revision};
 use crate::pb::{
@@ -21,12 +23,23 @@ pub const CHILDREN_PAGE_MAX: usize = 10_000;
 
 pub struct NamespaceService {
     consensus: Arc<Consensus>,
+    access: Arc<Access>,
     limits: Limits,
 }
 
 impl NamespaceService {
-    pub fn new(consensus: Arc<Consensus>, limits: Limits) -> NamespaceService {
-        NamespaceService { consensus, limits }
+    pub fn new(consensus: Arc<Consensus>, access: Arc<Access>, limits: Limits) -> NamespaceService {
+        NamespaceService {
+            consensus,
+            access,
+            limits,
+        }
+    }
+
+    /// Requires read on `path` for `request`'s caller.
+    fn require_read<T>(&self, request: &Request<T>, path: &str) -> Result<(), Status> {
+        let who = self.access.identify(request)?;
+        self.access.require(&who, Permission::Read, path)
     }
 
     fn header(&self, revision: Revision) -> pb::ResponseHeader {
@@ -76,8 +89,10 @@ impl NamespaceApi for NamespaceService {
         &self,
         request: Request<pb::CreateRequest>,
     ) -> Result<Response<pb::CreateResponse>, Status> {
+        let who = self.access.identify(&request)?;
         let command =
             command_from_create(request.into_inner()).map_err(|error| fsm_status(&error))?;
+        self.access.require_proposal(&who, &command)?;
         match self.write(command).await? {
             (revision, Output::Created { path, stat }) => Ok(Response::new(created_response(
                 self.header(revision),
@@ -92,6 +107,7 @@ impl NamespaceApi for NamespaceService {
         &self,
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
+        self.require_read(&request, &request.get_ref().path)?;
         let request = request.into_inner();
         let path = parse_path(&request.path)?;
         self.barrier(request.read).await?;
@@ -113,7 +129,10 @@ impl NamespaceApi for NamespaceService {
         &self,
         request: Request<pb::SetRequest>,
     ) -> Result<Response<pb::SetResponse>, Status> {
-        match self.write(command_from_set(request.into_inner())).await? {
+        let who = self.access.identify(&request)?;
+        let command = command_from_set(request.into_inner());
+        self.access.require_proposal(&who, &command)?;
+        match self.write(command).await? {
             (revision, Output::Set { stat }) => Ok(Response::new(pb::SetResponse {
                 header: Some(self.header(revision)),
                 stat: Some(stat_to_pb(&stat)),
@@ -126,10 +145,10 @@ impl NamespaceApi for NamespaceService {
         &self,
         request: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        match self
-            .write(command_from_delete(request.into_inner()))
-            .await?
-        {
+        let who = self.access.identify(&request)?;
+        let command = command_from_delete(request.into_inner());
+        self.access.require_proposal(&who, &command)?;
+        match self.write(command).await? {
             (revision, Output::Deleted { count }) => Ok(Response::new(pb::DeleteResponse {
                 header: Some(self.header(revision)),
                 deleted: count,
@@ -142,6 +161,7 @@ impl NamespaceApi for NamespaceService {
         &self,
         request: Request<pb::ChildrenRequest>,
     ) -> Result<Response<pb::ChildrenResponse>, Status> {
+        self.require_read(&request, &request.get_ref().path)?;
         let request = request.into_inner();
         let path = parse_path(&request.path)?;
         let page_size = match request.page_size as usize {
@@ -200,6 +220,7 @@ impl NamespaceApi for NamespaceService {
         &self,
         request: Request<pb::ExistsRequest>,
     ) -> Result<Response<pb::ExistsResponse>, Status> {
+        self.require_read(&request, &request.get_ref().path)?;
         let request = request.into_inner();
         let path = parse_path(&request.path)?;
         self.barrier(request.read).await?;
@@ -220,7 +241,9 @@ impl NamespaceApi for NamespaceService {
         &self,
         request: Request<pb::TxnRequest>,
     ) -> Result<Response<pb::TxnResponse>, Status> {
+        let who = self.access.identify(&request)?;
         let command = command_from_txn(request.into_inner()).map_err(|error| fsm_status(&error))?;
+        self.access.require_proposal(&who, &command)?;
         match self.write(command).await? {
             (revision, Output::Txn { succeeded, results }) => Ok(Response::new(pb::TxnResponse {
                 header: Some(self.header(revision)),
@@ -235,6 +258,7 @@ impl NamespaceApi for NamespaceService {
         &self,
         request: Request<pb::CheckFenceRequest>,
     ) -> Result<Response<pb::CheckFenceResponse>, Status> {
+        self.require_read(&request, &request.get_ref().path)?;
         let request = request.into_inner();
         let path = parse_path(&request.path)?;
         self.barrier(request.read).await?;

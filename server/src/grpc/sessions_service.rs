@@ -11,6 +11,7 @@ use futures::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::access::Access;
 use super::header::response_header;
 use super::propose::propose;
 use super::status::{consensus_status, fsm_status, going_away_status, invalid_argument};
@@ -49,6 +50,7 @@ impl TtlBounds {
 
 pub struct SessionsService {
     consensus: Arc<Consensus>,
+    access: Arc<Access>,
     keeper: Arc<SessionKeeper>,
     ttl: TtlBounds,
     caps: SessionCaps,
@@ -61,6 +63,7 @@ pub struct SessionsService {
 impl SessionsService {
     pub fn new(
         consensus: Arc<Consensus>,
+        access: Arc<Access>,
         keeper: Arc<SessionKeeper>,
         ttl: TtlBounds,
         caps: SessionCaps,
@@ -69,6 +72,7 @@ impl SessionsService {
     ) -> SessionsService {
         SessionsService {
             consensus,
+            access,
             keeper,
             ttl,
             caps,
@@ -131,7 +135,10 @@ impl SessionsApi for SessionsService {
         &self,
         request: Request<pb::SessionOpenRequest>,
     ) -> Result<Response<pb::SessionOpenResponse>, Status> {
-        let owner = owner_of(&request);
+        let who = self.access.identify(&request)?;
+        self.access.require_user(&who)?;
+        // With auth on, a session belongs to its user, who alone (or an admin) may close it.
+        let owner = who.session_owner().unwrap_or_else(|| owner_of(&request));
         let request = request.into_inner();
         if request.ttl_ms == 0 {
             return Err(invalid_argument(format!(
@@ -165,6 +172,9 @@ impl SessionsApi for SessionsService {
         &self,
         request: Request<Streaming<pb::KeepAliveRequest>>,
     ) -> Result<Response<KeepAliveStream>, Status> {
+        let who = self.access.identify(&request)?;
+        self.access.require_user(&who)?;
+        let access = self.access.clone();
         let mut inbound = request.into_inner();
         let (replies, stream) = tokio::sync::mpsc::channel(KEEPALIVE_REPLIES_BUFFERED);
         let consensus = self.consensus.clone();
@@ -187,6 +197,10 @@ impl SessionsApi for SessionsService {
                     }
                 };
                 let session = SessionId(message.session_id);
+                if let Err(denied) = access.require_session(&who, session) {
+                    let _ = replies.send(Err(denied)).await;
+                    break;
+                }
                 let reply = match keeper.keep_alive(session).await {
                     Ok(ttl_ms) => Ok(pb::KeepAliveResponse {
                         header: Some(response_header(&consensus, None)),
@@ -208,7 +222,10 @@ impl SessionsApi for SessionsService {
         &self,
         request: Request<pb::SessionCloseRequest>,
     ) -> Result<Response<pb::SessionCloseResponse>, Status> {
+        let who = self.access.identify(&request)?;
         let request = request.into_inner();
+        self.access
+            .require_session(&who, SessionId(request.session_id))?;
         let close = Command::CloseSession(CloseSessionCommand {
             session: SessionId(request.session_id),
             end: SessionEnd::Closed,
@@ -227,8 +244,24 @@ impl SessionsApi for SessionsService {
 
     async fn list(
         &self,
-        _request: Request<pb::SessionListRequest>,
+        request: Request<pb::SessionListRequest>,
     ) -> Result<Response<pb::SessionListResponse>, Status> {
+        let who = self.access.identify(&request)?;
+        self.access.require_user(&who)?;
+        // A user who does not administer sees only the sessions it opened.
+        let mine: Option<std::collections::BTreeSet<SessionId>> = who
+            .session_owner()
+            .filter(|_| !who.is_admin())
+            .map(|owner| {
+                self.consensus.replica().read(|namespace| {
+                    namespace
+                        .sessions()
+                        .iter()
+                        .filter(|(_, record)| record.owner == owner)
+                        .map(|(session, _)| *session)
+                        .collect()
+                })
+            });
         let sessions = self
             .keeper
             .list()
@@ -238,6 +271,10 @@ impl SessionsApi for SessionsService {
             header: Some(response_header(&self.consensus, None)),
             sessions: sessions
                 .into_iter()
+                .filter(|view| {
+                    mine.as_ref()
+                        .is_none_or(|mine| mine.contains(&view.session))
+                })
                 .map(|view| pb::SessionInfo {
                     session_id: view.session.0,
                     ttl_ms: view.ttl_ms,

@@ -17,6 +17,8 @@
 //! | Membership | FAILED_PRECONDITION | no |
 //! | Interrupted | UNAVAILABLE | no: the write's outcome is unknown |
 //! | Fatal | INTERNAL | no |
+//! | Denied (auth: a permission missing) | PERMISSION_DENIED | no |
+//! | no identity, or an unknown token (auth enabled) | UNAUTHENTICATED | no |
 
 use coord_proto::v1::{ErrorCode, ErrorDetail};
 use coord_proto::ERROR_CODE_METADATA_KEY;
@@ -62,6 +64,33 @@ fn detail(code: ErrorCode, message: String) -> ErrorDetail {
         message,
         ..ErrorDetail::default()
     }
+}
+
+/// An access the auth policy refused, naming the permission and the path.
+pub fn denied_status(denied: &crate::auth::Denied) -> Status {
+    if denied.user.is_none() {
+        return unauthenticated_status(&denied.to_string());
+    }
+    permission_denied_status(&denied.path, denied.to_string())
+}
+
+/// PERMISSION_DENIED about `path`.
+pub fn permission_denied_status(path: &str, message: String) -> Status {
+    status(
+        Code::PermissionDenied,
+        ErrorDetail {
+            path: path.to_owned(),
+            ..detail(ErrorCode::PermissionDenied, message)
+        },
+    )
+}
+
+/// UNAUTHENTICATED: auth is enabled and the request has no (valid) identity.
+pub fn unauthenticated_status(message: &str) -> Status {
+    status(
+        Code::Unauthenticated,
+        detail(ErrorCode::Unauthenticated, message.to_owned()),
+    )
 }
 
 /// What a member answers while it starts (loading its data): retryable, so clients move on.

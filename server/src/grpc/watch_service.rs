@@ -23,7 +23,9 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::access::{Access, Identity};
 use super::status::going_away_status;
+use crate::auth::{Caller, Permission};
 use crate::consensus::Consensus;
 use crate::fsm::{NodePath, Revision};
 use crate::pb::event_to_pb;
@@ -38,6 +40,7 @@ const WATCHES_PER_STREAM_MAX: usize = 10_000;
 
 pub struct WatchService {
     consensus: Arc<Consensus>,
+    access: Arc<Access>,
     history: Arc<History>,
     progress_interval: Duration,
     budget: Arc<WatchBudget>,
@@ -48,6 +51,7 @@ pub struct WatchService {
 impl WatchService {
     pub fn new(
         consensus: Arc<Consensus>,
+        access: Arc<Access>,
         history: Arc<History>,
         progress_interval: Duration,
         max_watches: usize,
@@ -55,6 +59,7 @@ impl WatchService {
     ) -> WatchService {
         WatchService {
             consensus,
+            access,
             history,
             progress_interval,
             stopping,
@@ -121,9 +126,13 @@ impl WatchApi for WatchService {
         &self,
         request: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<WatchStream>, Status> {
+        let who = self.access.identify(&request)?;
         let (responses, stream) = mpsc::channel(RESPONSES_BUFFERED);
         let session = StreamSession {
             consensus: self.consensus.clone(),
+            access: self.access.clone(),
+            caller: who.caller,
+            remote: who.remote,
             history: self.history.clone(),
             budget: self.budget.clone(),
             responses,
@@ -138,6 +147,11 @@ impl WatchApi for WatchService {
 /// One client stream and its watches.
 struct StreamSession {
     consensus: Arc<Consensus>,
+    access: Arc<Access>,
+    /// Who opened the stream: each event is delivered only if the policy current at delivery
+    /// lets this caller read its path.
+    caller: Caller,
+    remote: Option<std::net::SocketAddr>,
     history: Arc<History>,
     budget: Arc<WatchBudget>,
     responses: mpsc::Sender<Result<pb::WatchResponse, Status>>,
@@ -274,6 +288,8 @@ impl StreamSession {
             }
             let path = NodePath::parse(&create.path)
                 .map_err(|rule| invalid(format!("invalid path {:?}: {rule}", create.path)))?;
+            self.permit(&path, create.recursive)
+                .map_err(|status| invalid(status.message().to_owned()))?;
             let classes = classes_of(&create.kinds).map_err(invalid)?;
             let applied = self.applied();
             let next = match create.start_revision {
@@ -390,6 +406,25 @@ impl StreamSession {
         Ok(more)
     }
 
+    /// Who the stream's caller is under the policy current now.
+    fn identity(&self) -> Result<Identity, Status> {
+        Ok(Identity {
+            caller: self.caller.clone(),
+            remote: self.remote,
+            policy: self.access.policy()?,
+        })
+    }
+
+    /// Whether the caller may watch `path`: a plain watch needs read on the path; a recursive
+    /// one only an identity (once auth is on), since each event is filtered by its own path.
+    fn permit(&self, path: &NodePath, recursive: bool) -> Result<(), Status> {
+        let who = self.identity()?;
+        if recursive && (who.caller.user().is_some() || !who.policy.is_enabled()) {
+            return Ok(());
+        }
+        self.access.require(&who, Permission::Read, path.as_str())
+    }
+
     /// Sends `events` of watch `id`, current to `reached`; returns whether a one-shot watch
     /// fired.
     async fn send_events(
@@ -402,6 +437,17 @@ impl StreamSession {
             return Ok(false);
         };
         watch.next = Revision(reached.0 + 1);
+        // Events of paths the caller may not read are never sent, whatever the watch covers.
+        let events: Vec<crate::fsm::WatchEvent> = match self.identity() {
+            Ok(who) => events
+                .into_iter()
+                .filter(|event| who.may_read(event.path.as_str()))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        let Some(watch) = self.watches.get_mut(&id) else {
+            return Ok(false);
+        };
         if events.is_empty() {
             return Ok(false);
         }

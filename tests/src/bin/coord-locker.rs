@@ -40,6 +40,7 @@ async fn main() -> anyhow::Result<()> {
         request_timeout: Duration::from_secs(3),
         discover_members: false,
         tls: coord_tests::pki::harness_client_tls(),
+        token: None,
     };
     let client = Client::connect_with(endpoints.split(','), options).await?;
     let mut session: Option<Session> = None;
