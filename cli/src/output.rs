@@ -294,6 +294,7 @@ impl Printer {
                 "leader_has_quorum": status.leader_has_quorum,
                 "alarms": status.alarms,
                 "members": members,
+                "security": security_json(status.security.as_ref()),
             });
             emit(&format!("{value}\n"));
             return;
@@ -314,6 +315,9 @@ impl Printer {
                 status.data_bytes,
                 status.quota_bytes
             ));
+        }
+        if let Some(security) = &status.security {
+            text.push_str(&security_line(security));
         }
         text.push_str("ID  ROLE       PEER                   MATCHED    LAG  REACHABLE\n");
         for member in &status.members {
@@ -803,6 +807,53 @@ fn not_client_api(error: &Error) -> Option<String> {
         )),
         _ => None,
     }
+}
+
+/// The answering member's TLS and auth, and what it refused, as one line.
+fn security_line(security: &coord_client::SecurityStatus) -> String {
+    let client = match (security.client_tls, security.client_certificates_required) {
+        (false, _) => "client port plaintext",
+        (true, false) => "client port TLS",
+        (true, true) => "client port TLS with client certificates",
+    };
+    let peer = if security.peer_tls {
+        "peer port mutual TLS"
+    } else {
+        "peer port plaintext"
+    };
+    let auth = if security.auth_enabled {
+        "auth enabled"
+    } else {
+        "auth disabled"
+    };
+    format!(
+        "security: {client}, {peer}, {auth}; refused: {} client and {} peer handshakes, {} \
+         plaintext, {} peer names, {} unauthenticated, {} denied\n",
+        security.client_handshakes_refused,
+        security.peer_handshakes_refused,
+        security.plaintext_refused,
+        security.peer_names_refused,
+        security.unauthenticated,
+        security.denied
+    )
+}
+
+fn security_json(security: Option<&coord_client::SecurityStatus>) -> Value {
+    let Some(security) = security else {
+        return Value::Null;
+    };
+    json!({
+        "client_tls": security.client_tls,
+        "client_certificates_required": security.client_certificates_required,
+        "peer_tls": security.peer_tls,
+        "auth_enabled": security.auth_enabled,
+        "client_handshakes_refused": security.client_handshakes_refused,
+        "peer_handshakes_refused": security.peer_handshakes_refused,
+        "plaintext_refused": security.plaintext_refused,
+        "peer_names_refused": security.peer_names_refused,
+        "unauthenticated": security.unauthenticated,
+        "denied": security.denied,
+    })
 }
 
 /// A stable, machine-readable name for an error.

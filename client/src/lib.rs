@@ -45,7 +45,7 @@ pub use client::{Client, ClientOptions, TlsOptions, AUTO_SYNC_INTERVAL};
 pub use coord_proto::parse_duration;
 pub use coord_proto::v1::{
     AuthGrant, AuthRole, AuthStatusResponse, AuthToken, AuthUser, ClusterStatusResponse, Member,
-    MemberRole, MemberStatus,
+    MemberRole, MemberStatus, SecurityStatus,
 };
 pub use error::Error;
 pub use recipes::{

@@ -31,7 +31,7 @@ use crate::listener::{accept, refuse_until, Connection, Gate};
 use crate::membership::{Greeter, MemberDirectory};
 use crate::sessions::{KeeperConfig, SessionDeadlines, SessionKeeper};
 use crate::storage::{DataDirIdentity, IdentityError};
-use crate::tls_port::TlsPort;
+use crate::tls_port::{PortsTls, TlsPort};
 use crate::watch::{History, HistoryLimits};
 
 /// How long a removed member keeps answering before it stops.
@@ -162,6 +162,8 @@ fn check_flags(config: &ServerConfig) -> Result<(), RunError> {
 /// A started member: consensus and what runs beside it.
 struct Parts {
     consensus: Arc<Consensus>,
+    /// Both ports' TLS, for the security status.
+    tls: PortsTls,
     history: Arc<History>,
     directory: Arc<MemberDirectory>,
     greeter: Arc<Greeter>,
@@ -188,6 +190,7 @@ impl Parts {
             request_timeout: config.request_timeout,
             peer_source_address: config.peer_source_address,
             peer_tls: security.peer_dialing.clone(),
+            peer_allowed_names: config.peer_cert_allowed_cn.clone(),
         };
         let history = Arc::new(History::new(HistoryLimits {
             events_max: config.watch_history_events,
@@ -228,6 +231,10 @@ impl Parts {
         ));
         Ok(Parts {
             consensus,
+            tls: PortsTls {
+                client: security.client_port.clone(),
+                peer: security.peer_port.clone(),
+            },
             history,
             directory,
             greeter,
@@ -257,6 +264,7 @@ impl Parts {
             self.directory.clone(),
             client_address(config),
             config.quota_bytes,
+            self.tls.clone(),
         ));
         let ttl_bounds = TtlBounds {
             min: config.session_ttl_floor(),

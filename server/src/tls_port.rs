@@ -28,6 +28,26 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// What every HTTP/2 connection in plaintext starts with (its first four bytes suffice).
 const PLAINTEXT_HTTP2_START: &[u8] = b"PRI ";
 
+/// How long to wait for a sender's first four bytes when fewer arrived in its first segment.
+const FIRST_BYTES_WAIT: Duration = Duration::from_millis(100);
+
+/// Whether the connection starts like plaintext HTTP/2. Looks at the first bytes without
+/// taking them, so the TLS handshake still reads them.
+async fn starts_plaintext(stream: &TcpStream) -> bool {
+    let mut start = [0u8; 4];
+    let deadline = tokio::time::Instant::now() + FIRST_BYTES_WAIT;
+    loop {
+        match stream.peek(&mut start).await {
+            Ok(read) if read >= start.len() => return start == PLAINTEXT_HTTP2_START,
+            // Closed, failed, or a prefix that already differs.
+            Ok(0) | Err(_) => return false,
+            Ok(read) if start[..read] != PLAINTEXT_HTTP2_START[..read] => return false,
+            Ok(_) if tokio::time::Instant::now() >= deadline => return false,
+            Ok(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
+}
+
 /// Refusals counted since the member started, by kind.
 #[derive(Debug, Default)]
 pub struct TlsCounters {
@@ -53,6 +73,13 @@ pub enum Handshake {
     Refused,
 }
 
+/// The TLS of both client-facing and peer ports (`None`: plaintext), for status reports.
+#[derive(Clone, Default)]
+pub struct PortsTls {
+    pub client: Option<std::sync::Arc<TlsPort>>,
+    pub peer: Option<std::sync::Arc<TlsPort>>,
+}
+
 /// One port's TLS: configuration, allowed peer names, refusal log and counters.
 pub struct TlsPort {
     role: &'static str,
@@ -72,6 +99,11 @@ impl TlsPort {
             refusals: LogThrottle::default(),
             counters: TlsCounters::default(),
         }
+    }
+
+    /// Whether connections without a certificate from the port's CA are refused.
+    pub fn requires_certificates(&self) -> bool {
+        self.tls.files().client_certificates == coord_tls::ClientCertificates::Required
     }
 
     /// The answer a plaintext client of this port gets.
@@ -100,17 +132,13 @@ impl TlsPort {
     }
 
     async fn handshake_unbounded(&self, stream: TcpStream, from: SocketAddr) -> Handshake {
-        let mut start = [0u8; 4];
-        // Waits for the first bytes without taking them, so TLS still reads them.
-        if let Ok(4) = stream.peek(&mut start).await {
-            if start == PLAINTEXT_HTTP2_START {
-                self.refuse(
-                    &self.counters.plaintext_refused,
-                    from,
-                    "plaintext HTTP/2 on a TLS port",
-                );
-                return Handshake::Plaintext(stream);
-            }
+        if starts_plaintext(&stream).await {
+            self.refuse(
+                &self.counters.plaintext_refused,
+                from,
+                "plaintext HTTP/2 on a TLS port",
+            );
+            return Handshake::Plaintext(stream);
         }
         let acceptor = TlsAcceptor::from(self.tls.config());
         let stream = match acceptor.accept(stream).await {

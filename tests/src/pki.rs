@@ -201,3 +201,34 @@ pub fn harness_tls() -> Option<&'static HarnessTls> {
 pub fn harness_client_tls() -> Option<TlsOptions> {
     harness_tls().map(HarnessTls::client_options)
 }
+
+/// A raw gRPC channel to a member's client port `host:port`, for tests that speak the wire API
+/// directly: over TLS with the harness's client certificate when `COORD_TEST_TLS=1`.
+pub async fn raw_channel(address: &str) -> tonic::transport::Channel {
+    let timeout = std::time::Duration::from_secs(5);
+    match harness_tls() {
+        None => tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+            .expect("a valid address")
+            .connect_timeout(timeout)
+            .connect()
+            .await
+            .expect("the member accepts a connection"),
+        Some(tls) => {
+            let files = coord_tls::ClientTlsFiles {
+                trusted_ca: tls.ca.clone(),
+                identity: Some((tls.client.cert.clone(), tls.client.key.clone())),
+                server_name: None,
+            };
+            let client_tls = coord_tls::ClientTls::load("test client", files)
+                .expect("the harness's certificates load");
+            tonic::transport::Endpoint::from_shared(format!("https://{address}"))
+                .expect("a valid address")
+                .connect_with_connector(coord_tls::TlsConnector::new(
+                    std::sync::Arc::new(client_tls),
+                    timeout,
+                ))
+                .await
+                .expect("the member accepts a TLS connection")
+        }
+    }
+}

@@ -185,7 +185,17 @@ async fn each_permission_is_enforced_on_reads_writes_and_txns() {
         recursive: true,
         ..DeleteOptions::default()
     };
-    assert_denied(cluster.root.delete("/", wipe).await, "write", "/_coord");
+    assert_denied(
+        cluster.root.delete("/_coord", wipe).await,
+        "write",
+        "/_coord",
+    );
+    let everything = cluster.root.delete("/", wipe).await;
+    assert_eq!(
+        everything,
+        Err(Error::RootReadOnly),
+        "the root, and so /_coord, stays"
+    );
 
     // A txn with one forbidden part is refused whole: /app/x keeps its data.
     let mixed = Txn::new()
@@ -235,6 +245,21 @@ async fn each_permission_is_enforced_on_reads_writes_and_txns() {
         "a revoked token must be refused"
     );
     assert!(cluster.server.log().contains("request denied"));
+    let security = cluster
+        .root
+        .cluster_status()
+        .await
+        .unwrap()
+        .security
+        .unwrap();
+    assert!(
+        security.auth_enabled && !security.client_tls,
+        "{security:?}"
+    );
+    assert!(
+        security.denied >= 8 && security.unauthenticated >= 2,
+        "{security:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -253,10 +253,8 @@ async fn sigterm_ends_open_watch_and_keep_alive_streams_with_a_retryable_status(
         .into_iter()
         .find(|id| *id != leader)
         .expect("a follower");
-    let address = format!(
-        "http://{}",
-        cluster.member(follower).direct_client_address()
-    );
+    let channel =
+        coord_tests::pki::raw_channel(&cluster.member(follower).direct_client_address()).await;
 
     // A raw watch stream and a raw keep-alive stream on the follower.
     let (watch_requests, watch_outbound) = tokio::sync::mpsc::channel(4);
@@ -271,17 +269,13 @@ async fn sigterm_ends_open_watch_and_keep_alive_streams_with_a_retryable_status(
         })
         .await
         .unwrap();
-    let mut watch = pb::watch_client::WatchClient::connect(address.clone())
-        .await
-        .unwrap()
+    let mut watch = pb::watch_client::WatchClient::new(channel.clone())
         .watch(tokio_stream::wrappers::ReceiverStream::new(watch_outbound))
         .await
         .unwrap()
         .into_inner();
     assert!(watch.message().await.unwrap().unwrap().created);
-    let mut sessions = pb::sessions_client::SessionsClient::connect(address)
-        .await
-        .unwrap();
+    let mut sessions = pb::sessions_client::SessionsClient::new(channel);
     let session_id = sessions
         .open(pb::SessionOpenRequest {
             ttl_ms: 30_000,

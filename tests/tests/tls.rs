@@ -189,8 +189,67 @@ async fn a_member_with_a_certificate_from_another_ca_is_refused_and_logged() {
         Err(error) => Err(error),
     };
     assert!(
-        matches!(outcome, Err(Error::NoNode { .. }) | Err(Error::Tls { .. })),
+        matches!(
+            outcome,
+            Err(Error::NoNode { .. }) | Err(Error::Tls { .. }) | Err(Error::NotAMember { .. })
+        ),
         "the impostor must not hold the cluster's data: {outcome:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_whose_certificate_name_is_not_allowed_is_refused_both_ways() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new(&dir.path().join("pki"), "cluster");
+    // Every certificate is from the cluster's CA; member 3's names someone not allowed.
+    let certificates: Vec<IssuedFiles> = ["member-1", "member-2", "intruder"]
+        .iter()
+        .map(|name| pki.issue(name, name, &["127.0.0.1"], Validity::Current))
+        .collect();
+    let tls = client_tls(&pki.ca_file(), Some(&certificates[0]));
+    let members = start_members(dir.path(), 3, &tls, |id| {
+        let index = usize::try_from(id - 1).unwrap();
+        let mut args = tls_args(&certificates[index], &pki.ca_file(), false);
+        args.extend([
+            "--peer-cert-allowed-cn".to_owned(),
+            "member-1,member-2,member-3".to_owned(),
+        ]);
+        args
+    });
+    let client = members[0].client().await;
+    client
+        .create("/named", "", &CreateOptions::default())
+        .await
+        .expect("members 1 and 2 are a quorum");
+    let refused =
+        |log: &str| log.contains("not among the allowed names") && log.contains("intruder");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !refused(&members[0].log()) && !refused(&members[1].log()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the intruder's name was not refused:\n{}\n{}",
+            members[0].log(),
+            members[1].log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // It holds none of the cluster's data.
+    let intruder = Client::connect_with(
+        [members[2].client_address()],
+        options(Some(client_tls(&pki.ca_file(), None))),
+    )
+    .await
+    .expect("its client port still answers");
+    let read = intruder
+        .get_with("/named", coord_client::Consistency::Serializable)
+        .await;
+    // Never given the membership, it serves nothing (or, having no data, finds nothing).
+    assert!(
+        matches!(
+            read,
+            Err(Error::NoNode { .. }) | Err(Error::NotAMember { .. })
+        ),
+        "{read:?}"
     );
 }
 
@@ -253,6 +312,13 @@ async fn client_certificates_are_enforced_and_mistakes_are_explained() {
             other => panic!("{case}: expected a TLS error, got {other:?}"),
         }
     }
+    let status = server.client().await.cluster_status().await.unwrap();
+    let security = status.security.expect("the member reports its security");
+    assert!(security.client_tls && security.client_certificates_required && security.peer_tls);
+    assert_eq!(security.plaintext_refused, 1, "{security:?}");
+    // No certificate, another CA's, expired: refused in the handshake (the wrong-CA and
+    // wrong-name cases are refused by the client, which the member sees as a failed handshake).
+    assert!(security.client_handshakes_refused >= 3, "{security:?}");
     let log = server.log();
     assert!(log.contains("TLS connection refused"), "{log}");
     assert!(log.contains("plaintext HTTP/2 on a TLS port"), "{log}");

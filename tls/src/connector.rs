@@ -107,6 +107,8 @@ pub struct TlsConnector {
         &'static str,
         Arc<std::sync::Mutex<Option<std::time::Instant>>>,
     )>,
+    /// Common names the server's certificate must hold one of (empty: any the CA signed).
+    allowed_names: Arc<Vec<String>>,
 }
 
 impl TlsConnector {
@@ -118,7 +120,15 @@ impl TlsConnector {
             connect_timeout,
             local_address: None,
             log_refusals: None,
+            allowed_names: Arc::default(),
         }
+    }
+
+    /// Accepts only servers whose certificate's subject common name is one of `names` (a
+    /// member's `--peer-cert-allowed-cn`, checked both ways); empty: any the CA signed.
+    pub fn allowed_names(mut self, names: Vec<String>) -> TlsConnector {
+        self.allowed_names = Arc::new(names);
+        self
     }
 
     /// Logs failed handshakes (a member dialling another: the refusal is the operator's to
@@ -172,8 +182,10 @@ impl TlsConnector {
                 after: self.connect_timeout,
             })??;
         let connector = tokio_rustls::TlsConnector::from(self.tls.config());
-        let handshake =
-            tokio::time::timeout(self.connect_timeout, Self::handshake(connector, name, tcp));
+        let handshake = tokio::time::timeout(
+            self.connect_timeout,
+            Self::handshake(connector, name, tcp, &self.allowed_names),
+        );
         match handshake.await {
             Ok(Ok(stream)) => Ok(TokioIo::new(stream)),
             Ok(Err(error)) => {
@@ -198,9 +210,30 @@ impl TlsConnector {
         connector: tokio_rustls::TlsConnector,
         name: ServerName<'static>,
         tcp: TcpStream,
+        allowed_names: &[String],
     ) -> std::io::Result<Prefetched> {
         use tokio::io::AsyncReadExt;
         let mut stream = connector.connect(name, tcp).await?;
+        if !allowed_names.is_empty() {
+            let presented = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(|leaf| crate::identity::certificate_common_name(leaf));
+            if !presented
+                .as_ref()
+                .is_some_and(|name| allowed_names.contains(name))
+            {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    format!(
+                        "the server's certificate name {presented:?} is not among the allowed \
+                         names {allowed_names:?}"
+                    ),
+                ));
+            }
+        }
         let mut first = vec![0u8; 4096];
         let length = stream.read(&mut first).await?;
         if length == 0 {

@@ -132,6 +132,7 @@ impl Consensus {
             PeerDialer {
                 source_address: config.peer_source_address,
                 tls: config.peer_tls.clone(),
+                allowed_names: config.peer_allowed_names.clone(),
             },
             acks.clone(),
         );
@@ -159,6 +160,7 @@ impl Consensus {
             PeerDialer {
                 source_address: config.peer_source_address,
                 tls: config.peer_tls.clone(),
+                allowed_names: config.peer_allowed_names.clone(),
             },
         ));
         tokio::spawn(changes::log_changes(

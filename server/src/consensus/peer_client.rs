@@ -108,6 +108,8 @@ pub struct PeerDialer {
     pub source_address: Option<IpAddr>,
     /// This member's peer certificate and the peer CA (`None`: plaintext).
     pub tls: Option<Arc<ClientTls>>,
+    /// `--peer-cert-allowed-cn`: the common names a member dialled must present (empty: any).
+    pub allowed_names: Vec<String>,
 }
 
 impl std::fmt::Debug for PeerDialer {
@@ -116,6 +118,7 @@ impl std::fmt::Debug for PeerDialer {
             .debug_struct("PeerDialer")
             .field("source_address", &self.source_address)
             .field("tls", &self.tls.as_ref().map(|tls| tls.files()))
+            .field("allowed_names", &self.allowed_names)
             .finish()
     }
 }
@@ -138,6 +141,7 @@ impl PeerDialer {
             Some(tls) => endpoint.connect_with_connector_lazy(
                 TlsConnector::new(tls.clone(), PEER_CONNECT_TIMEOUT)
                     .local_address(self.source_address)
+                    .allowed_names(self.allowed_names.clone())
                     .log_refusals("peer"),
             ),
             None => endpoint.connect_lazy(),

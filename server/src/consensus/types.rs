@@ -54,4 +54,6 @@ pub struct ConsensusConfig {
     /// This member's peer certificate and the peer CA, for mutual TLS with the other members
     /// (`None`: plaintext).
     pub peer_tls: Option<std::sync::Arc<coord_tls::ClientTls>>,
+    /// `--peer-cert-allowed-cn`: the names other members' certificates must hold (empty: any).
+    pub peer_allowed_names: Vec<String>,
 }

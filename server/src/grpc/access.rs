@@ -15,8 +15,9 @@
 //!
 //! Invariants:
 //! - whether or not auth is enabled, no namespace write reaches `/_coord` or below (only the
-//!   `Auth` service writes there), and no recursive delete of one of its ancestors is accepted,
-//!   so that the policy can be neither forged nor deleted through the namespace API;
+//!   `Auth` service writes there); its only ancestor is the root, which no delete removes
+//!   (`ROOT_READ_ONLY`), so the policy can be neither forged nor deleted through the namespace
+//!   API;
 //! - a write (every operation and compare of a txn, in both branches) is checked whole before
 //!   it is proposed: a txn with one forbidden part is refused whole and changes nothing.
 
@@ -85,14 +86,6 @@ pub fn is_reserved(path: &str) -> bool {
     path == RESERVED_ROOT
         || path
             .strip_prefix(RESERVED_ROOT)
-            .is_some_and(|rest| rest.starts_with('/'))
-}
-
-/// Whether deleting `path` recursively would delete the reserved subtree.
-fn is_reserved_ancestor(path: &str) -> bool {
-    path == "/"
-        || RESERVED_ROOT
-            .strip_prefix(path)
             .is_some_and(|rest| rest.starts_with('/'))
 }
 
@@ -331,9 +324,8 @@ impl Access {
     }
 
     fn require_delete(&self, who: &Identity, delete: &DeleteCommand) -> Result<(), Status> {
-        if delete.recursive && is_reserved_ancestor(&delete.path) {
-            return Err(reserved(RESERVED_ROOT));
-        }
+        // The reserved subtree's only ancestor is the root, which a delete never removes.
+        const _: () = assert!(RESERVED_ROOT.len() > 1);
         self.require_write(who, Permission::Delete, &delete.path)
     }
 
@@ -373,14 +365,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_reserved_subtree_and_its_ancestors() {
+    fn the_reserved_subtree() {
         assert!(is_reserved("/_coord"));
         assert!(is_reserved("/_coord/auth"));
         assert!(!is_reserved("/_coordinator"));
         assert!(!is_reserved("/app"));
-        assert!(is_reserved_ancestor("/"));
-        assert!(!is_reserved_ancestor("/_coord/auth"));
-        assert!(!is_reserved_ancestor("/_co"));
-        assert!(!is_reserved_ancestor("/app"));
+        assert!(!is_reserved("/"));
+        // Its only ancestor is the root, which no delete removes.
+        assert_eq!(RESERVED_ROOT.matches('/').count(), 1);
     }
 }

@@ -1,5 +1,6 @@
 //! The `coord.v1.Cluster` service: status and membership changes (run on the leader).
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use coord_proto::v1 as pb;
@@ -10,6 +11,7 @@ use super::access::Access;
 use super::status::{consensus_status, invalid_argument};
 use crate::consensus::{Consensus, MemberId, MembershipChange, Role};
 use crate::membership::MemberDirectory;
+use crate::tls_port::{PortsTls, TlsCounters};
 
 pub struct ClusterService {
     consensus: Arc<Consensus>,
@@ -18,6 +20,8 @@ pub struct ClusterService {
     client_address: String,
     /// `--quota-bytes`, for the NOSPACE alarm (0: none).
     quota_bytes: u64,
+    /// Both ports' TLS, for the security status.
+    tls: PortsTls,
 }
 
 impl ClusterService {
@@ -27,6 +31,7 @@ impl ClusterService {
         directory: Arc<MemberDirectory>,
         client_address: String,
         quota_bytes: u64,
+        tls: PortsTls,
     ) -> ClusterService {
         ClusterService {
             consensus,
@@ -34,6 +39,7 @@ impl ClusterService {
             directory,
             client_address,
             quota_bytes,
+            tls,
         }
     }
 
@@ -87,6 +93,33 @@ impl ClusterService {
             header: Some(self.header()),
             members,
         }))
+    }
+}
+
+impl ClusterService {
+    /// This member's TLS and auth settings, and its refusals so far.
+    fn security_status(&self) -> pb::SecurityStatus {
+        let count = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+        let client = self.tls.client.as_deref();
+        let peer = self.tls.peer.as_deref();
+        let counted =
+            |port: Option<&crate::tls_port::TlsPort>,
+             which: fn(&TlsCounters) -> &std::sync::atomic::AtomicU64| {
+                port.map_or(0, |port| count(which(&port.counters)))
+            };
+        pb::SecurityStatus {
+            client_tls: client.is_some(),
+            client_certificates_required: client.is_some_and(|port| port.requires_certificates()),
+            peer_tls: peer.is_some(),
+            auth_enabled: self.access.policy().is_ok_and(|policy| policy.is_enabled()),
+            client_handshakes_refused: counted(client, |counters| &counters.handshakes_failed),
+            peer_handshakes_refused: counted(peer, |counters| &counters.handshakes_failed),
+            plaintext_refused: counted(client, |counters| &counters.plaintext_refused)
+                + counted(peer, |counters| &counters.plaintext_refused),
+            peer_names_refused: counted(peer, |counters| &counters.names_refused),
+            unauthenticated: count(&self.access.counters.unauthenticated),
+            denied: count(&self.access.counters.denied),
+        }
     }
 }
 
@@ -157,6 +190,7 @@ impl ClusterApi for ClusterService {
             data_bytes,
             quota_bytes: self.quota_bytes,
             leader_has_quorum: self.consensus.leader_has_quorum(),
+            security: Some(self.security_status()),
         }))
     }
 

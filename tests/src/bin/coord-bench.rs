@@ -14,6 +14,8 @@
 //! their own.
 //! Without `--endpoints`, `writes` and `reads` start their own servers in a temporary directory
 //! (`--members 1` or `3`; the `coord-server` binary next to this one).
+//! With `COORD_TEST_TLS=1` every member it starts serves both ports over TLS (peer mutual TLS)
+//! and every client connects over TLS with a client certificate: the same run, TLS on.
 
 use std::time::{Duration, Instant};
 
@@ -100,7 +102,7 @@ async fn writes(arguments: &[String]) -> anyhow::Result<()> {
         .context("--value-bytes")?;
     let directory = tempfile::tempdir()?;
     let (_target, endpoints) = target(arguments, directory.path()).await;
-    let client = Client::connect(endpoints.split(',')).await?;
+    let client = connect(endpoints.split(',')).await?;
     let root = format!("/bench-{}", std::process::id());
     client.create(&root, "", &CreateOptions::default()).await?;
     let value = vec![b'v'; value_bytes];
@@ -139,6 +141,20 @@ async fn writes(arguments: &[String]) -> anyhow::Result<()> {
         latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
     ));
     Ok(())
+}
+
+/// A client of `endpoints` with default options, over TLS when `COORD_TEST_TLS=1` (the
+/// members it starts then serve TLS too), so the same benchmark measures both.
+async fn connect<I, S>(endpoints: I) -> Result<Client, coord_client::Error>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    let options = coord_client::ClientOptions {
+        tls: coord_tests::pki::harness_client_tls(),
+        ..coord_client::ClientOptions::default()
+    };
+    Client::connect_with(endpoints, options).await
 }
 
 /// The servers a benchmark runs against: external (`--endpoints`), or started here
@@ -314,7 +330,7 @@ async fn reads(arguments: &[String]) -> anyhow::Result<()> {
     let (_target, endpoints) = target(arguments, directory.path()).await;
     let endpoints: Vec<String> = endpoints.split(',').map(str::to_owned).collect();
     let path = format!("/bench-read-{}", std::process::id());
-    Client::connect(&endpoints)
+    connect(&endpoints)
         .await?
         .create(&path, "value", &CreateOptions::default())
         .await?;
@@ -325,7 +341,7 @@ async fn reads(arguments: &[String]) -> anyhow::Result<()> {
         let endpoint = endpoints[worker % endpoints.len()].clone();
         let path = path.clone();
         tasks.push(tokio::spawn(async move {
-            let client = Client::connect([endpoint]).await?;
+            let client = connect([endpoint]).await?;
             let mut latencies = Vec::new();
             for _ in (worker..ops).step_by(clients) {
                 let begun = Instant::now();
@@ -492,7 +508,7 @@ async fn sessions(arguments: &[String]) -> anyhow::Result<()> {
         rotated.rotate_left(connection % endpoints.len());
         let wanted = STREAMS_PER_CONNECTION.min(count - connection * STREAMS_PER_CONNECTION);
         tasks.push(tokio::spawn(async move {
-            let client = Client::connect(rotated).await?;
+            let client = connect(rotated).await?;
             let mut sessions = Vec::new();
             for _ in 0..wanted {
                 sessions.push(client.open_session(ttl).await?);
@@ -545,7 +561,7 @@ async fn watches(arguments: &[String]) -> anyhow::Result<()> {
         .context("--watches")?;
     let (cluster, leader, pids) = three_members().await?;
     let endpoints = cluster.endpoints();
-    let setup = Client::connect(&endpoints).await?;
+    let setup = connect(&endpoints).await?;
     setup
         .create("/watched", "", &CreateOptions::default())
         .await?;
@@ -558,7 +574,7 @@ async fn watches(arguments: &[String]) -> anyhow::Result<()> {
         let endpoint = endpoints[connection % endpoints.len()].clone();
         let wanted = STREAMS_PER_CONNECTION.min(count - connection * STREAMS_PER_CONNECTION);
         tasks.push(tokio::spawn(async move {
-            let client = Client::connect([endpoint]).await?;
+            let client = connect([endpoint]).await?;
             let mut watches = Vec::new();
             for index in 0..wanted {
                 let options = WatchOptions {
@@ -595,13 +611,13 @@ async fn watch_latency(arguments: &[String]) -> anyhow::Result<()> {
         .context("--writes")?;
     let (cluster, _leader, _pids) = three_members().await?;
     let endpoints = cluster.endpoints();
-    let writer = Client::connect(&endpoints).await?;
+    let writer = connect(&endpoints).await?;
     let path = "/latency";
     writer.create(path, "0", &CreateOptions::default()).await?;
     let start_revision = writer.header().await?.revision + 1;
     let mut receivers = Vec::new();
     for watcher in 0..watchers {
-        let client = Client::connect([endpoints[watcher % endpoints.len()].clone()]).await?;
+        let client = connect([endpoints[watcher % endpoints.len()].clone()]).await?;
         let options = WatchOptions {
             path: path.to_owned(),
             start_revision,
@@ -680,7 +696,7 @@ async fn locks(arguments: &[String]) -> anyhow::Result<()> {
     let (cluster, _leader, _pids) = three_members().await?;
     let endpoints = cluster.endpoints();
 
-    let client = Client::connect(&endpoints).await?;
+    let client = connect(&endpoints).await?;
     let session = client.open_session(Duration::from_secs(10)).await?;
     let mutex = Mutex::new(&client, &session, "/bench/uncontended");
     // The first acquisition creates the lock's directory.
@@ -707,7 +723,7 @@ async fn locks(arguments: &[String]) -> anyhow::Result<()> {
             let mut rotated = endpoints;
             let shift = contender % rotated.len();
             rotated.rotate_left(shift);
-            let client = Client::connect(rotated).await?;
+            let client = connect(rotated).await?;
             let session = client.open_session(Duration::from_secs(10)).await?;
             let mutex = Mutex::new(&client, &session, "/bench/contended");
             let mut held = 0u64;
