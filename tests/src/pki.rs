@@ -117,6 +117,9 @@ pub fn write_atomically(path: &Path, content: &str) {
     std::fs::rename(&temporary, path).expect("a PEM file can be renamed into place");
 }
 
+/// The name harness clients check member certificates for.
+const HARNESS_SERVER_NAME: &str = "localhost";
+
 /// The files of the harness-wide TLS (`COORD_TEST_TLS=1`).
 pub struct HarnessTls {
     /// The directory of the files, handed to child processes as `COORD_TEST_TLS_DIR`.
@@ -146,13 +149,15 @@ impl HarnessTls {
         ]
     }
 
-    /// Client TLS options with the harness client's certificate.
+    /// Client TLS options with the harness client's certificate. Members behind the fault
+    /// proxies listen on addresses of their own in 127/8 that no certificate can list ahead of
+    /// time, so clients check for the name `localhost`, which the member certificate holds.
     pub fn client_options(&self) -> TlsOptions {
         TlsOptions {
             ca_file: self.ca.clone(),
             cert_file: Some(self.client.cert.clone()),
             key_file: Some(self.client.key.clone()),
-            server_name: None,
+            server_name: Some(HARNESS_SERVER_NAME.to_owned()),
         }
     }
 }
@@ -217,7 +222,7 @@ pub async fn raw_channel(address: &str) -> tonic::transport::Channel {
             let files = coord_tls::ClientTlsFiles {
                 trusted_ca: tls.ca.clone(),
                 identity: Some((tls.client.cert.clone(), tls.client.key.clone())),
-                server_name: None,
+                server_name: Some(HARNESS_SERVER_NAME.to_owned()),
             };
             let client_tls = coord_tls::ClientTls::load("test client", files)
                 .expect("the harness's certificates load");

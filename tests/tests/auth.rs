@@ -38,6 +38,22 @@ async fn change(client: &Client, change: AuthChange) -> coord_client::AuthStatus
         .unwrap_or_else(|error| panic!("{change:?}: {error}"))
 }
 
+/// Adds the user `root` holding the built-in `root` role (admin on `/`).
+async fn add_root(client: &Client) {
+    change(
+        client,
+        AuthChange::UserAdd {
+            user: "root".into(),
+        },
+    )
+    .await;
+    let granted = AuthChange::GrantRole {
+        user: "root".into(),
+        role: "root".into(),
+    };
+    change(client, granted).await;
+}
+
 /// Adds `user` with a role of its own holding `permissions` on `prefix`; returns its token.
 async fn user_with(admin: &Client, user: &str, prefix: &str, permissions: &[&str]) -> String {
     let role = format!("{user}-role");
@@ -102,18 +118,7 @@ async fn secured() -> Secured {
         Err(Error::InvalidArgument { message }) => assert!(message.contains("root"), "{message}"),
         other => panic!("enabling without a root user must be refused: {other:?}"),
     }
-    change(
-        &bootstrap,
-        AuthChange::UserAdd {
-            user: "root".into(),
-        },
-    )
-    .await;
-    let granted = AuthChange::GrantRole {
-        user: "root".into(),
-        role: "root".into(),
-    };
-    change(&bootstrap, granted).await;
+    add_root(&bootstrap).await;
     let root_token = change(
         &bootstrap,
         AuthChange::TokenIssue {
@@ -396,18 +401,7 @@ async fn a_client_certificate_names_the_user() {
         Client::connect_with([server.client_address()], options)
     };
     let root = connect(&root_files).await.unwrap();
-    change(
-        &root,
-        AuthChange::UserAdd {
-            user: "root".into(),
-        },
-    )
-    .await;
-    let granted = AuthChange::GrantRole {
-        user: "root".into(),
-        role: "root".into(),
-    };
-    change(&root, granted).await;
+    add_root(&root).await;
     let create = CreateOptions {
         make_parents: true,
         ..CreateOptions::default()

@@ -450,7 +450,11 @@ async fn a_client_given_one_member_discovers_the_others_and_fails_over_to_them()
         || {
             let only = only.clone();
             async move {
-                let client = Client::connect([only]).await.ok()?;
+                let options = coord_client::ClientOptions {
+                    tls: coord_tests::pki::harness_client_tls(),
+                    ..coord_client::ClientOptions::default()
+                };
+                let client = Client::connect_with([only], options).await.ok()?;
                 (client.endpoints().len() == 3).then_some(client)
             }
         },

@@ -273,10 +273,9 @@ async fn a_watcher_that_stops_reading_is_cancelled_as_too_slow() {
         })
         .await
         .unwrap();
-    let address = format!("http://{}", server.client_address());
-    let mut raw = pb::watch_client::WatchClient::connect(address)
-        .await
-        .unwrap();
+    let mut raw = pb::watch_client::WatchClient::new(
+        coord_tests::pki::raw_channel(&server.client_address()).await,
+    );
     let mut responses = raw
         .watch(tokio_stream::wrappers::ReceiverStream::new(outbound))
         .await

@@ -93,6 +93,29 @@ pub enum ConnectError {
         address: String,
         explanation: String,
     },
+    /// The connection ended or stalled during the handshake without a TLS error (the member
+    /// stopped, restarted, or the network cut it): not a configuration mistake, so callers
+    /// may go elsewhere or retry, as after a refused connection.
+    #[error(
+        "tcp connect error: {address}: the connection ended during the TLS handshake ({reason})"
+    )]
+    Interrupted { address: String, reason: String },
+}
+
+/// Whether a handshake failure is the connection going away rather than a TLS refusal.
+fn interrupted(error: &std::io::Error) -> bool {
+    let tls_error = error
+        .get_ref()
+        .is_some_and(|inner| inner.is::<rustls::Error>());
+    !tls_error
+        && matches!(
+            error.kind(),
+            std::io::ErrorKind::UnexpectedEof
+                | std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::ConnectionAborted
+                | std::io::ErrorKind::BrokenPipe
+                | std::io::ErrorKind::TimedOut
+        )
 }
 
 /// Opens TLS connections with a [`ClientTls`]'s current configuration.
@@ -188,6 +211,10 @@ impl TlsConnector {
         );
         match handshake.await {
             Ok(Ok(stream)) => Ok(TokioIo::new(stream)),
+            Ok(Err(error)) if interrupted(&error) => Err(ConnectError::Interrupted {
+                address,
+                reason: error.to_string(),
+            }),
             Ok(Err(error)) => {
                 let explanation = explain_client_error(&error);
                 self.refused(&address, &explanation);
@@ -196,9 +223,9 @@ impl TlsConnector {
                     explanation,
                 })
             }
-            Err(_) => Err(ConnectError::Handshake {
+            Err(_) => Err(ConnectError::Interrupted {
                 address,
-                explanation: format!("no answer within {:?}", self.connect_timeout),
+                reason: format!("no answer within {:?}", self.connect_timeout),
             }),
         }
     }

@@ -105,7 +105,8 @@ pub fn explain_server_error(error: &std::io::Error) -> String {
         }
         Some(RustlsError::AlertReceived(alert)) => {
             format!(
-                "the client refused this member's certificate ({alert:?}): does it trust this CA?"
+                "the client refused this member's certificate ({alert:?}): it may not trust this \
+                 CA, or the certificate may not hold the name the client dialled"
             )
         }
         Some(other) => other.to_string(),
