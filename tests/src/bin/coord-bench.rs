@@ -16,6 +16,7 @@
 //! (`--members 1` or `3`; the `coord-server` binary next to this one).
 //! With `COORD_TEST_TLS=1` every member it starts serves both ports over TLS (peer mutual TLS)
 //! and every client connects over TLS with a client certificate: the same run, TLS on.
+//! `COORD_TOKEN` gives the clients a bearer token (a cluster with auth enabled, `--endpoints`).
 
 use std::time::{Duration, Instant};
 
@@ -152,6 +153,7 @@ where
 {
     let options = coord_client::ClientOptions {
         tls: coord_tests::pki::harness_client_tls(),
+        token: std::env::var("COORD_TOKEN").ok(),
         ..coord_client::ClientOptions::default()
     };
     Client::connect_with(endpoints, options).await
