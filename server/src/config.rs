@@ -30,6 +30,11 @@ pub struct ServerConfig {
     #[arg(long, env = "COORD_LISTEN_CLIENT", default_value = "127.0.0.1:7400")]
     pub listen_client: SocketAddr,
 
+    /// Address of the HTTP listener for `/livez`, `/readyz` and Prometheus `/metrics`
+    /// (default: none). Listens off loopback only when given such an address.
+    #[arg(long, env = "COORD_LISTEN_METRICS", value_name = "HOST:PORT")]
+    pub listen_metrics: Option<SocketAddr>,
+
     /// Address for member-to-member (Raft) traffic.
     #[arg(long, env = "COORD_LISTEN_PEER", default_value = "127.0.0.1:7401")]
     pub listen_peer: SocketAddr,

@@ -9,6 +9,7 @@ pub mod grpc;
 pub mod listener;
 pub mod member;
 pub mod membership;
+pub mod observe;
 pub mod pb;
 pub mod sessions;
 pub mod storage;

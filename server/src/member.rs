@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use coord_proto::v1::auth_server::AuthServer;
@@ -29,6 +30,7 @@ use crate::grpc::{
 };
 use crate::listener::{accept, refuse_until, Connection, Gate};
 use crate::membership::{Greeter, MemberDirectory};
+use crate::observe;
 use crate::sessions::{KeeperConfig, SessionDeadlines, SessionKeeper};
 use crate::storage::{DataDirIdentity, IdentityError};
 use crate::tls_port::{PortsTls, TlsPort};
@@ -84,6 +86,10 @@ pub async fn run(
     let security = Security::load(&config)?;
     let client_listener = bind("client requests", config.listen_client).await?;
     let peer_listener = bind("peer traffic", config.listen_peer).await?;
+    let metrics_listener = match config.listen_metrics {
+        Some(address) => Some(bind("metrics and health checks", address).await?),
+        None => None,
+    };
     let is_new = DataDirIdentity::claim(&config.data_dir, &cluster_id, config.id)?;
     // Both ports answer at once: while the member loads its data every request gets a
     // retryable "starting" status instead of hanging.
@@ -133,7 +139,11 @@ pub async fn run(
         "coord-server serving"
     );
     parts
-        .serve(&config, client_incoming, peer_incoming, shutdown)
+        .serve(
+            &config,
+            (client_incoming, peer_incoming, metrics_listener),
+            shutdown,
+        )
         .await
 }
 
@@ -162,6 +172,8 @@ fn check_flags(config: &ServerConfig) -> Result<(), RunError> {
 /// A started member: consensus and what runs beside it.
 struct Parts {
     consensus: Arc<Consensus>,
+    /// One policy cache and one refusal log for every service of the client port.
+    access: Arc<Access>,
     /// Both ports' TLS, for the security status.
     tls: PortsTls,
     history: Arc<History>,
@@ -230,6 +242,7 @@ impl Parts {
             },
         ));
         Ok(Parts {
+            access: Arc::new(Access::new(consensus.clone())),
             consensus,
             tls: PortsTls {
                 client: security.client_port.clone(),
@@ -248,10 +261,9 @@ impl Parts {
         &self,
         config: &ServerConfig,
         stopping: &tokio::sync::watch::Receiver<bool>,
-    ) -> Routes {
+    ) -> (Routes, Arc<AtomicUsize>) {
         let consensus = &self.consensus;
-        // One policy cache and one refusal log for every service of the port.
-        let access = Arc::new(Access::new(consensus.clone()));
+        let access = self.access.clone();
         let namespace = NamespaceServer::new(NamespaceService::new(
             consensus.clone(),
             access.clone(),
@@ -283,20 +295,41 @@ impl Parts {
             limits(config),
             stopping.clone(),
         ));
-        let watch = WatchServer::new(WatchService::new(
+        let watch = WatchService::new(
             consensus.clone(),
             access.clone(),
             self.history.clone(),
             config.watch_progress_interval,
             config.max_watches,
             stopping.clone(),
-        ));
+        );
+        let active_watches = watch.active_watches();
         let auth = AuthServer::new(AuthService::new(consensus.clone(), access));
-        Routes::new(namespace)
+        let routes = Routes::new(namespace)
             .add_service(cluster)
             .add_service(auth)
             .add_service(sessions)
-            .add_service(watch)
+            .add_service(WatchServer::new(watch));
+        (routes, active_watches)
+    }
+
+    /// Serves `/livez`, `/readyz` and `/metrics` on `listener` (`--listen-metrics`).
+    fn serve_metrics(
+        &self,
+        config: &ServerConfig,
+        listener: TcpListener,
+        active_watches: Arc<AtomicUsize>,
+    ) -> Result<tokio::task::JoinHandle<()>, RunError> {
+        let sources = observe::Sources {
+            consensus: self.consensus.clone(),
+            access: self.access.clone(),
+            tls: self.tls.clone(),
+            active_watches,
+            quota_bytes: config.quota_bytes,
+        };
+        let metrics = observe::MemberMetrics::new(sources)
+            .map_err(|error| RunError::Config(format!("metrics: {error}")))?;
+        Ok(tokio::spawn(observe::serve(listener, Arc::new(metrics))))
     }
 
     /// The peer port's service.
@@ -334,8 +367,7 @@ impl Parts {
     async fn serve<C, P>(
         self,
         config: &ServerConfig,
-        client_incoming: C,
-        peer_incoming: P,
+        (client_incoming, peer_incoming, metrics_listener): (C, P, Option<TcpListener>),
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), RunError>
     where
@@ -347,8 +379,12 @@ impl Parts {
             // An error means the sender is gone, which also means stop.
             let _ = receiver.wait_for(|stop| *stop).await;
         };
+        let (client_routes, active_watches) = self.client_routes(config, &stop_receiver);
+        let metrics_task = metrics_listener
+            .map(|listener| self.serve_metrics(config, listener, active_watches))
+            .transpose()?;
         let client_server = tonic::transport::Server::builder()
-            .add_routes(self.client_routes(config, &stop_receiver))
+            .add_routes(client_routes)
             .serve_with_incoming_shutdown(client_incoming, stopped(stop_receiver.clone()));
         // Windows large enough that a batch of large entries crosses in a few round trips.
         let peer_server = tonic::transport::Server::builder()
@@ -377,6 +413,7 @@ impl Parts {
         }
         greeter.abort();
         session_keeper.abort();
+        metrics_task.iter().for_each(tokio::task::JoinHandle::abort);
         // Open streams (watches, keep-alives) end now with a retryable status; unary calls in
         // flight get until the deadline, then the process ends them by exiting.
         let _ = stop_sender.send(true);

@@ -4,6 +4,7 @@
 //! are off by default and this is the cluster's story instead.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +19,9 @@ use super::types::TypeConfig;
 #[derive(Default)]
 struct Reported {
     leader: Option<(u64, Option<u64>)>,
+    /// Counts every change to a known leader (the `coord_server_leader_changes_seen_total`
+    /// metric, as etcd counts them).
+    leader_changes: Arc<AtomicU64>,
     members: Option<String>,
     silent: BTreeSet<u64>,
     leading_since: Option<Instant>,
@@ -30,10 +34,14 @@ pub async fn log_changes(
     acks: Arc<AckClock>,
     me: MemberId,
     silence: Duration,
+    leader_changes: Arc<AtomicU64>,
 ) {
     let mut metrics = raft.metrics();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
-    let mut reported = Reported::default();
+    let mut reported = Reported {
+        leader_changes,
+        ..Reported::default()
+    };
     loop {
         tokio::select! {
             changed = metrics.changed() => if changed.is_err() { return },
@@ -81,7 +89,10 @@ impl Reported {
             return;
         }
         match leader {
-            Some(leader) => tracing::info!(term, leader, "leader"),
+            Some(leader) => {
+                self.leader_changes.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(term, leader, "leader")
+            }
             None => tracing::info!(term, "no leader known"),
         }
         self.leader = Some((term, leader));

@@ -107,6 +107,8 @@ pub struct Consensus {
     handoff: HandOff,
     /// Set once a majority of voters answered a pre-vote saying this member was removed.
     removed_by_peers: Arc<tokio::sync::watch::Sender<bool>>,
+    /// How many times this member saw a new leader (`changes.rs` counts them).
+    leader_changes: Arc<AtomicU64>,
 }
 
 impl Consensus {
@@ -163,11 +165,13 @@ impl Consensus {
                 allowed_names: config.peer_allowed_names.clone(),
             },
         ));
+        let leader_changes = Arc::new(AtomicU64::new(0));
         tokio::spawn(changes::log_changes(
             raft.clone(),
             acks.clone(),
             config.member_id,
             config.election_timeout,
+            leader_changes.clone(),
         ));
         let removed_by_peers = Arc::new(tokio::sync::watch::channel(false).0);
         let elector = tokio::spawn(
@@ -184,7 +188,7 @@ impl Consensus {
         Ok(Consensus::assemble(
             (raft, replica, config, peers),
             (size_trigger, elector),
-            (acks, last_log),
+            (acks, last_log, leader_changes),
             removed_by_peers,
         ))
     }
@@ -197,7 +201,7 @@ impl Consensus {
             Arc<PeerClients>,
         ),
         (size_trigger, elector): (tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>),
-        (acks, last_log): (Arc<AckClock>, Arc<LastLogId>),
+        (acks, last_log, leader_changes): (Arc<AckClock>, Arc<LastLogId>, Arc<AtomicU64>),
         removed_by_peers: Arc<tokio::sync::watch::Sender<bool>>,
     ) -> Consensus {
         Consensus {
@@ -213,6 +217,7 @@ impl Consensus {
             last_log,
             handoff: HandOff::default(),
             removed_by_peers,
+            leader_changes,
         }
     }
 
@@ -684,6 +689,11 @@ impl Consensus {
         if let Err(error) = self.move_leader_here(MoveLeader { target: None }).await {
             tracing::warn!(%error, "stopping without handing leadership over");
         }
+    }
+
+    /// How many times this member saw a new leader since it started.
+    pub fn leader_changes(&self) -> u64 {
+        self.leader_changes.load(Ordering::Relaxed)
     }
 
     /// Whether this member leads and a quorum answered it within an election timeout.

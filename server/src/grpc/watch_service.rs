@@ -64,7 +64,7 @@ impl WatchService {
             progress_interval,
             stopping,
             budget: Arc::new(WatchBudget {
-                active: AtomicUsize::new(0),
+                active: Arc::new(AtomicUsize::new(0)),
                 max: max_watches,
             }),
         }
@@ -73,7 +73,8 @@ impl WatchService {
 
 /// The watches this member serves over all streams, against `--max-watches`.
 struct WatchBudget {
-    active: AtomicUsize,
+    /// Shared with the metrics (`coord_watches_active`).
+    active: Arc<AtomicUsize>,
     max: usize,
 }
 
@@ -117,6 +118,13 @@ fn classes_of(kinds: &[i32]) -> Result<BTreeSet<EventClass>, String> {
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send + 'static>>;
+
+impl WatchService {
+    /// The number of watches this member serves now, kept up to date.
+    pub fn active_watches(&self) -> Arc<AtomicUsize> {
+        self.budget.active.clone()
+    }
+}
 
 #[tonic::async_trait]
 impl WatchApi for WatchService {

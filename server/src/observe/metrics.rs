@@ -1,0 +1,273 @@
+//! `MemberMetrics`: the Prometheus registry of a member, refreshed from the member's own state
+//! at each scrape, and the readiness rule `/readyz` applies.
+//!
+//! Gauges are read at scrape time rather than updated on every event, so the hot paths pay
+//! nothing for them; counters kept elsewhere as atomics are copied in the same way.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+
+use crate::consensus::{Consensus, ConsensusStatus};
+use crate::grpc::Access;
+use crate::tls_port::PortsTls;
+
+/// How far the applied index may trail this member's log for it to count as ready.
+pub const READY_APPLY_LAG_MAX: u64 = 1_000;
+
+/// Where the values come from.
+pub struct Sources {
+    pub consensus: Arc<Consensus>,
+    pub access: Arc<Access>,
+    pub tls: PortsTls,
+    /// Watches this member serves now (the watch service's budget).
+    pub active_watches: Arc<AtomicUsize>,
+    pub quota_bytes: u64,
+}
+
+/// Why a member is not ready, or `Ok` when it is: it knows a leader, that leader (if it is
+/// this member) heard from a quorum within three election timeouts, and this member applied
+/// its log to within [`READY_APPLY_LAG_MAX`] entries.
+pub fn readiness(status: &ConsensusStatus, leader_has_quorum: bool) -> Result<(), String> {
+    let Some(leader) = status.leader else {
+        return Err("no leader known".to_owned());
+    };
+    if leader == status.member_id && !leader_has_quorum {
+        return Err("this member leads but no quorum answered it recently".to_owned());
+    }
+    let behind = status.last_log_index.saturating_sub(status.applied_index);
+    if behind > READY_APPLY_LAG_MAX {
+        return Err(format!("{behind} log entries not applied yet"));
+    }
+    Ok(())
+}
+
+/// Every metric of a member.
+pub struct MemberMetrics {
+    sources: Sources,
+    registry: Registry,
+    has_leader: IntGauge,
+    is_leader: IntGauge,
+    leader_has_quorum: IntGauge,
+    leader_changes: IntCounter,
+    term: IntGauge,
+    last_log_index: IntGauge,
+    applied_index: IntGauge,
+    snapshot_index: IntGauge,
+    data_bytes: IntGauge,
+    quota_bytes: IntGauge,
+    sessions: IntGauge,
+    watches: IntGauge,
+    handshakes_refused: IntCounterVec,
+    plaintext_refused: IntCounter,
+    peer_names_refused: IntCounter,
+    unauthenticated: IntCounter,
+    denied: IntCounter,
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> Result<IntGauge, prometheus::Error> {
+    let gauge = IntGauge::new(name, help)?;
+    registry.register(Box::new(gauge.clone()))?;
+    Ok(gauge)
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> Result<IntCounter, prometheus::Error> {
+    let counter = IntCounter::new(name, help)?;
+    registry.register(Box::new(counter.clone()))?;
+    Ok(counter)
+}
+
+/// Moves `counter` up to `value` (counters kept as atomics elsewhere only grow).
+fn catch_up(counter: &IntCounter, value: u64) {
+    let current = counter.get();
+    if value > current {
+        counter.inc_by(value - current);
+    }
+}
+
+impl MemberMetrics {
+    // tidy: long function: one registration per metric, so the whole list reads in one place.
+    pub fn new(sources: Sources) -> Result<MemberMetrics, prometheus::Error> {
+        let registry = Registry::new();
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+        let handshakes_refused = IntCounterVec::new(
+            Opts::new(
+                "coord_tls_handshakes_refused_total",
+                "TLS handshakes refused (no certificate, another CA, expired, not TLS), by port",
+            ),
+            &["port"],
+        )?;
+        registry.register(Box::new(handshakes_refused.clone()))?;
+        let r = &registry;
+        Ok(MemberMetrics {
+            has_leader: gauge(
+                r,
+                "coord_server_has_leader",
+                "1 if this member knows a leader",
+            )?,
+            is_leader: gauge(r, "coord_server_is_leader", "1 if this member leads")?,
+            leader_has_quorum: gauge(
+                r,
+                "coord_server_leader_has_quorum",
+                "1 if this member leads and a quorum answered it within three election timeouts",
+            )?,
+            leader_changes: counter(
+                r,
+                "coord_server_leader_changes_seen_total",
+                "Times this member saw a new leader",
+            )?,
+            term: gauge(r, "coord_raft_term", "The current Raft term")?,
+            last_log_index: gauge(
+                r,
+                "coord_raft_last_log_index",
+                "Index of the last log entry",
+            )?,
+            applied_index: gauge(
+                r,
+                "coord_raft_applied_index",
+                "Index of the last applied entry (the revision)",
+            )?,
+            snapshot_index: gauge(
+                r,
+                "coord_raft_snapshot_index",
+                "Index the last snapshot covers",
+            )?,
+            data_bytes: gauge(
+                r,
+                "coord_db_data_bytes",
+                "Size of the tree's data, as --quota-bytes counts it",
+            )?,
+            quota_bytes: gauge(r, "coord_db_quota_bytes", "--quota-bytes (0: none)")?,
+            sessions: gauge(r, "coord_sessions_open", "Sessions open in the cluster")?,
+            watches: gauge(r, "coord_watches_active", "Watches this member serves")?,
+            handshakes_refused,
+            plaintext_refused: counter(
+                r,
+                "coord_tls_plaintext_refused_total",
+                "Plaintext HTTP/2 clients told that a port needs TLS",
+            )?,
+            peer_names_refused: counter(
+                r,
+                "coord_tls_peer_names_refused_total",
+                "Peers refused for a certificate name not in --peer-cert-allowed-cn",
+            )?,
+            unauthenticated: counter(
+                r,
+                "coord_auth_unauthenticated_total",
+                "Requests refused for want of an identity or with an unknown token",
+            )?,
+            denied: counter(
+                r,
+                "coord_auth_denied_total",
+                "Requests refused for want of a permission",
+            )?,
+            registry,
+            sources,
+        })
+    }
+
+    /// Reads every value afresh.
+    fn refresh(&self) {
+        let consensus = &self.sources.consensus;
+        let status = consensus.status();
+        let leading = status.leader == Some(status.member_id);
+        self.has_leader.set(i64::from(status.leader.is_some()));
+        self.is_leader.set(i64::from(leading));
+        self.leader_has_quorum
+            .set(i64::from(consensus.leader_has_quorum()));
+        catch_up(&self.leader_changes, consensus.leader_changes());
+        let as_gauge = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+        self.term.set(as_gauge(status.term.0));
+        self.last_log_index.set(as_gauge(status.last_log_index));
+        self.applied_index.set(as_gauge(status.applied_index));
+        self.snapshot_index.set(as_gauge(status.snapshot_index));
+        let (data_bytes, sessions) = consensus
+            .replica()
+            .read(|namespace| (namespace.data_bytes(), namespace.sessions().len()));
+        self.data_bytes.set(as_gauge(data_bytes));
+        self.quota_bytes.set(as_gauge(self.sources.quota_bytes));
+        self.sessions.set(as_gauge(sessions as u64));
+        let watches = self.sources.active_watches.load(Ordering::Relaxed);
+        self.watches.set(as_gauge(watches as u64));
+        self.refresh_security();
+    }
+
+    fn refresh_security(&self) {
+        let ports = [
+            ("client", self.sources.tls.client.as_deref()),
+            ("peer", self.sources.tls.peer.as_deref()),
+        ];
+        let (mut plaintext, mut names) = (0, 0);
+        for (port, tls) in ports {
+            let Some(tls) = tls else { continue };
+            let counters = &tls.counters;
+            let refused = counters.handshakes_failed.load(Ordering::Relaxed);
+            catch_up(&self.handshakes_refused.with_label_values(&[port]), refused);
+            plaintext += counters.plaintext_refused.load(Ordering::Relaxed);
+            names += counters.names_refused.load(Ordering::Relaxed);
+        }
+        catch_up(&self.plaintext_refused, plaintext);
+        catch_up(&self.peer_names_refused, names);
+        let access = &self.sources.access.counters;
+        catch_up(
+            &self.unauthenticated,
+            access.unauthenticated.load(Ordering::Relaxed),
+        );
+        catch_up(&self.denied, access.denied.load(Ordering::Relaxed));
+    }
+
+    /// The Prometheus text exposition of every metric, read now.
+    pub fn render(&self) -> Result<String, prometheus::Error> {
+        self.refresh();
+        let mut buffer = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buffer)?;
+        Ok(String::from_utf8_lossy(&buffer).into_owned())
+    }
+
+    /// Why this member is not ready, or `Ok`.
+    pub fn readiness(&self) -> Result<(), String> {
+        let consensus = &self.sources.consensus;
+        readiness(&consensus.status(), consensus.leader_has_quorum())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consensus::{MemberId, Role, Term};
+
+    fn status(leader: Option<u64>, last_log_index: u64, applied_index: u64) -> ConsensusStatus {
+        ConsensusStatus {
+            member_id: MemberId(1),
+            leader: leader.map(MemberId),
+            term: Term(3),
+            role: Role::Follower,
+            last_log_index,
+            applied_index,
+            snapshot_index: 0,
+            purged_index: 0,
+            members: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn ready_needs_a_leader_a_quorum_when_leading_and_little_left_to_apply() {
+        assert_eq!(readiness(&status(Some(2), 10, 10), false), Ok(()));
+        assert!(readiness(&status(None, 10, 10), true)
+            .unwrap_err()
+            .contains("no leader"));
+        assert!(readiness(&status(Some(1), 10, 10), false)
+            .unwrap_err()
+            .contains("no quorum"));
+        assert_eq!(readiness(&status(Some(1), 10, 10), true), Ok(()));
+        let lagging = status(Some(2), READY_APPLY_LAG_MAX + 11, 10);
+        assert!(readiness(&lagging, true)
+            .unwrap_err()
+            .contains("not applied"));
+        let close = status(Some(2), READY_APPLY_LAG_MAX + 10, 10);
+        assert_eq!(readiness(&close, true), Ok(()));
+    }
+}
