@@ -10,4 +10,4 @@ mod http;
 mod metrics;
 
 pub use http::serve;
-pub use metrics::{readiness, MemberMetrics, Sources};
+pub use metrics::{readiness, MemberMetrics, Sources, READY_APPLY_LAG_MAX};
