@@ -20,6 +20,11 @@ pub mod v1 {
     }
 }
 
+/// The encoded `FileDescriptorSet` of `coord/v1/coord.proto`: what gRPC server reflection on
+/// the client port describes.
+pub const CLIENT_API_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/coord_v1_descriptor.bin"));
+
 /// The gRPC metadata key that carries the machine-readable error code name of a failed call.
 pub const ERROR_CODE_METADATA_KEY: &str = "coord-error";
 

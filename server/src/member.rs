@@ -17,6 +17,7 @@ use futures::Stream;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tonic::service::Routes;
+use tonic_health::server::HealthReporter;
 
 use crate::config::ServerConfig;
 use crate::consensus::{
@@ -261,7 +262,7 @@ impl Parts {
         &self,
         config: &ServerConfig,
         stopping: &tokio::sync::watch::Receiver<bool>,
-    ) -> (Routes, Arc<AtomicUsize>) {
+    ) -> (Routes, Arc<AtomicUsize>, HealthReporter) {
         let consensus = &self.consensus;
         let access = self.access.clone();
         let namespace = NamespaceServer::new(NamespaceService::new(
@@ -305,12 +306,48 @@ impl Parts {
         );
         let active_watches = watch.active_watches();
         let auth = AuthServer::new(AuthService::new(consensus.clone(), access));
+        let (health, health_service) = tonic_health::server::health_reporter();
         let routes = Routes::new(namespace)
             .add_service(cluster)
             .add_service(auth)
             .add_service(sessions)
-            .add_service(WatchServer::new(watch));
-        (routes, active_watches)
+            .add_service(WatchServer::new(watch))
+            .add_service(health_service);
+        // Server reflection describes the client API, so `grpcurl` needs no .proto files.
+        let routes = match tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(coord_proto::CLIENT_API_DESCRIPTOR_SET)
+            .build_v1()
+        {
+            Ok(reflection) => routes.add_service(reflection),
+            Err(error) => {
+                tracing::warn!(%error, "gRPC server reflection is off: the API descriptors did not load");
+                routes
+            }
+        };
+        (routes, active_watches, health)
+    }
+
+    /// Starts what reports on this member: the gRPC health status, and the metrics listener
+    /// when `--listen-metrics` gave one.
+    fn observe(
+        &self,
+        config: &ServerConfig,
+        metrics_listener: Option<TcpListener>,
+        active_watches: Arc<AtomicUsize>,
+        health: HealthReporter,
+    ) -> Result<Observers, RunError> {
+        let health_task = tokio::spawn(observe::report_readiness(
+            health.clone(),
+            self.consensus.clone(),
+        ));
+        let metrics_task = metrics_listener
+            .map(|listener| self.serve_metrics(config, listener, active_watches))
+            .transpose()?;
+        Ok(Observers {
+            health,
+            health_task,
+            metrics_task,
+        })
     }
 
     /// Serves `/livez`, `/readyz` and `/metrics` on `listener` (`--listen-metrics`).
@@ -379,10 +416,8 @@ impl Parts {
             // An error means the sender is gone, which also means stop.
             let _ = receiver.wait_for(|stop| *stop).await;
         };
-        let (client_routes, active_watches) = self.client_routes(config, &stop_receiver);
-        let metrics_task = metrics_listener
-            .map(|listener| self.serve_metrics(config, listener, active_watches))
-            .transpose()?;
+        let (client_routes, active_watches, health) = self.client_routes(config, &stop_receiver);
+        let observers = self.observe(config, metrics_listener, active_watches, health)?;
         let client_server = tonic::transport::Server::builder()
             .add_routes(client_routes)
             .serve_with_incoming_shutdown(client_incoming, stopped(stop_receiver.clone()));
@@ -413,7 +448,7 @@ impl Parts {
         }
         greeter.abort();
         session_keeper.abort();
-        metrics_task.iter().for_each(tokio::task::JoinHandle::abort);
+        observers.stop().await;
         // Open streams (watches, keep-alives) end now with a retryable status; unary calls in
         // flight get until the deadline, then the process ends them by exiting.
         let _ = stop_sender.send(true);
@@ -511,6 +546,24 @@ impl Security {
             peer_port,
             peer_dialing,
         })
+    }
+}
+
+/// The tasks that report on a running member.
+struct Observers {
+    health: HealthReporter,
+    health_task: tokio::task::JoinHandle<()>,
+    metrics_task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Observers {
+    /// Stops reporting, and tells gRPC health checkers the member no longer serves.
+    async fn stop(self) {
+        self.metrics_task
+            .iter()
+            .for_each(tokio::task::JoinHandle::abort);
+        self.health_task.abort();
+        observe::report_stopping(&self.health).await;
     }
 }
 

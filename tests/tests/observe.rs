@@ -108,3 +108,76 @@ async fn readyz_says_why_a_member_without_a_quorum_is_not_ready() {
     assert!(body.contains("no leader known"), "{body}");
     assert_eq!(get(port, "/livez").map(|(status, _)| status), Some(200));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_health_and_reflection_answer_on_the_client_port() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start_single(dir.path(), &[]);
+    server.client().await;
+    let channel = coord_tests::pki::raw_channel(&server.client_address()).await;
+    for service in ["", "coord.v1.Namespace", "coord.v1.Watch"] {
+        let health = HealthClient::new(channel.clone());
+        eventually(
+            "the member reports SERVING",
+            Duration::from_secs(10),
+            || {
+                let mut health = health.clone();
+                async move {
+                    let request = HealthCheckRequest {
+                        service: service.to_owned(),
+                    };
+                    let status = health.check(request).await.ok()?.into_inner().status;
+                    (status == ServingStatus::Serving as i32).then_some(())
+                }
+            },
+        )
+        .await;
+    }
+    let unknown = HealthClient::new(channel.clone())
+        .check(HealthCheckRequest {
+            service: "no.such.Service".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .expect("reflection is served")
+        .into_inner();
+    let response = responses.message().await.unwrap().expect("an answer");
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("expected a service list: {response:?}");
+    };
+    let names: Vec<String> = list
+        .service
+        .into_iter()
+        .map(|service| service.name)
+        .collect();
+    for expected in [
+        "coord.v1.Namespace",
+        "coord.v1.Sessions",
+        "coord.v1.Watch",
+        "coord.v1.Cluster",
+        "coord.v1.Auth",
+    ] {
+        assert!(
+            names.iter().any(|name| name == expected),
+            "{expected} not in {names:?}"
+        );
+    }
+    assert!(!names.iter().any(|name| name.contains("peer")), "{names:?}");
+}
