@@ -175,6 +175,8 @@ struct Parts {
     consensus: Arc<Consensus>,
     /// One policy cache and one refusal log for every service of the client port.
     access: Arc<Access>,
+    /// The client port's request counters.
+    requests: observe::RequestMetrics,
     /// Both ports' TLS, for the security status.
     tls: PortsTls,
     history: Arc<History>,
@@ -244,6 +246,8 @@ impl Parts {
         ));
         Ok(Parts {
             access: Arc::new(Access::new(consensus.clone())),
+            requests: observe::RequestMetrics::new()
+                .map_err(|error| RunError::Config(format!("metrics: {error}")))?,
             consensus,
             tls: PortsTls {
                 client: security.client_port.clone(),
@@ -363,6 +367,7 @@ impl Parts {
             tls: self.tls.clone(),
             active_watches,
             quota_bytes: config.quota_bytes,
+            requests: self.requests.clone(),
         };
         let metrics = observe::MemberMetrics::new(sources)
             .map_err(|error| RunError::Config(format!("metrics: {error}")))?;
@@ -419,6 +424,7 @@ impl Parts {
         let (client_routes, active_watches, health) = self.client_routes(config, &stop_receiver);
         let observers = self.observe(config, metrics_listener, active_watches, health)?;
         let client_server = tonic::transport::Server::builder()
+            .layer(observe::CountRequests::new(self.requests.clone()))
             .add_routes(client_routes)
             .serve_with_incoming_shutdown(client_incoming, stopped(stop_receiver.clone()));
         // Windows large enough that a batch of large entries crosses in a few round trips.

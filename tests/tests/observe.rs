@@ -34,6 +34,14 @@ fn value(text: &str, name: &str) -> Option<f64> {
         })
 }
 
+/// The value of `name` with every one of `labels` (`key="value"`) in `text`.
+fn labelled(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|line| line.starts_with(&format!("{name}{{")))
+        .find(|line| labels.iter().all(|label| line.contains(label)))
+        .and_then(|line| line.rsplit(' ').next()?.trim().parse().ok())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_metrics_answer_and_move_under_load() {
     let dir = tempfile::tempdir().unwrap();
@@ -78,7 +86,17 @@ async fn health_and_metrics_answer_and_move_under_load() {
             .unwrap();
     }
     let _session = client.open_session(Duration::from_secs(10)).await.unwrap();
+    assert!(client.get("/missing").await.is_err());
     let (_, after) = get(port, "/metrics").unwrap();
+    let creates = ["method=\"coord.v1.Namespace/Create\"", "code=\"Ok\""];
+    let created = labelled(&after, "coord_grpc_requests_total", &creates);
+    assert!(created >= Some(50.0), "{after}");
+    let missing = ["method=\"coord.v1.Namespace/Get\"", "code=\"NotFound\""];
+    assert!(
+        labelled(&after, "coord_grpc_requests_total", &missing) >= Some(1.0),
+        "{after}"
+    );
+    assert!(value(&after, "coord_grpc_requests_in_flight").is_some());
     let moved = |name: &str| value(&after, name).unwrap() - value(&before, name).unwrap();
     assert!(moved("coord_raft_applied_index") >= 50.0, "{after}");
     assert!(moved("coord_db_data_bytes") > 0.0);

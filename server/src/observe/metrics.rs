@@ -24,6 +24,8 @@ pub struct Sources {
     /// Watches this member serves now (the watch service's budget).
     pub active_watches: Arc<AtomicUsize>,
     pub quota_bytes: u64,
+    /// The client port's request counters (`requests.rs`).
+    pub requests: super::requests::RequestMetrics,
 }
 
 /// Why a member is not ready, or `Ok` when it is: it knows a leader, that leader (if it is
@@ -101,6 +103,7 @@ impl MemberMetrics {
             &["port"],
         )?;
         registry.register(Box::new(handshakes_refused.clone()))?;
+        sources.requests.register(&registry)?;
         let r = &registry;
         Ok(MemberMetrics {
             has_leader: gauge(

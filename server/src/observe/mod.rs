@@ -9,7 +9,9 @@
 mod grpc_health;
 mod http;
 mod metrics;
+mod requests;
 
 pub use grpc_health::{report_readiness, report_stopping};
 pub use http::serve;
 pub use metrics::{readiness, MemberMetrics, Sources, READY_APPLY_LAG_MAX};
+pub use requests::{CountRequests, RequestMetrics};
