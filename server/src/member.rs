@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use coord_proto::v1::auth_server::AuthServer;
@@ -27,7 +26,7 @@ use crate::consensus::{
 use crate::fsm::{Limits, Namespace, Revision, SessionChange, WatchEvent, COMMAND_BYTES_MAX};
 use crate::grpc::{
     starting_status, Access, AuthService, ClusterService, NamespaceService, PeerService,
-    SessionCaps, SessionsService, TtlBounds, WatchService, CLIENT_MESSAGE_BYTES_MAX,
+    SessionCaps, SessionsService, TtlBounds, WatchCounters, WatchService, CLIENT_MESSAGE_BYTES_MAX,
 };
 use crate::listener::{accept, refuse_until, Connection, Gate};
 use crate::membership::{Greeter, MemberDirectory};
@@ -266,7 +265,7 @@ impl Parts {
         &self,
         config: &ServerConfig,
         stopping: &tokio::sync::watch::Receiver<bool>,
-    ) -> (Routes, Arc<AtomicUsize>, HealthReporter) {
+    ) -> (Routes, Arc<WatchCounters>, HealthReporter) {
         let consensus = &self.consensus;
         let access = self.access.clone();
         let namespace = NamespaceServer::new(NamespaceService::new(
@@ -308,7 +307,7 @@ impl Parts {
             config.max_watches,
             stopping.clone(),
         );
-        let active_watches = watch.active_watches();
+        let watch_counters = watch.counters();
         let auth = AuthServer::new(AuthService::new(consensus.clone(), access));
         let (health, health_service) = tonic_health::server::health_reporter();
         let routes = Routes::new(namespace)
@@ -328,7 +327,7 @@ impl Parts {
                 routes
             }
         };
-        (routes, active_watches, health)
+        (routes, watch_counters, health)
     }
 
     /// Starts what reports on this member: the gRPC health status, and the metrics listener
@@ -337,7 +336,7 @@ impl Parts {
         &self,
         config: &ServerConfig,
         metrics_listener: Option<TcpListener>,
-        active_watches: Arc<AtomicUsize>,
+        watch_counters: Arc<WatchCounters>,
         health: HealthReporter,
     ) -> Result<Observers, RunError> {
         let health_task = tokio::spawn(observe::report_readiness(
@@ -345,7 +344,7 @@ impl Parts {
             self.consensus.clone(),
         ));
         let metrics_task = metrics_listener
-            .map(|listener| self.serve_metrics(config, listener, active_watches))
+            .map(|listener| self.serve_metrics(config, listener, watch_counters))
             .transpose()?;
         Ok(Observers {
             health,
@@ -359,13 +358,13 @@ impl Parts {
         &self,
         config: &ServerConfig,
         listener: TcpListener,
-        active_watches: Arc<AtomicUsize>,
+        watch_counters: Arc<WatchCounters>,
     ) -> Result<tokio::task::JoinHandle<()>, RunError> {
         let sources = observe::Sources {
             consensus: self.consensus.clone(),
             access: self.access.clone(),
             tls: self.tls.clone(),
-            active_watches,
+            watches: watch_counters,
             quota_bytes: config.quota_bytes,
             requests: self.requests.clone(),
         };
@@ -421,8 +420,8 @@ impl Parts {
             // An error means the sender is gone, which also means stop.
             let _ = receiver.wait_for(|stop| *stop).await;
         };
-        let (client_routes, active_watches, health) = self.client_routes(config, &stop_receiver);
-        let observers = self.observe(config, metrics_listener, active_watches, health)?;
+        let (client_routes, watch_counters, health) = self.client_routes(config, &stop_receiver);
+        let observers = self.observe(config, metrics_listener, watch_counters, health)?;
         let client_server = tonic::transport::Server::builder()
             .layer(observe::CountRequests::new(self.requests.clone()))
             .add_routes(client_routes)

@@ -78,6 +78,12 @@ async fn health_and_metrics_answer_and_move_under_load() {
     assert_eq!(value(&before, "coord_server_is_leader"), Some(1.0));
     assert!(value(&before, "coord_server_leader_changes_seen_total") >= Some(1.0));
 
+    let watching = coord_client::WatchOptions {
+        path: "/".into(),
+        recursive: true,
+        ..coord_client::WatchOptions::default()
+    };
+    let mut watch = client.watch(watching).await.unwrap();
     for index in 0..50 {
         let path = format!("/load-{index}");
         client
@@ -87,6 +93,11 @@ async fn health_and_metrics_answer_and_move_under_load() {
     }
     let _session = client.open_session(Duration::from_secs(10)).await.unwrap();
     assert!(client.get("/missing").await.is_err());
+    tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .expect("an event arrives")
+        .expect("the watch is open")
+        .expect("an event");
     let (_, after) = get(port, "/metrics").unwrap();
     let creates = ["method=\"coord.v1.Namespace/Create\"", "code=\"Ok\""];
     let created = labelled(&after, "coord_grpc_requests_total", &creates);
@@ -97,6 +108,13 @@ async fn health_and_metrics_answer_and_move_under_load() {
         "{after}"
     );
     assert!(value(&after, "coord_grpc_requests_in_flight").is_some());
+    let sent = |text: &str| value(text, "coord_watch_events_sent_total").unwrap();
+    assert!(sent(&after) > sent(&before), "{after}");
+    assert_eq!(value(&after, "coord_watches_active"), Some(1.0));
+    assert_eq!(
+        value(&after, "coord_watches_cancelled_too_slow_total"),
+        Some(0.0)
+    );
     let moved = |name: &str| value(&after, name).unwrap() - value(&before, name).unwrap();
     assert!(moved("coord_raft_applied_index") >= 50.0, "{after}");
     assert!(moved("coord_db_data_bytes") > 0.0);

@@ -24,7 +24,7 @@ pub use namespace_service::{NamespaceService, CHILDREN_PAGE_DEFAULT, CHILDREN_PA
 pub use peer_service::PeerService;
 pub use sessions_service::{SessionCaps, SessionsService, TtlBounds};
 pub use status::{consensus_status, fsm_status, starting_status};
-pub use watch_service::WatchService;
+pub use watch_service::{WatchCounters, WatchService};
 
 /// Largest client request accepted, in bytes: a txn may carry 8 MiB of data, plus framing.
 pub const CLIENT_MESSAGE_BYTES_MAX: usize = 9 * 1024 * 1024;

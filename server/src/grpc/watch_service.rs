@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,7 +64,7 @@ impl WatchService {
             progress_interval,
             stopping,
             budget: Arc::new(WatchBudget {
-                active: Arc::new(AtomicUsize::new(0)),
+                counters: Arc::new(WatchCounters::default()),
                 max: max_watches,
             }),
         }
@@ -72,16 +72,28 @@ impl WatchService {
 }
 
 /// The watches this member serves over all streams, against `--max-watches`.
+/// What the watch service counts, shared with the metrics.
+#[derive(Debug, Default)]
+pub struct WatchCounters {
+    /// Watches served now (`coord_watches_active`).
+    pub active: AtomicUsize,
+    /// Events delivered to watchers (`coord_watch_events_sent_total`).
+    pub events_sent: AtomicU64,
+    /// Watches cancelled because their watcher fell too far behind
+    /// (`coord_watches_cancelled_too_slow_total`).
+    pub cancelled_too_slow: AtomicU64,
+}
+
 struct WatchBudget {
-    /// Shared with the metrics (`coord_watches_active`).
-    active: Arc<AtomicUsize>,
+    counters: Arc<WatchCounters>,
     max: usize,
 }
 
 impl WatchBudget {
     /// Takes one watch's place; false when the member serves its most already.
     fn take(&self) -> bool {
-        self.active
+        self.counters
+            .active
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |active| {
                 (active < self.max).then_some(active + 1)
             })
@@ -89,7 +101,7 @@ impl WatchBudget {
     }
 
     fn give_back(&self, watches: usize) {
-        self.active.fetch_sub(watches, Ordering::Relaxed);
+        self.counters.active.fetch_sub(watches, Ordering::Relaxed);
     }
 }
 
@@ -120,9 +132,9 @@ fn classes_of(kinds: &[i32]) -> Result<BTreeSet<EventClass>, String> {
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send + 'static>>;
 
 impl WatchService {
-    /// The number of watches this member serves now, kept up to date.
-    pub fn active_watches(&self) -> Arc<AtomicUsize> {
-        self.budget.active.clone()
+    /// What this service counts (watches served now, events sent, too-slow cancellations).
+    pub fn counters(&self) -> Arc<WatchCounters> {
+        self.budget.counters.clone()
     }
 }
 
@@ -379,6 +391,10 @@ impl StreamSession {
                          resume from revision {} (or later)",
                         compacted.oldest, watch.next
                     );
+                    self.budget
+                        .counters
+                        .cancelled_too_slow
+                        .fetch_add(1, Ordering::Relaxed);
                     self.cancel(id, pb::CancelReason::TooSlow, message, compacted.oldest)
                         .await?;
                 }
@@ -466,6 +482,10 @@ impl StreamSession {
             .into_iter()
             .map(|event| event_to_pb(event, with_data))
             .collect();
+        self.budget
+            .counters
+            .events_sent
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
         let header = self.header(reached);
         self.send(pb::WatchResponse {
             header: Some(header),

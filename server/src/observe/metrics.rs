@@ -4,13 +4,13 @@
 //! Gauges are read at scrape time rather than updated on every event, so the hot paths pay
 //! nothing for them; counters kept elsewhere as atomics are copied in the same way.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 use crate::consensus::{Consensus, ConsensusStatus};
-use crate::grpc::Access;
+use crate::grpc::{Access, WatchCounters};
 use crate::tls_port::PortsTls;
 
 /// How far the applied index may trail this member's log for it to count as ready.
@@ -21,8 +21,8 @@ pub struct Sources {
     pub consensus: Arc<Consensus>,
     pub access: Arc<Access>,
     pub tls: PortsTls,
-    /// Watches this member serves now (the watch service's budget).
-    pub active_watches: Arc<AtomicUsize>,
+    /// The watch service's counters.
+    pub watches: Arc<WatchCounters>,
     pub quota_bytes: u64,
     /// The client port's request counters (`requests.rs`).
     pub requests: super::requests::RequestMetrics,
@@ -61,6 +61,8 @@ pub struct MemberMetrics {
     quota_bytes: IntGauge,
     sessions: IntGauge,
     watches: IntGauge,
+    events_sent: IntCounter,
+    too_slow: IntCounter,
     handshakes_refused: IntCounterVec,
     plaintext_refused: IntCounter,
     peer_names_refused: IntCounter,
@@ -146,6 +148,16 @@ impl MemberMetrics {
             quota_bytes: gauge(r, "coord_db_quota_bytes", "--quota-bytes (0: none)")?,
             sessions: gauge(r, "coord_sessions_open", "Sessions open in the cluster")?,
             watches: gauge(r, "coord_watches_active", "Watches this member serves")?,
+            events_sent: counter(
+                r,
+                "coord_watch_events_sent_total",
+                "Events delivered to watchers",
+            )?,
+            too_slow: counter(
+                r,
+                "coord_watches_cancelled_too_slow_total",
+                "Watches cancelled because their watcher fell too far behind",
+            )?,
             handshakes_refused,
             plaintext_refused: counter(
                 r,
@@ -193,8 +205,17 @@ impl MemberMetrics {
         self.data_bytes.set(as_gauge(data_bytes));
         self.quota_bytes.set(as_gauge(self.sources.quota_bytes));
         self.sessions.set(as_gauge(sessions as u64));
-        let watches = self.sources.active_watches.load(Ordering::Relaxed);
-        self.watches.set(as_gauge(watches as u64));
+        let watches = &self.sources.watches;
+        self.watches
+            .set(as_gauge(watches.active.load(Ordering::Relaxed) as u64));
+        catch_up(
+            &self.events_sent,
+            watches.events_sent.load(Ordering::Relaxed),
+        );
+        catch_up(
+            &self.too_slow,
+            watches.cancelled_too_slow.load(Ordering::Relaxed),
+        );
         self.refresh_security();
     }
 
