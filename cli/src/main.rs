@@ -288,6 +288,16 @@ async fn execute(cli: Cli, printer: &Printer) -> anyhow::Result<i32> {
         .filter(|endpoint| !endpoint.trim().is_empty())
         .collect();
     let options = client_options(cli.command_timeout, &cli.tls, cli.token.as_deref());
+    if let Command::Member {
+        command:
+            cluster::MemberCommand::Retire {
+                above,
+                wait: Some(wait),
+            },
+    } = cli.command
+    {
+        return cluster::retire_waiting(&endpoints, options, printer, (above, wait)).await;
+    }
     let client = Client::connect_with(endpoints, options).await?;
     match cli.command {
         Command::Get(args) => nodes::get(&client, printer, args).await,

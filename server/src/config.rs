@@ -22,6 +22,11 @@ pub struct ServerConfig {
     #[arg(long, env = "COORD_ID", default_value_t = 1)]
     pub id: u64,
 
+    /// Take the member id from the ordinal that ends NAME, plus one: `coord-0` is member 1,
+    /// `coord-2` member 3 (a StatefulSet pod's name). Overrides --id.
+    #[arg(long, env = "COORD_ID_FROM_ORDINAL", value_name = "NAME")]
+    pub id_from_ordinal: Option<String>,
+
     /// Where the Raft log, snapshots and identity live.
     #[arg(long, env = "COORD_DATA_DIR", default_value = "./coord-data")]
     pub data_dir: PathBuf,
@@ -44,10 +49,16 @@ pub struct ServerConfig {
     #[arg(long, env = "COORD_PEER_SOURCE_ADDRESS", value_name = "IP")]
     pub peer_source_address: Option<std::net::IpAddr>,
 
-    /// Client address other members and clients should use for this member
-    /// (default: --listen-client).
+    /// Client address other members and clients should use for this member (default:
+    /// --listen-client, or this host's name at its port when that listens on every interface).
     #[arg(long, env = "COORD_ADVERTISE_CLIENT")]
     pub advertise_client: Option<String>,
+
+    /// Peer address other members should use for this member, e.g. a DNS name that follows it
+    /// to a new IP (default: --listen-peer, or this host's name at its port when that listens
+    /// on every interface). Sent when the member joins through --join-via.
+    #[arg(long, env = "COORD_ADVERTISE_PEER", value_name = "HOST:PORT")]
+    pub advertise_peer: Option<String>,
 
     /// The founding members, `ID=HOST:PEER_PORT,...` (default: only this member, at its
     /// --listen-peer address). Read only when the data directory is new.
@@ -56,8 +67,26 @@ pub struct ServerConfig {
 
     /// Join the existing cluster with this id (shown by `coordctl cluster status`): a new data
     /// directory then waits to be added with `coordctl member add` instead of founding a cluster.
-    #[arg(long, env = "COORD_JOIN", value_name = "CLUSTER_ID")]
+    #[arg(
+        long,
+        env = "COORD_JOIN",
+        value_name = "CLUSTER_ID",
+        conflicts_with = "join_via"
+    )]
     pub join: Option<String>,
+
+    /// Peer addresses (`HOST:PORT,...`, e.g. a headless Service's DNS name) through which a
+    /// member with a new data directory joins on its own: a member not in --initial-cluster
+    /// asks to be added as a learner, catches up and has itself promoted to voter; the founder
+    /// first checks that no cluster answers there, and replaces itself in one that does
+    /// instead of founding a second. Ignored once the data directory exists.
+    #[arg(
+        long,
+        env = "COORD_JOIN_VIA",
+        value_name = "ADDRESSES",
+        value_delimiter = ','
+    )]
+    pub join_via: Vec<String>,
 
     /// A name that, with --initial-cluster, identifies the cluster; data directories of
     /// another cluster are refused.
@@ -238,7 +267,7 @@ impl ServerConfig {
     /// The founding members by id, defaulting to this member alone.
     pub fn initial_members(&self) -> Result<BTreeMap<u64, String>, String> {
         if self.initial_cluster.trim().is_empty() {
-            return Ok(BTreeMap::from([(self.id, self.listen_peer.to_string())]));
+            return Ok(BTreeMap::from([(self.id, self.peer_address())]));
         }
         let mut members = BTreeMap::new();
         for item in self
@@ -267,13 +296,32 @@ impl ServerConfig {
                 return Err(format!("--initial-cluster names member {id} twice"));
             }
         }
-        if !members.contains_key(&self.id) {
+        // A member joining through --join-via need not be a founder.
+        if !members.contains_key(&self.id) && self.join_via.is_empty() {
             return Err(format!(
                 "--initial-cluster does not name this member (--id {})",
                 self.id
             ));
         }
         Ok(members)
+    }
+
+    /// Settles what other flags imply: the id from --id-from-ordinal.
+    pub fn resolve(&mut self) -> Result<(), String> {
+        if let Some(name) = &self.id_from_ordinal {
+            self.id = id_from_ordinal(name)?;
+        }
+        Ok(())
+    }
+
+    /// This member's client address as others should use it.
+    pub fn client_address(&self) -> String {
+        advertised(self.advertise_client.as_deref(), self.listen_client)
+    }
+
+    /// This member's peer address as others should use it.
+    pub fn peer_address(&self) -> String {
+        advertised(self.advertise_peer.as_deref(), self.listen_peer)
     }
 
     /// The shortest session TTL granted: --session-ttl-min, by default the failover floor.
@@ -327,6 +375,41 @@ pub fn failover_ttl_floor(election_timeout: Duration) -> Duration {
     election_timeout * 5
 }
 
+/// The member id of a StatefulSet pod: its trailing ordinal plus one.
+pub fn id_from_ordinal(name: &str) -> Result<u64, String> {
+    let digits = name.len() - name.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+    let ordinal = &name[name.len() - digits..];
+    if digits == 0 || (digits > 1 && ordinal.starts_with('0')) {
+        return Err(format!(
+            "--id-from-ordinal {name:?} does not end in an ordinal such as `-0` or `-12`"
+        ));
+    }
+    ordinal
+        .parse::<u64>()
+        .ok()
+        .and_then(|ordinal| ordinal.checked_add(1))
+        .ok_or_else(|| format!("--id-from-ordinal {name:?}: the ordinal is too large"))
+}
+
+/// An address as others should use it: the one given, else the listening address, with this
+/// host's name in place of an every-interface IP (0.0.0.0 or ::).
+fn advertised(given: Option<&str>, listening: SocketAddr) -> String {
+    if let Some(given) = given {
+        return given.to_owned();
+    }
+    match host_name() {
+        Some(host) if listening.ip().is_unspecified() => format!("{host}:{}", listening.port()),
+        _ => listening.to_string(),
+    }
+}
+
+/// This host's name (in a container, its hostname), if the kernel tells it.
+fn host_name() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = name.trim();
+    (!name.is_empty()).then(|| name.to_owned())
+}
+
 fn fnv1a64(bytes: &[u8]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in bytes {
@@ -346,6 +429,54 @@ mod tests {
         let mut all = vec!["coord-server"];
         all.extend_from_slice(arguments);
         ServerConfig::try_parse_from(all).unwrap()
+    }
+
+    #[test]
+    fn the_member_id_follows_a_statefulset_ordinal() {
+        assert_eq!(id_from_ordinal("coord-0"), Ok(1));
+        assert_eq!(id_from_ordinal("my-release-coord-12"), Ok(13));
+        for bad in [
+            "coord",
+            "coord-",
+            "coord-01",
+            "",
+            "coord-99999999999999999999",
+        ] {
+            assert!(id_from_ordinal(bad).is_err(), "{bad:?} was accepted");
+        }
+        let mut resolved = config(&["--id", "7", "--id-from-ordinal", "coord-2"]);
+        resolved.resolve().unwrap();
+        assert_eq!(resolved.id, 3);
+    }
+
+    #[test]
+    fn a_joining_member_need_not_be_in_the_initial_cluster() {
+        let founders = ["--id", "2", "--initial-cluster", "1=coord-0.coord:7401"];
+        assert!(config(&founders).initial_members().is_err());
+        let mut joining = founders.to_vec();
+        joining.extend(["--join-via", "coord-headless:7401,other:7401"]);
+        let joining = config(&joining);
+        assert_eq!(joining.join_via, ["coord-headless:7401", "other:7401"]);
+        let members = joining.initial_members().unwrap();
+        assert_eq!(members.keys().copied().collect::<Vec<_>>(), [1]);
+        let founder = config(&["--id", "1", "--initial-cluster", "1=coord-0.coord:7401"]);
+        assert_eq!(
+            joining.cluster_id(&members),
+            founder.cluster_id(&founder.initial_members().unwrap()),
+            "every member computes the same cluster id"
+        );
+    }
+
+    #[test]
+    fn every_interface_addresses_are_advertised_by_host_name() {
+        let given = config(&["--listen-peer", "0.0.0.0:7401", "--advertise-peer", "p:1"]);
+        assert_eq!(given.peer_address(), "p:1");
+        let loopback = config(&["--listen-client", "127.0.0.1:7400"]);
+        assert_eq!(loopback.client_address(), "127.0.0.1:7400");
+        let every = config(&["--listen-client", "0.0.0.0:7400"]);
+        if let Some(host) = host_name() {
+            assert_eq!(every.client_address(), format!("{host}:7400"));
+        }
     }
 
     #[test]

@@ -29,7 +29,7 @@ use crate::grpc::{
     SessionCaps, SessionsService, TtlBounds, WatchCounters, WatchService, CLIENT_MESSAGE_BYTES_MAX,
 };
 use crate::listener::{accept, refuse_until, Connection, Gate};
-use crate::membership::{Greeter, MemberDirectory};
+use crate::membership::{self, Greeter, JoinPlan, MemberDirectory};
 use crate::observe;
 use crate::sessions::{KeeperConfig, SessionDeadlines, SessionKeeper};
 use crate::storage::{DataDirIdentity, IdentityError};
@@ -72,9 +72,10 @@ pub enum RunError {
 
 /// Runs a member until `shutdown` resolves.
 pub async fn run(
-    config: ServerConfig,
+    mut config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
+    config.resolve().map_err(RunError::Config)?;
     check_flags(&config)?;
     let initial_members = config.initial_members().map_err(RunError::Config)?;
     let cluster_id = match &config.join {
@@ -86,8 +87,13 @@ pub async fn run(
     let security = Security::load(&config)?;
     let client_listener = bind("client requests", config.listen_client).await?;
     let peer_listener = bind("peer traffic", config.listen_peer).await?;
-    let metrics_listener = match config.listen_metrics {
-        Some(address) => Some(bind("metrics and health checks", address).await?),
+    // The metrics port answers /livez at once, and /readyz "starting" until the data is loaded.
+    let metrics_port = match config.listen_metrics {
+        Some(address) => {
+            let listener = bind("metrics and health checks", address).await?;
+            let slot = observe::MetricsSlot::default();
+            Some((slot.clone(), tokio::spawn(observe::serve(listener, slot))))
+        }
         None => None,
     };
     let is_new = DataDirIdentity::claim(&config.data_dir, &cluster_id, config.id)?;
@@ -112,13 +118,7 @@ pub async fn run(
         ready_receiver.clone(),
     ));
     let peer_refusing = tokio::spawn(refuse_until(peer_incoming, starting, ready_receiver));
-    // Exactly one member founds a new cluster: the lowest id of the initial cluster. The others
-    // (and members started with --join) wait for the leader; a restarted member never founds.
-    let founder = config.join.is_none() && initial_members.keys().next() == Some(&config.id);
-    let members = initial_members
-        .into_iter()
-        .map(|(id, address)| (MemberId(id), address))
-        .collect();
+    let (members, founder, join_plan) = founding(&config, is_new, initial_members);
     let parts = Parts::start(&config, &security, cluster_id.clone(), members, founder).await?;
     let _ = ready.send(true);
     let (Ok(client_incoming), Ok(peer_incoming)) = (client_refusing.await, peer_refusing.await)
@@ -138,13 +138,45 @@ pub async fn run(
         peer_tls = security.peer_port.is_some(),
         "coord-server serving"
     );
-    parts
+    let joining =
+        join_plan.map(|plan| tokio::spawn(membership::join(parts.consensus.clone(), plan)));
+    let served = parts
         .serve(
             &config,
-            (client_incoming, peer_incoming, metrics_listener),
+            (client_incoming, peer_incoming, metrics_port),
             shutdown,
         )
-        .await
+        .await;
+    if let Some(joining) = joining {
+        joining.abort();
+    }
+    served
+}
+
+/// Who founds, and how a new member joins. Exactly one member founds a new cluster: the lowest
+/// id of the initial cluster. The others (and members started with --join) wait for the
+/// leader; a restarted member never founds. With --join-via, a new member outside the initial
+/// cluster joins on its own, and the founder founds only once no cluster answers there
+/// (`membership/joiner.rs`).
+fn founding(
+    config: &ServerConfig,
+    is_new: bool,
+    initial_members: BTreeMap<u64, String>,
+) -> (BTreeMap<MemberId, String>, bool, Option<JoinPlan>) {
+    let would_found = config.join.is_none() && initial_members.keys().next() == Some(&config.id);
+    let joins = is_new
+        && !config.join_via.is_empty()
+        && (would_found || !initial_members.contains_key(&config.id));
+    let members: BTreeMap<MemberId, String> = initial_members
+        .into_iter()
+        .map(|(id, address)| (MemberId(id), address))
+        .collect();
+    let join_plan = joins.then(|| JoinPlan {
+        via: config.join_via.clone(),
+        peer_address: config.peer_address(),
+        founding: would_found.then(|| members.clone()),
+    });
+    (members, would_found && !joins, join_plan)
 }
 
 /// Refuses flags that cannot work, naming the flag.
@@ -159,12 +191,18 @@ fn check_flags(config: &ServerConfig) -> Result<(), RunError> {
         )));
     }
     config.check_timing().map_err(RunError::Config)?;
-    if config.advertise_client.is_none() && config.listen_client.ip().is_unspecified() {
-        return Err(RunError::Config(format!(
-            "--listen-client {} listens on every interface: give --advertise-client HOST:PORT, \
-             the address clients and other members should use for this member",
-            config.listen_client
-        )));
+    // Other members and clients are sent to this address: an every-interface IP would not
+    // reach this member (the host name stands in for it when the kernel tells it).
+    for (flag, advertised) in [
+        ("--advertise-client", config.client_address()),
+        ("--advertise-peer", config.peer_address()),
+    ] {
+        if advertised.starts_with("0.0.0.0:") || advertised.starts_with("[::]:") {
+            return Err(RunError::Config(format!(
+                "{advertised} listens on every interface and no host name is known: give \
+                 {flag} HOST:PORT, the address other members and clients should use"
+            )));
+        }
     }
     Ok(())
 }
@@ -335,7 +373,7 @@ impl Parts {
     fn observe(
         &self,
         config: &ServerConfig,
-        metrics_listener: Option<TcpListener>,
+        metrics_port: Option<MetricsPort>,
         watch_counters: Arc<WatchCounters>,
         health: HealthReporter,
     ) -> Result<Observers, RunError> {
@@ -343,9 +381,13 @@ impl Parts {
             health.clone(),
             self.consensus.clone(),
         ));
-        let metrics_task = metrics_listener
-            .map(|listener| self.serve_metrics(config, listener, watch_counters))
-            .transpose()?;
+        let metrics_task = match metrics_port {
+            Some((slot, task)) => {
+                self.fill_metrics(config, &slot, watch_counters)?;
+                Some(task)
+            }
+            None => None,
+        };
         Ok(Observers {
             health,
             health_task,
@@ -353,13 +395,13 @@ impl Parts {
         })
     }
 
-    /// Serves `/livez`, `/readyz` and `/metrics` on `listener` (`--listen-metrics`).
-    fn serve_metrics(
+    /// Gives the metrics listener (`--listen-metrics`) this member's metrics.
+    fn fill_metrics(
         &self,
         config: &ServerConfig,
-        listener: TcpListener,
+        slot: &observe::MetricsSlot,
         watch_counters: Arc<WatchCounters>,
-    ) -> Result<tokio::task::JoinHandle<()>, RunError> {
+    ) -> Result<(), RunError> {
         let sources = observe::Sources {
             consensus: self.consensus.clone(),
             access: self.access.clone(),
@@ -367,10 +409,13 @@ impl Parts {
             watches: watch_counters,
             quota_bytes: config.quota_bytes,
             requests: self.requests.clone(),
+            keeper: self.keeper.clone(),
+            data_dir: config.data_dir.clone(),
         };
         let metrics = observe::MemberMetrics::new(sources)
             .map_err(|error| RunError::Config(format!("metrics: {error}")))?;
-        Ok(tokio::spawn(observe::serve(listener, Arc::new(metrics))))
+        let _ = slot.set(metrics);
+        Ok(())
     }
 
     /// The peer port's service.
@@ -408,7 +453,7 @@ impl Parts {
     async fn serve<C, P>(
         self,
         config: &ServerConfig,
-        (client_incoming, peer_incoming, metrics_listener): (C, P, Option<TcpListener>),
+        (client_incoming, peer_incoming, metrics_port): (C, P, Option<MetricsPort>),
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), RunError>
     where
@@ -421,7 +466,7 @@ impl Parts {
             let _ = receiver.wait_for(|stop| *stop).await;
         };
         let (client_routes, watch_counters, health) = self.client_routes(config, &stop_receiver);
-        let observers = self.observe(config, metrics_listener, watch_counters, health)?;
+        let observers = self.observe(config, metrics_port, watch_counters, health)?;
         let client_server = tonic::transport::Server::builder()
             .layer(observe::CountRequests::new(self.requests.clone()))
             .add_routes(client_routes)
@@ -554,6 +599,9 @@ impl Security {
     }
 }
 
+/// The metrics listener's slot for this member's metrics, and the task serving it.
+type MetricsPort = (observe::MetricsSlot, tokio::task::JoinHandle<()>);
+
 /// The tasks that report on a running member.
 struct Observers {
     health: HealthReporter,
@@ -583,10 +631,7 @@ fn limits(config: &ServerConfig) -> Limits {
 
 /// The client address other members and clients should use for this member.
 fn client_address(config: &ServerConfig) -> String {
-    config
-        .advertise_client
-        .clone()
-        .unwrap_or_else(|| config.listen_client.to_string())
+    config.client_address()
 }
 
 /// `--max-connections` for each port, lowered so that both ports' connections fit in three

@@ -54,10 +54,21 @@ pub enum StartError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The member's measurements could not be set up.
+    #[error("metrics: {reason}")]
+    Metrics { reason: String },
     /// openraft refused to start or to found the cluster.
     #[error("raft failed to start: {source}")]
     Raft {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+}
+
+impl StartError {
+    pub fn metrics(error: prometheus::Error) -> StartError {
+        StartError::Metrics {
+            reason: error.to_string(),
+        }
+    }
 }

@@ -30,6 +30,8 @@ pub struct LogStorage {
     appended_bytes: Arc<AtomicU64>,
     /// The last log id held, for answering pre-votes.
     last_log_id: Arc<LastLogId>,
+    /// How long each synced append takes (`coord_disk_log_append_duration_seconds`).
+    append_seconds: Option<prometheus::Histogram>,
 }
 
 impl LogStorage {
@@ -42,6 +44,15 @@ impl LogStorage {
             log_db,
             appended_bytes,
             last_log_id,
+            append_seconds: None,
+        }
+    }
+
+    /// Records each synced append's duration in `histogram`.
+    pub fn timed(self, histogram: prometheus::Histogram) -> LogStorage {
+        LogStorage {
+            append_seconds: Some(histogram),
+            ..self
         }
     }
 
@@ -237,7 +248,14 @@ impl RaftLogStorage<TypeConfig> for LogStorage {
         self.appended_bytes
             .fetch_add(bytes as u64, Ordering::Relaxed);
         let log_db = self.log_db.clone();
+        let timer = self
+            .append_seconds
+            .as_ref()
+            .map(prometheus::Histogram::start_timer);
         let result = blocking(move || log_db.append(&records).map_err(write_fault)).await;
+        if let Some(timer) = timer {
+            timer.observe_duration();
+        }
         match &result {
             Ok(()) => {
                 if last.is_some() {

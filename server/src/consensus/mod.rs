@@ -33,6 +33,7 @@ mod election;
 mod error;
 mod handoff;
 mod ids;
+mod join;
 mod leader;
 mod log_storage;
 mod network;
@@ -42,6 +43,7 @@ mod proposal;
 mod read_index;
 mod state_machine;
 mod status;
+mod timings;
 mod types;
 mod wire;
 
@@ -64,6 +66,7 @@ pub use election::{PreVote, PreVoteReply};
 pub use error::{ConsensusError, StartError};
 pub use handoff::{MoveLeader, Moved, TimeoutNow};
 pub use ids::{MemberId, Term};
+pub use join::{JoinCall, MembershipView, PROMOTE_LAG_MAX};
 pub use leader::{LeaderCall, MembershipChange, Route, WriteCall, Written};
 pub use peer_client::{
     peer_request, PeerCallError, PeerClients, PeerDialer, PeerMethod, CLUSTER_ID_METADATA_KEY,
@@ -72,6 +75,7 @@ pub use peer_client::{
 pub use probe::{forge, Probe, ProbeMethod};
 pub use state_machine::{ApplyObserver, Replica};
 pub use status::{ClusterView, ConsensusStatus, MemberState, Role};
+pub use timings::RaftTimings;
 pub use types::{ConsensusConfig, Consistency, Entry, Member, TypeConfig};
 pub use wire::{decode_peer, encode_peer, peer_kind, FormatError, MessageKind};
 
@@ -109,6 +113,7 @@ pub struct Consensus {
     removed_by_peers: Arc<tokio::sync::watch::Sender<bool>>,
     /// How many times this member saw a new leader (`changes.rs` counts them).
     leader_changes: Arc<AtomicU64>,
+    timings: RaftTimings,
 }
 
 impl Consensus {
@@ -124,27 +129,27 @@ impl Consensus {
         observer: Arc<dyn ApplyObserver>,
     ) -> Result<Consensus, StartError> {
         let raft_config = raft_config(&config)?;
+        let timings = RaftTimings::new().map_err(StartError::metrics)?;
         let log_db = LogDb::open(&data_dir.join("log"))?;
-        let state_machine = StateMachine::open(SnapshotFile::new(data_dir), observer)?;
+        let state_machine =
+            StateMachine::open(SnapshotFile::new(data_dir), observer, timings.clone())?;
         let replica = state_machine.replica();
         let acks = Arc::new(AckClock::default());
         let network = PeerNetwork::new(
             config.member_id.0,
             config.cluster_id.clone(),
-            PeerDialer {
-                source_address: config.peer_source_address,
-                tls: config.peer_tls.clone(),
-                allowed_names: config.peer_allowed_names.clone(),
-            },
+            peer_dialer(&config),
             acks.clone(),
         );
         let appended_bytes = Arc::new(AtomicU64::new(0));
         let last_log = Arc::new(LastLogId::default());
+        let log_storage = LogStorage::new(log_db, appended_bytes.clone(), last_log.clone())
+            .timed(timings.log_append.clone());
         let raft = Raft::new(
             config.member_id.0,
             Arc::new(raft_config),
             network,
-            LogStorage::new(log_db, appended_bytes.clone(), last_log.clone()),
+            log_storage,
             state_machine,
         )
         .await
@@ -159,11 +164,7 @@ impl Consensus {
         ));
         let peers = Arc::new(PeerClients::new(
             config.cluster_id.clone(),
-            PeerDialer {
-                source_address: config.peer_source_address,
-                tls: config.peer_tls.clone(),
-                allowed_names: config.peer_allowed_names.clone(),
-            },
+            peer_dialer(&config),
         ));
         let leader_changes = Arc::new(AtomicU64::new(0));
         tokio::spawn(changes::log_changes(
@@ -190,6 +191,7 @@ impl Consensus {
             (size_trigger, elector),
             (acks, last_log, leader_changes),
             removed_by_peers,
+            timings,
         ))
     }
 
@@ -203,6 +205,7 @@ impl Consensus {
         (size_trigger, elector): (tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>),
         (acks, last_log, leader_changes): (Arc<AckClock>, Arc<LastLogId>, Arc<AtomicU64>),
         removed_by_peers: Arc<tokio::sync::watch::Sender<bool>>,
+        timings: RaftTimings,
     ) -> Consensus {
         Consensus {
             raft,
@@ -218,7 +221,13 @@ impl Consensus {
             handoff: HandOff::default(),
             removed_by_peers,
             leader_changes,
+            timings,
         }
+    }
+
+    /// What the log, the state machine and the write path measure (for `/metrics`).
+    pub fn timings(&self) -> &RaftTimings {
+        &self.timings
     }
 
     pub fn member_id(&self) -> MemberId {
@@ -231,6 +240,10 @@ impl Consensus {
 
     pub fn request_timeout(&self) -> Duration {
         self.config.request_timeout
+    }
+
+    pub fn election_timeout(&self) -> Duration {
+        self.config.election_timeout
     }
 
     pub fn replica(&self) -> &Arc<Replica> {
@@ -456,13 +469,19 @@ impl Consensus {
             }
         };
         let timeout = self.config.request_timeout;
-        let written = tokio::time::timeout(timeout, self.raft.client_write(call.proposal))
-            .await
+        let pending = timings::Pending::start(&self.timings.proposals_pending);
+        let written = tokio::time::timeout(timeout, self.raft.client_write(call.proposal)).await;
+        drop(pending);
+        let written = written
             .map_err(|_| ConsensusError::Timeout {
                 what: "write".into(),
                 timeout,
-            })?;
-        let result = written.map_err(client_write_error)?.data;
+            })
+            .and_then(|written| written.map_err(client_write_error));
+        if written.is_err() {
+            self.timings.proposals_failed.inc();
+        }
+        let result = written?.data;
         let outcome = result
             .outcome
             .as_ref()
@@ -701,6 +720,96 @@ impl Consensus {
         matches!(self.route(), Route::Local)
     }
 
+    /// Founds the cluster from `initial_members` if this member's log is still empty: for a
+    /// founder that first looked for a running cluster (`--join-via`) and found none.
+    pub async fn found(
+        &self,
+        initial_members: BTreeMap<MemberId, String>,
+    ) -> Result<(), StartError> {
+        found_if_new(&self.raft, initial_members, true).await
+    }
+
+    /// The voters and learners as this member knows them.
+    pub fn membership_view(&self) -> MembershipView {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let membership = metrics.membership_config.membership();
+        MembershipView {
+            voters: membership.voter_ids().map(MemberId).collect(),
+            learners: membership.learner_ids().map(MemberId).collect(),
+        }
+    }
+
+    /// Runs a member's own membership change (see `join.rs`): here when this member leads,
+    /// else relayed once to the leader.
+    pub async fn join(&self, call: JoinCall) -> Result<MembershipView, ConsensusError> {
+        if call.relayed {
+            return match self.route() {
+                Route::Local => self.join_here(call.change).await,
+                _ => Err(ConsensusError::NoLeader {
+                    leader_hint: self.view().leader,
+                }),
+            };
+        }
+        let relayed = JoinCall {
+            relayed: true,
+            ..call
+        };
+        self.on_leader(relayed, |call| self.join_here(call.change))
+            .await
+    }
+
+    /// Runs a `Join` on the leader; a change already made is not made again.
+    async fn join_here(&self, change: MembershipChange) -> Result<MembershipView, ConsensusError> {
+        let view = self.membership_view();
+        match join::join_step(&view, change) {
+            join::JoinStep::Nothing => Ok(view),
+            join::JoinStep::Refuse(reason) => Err(ConsensusError::Membership { reason }),
+            join::JoinStep::Change(change) => {
+                tracing::info!(?change, "a member asked to change its own membership");
+                self.change_membership_here(change).await?;
+                Ok(self.membership_view())
+            }
+        }
+    }
+
+    /// On the leader: waits, at most `timeout`, until learner `id` holds all but a few of the
+    /// leader's entries (`join::caught_up`), so promoting it does not stall commits.
+    async fn wait_caught_up(&self, id: MemberId, timeout: Duration) -> Result<(), ConsensusError> {
+        let matched = |metrics: &openraft::RaftMetrics<u64, Member>| {
+            let matched = metrics
+                .replication
+                .as_ref()
+                .and_then(|replication| replication.get(&id.0).copied().flatten())
+                .map(|log_id| log_id.index);
+            (matched, metrics.last_log_index.unwrap_or(0))
+        };
+        let mut metrics = self.raft.metrics();
+        let waiting = metrics.wait_for(|metrics| {
+            let (matched, last) = matched(metrics);
+            metrics.state != ServerState::Leader || join::caught_up(matched, last)
+        });
+        let waited = tokio::time::timeout(timeout, waiting)
+            .await
+            .map(|waited| waited.map(|metrics| metrics.state == ServerState::Leader));
+        match waited {
+            Ok(Ok(true)) => Ok(()),
+            Ok(Ok(false)) => Err(ConsensusError::NoLeader { leader_hint: None }),
+            Ok(Err(_)) => Err(ConsensusError::ShuttingDown),
+            Err(_) => {
+                let (matched, last) = matched(&self.raft.metrics().borrow());
+                let behind = matched.map_or(last, |matched| last.saturating_sub(matched));
+                Err(ConsensusError::Membership {
+                    reason: format!(
+                        "member {id} is still catching up ({behind} entries behind after \
+                         {timeout:?}); promote it once it holds all but {} entries",
+                        join::PROMOTE_LAG_MAX
+                    ),
+                })
+            }
+        }
+    }
+
     /// Runs a membership change here; `NoLeader` unless this member leads.
     pub async fn change_membership_here(
         &self,
@@ -715,6 +824,7 @@ impl Consensus {
                 ("add learner", tokio::time::timeout(timeout, adding).await)
             }
             MembershipChange::Promote { id } => {
+                self.wait_caught_up(id, timeout).await?;
                 let change = ChangeMembers::AddVoterIds(BTreeSet::from([id.0]));
                 let promoting = self.raft.change_membership(change, false);
                 ("promote", tokio::time::timeout(timeout, promoting).await)
@@ -946,6 +1056,15 @@ impl Consensus {
 
 /// Founds the cluster with `initial_members` when this member is pristine and `initialize` is
 /// set; logs that a pristine member waits otherwise. A restarted member does nothing here.
+/// How this member dials the others: from `--peer-source-address`, over mutual TLS when set.
+fn peer_dialer(config: &ConsensusConfig) -> PeerDialer {
+    PeerDialer {
+        source_address: config.peer_source_address,
+        tls: config.peer_tls.clone(),
+        allowed_names: config.peer_allowed_names.clone(),
+    }
+}
+
 async fn found_if_new(
     raft: &Raft<TypeConfig>,
     initial_members: BTreeMap<MemberId, String>,

@@ -25,6 +25,7 @@ use tokio::sync::watch;
 
 use super::ids::MemberId;
 use super::proposal::ProposalResult;
+use super::timings::RaftTimings;
 use super::types::{Entry, Member, TypeConfig};
 use super::wire::{decode_snapshot_file, encode_snapshot_file};
 use crate::fsm::{Namespace, Revision, SessionChange, WatchEvent};
@@ -115,6 +116,7 @@ pub struct StateMachine {
     observer: Arc<dyn ApplyObserver>,
     snapshot_file: SnapshotFile,
     validation: ValidationBudget,
+    timings: RaftTimings,
 }
 
 fn snapshot_fault(fault: impl ToString) -> StorageError<u64> {
@@ -134,6 +136,7 @@ impl StateMachine {
     pub fn open(
         snapshot_file: SnapshotFile,
         observer: Arc<dyn ApplyObserver>,
+        timings: RaftTimings,
     ) -> Result<StateMachine, StorageFault> {
         let state = match snapshot_file.load()? {
             None => ReplicaState {
@@ -180,6 +183,7 @@ impl StateMachine {
             observer,
             snapshot_file,
             validation: ValidationBudget::default(),
+            timings,
         })
     }
 
@@ -202,6 +206,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
+        let timer = self.timings.apply.start_timer();
         let mut results = Vec::new();
         let mut events = Vec::new();
         let mut sessions = Vec::new();
@@ -248,6 +253,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .applied(revision, events, sessions, Instant::now());
         drop(state);
         self.replica.applied_revision.send_replace(revision);
+        timer.observe_duration();
         Ok(results)
     }
 
@@ -255,6 +261,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         SnapshotBuilder {
             replica: self.replica.clone(),
             snapshot_file: self.snapshot_file.clone(),
+            timings: self.timings.clone(),
         }
     }
 
@@ -345,10 +352,12 @@ impl ValidationBudget {
 pub struct SnapshotBuilder {
     replica: Arc<Replica>,
     snapshot_file: SnapshotFile,
+    timings: RaftTimings,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<u64>> {
+        let timer = self.timings.snapshot_save.start_timer();
         let (namespace, last_applied, membership) = {
             let state = self.replica.state();
             (
@@ -381,7 +390,12 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         .map_err(|fault| {
             StorageIOError::write_snapshot(None, AnyError::error(fault.to_string()))
         })?;
-        tracing::info!(index = ?meta.last_log_id.map(|log_id| log_id.index), bytes = namespace_bytes.len(), "snapshot built");
+        timer.observe_duration();
+        let bytes = namespace_bytes.len();
+        self.timings
+            .snapshot_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        tracing::info!(index = ?meta.last_log_id.map(|log_id| log_id.index), bytes, "snapshot built");
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(namespace_bytes)),

@@ -46,6 +46,8 @@ pub enum MessageKind {
     ListSessions,
     /// A leadership move (`member move-leader`) forwarded to the leader.
     MoveLeader,
+    /// A member's own membership change (`--join-via`), relayed to the leader.
+    Join,
 }
 
 impl MessageKind {
@@ -64,6 +66,7 @@ impl MessageKind {
             MessageKind::KeepAlive => 18,
             MessageKind::ListSessions => 19,
             MessageKind::MoveLeader => 20,
+            MessageKind::Join => 21,
         }
     }
 
@@ -81,6 +84,7 @@ impl MessageKind {
             MessageKind::KeepAlive,
             MessageKind::ListSessions,
             MessageKind::MoveLeader,
+            MessageKind::Join,
         ]
         .into_iter()
         .find(|kind| kind.code() == code)

@@ -14,9 +14,9 @@ use serde::Serialize;
 use tonic::{Request, Response, Status};
 
 use crate::consensus::{
-    decode_peer, encode_peer, peer_kind, Consensus, ConsensusError, FormatError, LeaderCall,
-    MembershipChange, MessageKind, MoveLeader, PreVote, Refusal, TimeoutNow, TypeConfig, WriteCall,
-    Written, CLUSTER_ID_METADATA_KEY,
+    decode_peer, encode_peer, peer_kind, Consensus, ConsensusError, FormatError, JoinCall,
+    LeaderCall, MembershipChange, MessageKind, MoveLeader, PreVote, Refusal, TimeoutNow,
+    TypeConfig, WriteCall, Written, CLUSTER_ID_METADATA_KEY,
 };
 use crate::fsm::{Limits, OutcomeRecord, Revision};
 use crate::membership::{Greeter, MemberDirectory};
@@ -209,6 +209,10 @@ impl PeerApi for PeerService {
             }
             MessageKind::ListSessions => {
                 self.run::<ListSessionsCall, _, _>(message, |call| async { keeper.list_here(call) })
+                    .await?
+            }
+            MessageKind::Join => {
+                self.run::<JoinCall, _, _>(message, |call| consensus.join(call))
                     .await?
             }
             MessageKind::MoveLeader => {

@@ -4,6 +4,7 @@
 //! Gauges are read at scrape time rather than updated on every event, so the hot paths pay
 //! nothing for them; counters kept elsewhere as atomics are copied in the same way.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -11,6 +12,7 @@ use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, T
 
 use crate::consensus::{Consensus, ConsensusStatus};
 use crate::grpc::{Access, WatchCounters};
+use crate::sessions::SessionKeeper;
 use crate::tls_port::PortsTls;
 
 /// How far the applied index may trail this member's log for it to count as ready.
@@ -26,6 +28,49 @@ pub struct Sources {
     pub quota_bytes: u64,
     /// The client port's request counters (`requests.rs`).
     pub requests: super::requests::RequestMetrics,
+    pub keeper: Arc<SessionKeeper>,
+    /// The data directory, whose size on disk `coord_db_total_size_bytes` reports.
+    pub data_dir: PathBuf,
+}
+
+/// The index a quorum of voters holds, as the leader knows it; elsewhere the applied index
+/// (a follower learns the commit index with the entries it applies).
+pub fn committed_index(status: &ConsensusStatus) -> u64 {
+    if status.leader != Some(status.member_id) {
+        return status.applied_index;
+    }
+    let mut matched: Vec<u64> = status
+        .members
+        .iter()
+        .filter(|member| member.voter)
+        .map(|member| {
+            if member.id == status.member_id {
+                status.last_log_index
+            } else {
+                member.matched_index.unwrap_or(0)
+            }
+        })
+        .collect();
+    if matched.is_empty() {
+        return status.applied_index;
+    }
+    matched.sort_unstable_by(|a, b| b.cmp(a));
+    matched[matched.len() / 2].max(status.applied_index)
+}
+
+/// Bytes the files under `dir` take (the RocksDB log and the snapshots); 0 if unreadable.
+fn size_on_disk(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.file_type() {
+            Ok(kind) if kind.is_dir() => size_on_disk(&entry.path()),
+            Ok(_) => entry.metadata().map_or(0, |metadata| metadata.len()),
+            Err(_) => 0,
+        })
+        .sum()
 }
 
 /// Why a member is not ready, or `Ok` when it is: it knows a leader, that leader (if it is
@@ -57,7 +102,12 @@ pub struct MemberMetrics {
     last_log_index: IntGauge,
     applied_index: IntGauge,
     snapshot_index: IntGauge,
+    committed: IntCounter,
+    applied: IntCounter,
     data_bytes: IntGauge,
+    db_bytes: IntGauge,
+    write_id_clients: IntGauge,
+    sessions_expired: IntCounter,
     quota_bytes: IntGauge,
     sessions: IntGauge,
     watches: IntGauge,
@@ -106,6 +156,7 @@ impl MemberMetrics {
         )?;
         registry.register(Box::new(handshakes_refused.clone()))?;
         sources.requests.register(&registry)?;
+        sources.consensus.timings().register(&registry)?;
         let r = &registry;
         Ok(MemberMetrics {
             has_leader: gauge(
@@ -140,10 +191,35 @@ impl MemberMetrics {
                 "coord_raft_snapshot_index",
                 "Index the last snapshot covers",
             )?,
+            committed: counter(
+                r,
+                "coord_server_proposals_committed_total",
+                "Log entries committed (on the leader, held by a quorum; elsewhere applied)",
+            )?,
+            applied: counter(
+                r,
+                "coord_server_proposals_applied_total",
+                "Log entries applied to this member's namespace",
+            )?,
             data_bytes: gauge(
                 r,
                 "coord_db_data_bytes",
                 "Size of the tree's data, as --quota-bytes counts it",
+            )?,
+            db_bytes: gauge(
+                r,
+                "coord_db_total_size_bytes",
+                "Bytes the data directory takes on disk (log and snapshots)",
+            )?,
+            write_id_clients: gauge(
+                r,
+                "coord_write_ids_clients",
+                "Clients whose write outcomes are remembered for exactly-once retries",
+            )?,
+            sessions_expired: counter(
+                r,
+                "coord_sessions_expired_total",
+                "Sessions this member expired while it led (no keep-alive within the TTL)",
             )?,
             quota_bytes: gauge(r, "coord_db_quota_bytes", "--quota-bytes (0: none)")?,
             sessions: gauge(r, "coord_sessions_open", "Sessions open in the cluster")?,
@@ -199,10 +275,23 @@ impl MemberMetrics {
         self.last_log_index.set(as_gauge(status.last_log_index));
         self.applied_index.set(as_gauge(status.applied_index));
         self.snapshot_index.set(as_gauge(status.snapshot_index));
-        let (data_bytes, sessions) = consensus
-            .replica()
-            .read(|namespace| (namespace.data_bytes(), namespace.sessions().len()));
+        catch_up(&self.committed, committed_index(&status));
+        catch_up(&self.applied, status.applied_index);
+        let (data_bytes, sessions, writers) = consensus.replica().read(|namespace| {
+            (
+                namespace.data_bytes(),
+                namespace.sessions().len(),
+                namespace.writers().len(),
+            )
+        });
         self.data_bytes.set(as_gauge(data_bytes));
+        self.db_bytes
+            .set(as_gauge(size_on_disk(&self.sources.data_dir)));
+        self.write_id_clients.set(as_gauge(writers as u64));
+        catch_up(
+            &self.sessions_expired,
+            self.sources.keeper.sessions_expired(),
+        );
         self.quota_bytes.set(as_gauge(self.sources.quota_bytes));
         self.sessions.set(as_gauge(sessions as u64));
         let watches = &self.sources.watches;
@@ -275,6 +364,27 @@ mod tests {
             purged_index: 0,
             members: Vec::new(),
         }
+    }
+
+    #[test]
+    fn committed_is_what_a_quorum_of_voters_holds_on_the_leader() {
+        let member = |id: u64, voter: bool, matched: Option<u64>| crate::consensus::MemberState {
+            id: MemberId(id),
+            peer_address: String::new(),
+            voter,
+            matched_index: matched,
+        };
+        let mut leading = status(Some(1), 50, 30);
+        leading.members = vec![
+            member(1, true, None),
+            member(2, true, Some(40)),
+            member(3, true, Some(35)),
+            member(4, false, Some(50)),
+        ];
+        assert_eq!(committed_index(&leading), 40);
+        leading.members[1].matched_index = None;
+        assert_eq!(committed_index(&leading), 35);
+        assert_eq!(committed_index(&status(Some(2), 50, 30)), 30);
     }
 
     #[test]

@@ -12,6 +12,6 @@ mod metrics;
 mod requests;
 
 pub use grpc_health::{report_readiness, report_stopping};
-pub use http::serve;
-pub use metrics::{readiness, MemberMetrics, Sources, READY_APPLY_LAG_MAX};
+pub use http::{serve, MetricsSlot};
+pub use metrics::{committed_index, readiness, MemberMetrics, Sources, READY_APPLY_LAG_MAX};
 pub use requests::{CountRequests, RequestMetrics};

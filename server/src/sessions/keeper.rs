@@ -75,6 +75,8 @@ pub struct SessionKeeper {
     config: KeeperConfig,
     /// The leader's session deadlines (empty on other members).
     leases: Mutex<LeaseTable>,
+    /// Sessions this member expired while it led (`coord_sessions_expired_total`).
+    expired: std::sync::atomic::AtomicU64,
 }
 
 impl SessionKeeper {
@@ -88,6 +90,7 @@ impl SessionKeeper {
             deadlines,
             config,
             leases: Mutex::new(LeaseTable::new(config.takeover_grace)),
+            expired: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -235,6 +238,11 @@ impl SessionKeeper {
             .read(|namespace| !namespace.writers().is_empty())
     }
 
+    /// How many sessions this member expired while it led.
+    pub fn sessions_expired(&self) -> u64 {
+        self.expired.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Commits the expiry of each session in `due`, deleting its ephemeral nodes.
     async fn expire(&self, due: Vec<SessionId>) {
         let outcomes: Vec<(SessionId, Result<Written, ConsensusError>)> =
@@ -253,8 +261,14 @@ impl SessionKeeper {
         for (session, outcome) in outcomes {
             match outcome {
                 Ok(Written {
-                    outcome:
-                        OutcomeRecord::Done(_) | OutcomeRecord::Refused(FsmError::SessionExpired { .. }),
+                    outcome: OutcomeRecord::Done(_),
+                    ..
+                }) => {
+                    self.expired
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                Ok(Written {
+                    outcome: OutcomeRecord::Refused(FsmError::SessionExpired { .. }),
                     ..
                 }) => {}
                 Ok(written) => {
