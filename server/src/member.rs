@@ -138,18 +138,12 @@ pub async fn run(
         peer_tls = security.peer_port.is_some(),
         "coord-server serving"
     );
-    let joining =
-        join_plan.map(|plan| tokio::spawn(membership::join(parts.consensus.clone(), plan)));
-    let served = parts
-        .serve(
-            &config,
-            (client_incoming, peer_incoming, metrics_port),
-            shutdown,
-        )
-        .await;
-    if let Some(joining) = joining {
-        joining.abort();
-    }
+    // Joining stops with the member (a task handle's drop would not stop it).
+    let joining = join_plan.map(|plan| membership::join(parts.consensus.clone(), plan));
+    let joining = tokio::spawn(async move { futures::future::OptionFuture::from(joining).await });
+    let ports = (client_incoming, peer_incoming, metrics_port);
+    let served = parts.serve(&config, ports, shutdown).await;
+    joining.abort();
     served
 }
 

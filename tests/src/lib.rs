@@ -5,9 +5,11 @@
 //! Invariants: every port is picked free at start; every wait is bounded; every process this
 //! harness starts is killed (by PID) when its handle drops, even when a test panics.
 
+pub mod chart;
 mod cluster;
 pub mod fixture;
 pub mod history;
+pub mod kubelet;
 pub mod linearizability;
 pub mod nemesis;
 pub mod pki;
