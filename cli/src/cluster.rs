@@ -89,10 +89,18 @@ pub async fn member(
 
 /// Removes the members above `above`, highest id first, one change at a time; returns the
 /// membership after. Each removal is checked against the membership read just before it, so a
-/// run that was interrupted is simply run again.
+/// run that was interrupted is simply run again. A member this run removed is not removed
+/// again when a listing from a member that has not applied the removal yet still shows it, and
+/// "not in the cluster" (removed by an earlier try whose answer was lost) counts as removed.
 async fn retire(client: &Client, above: u64) -> anyhow::Result<Vec<coord_client::Member>> {
+    let mut removed = std::collections::BTreeSet::new();
     loop {
-        let members = client.member_list().await?;
+        let members: Vec<coord_client::Member> = client
+            .member_list()
+            .await?
+            .into_iter()
+            .filter(|member| !removed.contains(&member.id))
+            .collect();
         let staying = members.iter().filter(|member| member.id <= above).count();
         let Some(highest) = members
             .iter()
@@ -108,7 +116,13 @@ async fn retire(client: &Client, above: u64) -> anyhow::Result<Vec<coord_client:
             );
         }
         eprintln!("coordctl: removing member {highest}");
-        client.member_remove(highest).await?;
+        match client.member_remove(highest).await {
+            Ok(_) => {}
+            Err(coord_client::Error::Membership { message })
+                if message.contains(&format!("member {highest} is not in the cluster")) => {}
+            Err(error) => return Err(error.into()),
+        }
+        removed.insert(highest);
     }
 }
 

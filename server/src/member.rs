@@ -120,6 +120,9 @@ pub async fn run(
     let peer_refusing = tokio::spawn(refuse_until(peer_incoming, starting, ready_receiver));
     let (members, founder, join_plan) = founding(&config, is_new, initial_members);
     let parts = Parts::start(&config, &security, cluster_id.clone(), members, founder).await?;
+    if join_plan.is_some() {
+        parts.consensus.hold_raft_traffic();
+    }
     let _ = ready.send(true);
     let (Ok(client_incoming), Ok(peer_incoming)) = (client_refusing.await, peer_refusing.await)
     else {

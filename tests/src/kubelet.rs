@@ -376,6 +376,38 @@ impl Kubelet {
         Ok(())
     }
 
+    /// Moves the pod as a rescheduling does: the old container goes (gracefully), a placeholder
+    /// takes its IP on the network, and a new container for the same pod starts on the same
+    /// volumes with another IP. Returns the old and the new IP.
+    pub fn reschedule_pod(&self, ordinal: usize) -> Result<(String, String), String> {
+        let old_ip = self.pod_ip(ordinal)?;
+        let name = self.container_name(&self.pod_name(ordinal));
+        self.stop_pod(ordinal)?;
+        docker(&["rm", "-f", &name])?;
+        let placeholder = format!("{}-placeholder-{ordinal}", self.prefix);
+        let image = self.main_container()["image"]
+            .as_str()
+            .ok_or("the container has no image")?
+            .to_owned();
+        // A lone member with no name on the network: it only holds the freed address.
+        docker(&[
+            "run",
+            "-d",
+            "--name",
+            &placeholder,
+            "--network",
+            &self.network,
+            &image,
+        ])?;
+        self.containers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(placeholder);
+        self.start_pod(ordinal)?;
+        let new_ip = self.pod_ip(ordinal)?;
+        Ok((old_ip, new_ip))
+    }
+
     /// The main container's logs so far (stdout and stderr).
     pub fn logs(&self, ordinal: usize) -> String {
         let name = self.container_name(&self.pod_name(ordinal));

@@ -155,6 +155,8 @@ async fn the_chart_runs_forms_scales_and_rolls_in_containers() {
         return;
     };
     let image = Image::build();
+    eprintln!("phase 0: the image run with no arguments serves a single member");
+    single_member_without_arguments(&image);
     let three = render(&tools, &image, 3);
     let kubelet = kubelet_for(&three);
 
@@ -181,11 +183,59 @@ async fn the_chart_runs_forms_scales_and_rolls_in_containers() {
     eprintln!("phase 3: data survives a SIGKILL and a restart");
     kill_and_restart(&kubelet, &client).await;
 
+    eprintln!("phase 3b: a pod rescheduled with a new IP rejoins by its DNS name");
+    reschedule(&kubelet).await;
+
     eprintln!("phase 4: 3 -> 5 -> 3 as the chart scales, under writes");
     scale_up_and_down(&tools, &image, &kubelet).await;
 
     eprintln!("phase 5: rolling restart under load");
     rolling_restart(&kubelet).await;
+}
+
+/// `docker run IMAGE` with no arguments: one member on every interface, ready once it leads,
+/// with its metrics on port 7402.
+fn single_member_without_arguments(image: &Image) {
+    let name = format!("coord-chart-test-single-{}", std::process::id());
+    let reference = format!("{}:{}", image.repository, image.tag);
+    let _ = docker(&["rm", "-f", &name]);
+    docker(&["run", "-d", "--name", &name, &reference]).expect("the image runs");
+    let ip = String::from_utf8_lossy(
+        &docker(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", &name])
+            .expect("docker inspect")
+            .stdout,
+    )
+    .trim()
+    .to_owned();
+    let started = Instant::now();
+    let ready = loop {
+        let status = coord_tests::kubelet::http_status(&format!("{ip}:7402"), "/readyz");
+        if status == Ok(200) || started.elapsed() > READY_LIMIT {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let metrics = coord_tests::kubelet::http_get(&format!("{ip}:7402"), "/metrics");
+    let logs = docker(&["logs", &name])
+        .map(|output| String::from_utf8_lossy(&output.stderr).into_owned())
+        .unwrap_or_default();
+    let _ = docker(&["rm", "-f", "-v", &name]);
+    assert_eq!(ready, Ok(200), "/readyz of the lone member:\n{logs}");
+    let metrics = metrics.expect("/metrics answers");
+    for name in [
+        "coord_server_is_leader 1",
+        "coord_raft_applied_index",
+        "process_open_fds",
+    ] {
+        assert!(
+            metrics.contains(name),
+            "{name} missing from /metrics:\n{metrics}"
+        );
+    }
+    eprintln!(
+        "the image alone: ready after {} ms",
+        started.elapsed().as_millis()
+    );
 }
 
 /// Runs the chart's `helm test` pod against the client Service name.
@@ -230,6 +280,38 @@ async fn kill_and_restart(kubelet: &Kubelet, client: &Client) {
             .expect("the write survived");
         assert_eq!(node.data, format!("v{key}").into_bytes());
     }
+}
+
+/// Member 2 (ordinal 1) moves to another IP; the others reach it again through its DNS name
+/// (resolved anew on reconnect), so it catches up and the cluster commits with it.
+async fn reschedule(kubelet: &Kubelet) {
+    let (old_ip, new_ip) = kubelet.reschedule_pod(1).expect("the pod moves");
+    assert_ne!(old_ip, new_ip, "the rescheduled pod kept its IP");
+    wait_ready(kubelet, 1);
+    let client = client_of(kubelet, &[0, 1, 2]).await;
+    let create = CreateOptions {
+        make_parents: true,
+        ..CreateOptions::default()
+    };
+    client
+        .create("/kube/moved", "after", &create)
+        .await
+        .expect("a write after the move");
+    let moved = client_of(kubelet, &[1]).await;
+    eventually(
+        "the moved member applies the new write",
+        READY_LIMIT,
+        || async {
+            let node = moved
+                .get_with("/kube/moved", coord_client::Consistency::Serializable)
+                .await
+                .ok()?;
+            (node.data == b"after").then_some(())
+        },
+    )
+    .await;
+    wait_voters(&client, &[1, 2, 3]).await;
+    eprintln!("rescheduled kt-coord-1: {old_ip} -> {new_ip}, caught up");
 }
 
 /// Writes one new node after another until stopped; the nodes acknowledged, and the longest

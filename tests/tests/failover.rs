@@ -426,21 +426,32 @@ async fn a_start_that_fails_on_a_taken_port_leaves_the_data_directory_new() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_member_listening_on_every_interface_must_say_what_to_advertise() {
+async fn a_member_listening_on_every_interface_advertises_its_host_name() {
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let port = coord_tests::free_port();
     let listen = format!("0.0.0.0:{port}");
     let mut member = ServerProcess::prepare(1, dir.path(), &["--listen-client", listen.as_str()]);
     member.start();
-    eventually("the start is refused", LEADER_WAIT, || {
-        let running = member.is_running();
-        async move { (!running).then_some(()) }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let expected = format!("{}:{port}", host.trim());
+    let options = coord_client::ClientOptions {
+        discover_members: false,
+        ..coord_client::ClientOptions::default()
+    };
+    let endpoint = format!("127.0.0.1:{port}");
+    let advertised = eventually("the member lists itself", LEADER_WAIT, || async {
+        let client = Client::connect_with([endpoint.as_str()], options.clone())
+            .await
+            .ok()?;
+        let members = client.member_list().await.ok()?;
+        Some(members.first()?.client_address.clone())
     })
     .await;
-    assert!(
-        member.log().contains("--advertise-client"),
-        "{}",
+    assert_eq!(
+        advertised,
+        expected,
+        "an every-interface address is advertised as this host's name:\n{}",
         member.log()
     );
 }

@@ -70,6 +70,17 @@ async fn health_and_metrics_answer_and_move_under_load() {
         "coord_sessions_open",
         "coord_watches_active",
         "coord_auth_denied_total",
+        "coord_server_proposals_committed_total",
+        "coord_server_proposals_applied_total",
+        "coord_server_proposals_pending",
+        "coord_server_proposals_failed_total",
+        "coord_disk_log_append_duration_seconds_count",
+        "coord_apply_duration_seconds_count",
+        "coord_snapshot_save_duration_seconds_count",
+        "coord_snapshot_size_bytes",
+        "coord_db_total_size_bytes",
+        "coord_write_ids_clients",
+        "coord_sessions_expired_total",
         "process_resident_memory_bytes",
         "process_open_fds",
     ] {
@@ -117,6 +128,34 @@ async fn health_and_metrics_answer_and_move_under_load() {
     );
     let moved = |name: &str| value(&after, name).unwrap() - value(&before, name).unwrap();
     assert!(moved("coord_raft_applied_index") >= 50.0, "{after}");
+    assert!(
+        moved("coord_server_proposals_committed_total") >= 50.0,
+        "{after}"
+    );
+    assert!(
+        moved("coord_server_proposals_applied_total") >= 50.0,
+        "{after}"
+    );
+    assert!(
+        moved("coord_disk_log_append_duration_seconds_count") >= 1.0,
+        "{after}"
+    );
+    assert!(
+        moved("coord_apply_duration_seconds_count") >= 1.0,
+        "{after}"
+    );
+    assert!(
+        value(&after, "coord_write_ids_clients") >= Some(1.0),
+        "{after}"
+    );
+    assert!(
+        value(&after, "coord_db_total_size_bytes") > Some(0.0),
+        "{after}"
+    );
+    assert_eq!(
+        value(&after, "coord_server_proposals_failed_total"),
+        Some(0.0)
+    );
     assert!(moved("coord_db_data_bytes") > 0.0);
     assert_eq!(value(&after, "coord_sessions_open"), Some(1.0));
     assert_eq!(get(port, "/nothing").map(|(status, _)| status), Some(404));

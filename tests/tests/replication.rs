@@ -478,3 +478,108 @@ async fn a_client_given_one_member_discovers_the_others_and_fails_over_to_them()
     assert_eq!(node.data, b"yes");
     assert_ne!(node.header.member_id, follower);
 }
+
+/// The value of `flag` in a member's arguments.
+fn flag_value(args: &[String], flag: &str) -> String {
+    let at = args
+        .iter()
+        .position(|arg| arg == flag)
+        .unwrap_or_else(|| panic!("{flag} in {args:?}"));
+    args[at + 1].clone()
+}
+
+/// Waits until `id` is a voter of the membership `client` sees.
+async fn wait_voter(client: &Client, id: u64) {
+    eventually(&format!("member {id} is a voter"), LEADER_WAIT, || async {
+        let members = client.member_list().await.ok()?;
+        members
+            .iter()
+            .any(|member| member.id == id && member.voter)
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_member_joins_through_join_via_and_replaces_itself_after_losing_its_disk() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = Cluster::start(3, &[]);
+    cluster.wait_for_leader(&[1, 2, 3], LEADER_WAIT).await;
+    let client = cluster.client().await;
+    assert!(create_with_retry(&client, "/join").await);
+    for key in 0..20 {
+        let path = format!("/join/{key}");
+        assert!(create_with_retry(&client, &path).await, "{path}");
+    }
+    let initial_cluster = flag_value(&cluster.member(1).args(), "--initial-cluster");
+    let via = format!(
+        "{},{}",
+        cluster.member(1).peer_address(),
+        cluster.member(3).peer_address()
+    );
+
+    // A fourth member: same founders and name, not among them, joins on its own.
+    let mut fourth =
+        coord_tests::ServerProcess::prepare(4, cluster.dir.path(), &["--join-via", &via]);
+    fourth.set_initial_cluster(&initial_cluster);
+    fourth.start();
+    wait_voter(&client, 4).await;
+    cluster.members.push(fourth);
+    let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+    while !cluster
+        .member(4)
+        .log()
+        .contains("joined the cluster as a voter")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}",
+            cluster.member(4).log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Member 4 loses its disk and comes back empty: the cluster still counts it as a voter, so
+    // it must refuse Raft traffic (the leader would see its log go back) until it has had
+    // itself removed and added again as a learner.
+    let lost = cluster.member(4);
+    lost.kill9();
+    lost.wipe();
+    lost.start();
+    let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+    while cluster
+        .member(4)
+        .log()
+        .matches("joined the cluster as a voter")
+        .count()
+        < 2
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "member 4 did not rejoin:\n{}",
+            cluster.log_tails(40)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = cluster.member(4).log();
+    assert!(
+        log.contains("its data directory is new"),
+        "member 4 did not notice it was a voter with an empty disk:\n{log}"
+    );
+    for id in [1, 2, 3] {
+        assert!(
+            cluster.member(id).is_running(),
+            "member {id} stopped:\n{}",
+            cluster.log_tails(40)
+        );
+    }
+    wait_voter(&client, 4).await;
+    let rejoined = cluster.direct_client_of(4).await;
+    for key in 0..20 {
+        rejoined
+            .get_with(&format!("/join/{key}"), Consistency::Serializable)
+            .await
+            .unwrap_or_else(|error| panic!("/join/{key} on the rejoined member: {error}"));
+    }
+    assert_converged(&cluster, &[1, 2, 3, 4]).await;
+}

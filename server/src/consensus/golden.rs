@@ -252,6 +252,22 @@ fn election_samples() -> Vec<Sample> {
                 term: Term(4),
             }),
         ),
+        peer_sample(
+            "join",
+            MessageKind::Join,
+            &super::join::JoinCall {
+                change: MembershipChange::Promote { id: MemberId(5) },
+                relayed: true,
+            },
+        ),
+        peer_sample(
+            "join reply",
+            MessageKind::Join,
+            &Ok::<_, ConsensusError>(super::join::MembershipView {
+                voters: BTreeSet::from([MemberId(1), MemberId(2)]),
+                learners: BTreeSet::from([MemberId(5)]),
+            }),
+        ),
     ]
 }
 

@@ -114,6 +114,10 @@ pub struct Consensus {
     /// How many times this member saw a new leader (`changes.rs` counts them).
     leader_changes: Arc<AtomicU64>,
     timings: RaftTimings,
+    /// Set while a member with a new data directory joins (`membership/joiner.rs`): it refuses
+    /// Raft traffic until the cluster counts it as a learner, so that a leader that still
+    /// counts it as a voter never sees its log go back (openraft's leader panics on that).
+    raft_held: std::sync::atomic::AtomicBool,
 }
 
 impl Consensus {
@@ -222,7 +226,29 @@ impl Consensus {
             removed_by_peers,
             leader_changes,
             timings,
+            raft_held: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Refuses AppendEntries, votes, snapshots and pre-votes until `admit_raft_traffic`.
+    pub fn hold_raft_traffic(&self) {
+        self.raft_held.store(true, Ordering::SeqCst);
+    }
+
+    /// Takes Raft traffic again (see `hold_raft_traffic`).
+    pub fn admit_raft_traffic(&self) {
+        self.raft_held.store(false, Ordering::SeqCst);
+    }
+
+    /// Why Raft traffic is refused now, if it is.
+    pub fn raft_traffic_refused(&self) -> Option<String> {
+        self.raft_held.load(Ordering::SeqCst).then(|| {
+            format!(
+                "member {} is joining with a new data directory: it takes Raft traffic once the \
+                 cluster counts it as a learner",
+                self.config.member_id
+            )
+        })
     }
 
     /// What the log, the state machine and the write path measure (for `/metrics`).
@@ -679,7 +705,12 @@ impl Consensus {
 
     /// Answers a pre-vote (see `election.rs`).
     pub async fn pre_vote(&self, request: PreVote) -> PreVoteReply {
-        let Some(view) = election::voter_view(&self.raft, &self.last_log).await else {
+        let held = self.raft_held.load(Ordering::SeqCst);
+        let view = match held {
+            true => None,
+            false => election::voter_view(&self.raft, &self.last_log).await,
+        };
+        let Some(view) = view else {
             return PreVoteReply {
                 granted: false,
                 removed: false,

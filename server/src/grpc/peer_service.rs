@@ -126,6 +126,14 @@ impl PeerService {
         })
     }
 
+    /// Refuses Raft traffic, retryably, while this member joins (`Consensus::hold_raft_traffic`).
+    fn check_raft_traffic(&self) -> Result<(), Status> {
+        match self.consensus.raft_traffic_refused() {
+            Some(reason) => Err(Status::unavailable(reason)),
+            None => Ok(()),
+        }
+    }
+
     /// Runs a forwarded call with `here` and encodes its reply.
     async fn run<C, F, Fut>(&self, message: &PeerMessage, here: F) -> Result<PeerMessage, Status>
     where
@@ -149,6 +157,7 @@ impl PeerApi for PeerService {
         request: Request<PeerMessage>,
     ) -> Result<Response<PeerMessage>, Status> {
         let kind = MessageKind::AppendEntries;
+        self.check_raft_traffic()?;
         let append: AppendEntriesRequest<TypeConfig> = self.accept(&request, kind)?;
         self.admit(&request, self.consensus.admit_append(&append))?;
         let result = self.consensus.raft().append_entries(append).await;
@@ -157,6 +166,7 @@ impl PeerApi for PeerService {
 
     async fn vote(&self, request: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {
         let kind = MessageKind::Vote;
+        self.check_raft_traffic()?;
         let vote: VoteRequest<u64> = self.accept(&request, kind)?;
         self.admit(&request, self.consensus.admit_vote(&vote))?;
         let result = self.consensus.raft().vote(vote).await;
@@ -168,6 +178,7 @@ impl PeerApi for PeerService {
         request: Request<PeerMessage>,
     ) -> Result<Response<PeerMessage>, Status> {
         let kind = MessageKind::InstallSnapshot;
+        self.check_raft_traffic()?;
         let chunk: InstallSnapshotRequest<TypeConfig> = self.accept(&request, kind)?;
         self.admit(&request, self.consensus.admit_snapshot(&chunk))?;
         let result = self.consensus.raft().install_snapshot(chunk).await;

@@ -10,6 +10,10 @@
 //!    vote twice in a term, or forget entries it acknowledged), and asks again.
 //! 3. It asks to be promoted; the leader waits until it has caught up before it does so.
 //!
+//! Until step 1 (or 2) says the cluster counts it as a learner, the member refuses Raft traffic
+//! (`Consensus::hold_raft_traffic`): a leader that still counts it as a voter must never see its
+//! log go back (openraft 0.9's leader panics on a follower's log reverting).
+//!
 //! The founder (the lowest id of `--initial-cluster`) asks too, for two election timeouts,
 //! before founding: if a cluster answers, its own data directory was lost and it joins that
 //! cluster instead of founding a second one under the same name.
@@ -59,6 +63,7 @@ pub async fn join(consensus: Arc<Consensus>, plan: JoinPlan) {
     let Some(mut view) = asker.ask(add.clone(), give_up_at).await else {
         if let Some(members) = plan.founding {
             tracing::info!("no cluster answers at --join-via: founding it");
+            consensus.admit_raft_traffic();
             if let Err(error) = consensus.found(members).await {
                 tracing::error!(%error, "could not found the cluster");
             }
@@ -77,6 +82,8 @@ pub async fn join(consensus: Arc<Consensus>, plan: JoinPlan) {
             None => return,
         }
     }
+    // The cluster counts this member as a learner now: it may take the log.
+    consensus.admit_raft_traffic();
     if !view.is_voter(me) {
         tracing::info!(member = %me, "added as a learner; asking to be promoted once caught up");
         if asker
