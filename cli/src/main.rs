@@ -13,6 +13,7 @@
 //! policy (a poisoned lock is used as it is; see `lock.rs` in coord-client).
 
 mod auth;
+mod check;
 mod cluster;
 mod nodes;
 mod output;
@@ -174,6 +175,12 @@ enum Command {
         #[command(subcommand)]
         command: auth::AuthCommand,
     },
+    /// Checks of a running cluster: `check perf` writes for a while and passes or fails on
+    /// throughput and latency (exit 0 or 1).
+    Check {
+        #[command(subcommand)]
+        command: check::CheckCommand,
+    },
 }
 
 /// Exit code for a failed operation (rejected, not acquired in time, lost).
@@ -316,6 +323,7 @@ async fn execute(cli: Cli, printer: &Printer) -> anyhow::Result<i32> {
         Command::Elect(args) => recipes::elect(&client, printer, args).await,
         Command::Barrier { command } => recipes::barrier(&client, printer, command).await,
         Command::Auth { command } => auth::run(&client, printer, command).await,
+        Command::Check { command } => check::run(&client, printer, command).await,
     }
 }
 

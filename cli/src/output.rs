@@ -18,7 +18,7 @@ pub struct Printer {
     pub json: bool,
 }
 
-fn emit(text: &str) {
+pub(crate) fn emit(text: &str) {
     let mut stdout = std::io::stdout().lock();
     // A closed pipe (e.g. `| head`) is not an error worth reporting.
     let _ = stdout.write_all(text.as_bytes());

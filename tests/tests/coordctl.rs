@@ -132,3 +132,41 @@ async fn round_trips_and_exit_codes() {
 
     assert!(ctl.expect(&["cluster", "status"], 0).contains("leader"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_perf_reports_and_passes_or_fails_against_its_thresholds() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start_single(dir.path(), &[]);
+    server.client().await;
+    let ctl = Ctl {
+        endpoint: server.client_address(),
+    };
+    // The small load (200 writes/s) for two seconds: a member on loopback sustains it.
+    let text = ctl.expect(&["check", "perf", "--duration", "2s"], 0);
+    assert!(text.contains("writes/s (target 200)"), "{text}");
+    assert!(text.ends_with("PASS\n"), "{text}");
+    // A latency bound no write can meet fails the check, with the reason, exit status 1.
+    let failed = ctl.expect(
+        &[
+            "check",
+            "perf",
+            "--duration",
+            "1s",
+            "--p99-max",
+            "0ms",
+            "--output",
+            "json",
+        ],
+        1,
+    );
+    let report: serde_json::Value = serde_json::from_str(failed.trim()).expect("one JSON line");
+    assert_eq!(report["pass"], false, "{report}");
+    assert!(
+        report["failures"][0].as_str().unwrap().contains("p99"),
+        "{report}"
+    );
+    assert!(report["writes"].as_u64().unwrap() > 0, "{report}");
+    // Each run deletes what it wrote.
+    let left = ctl.expect(&["ls", "/coordctl-check-perf"], 0);
+    assert_eq!(left, "", "runs left nodes behind: {left}");
+}
