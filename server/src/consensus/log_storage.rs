@@ -103,10 +103,17 @@ fn decode_entry(index: u64, bytes: &[u8]) -> Result<Entry, StorageError<u64>> {
     Ok(entry)
 }
 
-/// Runs a blocking RocksDB call off the async runtime's worker threads.
+/// Runs a blocking RocksDB call so that it does not stall the runtime: in place on a
+/// multi-threaded runtime (the worker's other tasks move to another worker), which saves the
+/// two thread hand-offs of `spawn_blocking` on every append and log read; on another runtime
+/// (unit tests) on the blocking pool.
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, StorageError<u64>> + Send + 'static,
 ) -> Result<T, StorageError<u64>> {
+    let flavor = tokio::runtime::Handle::current().runtime_flavor();
+    if flavor == tokio::runtime::RuntimeFlavor::MultiThread {
+        return tokio::task::block_in_place(work);
+    }
     tokio::task::spawn_blocking(work).await.map_err(|error| {
         StorageError::from(StorageIOError::write_logs(AnyError::error(format!(
             "storage task failed: {error}"
