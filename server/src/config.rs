@@ -75,8 +75,9 @@ pub struct ServerConfig {
     )]
     pub join: Option<String>,
 
-    /// Peer addresses (`HOST:PORT,...`, e.g. a headless Service's DNS name) through which a
-    /// member with a new data directory joins on its own: a member not in --initial-cluster
+    /// Peer addresses (`HOST:PORT,...`, e.g. each member's own DNS name; a Service name that
+    /// resolves to several members reaches only one per connection) through which a member
+    /// with a new data directory joins on its own: a member not in --initial-cluster
     /// asks to be added as a learner, catches up and has itself promoted to voter; the founder
     /// first checks that no cluster answers there, and replaces itself in one that does
     /// instead of founding a second. Ignored once the data directory exists.

@@ -139,15 +139,14 @@ impl Kubelet {
             arguments.push("--network-alias".into());
             arguments.push(service);
         }
-        arguments.extend(security_arguments(self.pod_spec(), self.main_container()));
         arguments.extend(self.volume_arguments(&pod)?);
         let container = self.main_container();
-        let env = resolve_env(container, &pod, &self.namespace)?;
-        for (key, value) in &env {
-            arguments.push("--env".into());
-            arguments.push(format!("{key}={value}"));
-        }
-        arguments.extend(command_arguments(container, &env)?);
+        arguments.extend(run_arguments(
+            self.pod_spec(),
+            container,
+            &pod,
+            &self.namespace,
+        )?);
         let arguments: Vec<&str> = arguments.iter().map(String::as_str).collect();
         docker(&arguments)?;
         self.containers
@@ -410,16 +409,7 @@ impl Kubelet {
 
     /// The main container's logs so far (stdout and stderr).
     pub fn logs(&self, ordinal: usize) -> String {
-        let name = self.container_name(&self.pod_name(ordinal));
-        docker(&["logs", &name])
-            .map(|output| {
-                format!(
-                    "{}{}",
-                    String::from_utf8_lossy(&output.stdout),
-                    String::from_utf8_lossy(&output.stderr)
-                )
-            })
-            .unwrap_or_else(|error| error)
+        container_logs(&self.container_name(&self.pod_name(ordinal)))
     }
 
     /// Runs a one-off pod to completion: a Job's pod template or a Pod (a hook or a `helm
@@ -451,25 +441,11 @@ impl Kubelet {
             "--network".into(),
             self.network.clone(),
         ];
-        arguments.extend(security_arguments(spec, container));
-        let env = resolve_env(container, name, &self.namespace)?;
-        for (key, value) in &env {
-            arguments.push("--env".into());
-            arguments.push(format!("{key}={value}"));
-        }
-        arguments.extend(command_arguments(container, &env)?);
+        arguments.extend(run_arguments(spec, container, name, &self.namespace)?);
         let arguments: Vec<&str> = arguments.iter().map(String::as_str).collect();
         docker(&arguments)?;
         let finished = wait_exit(&container_name, limit);
-        let logs = docker(&["logs", &container_name])
-            .map(|output| {
-                format!(
-                    "{}{}",
-                    String::from_utf8_lossy(&output.stdout),
-                    String::from_utf8_lossy(&output.stderr)
-                )
-            })
-            .unwrap_or_default();
+        let logs = container_logs(&container_name);
         let _ = docker(&["rm", "-f", "-v", &container_name]);
         finished.map(|code| (code, logs))
     }
@@ -495,6 +471,37 @@ impl Drop for Kubelet {
         }
         let _ = docker(&["network", "rm", &self.network]);
     }
+}
+
+/// A container's stdout and stderr so far (or why they could not be read).
+fn container_logs(container: &str) -> String {
+    docker(&["logs", container])
+        .map(|output| {
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            )
+        })
+        .unwrap_or_else(|error| error)
+}
+
+/// The `docker run` arguments a pod's container gets whatever it is: its security context,
+/// its env (resolved for `pod`), and its entrypoint, image and arguments.
+fn run_arguments(
+    pod_spec: &Value,
+    container: &Value,
+    pod: &str,
+    namespace: &str,
+) -> Result<Vec<String>, String> {
+    let mut arguments = security_arguments(pod_spec, container);
+    let env = resolve_env(container, pod, namespace)?;
+    for (key, value) in &env {
+        arguments.push("--env".into());
+        arguments.push(format!("{key}={value}"));
+    }
+    arguments.extend(command_arguments(container, &env)?);
+    Ok(arguments)
 }
 
 /// Waits until `container` exits; its exit code.
