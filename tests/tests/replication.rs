@@ -583,3 +583,39 @@ async fn a_new_member_joins_through_join_via_and_replaces_itself_after_losing_it
     }
     assert_converged(&cluster, &[1, 2, 3, 4]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_founding_member_restarted_empty_neither_stops_the_leader_nor_loses_data() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(&[1, 2, 3], LEADER_WAIT).await;
+    let client = cluster.client().await;
+    assert!(create_with_retry(&client, "/empty").await);
+    for key in 0..20 {
+        assert!(create_with_retry(&client, &format!("/empty/{key}")).await);
+    }
+    // A follower of the initial cluster loses its disk and restarts without --join-via: the
+    // leader sees its log go back and must start over with it rather than stop.
+    let follower = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
+    let member = cluster.member(follower);
+    member.kill9();
+    member.wipe();
+    member.start();
+    let rejoined = cluster.direct_client_of(follower).await;
+    eventually("the emptied member catches up", LEADER_WAIT, || async {
+        rejoined
+            .get_with("/empty/19", Consistency::Serializable)
+            .await
+            .ok()
+    })
+    .await;
+    for id in [1, 2, 3] {
+        assert!(
+            cluster.member(id).is_running(),
+            "member {id} stopped:\n{}",
+            cluster.log_tails(40)
+        );
+    }
+    assert!(create_with_retry(&client, "/empty/after").await);
+    assert_converged(&cluster, &[1, 2, 3]).await;
+}
