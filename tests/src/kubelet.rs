@@ -382,7 +382,8 @@ impl Kubelet {
         let old_ip = self.pod_ip(ordinal)?;
         let name = self.container_name(&self.pod_name(ordinal));
         self.stop_pod(ordinal)?;
-        docker(&["rm", "-f", &name])?;
+        // `-v` drops only the container's anonymous volumes (emptyDirs); claims are named.
+        docker(&["rm", "-f", "-v", &name])?;
         let placeholder = format!("{}-placeholder-{ordinal}", self.prefix);
         let image = self.main_container()["image"]
             .as_str()
