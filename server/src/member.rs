@@ -267,7 +267,7 @@ impl Parts {
         let greeter = Arc::new(Greeter::new(
             consensus.clone(),
             directory.clone(),
-            client_address(config),
+            config.client_address(),
         ));
         let keeper = Arc::new(SessionKeeper::new(
             consensus.clone(),
@@ -313,7 +313,7 @@ impl Parts {
             consensus.clone(),
             access.clone(),
             self.directory.clone(),
-            client_address(config),
+            config.client_address(),
             config.quota_bytes,
             self.tls.clone(),
         ));
@@ -627,9 +627,6 @@ fn limits(config: &ServerConfig) -> Limits {
 }
 
 /// The client address other members and clients should use for this member.
-fn client_address(config: &ServerConfig) -> String {
-    config.client_address()
-}
 
 /// `--max-connections` for each port, lowered so that both ports' connections fit in three
 /// quarters of the process's open-file limit (the rest is for the data directory and peers).

@@ -488,6 +488,24 @@ fn flag_value(args: &[String], flag: &str) -> String {
     args[at + 1].clone()
 }
 
+/// Waits until member `id`'s log holds `text` at least `times` times; the logs on timeout.
+async fn wait_for_log(cluster: &Cluster, id: u64, text: &str, times: usize) {
+    let member = cluster
+        .members
+        .iter()
+        .find(|member| member.id == id)
+        .expect("the member exists");
+    let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+    while member.log().matches(text).count() < times {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "member {id} logged {text:?} fewer than {times} times:\n{}",
+            cluster.log_tails(40)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Waits until `id` is a voter of the membership `client` sees.
 async fn wait_voter(client: &Client, id: u64) {
     eventually(&format!("member {id} is a voter"), LEADER_WAIT, || async {
@@ -525,19 +543,7 @@ async fn a_new_member_joins_through_join_via_and_replaces_itself_after_losing_it
     fourth.start();
     wait_voter(&client, 4).await;
     cluster.members.push(fourth);
-    let deadline = tokio::time::Instant::now() + LEADER_WAIT;
-    while !cluster
-        .member(4)
-        .log()
-        .contains("joined the cluster as a voter")
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{}",
-            cluster.member(4).log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_log(&cluster, 4, "joined the cluster as a voter", 1).await;
 
     // Member 4 loses its disk and comes back empty: the cluster still counts it as a voter, so
     // it must refuse Raft traffic (the leader would see its log go back) until it has had
@@ -546,21 +552,7 @@ async fn a_new_member_joins_through_join_via_and_replaces_itself_after_losing_it
     lost.kill9();
     lost.wipe();
     lost.start();
-    let deadline = tokio::time::Instant::now() + LEADER_WAIT;
-    while cluster
-        .member(4)
-        .log()
-        .matches("joined the cluster as a voter")
-        .count()
-        < 2
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "member 4 did not rejoin:\n{}",
-            cluster.log_tails(40)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_log(&cluster, 4, "joined the cluster as a voter", 2).await;
     let log = cluster.member(4).log();
     assert!(
         log.contains("its data directory is new"),
