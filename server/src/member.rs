@@ -626,8 +626,6 @@ fn limits(config: &ServerConfig) -> Limits {
     }
 }
 
-/// The client address other members and clients should use for this member.
-
 /// `--max-connections` for each port, lowered so that both ports' connections fit in three
 /// quarters of the process's open-file limit (the rest is for the data directory and peers).
 fn max_connections(configured: usize) -> usize {
