@@ -109,18 +109,21 @@ impl Listing {
 /// precedes ours existed before ours, so each page shows it unless it was already deleted, and
 /// nodes created during the listing come after ours.
 pub(crate) async fn list_directory(client: &Client, directory: &str) -> Result<Listing, Error> {
+    list_directory_at(client, directory, Consistency::Linearizable).await
+}
+
+/// Lists `directory` as `list_directory` does, with pages read at `consistency`.
+pub(crate) async fn list_directory_at(
+    client: &Client,
+    directory: &str,
+    consistency: Consistency,
+) -> Result<Listing, Error> {
     let mut children = Vec::new();
     let mut revision = None;
     let mut page_token: Option<String> = None;
     let last_revision = loop {
         let page = client
-            .children_page(
-                directory,
-                0,
-                page_token.as_deref(),
-                true,
-                Consistency::Linearizable,
-            )
+            .children_page(directory, 0, page_token.as_deref(), true, consistency)
             .await?;
         revision.get_or_insert(page.header.revision);
         children.extend(

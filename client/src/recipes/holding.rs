@@ -27,7 +27,7 @@ use crate::client::Client;
 use crate::error::Error;
 use crate::session::SessionView;
 use crate::txn::Txn;
-use crate::watch::{DeleteReason, EventKind, WatchOptions};
+use crate::watch::{DeleteReason, EventFilter, EventKind, WatchOptions};
 
 /// See the module documentation. Public in name only, so that the sealed supertrait of
 /// `HeldNode` can return it; its module is private, so nothing outside the crate names it.
@@ -297,9 +297,12 @@ async fn follow_session(
 async fn node_lost(client: &Client, path: &str, token: u64, mut from: u64) -> LostReason {
     let mut backoff = Backoff::new();
     loop {
+        // Only a deletion matters; the node's own grant stamp and other data changes do not
+        // travel.
         let options = WatchOptions {
             path: path.to_owned(),
             start_revision: from,
+            kinds: vec![EventFilter::Deleted],
             ..WatchOptions::default()
         };
         if let Ok(mut watch) = client.watch(options).await {

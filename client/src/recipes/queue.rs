@@ -17,20 +17,27 @@
 //!   (the predecessor may have abandoned, and an earlier one may still be there);
 //! - `acquire` returns a holding only after a listing made after its last wait showed its node
 //!   with its token and granted the turn, and `confirm` then found the session safe; otherwise
-//!   it leaves no node behind.
+//!   it leaves no node behind. That listing reflects at least the revision of the event that
+//!   ended the wait (or of the create, before any wait), not necessarily the leader's latest:
+//!   the nodes before ours only ever go away, so a later state could only grant more; and our
+//!   own node cannot have expired unseen, since the session is checked afterwards (it cannot
+//!   expire before `safe_until`) and the holding's monitor reports explicit deletions. A
+//!   listing with no such revision to go by (after a compacted or failed watch) is
+//!   linearizable.
 
 use tokio::time::Instant;
 
-use super::directory::{base_name, check_name, list_directory, Entry, Listing};
+use super::directory::{base_name, check_name, list_directory_at, Entry, Listing};
 use super::holding::Holding;
 use super::pending::PendingNode;
 use super::record::NodeRecord;
 use super::role::Role;
-use super::wait::{check_session, persist, transient, wait_for_change, Attempted, Patience, Woken};
+use super::wait::{check_session, persist, wait_for_change, Attempted, Patience, Woken};
 use crate::client::Client;
 use crate::error::Error;
 use crate::session::SessionView;
 use crate::txn::{Op, Txn};
+use crate::types::Consistency;
 use crate::watch::{EventFilter, WatchOptions};
 
 /// When a queued node's turn comes.
@@ -161,7 +168,8 @@ impl Queue<'_> {
 ///               │  └──(granted)──► hand_over  │
 ///               └─────────(changed)───────────┘
 ///
-///  hand_over: confirm ──► disarm the drop guard ──► Holding (its monitor started)
+///  hand_over: session safe? ──► disarm the drop guard ──► Holding (its monitor started)
+///             └──► (granted after a wait) stamp the grant time, in the background
 /// ```
 ///
 /// Its `PendingNode` deletes the node if the attempt ends any other way: an error, `abandon`,
@@ -177,6 +185,9 @@ pub(crate) struct Queued<'a> {
     path: String,
     own_name: String,
     token: u64,
+    /// The revision the next listing must reflect: the create's, then the event that ended
+    /// the last wait (`None`: the latest, a linearizable listing).
+    fresh_from: Option<u64>,
 }
 
 impl<'a> Queued<'a> {
@@ -208,6 +219,7 @@ impl<'a> Queued<'a> {
             record,
             own_name: base_name(&created.path).to_owned(),
             token: created.stat.create_revision,
+            fresh_from: Some(created.stat.create_revision),
             path: created.path,
         }))
     }
@@ -229,8 +241,11 @@ impl<'a> Queued<'a> {
     /// this node in it: the listing and the node's index. `None` at the deadline (the node is
     /// then deleted; stop using this value); `LockLost` if the node or the directory is gone.
     pub(crate) async fn list(&mut self) -> Result<Option<(Listing, usize)>, Error> {
+        let consistency = self
+            .fresh_from
+            .map_or(Consistency::Linearizable, Consistency::MinRevision);
         let listed = persist(Some(self.session), self.deadline, || {
-            list_directory(self.client, self.directory)
+            list_directory_at(self.client, self.directory, consistency)
         })
         .await;
         let listing = match listed {
@@ -253,7 +268,10 @@ impl<'a> Queued<'a> {
     /// deleted; stop using this value).
     pub(crate) async fn wait(&mut self, options: WatchOptions) -> Result<bool, Error> {
         match wait_for_change(self.client, Some(self.session), options, self.deadline).await? {
-            Woken::Changed => Ok(true),
+            Woken::Changed(revision) => {
+                self.fresh_from = revision;
+                Ok(true)
+            }
             Woken::TimedOut => {
                 self.pending.remove().await;
                 Ok(false)
@@ -267,8 +285,9 @@ impl<'a> Queued<'a> {
     }
 
     /// The hand-off, once a listing made after the last wait (at revision `seen_at`) granted
-    /// the turn: `confirm` (stamping the grant time into the node if `restamp`), then disarm
-    /// the drop guard and start holding, watched from the confirmed revision on.
+    /// the turn: `confirm` the session, then disarm the drop guard and start holding, watched
+    /// from the listing's revision on. A waiter that was granted (`restamp`) then stamps the
+    /// grant time into its node in the background (see `stamp`).
     pub(crate) async fn hand_over(
         mut self,
         seen_at: u64,
@@ -279,59 +298,42 @@ impl<'a> Queued<'a> {
         } else {
             self.record.clone()
         };
-        let data = restamp.then(|| record.encode());
-        let node = (self.path.as_str(), self.token);
-        let revision = confirm(self.client, self.session, node, seen_at, data).await?;
+        check_session(self.session)?;
         self.pending.disarm();
+        if restamp {
+            tokio::spawn(stamp(
+                self.client.clone(),
+                self.path.clone(),
+                self.token,
+                record.encode(),
+            ));
+        }
         let holding = Holding::start(
             self.client.clone(),
             self.session.clone(),
             self.directory.to_owned(),
             self.path,
             self.token,
-            revision + 1,
+            seen_at + 1,
         );
         Ok(Acquired { holding, record })
     }
 }
 
-/// The re-check after the last wait, once a listing (`seen_at`, a linearizable read made after
-/// that wait) showed the node at `path` with create revision `token` and granted its turn:
-/// stamps the grant time into the node with a txn fenced by the token when `restamp` is given
-/// (refused: `LockLost`), then checks that the session is safe. Returns the revision from
-/// which the node is known to exist.
+/// Writes the grant time into the node at `path` created at `token`, with a txn fenced by the
+/// token (so a node released or lost meanwhile is left alone). The stamp is for people reading
+/// listings ("held since"); nothing waits for it, so it costs a hand-off no commit. A failure
+/// is left at that: the listing shows the time the node was queued instead.
 ///
-/// Why this suffices: the node existed at a revision after the last wait, and the session
-/// (checked after that read) cannot expire before `safe_until`, so the node lasts until then
-/// unless someone deletes it explicitly, which the holding's monitor reports.
-async fn confirm(
-    client: &Client,
-    session: &SessionView,
-    (path, token): (&str, u64),
-    seen_at: u64,
-    restamp: Option<Vec<u8>>,
-) -> Result<u64, Error> {
-    let mut revision = seen_at;
-    if let Some(data) = restamp {
-        check_session(session)?;
-        let txn = Txn::new()
-            .fence(path, token)
-            .then(Op::set(path, data, None));
-        match client.txn(txn).await {
-            Ok(result) => revision = revision.max(result.header.revision),
-            Err(Error::FenceRejected { .. }) => {
-                return Err(Error::LockLost {
-                    path: path.to_owned(),
-                    token,
-                })
-            }
-            // The stamp is for people reading listings; the listing already showed the node.
-            Err(error) if transient(&error) => {}
-            Err(error) => return Err(error),
-        }
-    }
-    check_session(session)?;
-    Ok(revision)
+/// Why the hand-off needs no write of its own: the listing that granted the turn showed the
+/// node with its token at a revision after the last wait, and the session, checked after that
+/// listing, cannot expire before `safe_until`; so the node lasts until then unless someone
+/// deletes it explicitly, which the holding's monitor reports.
+async fn stamp(client: Client, path: String, token: u64, data: Vec<u8>) {
+    let txn = Txn::new()
+        .fence(&path, token)
+        .then(Op::set(&path, data, None));
+    let _ = client.txn(txn).await;
 }
 
 #[cfg(test)]

@@ -50,8 +50,10 @@ impl Patience {
 /// How a wait ended, short of an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Woken {
-    /// Something may have changed: list again.
-    Changed,
+    /// Something may have changed: list again. With the revision of the event that woke the
+    /// waiter, when one did (a listing that reflects that revision sees the change); `None`
+    /// after a compacted start, the end of the stream or a watch that could not be opened.
+    Changed(Option<u64>),
     /// The deadline passed.
     TimedOut,
 }
@@ -148,20 +150,21 @@ pub(crate) async fn wait_for_change(
     let change = async {
         match client.watch(options).await {
             Ok(mut watch) => match watch.next().await {
+                Some(Ok(event)) => Ok(Some(event.revision)),
                 Some(Err(error)) if !matches!(error, Error::Compacted { .. }) => Err(error),
-                // An event, a compacted start, or the end of the stream: list again.
-                _ => Ok(()),
+                // A compacted start or the end of the stream: list again.
+                _ => Ok(None),
             },
-            Err(Error::Compacted { .. }) => Ok(()),
+            Err(Error::Compacted { .. }) => Ok(None),
             Err(error) if transient(&error) => {
                 tokio::time::sleep(WATCH_RETRY_PAUSE).await;
-                Ok(())
+                Ok(None)
             }
             Err(error) => Err(error),
         }
     };
     tokio::select! {
-        changed = change => changed.map(|()| Woken::Changed),
+        changed = change => changed.map(Woken::Changed),
         reason = session_lost_or_never(session) => {
             let session = session.expect("only a session can be lost");
             Err(session_error(session, reason))
