@@ -12,6 +12,10 @@
 //!     └── retry ◄── decide_retry ──► fail (error) / answered (value)
 //! ```
 //!
+//! A retryable attempt unanswered for half a second asks the other members for their status;
+//! when another one leads with a quorum, the attempt is abandoned and the call goes there
+//! (`hung.rs`: a paused leader otherwise holds every call for its whole budget).
+//!
 //! Invariant: a write is retried only with its write id (the cluster applies it at most once),
 //! and once an attempt may have been applied the call never reports "not applied".
 
@@ -27,6 +31,7 @@ use tokio::time::Instant;
 
 use crate::endpoints::{Credentials, Dial, Endpoints, Route, Target, Transport};
 use crate::error::Error;
+use crate::hung;
 use crate::lock::lock;
 use crate::txn::{Txn, TxnResult};
 use crate::types::{
@@ -446,7 +451,25 @@ impl Client {
         // A little beyond the budget, so that the server's own deadline answer can arrive.
         let attempt =
             tokio::time::timeout(budget + ATTEMPT_GRACE, call(target.channel.clone(), budget));
-        let error = match attempt.await {
+        let answer = match kind {
+            CallKind::Unsafe => attempt.await,
+            // A retryable attempt is given up when its member hangs and another leads
+            // (`hung.rs`).
+            CallKind::Read | CallKind::Write => tokio::select! {
+                answer = attempt => answer,
+                leader = self.leader_elsewhere(target) => {
+                    route.redirect(leader);
+                    return Err(Error::Timeout {
+                        message: format!(
+                            "{} stopped answering and member {leader} leads now; the attempt \
+                             was abandoned",
+                            target.address
+                        ),
+                    });
+                }
+            },
+        };
+        let error = match answer {
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(status)) => Error::from_status(&status, &target.address),
             Err(_) => Error::Timeout {
@@ -457,6 +480,46 @@ impl Client {
             route.timed_out();
         }
         Err(error)
+    }
+
+    /// Resolves with the member to go to once an attempt on `target` has gone unanswered for
+    /// `hung::SUSPECT_AFTER` and another member says it leads with a quorum; never otherwise.
+    async fn leader_elsewhere(&self, target: &Target) -> u64 {
+        tokio::time::sleep(hung::SUSPECT_AFTER).await;
+        let endpoints = &self.inner.endpoints;
+        loop {
+            let mut asks = tokio::task::JoinSet::new();
+            for other in endpoints.others(&target.address) {
+                asks.spawn(async move {
+                    let request = with_timeout(pb::ClusterStatusRequest {}, hung::POLL_EVERY);
+                    let mut cluster = ClusterClient::new(other.channel);
+                    let status = tokio::time::timeout(hung::POLL_EVERY, cluster.status(request));
+                    let status = status.await.ok()?.ok()?.into_inner();
+                    let member = status.header.map_or(0, |header| header.member_id);
+                    Some((
+                        other.address,
+                        hung::Seen {
+                            member,
+                            leader: status.leader_id,
+                            leader_has_quorum: status.leader_has_quorum,
+                        },
+                    ))
+                });
+            }
+            // Decided by the first member that leads: others may hang too.
+            let mut seen = Vec::new();
+            while let Some(answer) = asks.join_next().await {
+                if let Ok(Some((address, answer))) = answer {
+                    endpoints.identify(&address, answer.member);
+                    seen.push(answer);
+                }
+                let target_id = endpoints.member_of(&target.address);
+                if let Some(leader) = hung::moved_on(target_id, &seen) {
+                    return leader;
+                }
+            }
+            tokio::time::sleep(hung::POLL_EVERY).await;
+        }
     }
 
     /// Asks `target` for its status within the route's budget; any failure becomes a "not

@@ -179,6 +179,29 @@ impl Endpoints {
         lock(&self.table).routing.identify(address, member_id);
     }
 
+    /// The member that answers on `address`, once known.
+    pub(crate) fn member_of(&self, address: &str) -> Option<u64> {
+        let table = lock(&self.table);
+        let index = table.routing.position(address)?;
+        table.routing.endpoints[index].member_id
+    }
+
+    /// Every endpoint but `address`.
+    pub(crate) fn others(&self, address: &str) -> Vec<Target> {
+        let table = lock(&self.table);
+        table
+            .routing
+            .endpoints
+            .iter()
+            .zip(&table.channels)
+            .filter(|(health, _)| health.address != address)
+            .map(|(health, channel)| Target {
+                address: health.address.clone(),
+                channel: channel.clone(),
+            })
+            .collect()
+    }
+
     /// Adds the members' client addresses as endpoints and drops learned endpoints that
     /// `members` no longer names (see `Routing::learn`); an address that makes no valid URI is
     /// dropped again.

@@ -32,6 +32,7 @@ mod auth;
 mod client;
 mod endpoints;
 mod error;
+mod hung;
 mod lock;
 pub mod recipes;
 mod session;

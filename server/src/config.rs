@@ -100,7 +100,7 @@ pub struct ServerConfig {
     pub heartbeat_interval: Duration,
 
     /// How long followers wait without hearing from a leader before one stands for election
-    /// (each waits a random time between this and 1.5 times this). A crashed leader is replaced
+    /// (each waits a random time between this and 1.25 times this). A crashed leader is replaced
     /// after about this long; see README "Failover and session TTLs".
     #[arg(long, env = "COORD_ELECTION_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
     pub election_timeout: Duration,

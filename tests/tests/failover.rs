@@ -1,5 +1,6 @@
-//! Restarts and failovers that clients ride out: a member that returns from a pause does not
-//! depose the leader; SIGTERM of the leader hands leadership over and the member exits within
+//! Restarts and failovers that clients ride out: a killed leader is replaced as soon as its port
+//! refuses connections, a paused one after the election timeout; a member that returns from a
+//! pause does not depose the leader; SIGTERM of the leader hands leadership over and the member exits within
 //! its bound; open watch and keep-alive streams end at once with a retryable status; a removed
 //! member refuses clients; a first start that fails leaves no identity behind.
 //!
@@ -151,6 +152,83 @@ async fn a_follower_back_from_a_long_pause_does_not_depose_the_leader() {
     assert!(
         gap < ELECTION_TIMEOUT,
         "writes stopped for {gap:?}; logs:\n{}",
+        cluster.log_tails(40)
+    );
+    let ids = cluster.ids();
+    cluster.converged_digest(&ids, LEADER_WAIT).await;
+}
+
+/// The survivors (every member but `gone`) after the leader `gone` was made to fail: the new
+/// leader, and every survivor's log joined.
+async fn survivors_elect(cluster: &Cluster, gone: u64) -> (u64, String) {
+    let others: Vec<u64> = cluster.ids().into_iter().filter(|id| *id != gone).collect();
+    let new_leader = cluster.wait_for_leader(&others, LEADER_WAIT).await;
+    let logs = others
+        .iter()
+        .map(|id| cluster.members.iter().find(|member| member.id == *id))
+        .map(|member| member.expect("a survivor").log())
+        .collect();
+    (new_leader, logs)
+}
+
+const GONE: &str = "the leader's peer port refuses connections";
+const SILENT: &str = "no leader heard from; a majority agreed";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_leader_is_replaced_at_once_because_its_port_refuses_connections() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(&[1, 2, 3], LEADER_WAIT).await;
+    let writer = Writer::start(cluster.client().await);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    writer.reset_gap();
+
+    cluster.member(leader).kill9();
+    let (new_leader, logs) = survivors_elect(&cluster, leader).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let gap = writer.longest_gap();
+    let written = writer.stop().await;
+    eprintln!(
+        "leader SIGKILL: new leader {new_leader}, longest write gap {gap:?} ({written} writes)"
+    );
+
+    // The survivors stood because the dead leader's port refused them, not after a silence of
+    // an election timeout.
+    assert!(logs.contains(GONE) && !logs.contains(SILENT), "{logs}");
+    let survivors: Vec<u64> = cluster
+        .ids()
+        .into_iter()
+        .filter(|id| *id != leader)
+        .collect();
+    cluster.converged_digest(&survivors, LEADER_WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_leader_is_replaced_after_the_election_timeout_and_steps_down_on_return() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(&[1, 2, 3], LEADER_WAIT).await;
+    let (_, term) = leader_and_term(&cluster, leader).await;
+    let writer = Writer::start(cluster.client().await);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // A stopped process's port still accepts connections (its kernel does that), so nothing
+    // refuses: the survivors wait out the election timeout.
+    cluster.member(leader).pause();
+    let (new_leader, logs) = survivors_elect(&cluster, leader).await;
+    assert!(logs.contains(SILENT) && !logs.contains(GONE), "{logs}");
+    cluster.member(leader).resume();
+    let written = writer.stop().await;
+    eprintln!("leader SIGSTOP: new leader {new_leader} ({written} writes)");
+
+    let (seen_leader, new_term) = eventually("the old leader to follow", LEADER_WAIT, || async {
+        let seen = leader_and_term(&cluster, leader).await;
+        (seen.0 == new_leader).then_some(seen)
+    })
+    .await;
+    assert!(
+        new_term > term && seen_leader != leader,
+        "{}",
         cluster.log_tails(40)
     );
     let ids = cluster.ids();

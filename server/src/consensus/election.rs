@@ -12,7 +12,9 @@
 //!
 //! ```text
 //!  every tick (a quarter of a heartbeat):
-//!    leader, learner, or heard from a leader within its timeout (random in [E, 1.5 E))? ─► wait
+//!    leader, learner, or heard from a leader within its timeout (random in [E, 1.25 E))? ─► wait
+//!      (unless, after a random 2 to 4 heartbeats, the last leader's peer port refuses
+//!       connections: its process is gone; see `gone.rs`)
 //!    ask every other voter: PreVote { my last log id }
 //!      a voter grants when it is not the leader, has heard from no leader for E - heartbeat,
 //!      and the sender's log is at least as up to date as its own
@@ -21,7 +23,8 @@
 //! ```
 //!
 //! Invariant: a member starts an election (raising its term) only after a majority of voters
-//! said they have not heard from a leader for about an election timeout. A member that returns
+//! said they have not heard from a leader for about an election timeout, or for two heartbeats
+//! while their own connections to the leader's peer port are refused. A member that returns
 //! from isolation or a pause therefore finds the leader's followers refusing, never raises its
 //! term, and rejoins as a follower; the leader keeps its term.
 //!
@@ -32,13 +35,16 @@
 //! openraft) still decides who leads. Pre-vote only decides when to ask.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use futures::StreamExt;
 use openraft::{LogId, Raft, ServerState};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use super::gone::{self, KnownLeader};
 use super::ids::MemberId;
 use super::peer_client::{PeerClients, PeerMethod};
 use super::types::TypeConfig;
@@ -71,6 +77,9 @@ pub struct VoterView {
     pub silence: Option<Duration>,
     /// Its last log id as (term, index).
     pub last_log: Option<(u64, u64)>,
+    /// Its own connection to the last leader's peer port was just refused (`gone.rs`); only
+    /// looked at while the silence is between `gone_silence` and `silence_to_grant`.
+    pub leader_refuses: bool,
 }
 
 /// The timing elections run on.
@@ -89,9 +98,32 @@ impl ElectionTiming {
         self.election_timeout.saturating_sub(self.heartbeat)
     }
 
-    /// A candidate's timeout: random in [E, 1.5 E), so that two followers seldom stand at once.
+    /// How long a voter must have heard from no leader before it grants a pre-vote because the
+    /// leader's port refuses connections (`gone.rs`): two heartbeats, more than openraft's
+    /// leader lease of one and a half.
+    pub fn gone_silence(&self) -> Duration {
+        self.heartbeat * 2
+    }
+
+    /// Whether a voter with this `silence` would ask whether the leader is gone before answering.
+    pub fn asks_if_gone(&self, silence: Option<Duration>) -> bool {
+        silence.is_some_and(|silence| {
+            silence >= self.gone_silence() && silence < self.silence_to_grant()
+        })
+    }
+
+    /// A candidate's wait before it checks whether the leader is gone: random in [2, 4)
+    /// heartbeats, so that two followers seldom stand at once.
+    fn gone_timeout(&self) -> Duration {
+        self.gone_silence() + self.gone_silence().mul_f64(random_fraction())
+    }
+
+    /// A candidate's timeout: random in [E, 1.25 E), so that two followers seldom stand at
+    /// once. Two collide only when the second asks before the first's vote request reached it
+    /// (a few milliseconds), and a voter that heard from a winner meanwhile drops its stale
+    /// pre-vote (`heard_since`), so a quarter of E is spread enough.
     fn candidate_timeout(&self) -> Duration {
-        self.election_timeout + self.election_timeout.mul_f64(random_fraction() / 2.0)
+        self.election_timeout + self.election_timeout.mul_f64(random_fraction() / 4.0)
     }
 
     /// The pause after a pre-vote that was refused: random in [E/2, E).
@@ -119,9 +151,10 @@ fn random_fraction() -> f64 {
 
 /// Whether a voter in `voter`'s position grants `request`.
 pub fn grants(voter: VoterView, request: &PreVote, timing: &ElectionTiming) -> bool {
-    let quiet = voter
-        .silence
-        .is_none_or(|silence| silence >= timing.silence_to_grant());
+    let quiet = voter.silence.is_none_or(|silence| {
+        silence >= timing.silence_to_grant()
+            || (voter.leader_refuses && silence >= timing.gone_silence())
+    });
     !voter.leading && quiet && request.last_log >= voter.last_log
 }
 
@@ -197,6 +230,8 @@ struct Position {
     state: ServerState,
     silence: Option<Duration>,
     configs: Vec<BTreeSet<u64>>,
+    /// The established leader and its peer address, when there is one.
+    leader: Option<(u64, String)>,
 }
 
 /// This member's view for answering a pre-vote (`None` once Raft stopped).
@@ -206,6 +241,7 @@ pub async fn voter_view(raft: &Raft<TypeConfig>, last_log: &LastLogId) -> Option
         leading: position.state == ServerState::Leader,
         silence: position.silence,
         last_log: last_log.get(),
+        leader_refuses: false,
     })
 }
 
@@ -223,6 +259,13 @@ async fn position(raft: &Raft<TypeConfig>) -> Option<Position> {
                 .membership()
                 .get_joint_config()
                 .clone(),
+            leader: Some(state.vote_ref())
+                .filter(|vote| vote.is_committed())
+                .and_then(|vote| vote.leader_id().voted_for())
+                .and_then(|id| {
+                    let membership = state.membership_state.effective().membership();
+                    membership.get_node(&id).map(|node| (id, node.addr.clone()))
+                }),
         }
     })
     .await
@@ -238,6 +281,19 @@ pub struct Elector {
     pub last_log: Arc<LastLogId>,
     /// Set when a majority of the voters this member knows say it is no longer a member.
     pub removed: Arc<tokio::sync::watch::Sender<bool>>,
+    /// The last leader this member knew, kept up to date here (`gone.rs`).
+    pub known_leader: Arc<KnownLeader>,
+    /// The local address connections to the leader's port are made from.
+    pub source_address: Option<IpAddr>,
+}
+
+/// Why a member asks for a pre-vote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Standing {
+    /// No leader heard from for a candidate timeout.
+    Silence,
+    /// The last leader's peer port refuses connections (`gone.rs`).
+    LeaderGone(u64),
 }
 
 /// What a pre-vote round found.
@@ -276,35 +332,74 @@ fn is_majority_without(
 
 impl Elector {
     /// Runs until Raft stops: stands for election when no leader was heard for a candidate
-    /// timeout and a majority agrees in a pre-vote.
+    /// timeout, or for a few heartbeats with the leader's port refusing connections, and a
+    /// majority agrees in a pre-vote.
     pub async fn run(self) {
         let mut timeout = self.timing.candidate_timeout();
+        let mut gone_timeout = self.timing.gone_timeout();
         let mut not_before = Instant::now();
         loop {
             tokio::time::sleep(self.timing.tick()).await;
             let Some(position) = position(&self.raft).await else {
                 return;
             };
+            if let Some(leader) = position.leader.clone().filter(|(id, _)| *id != self.me.0) {
+                self.known_leader.set(leader);
+            }
             let voter = position.configs.iter().any(|set| set.contains(&self.me.0));
-            let waiting = position.silence.is_some_and(|silence| silence < timeout);
-            if position.state == ServerState::Leader || !voter || waiting {
+            let early = position
+                .silence
+                .is_some_and(|silence| silence < gone_timeout);
+            if position.state == ServerState::Leader || !voter || early {
                 continue;
             }
             if Instant::now() < not_before {
                 continue;
             }
-            match self.pre_vote(&position.configs).await {
+            let standing = match position.silence.is_some_and(|silence| silence < timeout) {
+                false => Standing::Silence,
+                true => match self.leader_gone().await {
+                    Some(leader) => Standing::LeaderGone(leader),
+                    None => {
+                        not_before = Instant::now() + self.timing.heartbeat;
+                        continue;
+                    }
+                },
+            };
+            let asked_at = Instant::now();
+            let mut verdict = self.pre_vote(&position.configs).await;
+            if verdict == Verdict::Elect && self.heard_since(asked_at).await {
+                // Another member won (or a leader spoke) while the voters answered: the grants
+                // are stale.
+                verdict = Verdict::Refused;
+            }
+            match verdict {
                 Verdict::Elect => {
-                    tracing::info!(
-                        silence = ?position.silence,
-                        "no leader heard from; a majority agreed in a pre-vote: starting an election"
-                    );
+                    match &standing {
+                        Standing::Silence => tracing::info!(
+                            silence = ?position.silence,
+                            "no leader heard from; a majority agreed in a pre-vote: starting an election"
+                        ),
+                        Standing::LeaderGone(leader) => tracing::info!(
+                            silence = ?position.silence,
+                            leader,
+                            "the leader's peer port refuses connections; a majority agreed in a \
+                             pre-vote: starting an election"
+                        ),
+                    }
                     if self.raft.trigger().elect().await.is_err() {
                         return;
                     }
                     timeout = self.timing.candidate_timeout();
+                    gone_timeout = self.timing.gone_timeout();
                 }
-                Verdict::Refused => not_before = Instant::now() + self.timing.retry_pause(),
+                Verdict::Refused => {
+                    not_before = Instant::now()
+                        + match standing {
+                            Standing::Silence => self.timing.retry_pause(),
+                            Standing::LeaderGone(_) => self.timing.heartbeat,
+                        }
+                }
                 Verdict::Removed => {
                     tracing::warn!(
                         "the other members say this member was removed from the cluster"
@@ -314,6 +409,27 @@ impl Elector {
                 }
             }
         }
+    }
+
+    /// Whether this member heard from a leader, or granted a vote, since `since`.
+    async fn heard_since(&self, since: Instant) -> bool {
+        position(&self.raft).await.is_some_and(|position| {
+            position.state == ServerState::Leader
+                || position
+                    .silence
+                    .is_some_and(|silence| silence < since.elapsed())
+        })
+    }
+
+    /// The last known leader's id when its peer port refuses connections.
+    async fn leader_gone(&self) -> Option<u64> {
+        let Some((id, address)) = self.known_leader.get() else {
+            tracing::debug!("no leader known to check");
+            return None;
+        };
+        let refused = gone::refuses(&address, self.source_address, self.timing.heartbeat).await;
+        tracing::debug!(leader = id, %address, refused, "checked the leader's peer port");
+        refused.then_some(id)
     }
 
     /// Asks every other voter in parallel.
@@ -339,10 +455,15 @@ impl Elector {
                 (id, reply.ok())
             }
         });
-        let replies = futures::future::join_all(asks).await;
+        // Decided as soon as a majority granted: a voter that hangs (a paused leader) would
+        // otherwise hold the round for its whole timeout, while another member may win.
+        let mut replies: futures::stream::FuturesUnordered<_> = asks.collect();
         let mut granted = BTreeSet::from([self.me.0]);
         let mut removed = BTreeSet::new();
-        for (id, reply) in replies {
+        while !is_majority(configs, &granted) {
+            let Some((id, reply)) = replies.next().await else {
+                break;
+            };
             match reply {
                 Some(PreVoteReply { granted: true, .. }) => {
                     granted.insert(id);
@@ -397,6 +518,7 @@ mod tests {
             leading,
             silence: silence_ms.map(Duration::from_millis),
             last_log,
+            leader_refuses: false,
         }
     }
 
@@ -404,6 +526,30 @@ mod tests {
     fn a_voter_that_hears_a_leader_refuses() {
         let view = voter(false, Some(200), Some((3, 10)));
         assert!(!grants(view, &request(Some((3, 10))), &timing()));
+    }
+
+    #[test]
+    fn a_voter_grants_early_only_when_the_leader_refuses_connections() {
+        let gone = VoterView {
+            leader_refuses: true,
+            ..voter(false, Some(250), Some((3, 10)))
+        };
+        assert!(grants(gone, &request(Some((3, 10))), &timing()));
+        // Still behind the candidate's log, or heard from a leader within two heartbeats.
+        assert!(!grants(gone, &request(Some((3, 9))), &timing()));
+        let lately = VoterView {
+            silence: Some(Duration::from_millis(150)),
+            ..gone
+        };
+        assert!(!grants(lately, &request(Some((3, 10))), &timing()));
+        // The same silence without a refused connection waits for the election timeout.
+        let slow = voter(false, Some(250), Some((3, 10)));
+        assert!(!grants(slow, &request(Some((3, 10))), &timing()));
+        let timing = timing();
+        assert!(!timing.asks_if_gone(Some(Duration::from_millis(150))));
+        assert!(timing.asks_if_gone(Some(Duration::from_millis(250))));
+        assert!(!timing.asks_if_gone(Some(Duration::from_millis(900))));
+        assert!(!timing.asks_if_gone(None));
     }
 
     #[test]
@@ -474,7 +620,9 @@ mod tests {
         for _ in 0..1000 {
             let timeout = timing.candidate_timeout();
             assert!(timeout >= timing.election_timeout);
-            assert!(timeout < timing.election_timeout.mul_f64(1.5));
+            assert!(timeout < timing.election_timeout.mul_f64(1.25));
+            let gone = timing.gone_timeout();
+            assert!(gone >= timing.heartbeat * 2 && gone < timing.heartbeat * 4);
             let pause = timing.retry_pause();
             assert!(pause >= timing.election_timeout / 2 && pause < timing.election_timeout);
         }

@@ -31,6 +31,7 @@ mod admission;
 mod changes;
 mod election;
 mod error;
+mod gone;
 mod handoff;
 mod ids;
 mod join;
@@ -83,6 +84,7 @@ use crate::fsm::{FsmError, Output, Proposal, Revision};
 use crate::storage::{LogDb, SnapshotFile};
 use admission::Admission;
 use election::{AckClock, ElectionTiming, Elector, LastLogId};
+use gone::KnownLeader;
 use handoff::HandOff;
 use log_storage::LogStorage;
 use network::PeerNetwork;
@@ -113,6 +115,8 @@ pub struct Consensus {
     removed_by_peers: Arc<tokio::sync::watch::Sender<bool>>,
     /// How many times this member saw a new leader (`changes.rs` counts them).
     leader_changes: Arc<AtomicU64>,
+    /// The last leader this member knew, for the fast failover check (`gone.rs`).
+    known_leader: Arc<KnownLeader>,
     timings: RaftTimings,
     /// Set while a member with a new data directory joins (`membership/joiner.rs`): it refuses
     /// Raft traffic until the cluster counts it as a learner, so that a leader that still
@@ -179,6 +183,7 @@ impl Consensus {
             leader_changes.clone(),
         ));
         let removed_by_peers = Arc::new(tokio::sync::watch::channel(false).0);
+        let known_leader = Arc::new(KnownLeader::default());
         let elector = tokio::spawn(
             Elector {
                 raft: raft.clone(),
@@ -187,13 +192,15 @@ impl Consensus {
                 peers: peers.clone(),
                 last_log: last_log.clone(),
                 removed: removed_by_peers.clone(),
+                known_leader: known_leader.clone(),
+                source_address: config.peer_source_address,
             }
             .run(),
         );
         Ok(Consensus::assemble(
             (raft, replica, config, peers),
             (size_trigger, elector),
-            (acks, last_log, leader_changes),
+            (acks, last_log, leader_changes, known_leader),
             removed_by_peers,
             timings,
         ))
@@ -207,7 +214,12 @@ impl Consensus {
             Arc<PeerClients>,
         ),
         (size_trigger, elector): (tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>),
-        (acks, last_log, leader_changes): (Arc<AckClock>, Arc<LastLogId>, Arc<AtomicU64>),
+        (acks, last_log, leader_changes, known_leader): (
+            Arc<AckClock>,
+            Arc<LastLogId>,
+            Arc<AtomicU64>,
+            Arc<KnownLeader>,
+        ),
         removed_by_peers: Arc<tokio::sync::watch::Sender<bool>>,
         timings: RaftTimings,
     ) -> Consensus {
@@ -225,6 +237,7 @@ impl Consensus {
             handoff: HandOff::default(),
             removed_by_peers,
             leader_changes,
+            known_leader,
             timings,
             raft_held: std::sync::atomic::AtomicBool::new(false),
         }
@@ -395,7 +408,9 @@ impl Consensus {
             Route::Leader { id, address } => (id, address),
             Route::Nowhere { leader_hint } => return Err(ConsensusError::NoLeader { leader_hint }),
         };
-        let forwarded = self.peers.forward(id, &address, &call, timeout).await;
+        let forwarded = self
+            .forward_while_leading(id, &address, &call, timeout)
+            .await;
         if !matches!(forwarded, Err(ConsensusError::NoLeader { .. })) {
             return forwarded;
         }
@@ -403,8 +418,47 @@ impl Consensus {
         // nothing was applied. Once the next leader is known, go there instead.
         match self.route_after_leader_change(id).await {
             Route::Local => here(call).await,
-            Route::Leader { id, address } => self.peers.forward(id, &address, &call, timeout).await,
+            Route::Leader { id, address } => {
+                self.forward_while_leading(id, &address, &call, timeout)
+                    .await
+            }
             Route::Nowhere { leader_hint } => Err(ConsensusError::NoLeader { leader_hint }),
+        }
+    }
+
+    /// Forwards `call` to the leader `id`, giving up (outcome unknown) as soon as this member
+    /// learns that another member leads: a leader that hangs (a paused process, a hung host)
+    /// would otherwise hold the caller for the whole request timeout after the cluster moved
+    /// on. The caller retries; a write carries its write id, so it is applied at most once.
+    async fn forward_while_leading<C: LeaderCall>(
+        &self,
+        id: MemberId,
+        address: &str,
+        call: &C,
+        timeout: Duration,
+    ) -> Result<C::Reply, ConsensusError> {
+        let mut metrics = self.raft.metrics();
+        let deposed = async {
+            let changed = metrics
+                .wait_for(|metrics| metrics.current_leader.is_some_and(|leader| leader != id.0));
+            let changed = changed
+                .await
+                .map(|metrics| (metrics.current_leader, metrics.current_term));
+            match changed {
+                Ok(leader) => leader,
+                Err(_) => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            forwarded = self.peers.forward(id, address, call, timeout) => forwarded,
+            (leader, term) = deposed => Err(ConsensusError::LeaderUnreachable {
+                leader: id,
+                reason: format!(
+                    "member {} leads now (term {term}); the request forwarded to member {id} \
+                     was abandoned",
+                    leader.unwrap_or_default()
+                ),
+            }),
         }
     }
 
@@ -710,12 +764,19 @@ impl Consensus {
             true => None,
             false => election::voter_view(&self.raft, &self.last_log).await,
         };
-        let Some(view) = view else {
+        let Some(mut view) = view else {
             return PreVoteReply {
                 granted: false,
                 removed: false,
             };
         };
+        let timing = timing(&self.config);
+        if !view.leading && timing.asks_if_gone(view.silence) {
+            if let Some((_, address)) = self.known_leader.get() {
+                let source = self.config.peer_source_address;
+                view.leader_refuses = gone::refuses(&address, source, timing.heartbeat).await;
+            }
+        }
         let removed = {
             let metrics = self.raft.metrics();
             let metrics = metrics.borrow();
@@ -723,7 +784,7 @@ impl Consensus {
             membership.nodes().next().is_some()
                 && membership.get_node(&request.candidate.0).is_none()
         };
-        let granted = !removed && election::grants(view, &request, &timing(&self.config));
+        let granted = !removed && election::grants(view, &request, &timing);
         if granted {
             tracing::info!(candidate = %request.candidate, "no leader heard from: granting a pre-vote");
         }

@@ -4,7 +4,7 @@
 //! coord-bench writes  [--endpoints E] [--clients 32] [--ops 20000] [--value-bytes 100]
 //! coord-bench reads   [--endpoints E] [--clients 32] [--ops 20000] [--consistency linearizable|serializable]
 //! coord-bench restart [--nodes 100000]
-//! coord-bench failover [--runs 5] [--writers 4] [--fault kill|term|move|all]
+//! coord-bench failover [--runs 5] [--writers 4] [--fault kill|stop|term|move|all]
 //! coord-bench sessions [--sessions 10000] [--ttl 10s] [--window 20s]
 //! coord-bench watches  [--watches 10000]
 //! coord-bench watch-latency [--watchers 100] [--writes 2000]
@@ -82,7 +82,7 @@ async fn main() -> anyhow::Result<()> {
             report("       coord-bench reads    [--endpoints E | --members N] [--clients N] [--ops N] [--consistency C]");
             report("       coord-bench restart  [--nodes N]");
             report(
-                "       coord-bench failover [--runs N] [--writers N] [--fault kill|term|move|all]",
+                "       coord-bench failover [--runs N] [--writers N] [--fault kill|stop|term|move|all]",
             );
             report("       coord-bench sessions [--sessions N] [--ttl D] [--window D]");
             report("       coord-bench watches  [--watches N]");
@@ -208,11 +208,15 @@ async fn target(arguments: &[String], directory: &std::path::Path) -> (Target, S
     )
 }
 
-/// Longest pause in acknowledged writes when the leader of a 3-member cluster is killed.
-/// How the leader is made to go.
+/// How the leader of a 3-member cluster is made to go (the measure: the longest pause in
+/// acknowledged writes after it).
 #[derive(Debug, Clone, Copy)]
 enum LeaderFault {
+    /// SIGKILL.
     Kill,
+    /// SIGSTOP (resumed once the measurement is over): a leader that hangs.
+    Stop,
+    /// SIGTERM: the leader hands leadership over as it stops.
     Term,
     Move,
 }
@@ -224,10 +228,16 @@ async fn failover(arguments: &[String]) -> anyhow::Result<()> {
         .context("--writers")?;
     let faults = match flag(arguments, "--fault", "all").as_str() {
         "kill" => vec![LeaderFault::Kill],
+        "stop" => vec![LeaderFault::Stop],
         "term" => vec![LeaderFault::Term],
         "move" => vec![LeaderFault::Move],
-        "all" => vec![LeaderFault::Kill, LeaderFault::Term, LeaderFault::Move],
-        other => anyhow::bail!("--fault {other}: use kill, term, move or all"),
+        "all" => vec![
+            LeaderFault::Kill,
+            LeaderFault::Stop,
+            LeaderFault::Term,
+            LeaderFault::Move,
+        ],
+        other => anyhow::bail!("--fault {other}: use kill, stop, term, move or all"),
     };
     // The servers' default timing, not the test harness's faster one.
     let timing = ["--heartbeat-interval", "100ms", "--election-timeout", "1s"];
@@ -296,6 +306,7 @@ async fn failover_run(
     let fault_at = Instant::now();
     match fault {
         LeaderFault::Kill => cluster.member(leader).kill9(),
+        LeaderFault::Stop => cluster.member(leader).pause(),
         LeaderFault::Term => {
             cluster.member(leader).terminate(Duration::from_secs(15));
         }
@@ -305,17 +316,27 @@ async fn failover_run(
     }
     tokio::time::sleep(Duration::from_secs(6)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let LeaderFault::Stop = fault {
+        cluster.member(leader).resume();
+    }
     let mut acknowledged = Vec::new();
     for task in tasks {
         acknowledged.extend(task.await?);
     }
     acknowledged.sort();
-    Ok(acknowledged
+    let gap = acknowledged
         .windows(2)
         .filter(|pair| pair[1] >= fault_at)
         .map(|pair| pair[1] - pair[0])
         .max()
-        .unwrap_or_default())
+        .unwrap_or_default();
+    if gap > Duration::from_secs(5) {
+        report(&format!(
+            "failover {fault:?}: writes stopped for {gap:?}; member logs:\n{}",
+            cluster.log_tails(30)
+        ));
+    }
+    Ok(gap)
 }
 
 async fn reads(arguments: &[String]) -> anyhow::Result<()> {
