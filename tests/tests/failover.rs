@@ -235,6 +235,62 @@ async fn a_paused_leader_is_replaced_after_the_election_timeout_and_steps_down_o
     cluster.converged_digest(&ids, LEADER_WAIT).await;
 }
 
+/// A client of `endpoints` (in this order, the first preferred) whose write attempts may each
+/// wait 30 s (a quarter of its request timeout): long enough that a test can tell a call that
+/// waited out its attempt from one that moved on.
+async fn patient_client(cluster: &Cluster, endpoints: Vec<String>) -> Client {
+    let options = coord_client::ClientOptions {
+        connect_timeout: Duration::from_secs(2),
+        request_timeout: Duration::from_secs(120),
+        discover_members: false,
+        tls: cluster.client_tls(),
+        token: None,
+    };
+    Client::connect_with(endpoints, options)
+        .await
+        .expect("the members answer")
+}
+
+/// Well under a patient client's attempt budget (30 s), well over a failover (about a second).
+const MOVED_ON_WITHIN: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_held_by_a_paused_leader_moves_to_the_new_leader() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(&[1, 2, 3], LEADER_WAIT).await;
+    let mut endpoints = vec![cluster.member(leader).direct_client_address()];
+    endpoints.extend(
+        cluster
+            .members
+            .iter()
+            .filter(|member| member.id != leader)
+            .map(ServerProcess::direct_client_address),
+    );
+    let client = patient_client(&cluster, endpoints).await;
+    client
+        .create("/k", "before", &coord_client::CreateOptions::default())
+        .await
+        .expect("the leader takes the write");
+
+    cluster.member(leader).pause();
+    let write = tokio::time::timeout(MOVED_ON_WITHIN, client.set("/k", "after", None)).await;
+    cluster.member(leader).resume();
+    let stat = write
+        .unwrap_or_else(|_| {
+            panic!(
+                "the write waited on the paused leader:\n{}",
+                cluster.log_tails(40)
+            )
+        })
+        .expect("the write is applied by the new leader");
+    let node = client.get("/k").await.expect("read back");
+    assert_eq!(
+        (node.data.as_slice(), node.stat.version),
+        (&b"after"[..], stat.version)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_of_the_leader_hands_leadership_over_and_exits_in_time() {
     let _serial = SERIAL.lock().await;
