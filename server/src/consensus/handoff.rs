@@ -47,6 +47,7 @@ pub struct Moved {
 impl LeaderCall for MoveLeader {
     const KIND: MessageKind = MessageKind::MoveLeader;
     type Reply = Moved;
+    const GIVEN_UP_WITH_ITS_LEADER: bool = false;
 }
 
 /// From a leader to the voter it hands leadership to: start an election now.

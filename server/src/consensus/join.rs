@@ -35,6 +35,7 @@ pub struct JoinCall {
 impl LeaderCall for JoinCall {
     const KIND: MessageKind = MessageKind::Join;
     type Reply = MembershipView;
+    const GIVEN_UP_WITH_ITS_LEADER: bool = false;
 }
 
 /// The membership once the change is committed (or found already made).

@@ -25,6 +25,11 @@ pub trait LeaderCall: Serialize + DeserializeOwned + Send + Sync {
     const KIND: MessageKind;
     /// What the leader answers.
     type Reply: Serialize + DeserializeOwned + Send;
+    /// Whether a forward of this call is given up (outcome unknown) once another member leads
+    /// (`Consensus::forward_while_leading`): true for work only the leader it went to can
+    /// finish; false for calls whose success itself moves leadership (a move, a removal of
+    /// the leader, a membership change that may remove it).
+    const GIVEN_UP_WITH_ITS_LEADER: bool = true;
 }
 
 /// Where leader-only work goes right now.
@@ -70,4 +75,5 @@ pub enum MembershipChange {
 impl LeaderCall for MembershipChange {
     const KIND: MessageKind = MessageKind::Membership;
     type Reply = ();
+    const GIVEN_UP_WITH_ITS_LEADER: bool = false;
 }

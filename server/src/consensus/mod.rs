@@ -427,7 +427,7 @@ impl Consensus {
     }
 
     /// Forwards `call` to the leader `id`, giving up (outcome unknown) as soon as this member
-    /// learns that another member leads: a leader that hangs (a paused process, a hung host)
+    /// learns that another member leads (for calls that say so, `GIVEN_UP_WITH_ITS_LEADER`): a leader that hangs (a paused process, a hung host)
     /// would otherwise hold the caller for the whole request timeout after the cluster moved
     /// on. The caller retries; a write carries its write id, so it is applied at most once.
     async fn forward_while_leading<C: LeaderCall>(
@@ -437,6 +437,9 @@ impl Consensus {
         call: &C,
         timeout: Duration,
     ) -> Result<C::Reply, ConsensusError> {
+        if !C::GIVEN_UP_WITH_ITS_LEADER {
+            return self.peers.forward(id, address, call, timeout).await;
+        }
         let mut metrics = self.raft.metrics();
         let deposed = async {
             let changed = metrics
