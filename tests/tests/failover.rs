@@ -251,7 +251,8 @@ async fn patient_client(cluster: &Cluster, endpoints: Vec<String>) -> Client {
         .expect("the members answer")
 }
 
-/// Well under a patient client's attempt budget (30 s), well over a failover (about a second).
+/// Well under a patient client's attempt budget (30 s) and the members' forwarding timeout
+/// (60 s where a test sets it), well over a failover (about a second).
 const MOVED_ON_WITHIN: Duration = Duration::from_secs(20);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -289,6 +290,41 @@ async fn a_write_held_by_a_paused_leader_moves_to_the_new_leader() {
         (node.data.as_slice(), node.stat.version),
         (&b"after"[..], stat.version)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_gives_up_its_forward_to_a_paused_leader_once_another_leads() {
+    let _serial = SERIAL.lock().await;
+    // The members would otherwise wait 60 s for a forwarded write.
+    let mut cluster = Cluster::start(3, &["--request-timeout", "60s"]);
+    let leader = cluster.wait_for_leader(&[1, 2, 3], LEADER_WAIT).await;
+    let follower = cluster
+        .ids()
+        .into_iter()
+        .find(|id| *id != leader)
+        .expect("a follower");
+    // Through the follower only: the client has nowhere else to go, so only the follower can
+    // end the wait.
+    let address = cluster.member(follower).direct_client_address();
+    let client = patient_client(&cluster, vec![address]).await;
+    client
+        .create("/k", "before", &coord_client::CreateOptions::default())
+        .await
+        .expect("the follower forwards the write");
+
+    cluster.member(leader).pause();
+    let write = tokio::time::timeout(MOVED_ON_WITHIN, client.set("/k", "after", None)).await;
+    cluster.member(leader).resume();
+    write
+        .unwrap_or_else(|_| {
+            panic!(
+                "the forward waited on the paused leader:\n{}",
+                cluster.log_tails(40)
+            )
+        })
+        .expect("the write is applied by the new leader");
+    let node = client.get("/k").await.expect("read back");
+    assert_eq!(node.data, b"after");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

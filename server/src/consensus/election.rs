@@ -340,6 +340,8 @@ impl Elector {
         let mut not_before = Instant::now();
         loop {
             tokio::time::sleep(self.timing.tick()).await;
+            // Anything heard after this instant makes what is decided from `position` stale.
+            let looked_at = Instant::now();
             let Some(position) = position(&self.raft).await else {
                 return;
             };
@@ -366,11 +368,10 @@ impl Elector {
                     }
                 },
             };
-            let asked_at = Instant::now();
             let mut verdict = self.pre_vote(&position.configs).await;
-            if verdict == Verdict::Elect && self.heard_since(asked_at).await {
-                // Another member won (or a leader spoke) while the voters answered: the grants
-                // are stale.
+            if verdict == Verdict::Elect && self.heard_since(looked_at).await {
+                // Another member won (or a leader spoke) since this member looked, while the
+                // voters answered: the grants are stale.
                 verdict = Verdict::Refused;
             }
             match verdict {
