@@ -16,12 +16,14 @@ use super::ids::MemberId;
 use super::types::TypeConfig;
 
 /// What was last reported.
-#[derive(Default)]
 struct Reported {
     leader: Option<(u64, Option<u64>)>,
     /// Counts every change to a known leader (the `coord_server_leader_changes_seen_total`
     /// metric, as etcd counts them).
     leader_changes: Arc<AtomicU64>,
+    /// The (term, leader) last noted, for those that wait for a change of leader only (a
+    /// forward to the leader): unlike openraft's metrics, it changes only when they do.
+    leader_seen: tokio::sync::watch::Sender<(u64, Option<u64>)>,
     members: Option<String>,
     silent: BTreeSet<u64>,
     leading_since: Option<Instant>,
@@ -35,12 +37,17 @@ pub async fn log_changes(
     me: MemberId,
     silence: Duration,
     leader_changes: Arc<AtomicU64>,
+    leader_seen: tokio::sync::watch::Sender<(u64, Option<u64>)>,
 ) {
     let mut metrics = raft.metrics();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut reported = Reported {
         leader_changes,
-        ..Reported::default()
+        leader_seen,
+        leader: None,
+        members: None,
+        silent: BTreeSet::new(),
+        leading_since: None,
     };
     loop {
         tokio::select! {
@@ -96,6 +103,7 @@ impl Reported {
             None => tracing::info!(term, "no leader known"),
         }
         self.leader = Some((term, leader));
+        self.leader_seen.send_replace((term, leader));
     }
 
     fn note_members(&mut self, members: String) {

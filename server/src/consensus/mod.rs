@@ -95,6 +95,9 @@ use state_machine::StateMachine;
 /// before it counts itself removed (see `Consensus::removed`).
 const REMOVAL_CONFIRM: Duration = Duration::from_secs(3);
 
+/// (term, leader) as `changes.rs` last noted them.
+type LeaderSeen = tokio::sync::watch::Receiver<(u64, Option<u64>)>;
+
 /// One member's Raft node: the log, the state machine and the protocol.
 pub struct Consensus {
     raft: Raft<TypeConfig>,
@@ -117,6 +120,9 @@ pub struct Consensus {
     leader_changes: Arc<AtomicU64>,
     /// The last leader this member knew, for the fast failover check (`gone.rs`).
     known_leader: Arc<KnownLeader>,
+    /// (term, leader) as `changes.rs` notes them: it changes only when they do, so a forward
+    /// waiting for a new leader is not woken by every commit.
+    leader_seen: LeaderSeen,
     timings: RaftTimings,
     /// Set while a member with a new data directory joins (`membership/joiner.rs`): it refuses
     /// Raft traffic until the cluster counts it as a learner, so that a leader that still
@@ -175,12 +181,14 @@ impl Consensus {
             peer_dialer(&config),
         ));
         let leader_changes = Arc::new(AtomicU64::new(0));
+        let (leader_seen, leader_seen_rx) = tokio::sync::watch::channel((0, None));
         tokio::spawn(changes::log_changes(
             raft.clone(),
             acks.clone(),
             config.member_id,
             config.election_timeout,
             leader_changes.clone(),
+            leader_seen,
         ));
         let removed_by_peers = Arc::new(tokio::sync::watch::channel(false).0);
         let known_leader = Arc::new(KnownLeader::default());
@@ -200,7 +208,7 @@ impl Consensus {
         Ok(Consensus::assemble(
             (raft, replica, config, peers),
             (size_trigger, elector),
-            (acks, last_log, leader_changes, known_leader),
+            (acks, last_log, leader_changes, known_leader, leader_seen_rx),
             removed_by_peers,
             timings,
         ))
@@ -214,11 +222,12 @@ impl Consensus {
             Arc<PeerClients>,
         ),
         (size_trigger, elector): (tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>),
-        (acks, last_log, leader_changes, known_leader): (
+        (acks, last_log, leader_changes, known_leader, leader_seen): (
             Arc<AckClock>,
             Arc<LastLogId>,
             Arc<AtomicU64>,
             Arc<KnownLeader>,
+            LeaderSeen,
         ),
         removed_by_peers: Arc<tokio::sync::watch::Sender<bool>>,
         timings: RaftTimings,
@@ -238,6 +247,7 @@ impl Consensus {
             removed_by_peers,
             leader_changes,
             known_leader,
+            leader_seen,
             timings,
             raft_held: std::sync::atomic::AtomicBool::new(false),
         }
@@ -427,9 +437,10 @@ impl Consensus {
     }
 
     /// Forwards `call` to the leader `id`, giving up (outcome unknown) as soon as this member
-    /// learns that another member leads (for calls that say so, `GIVEN_UP_WITH_ITS_LEADER`): a leader that hangs (a paused process, a hung host)
-    /// would otherwise hold the caller for the whole request timeout after the cluster moved
-    /// on. The caller retries; a write carries its write id, so it is applied at most once.
+    /// learns that another member leads (for calls that say so, `GIVEN_UP_WITH_ITS_LEADER`):
+    /// a leader that hangs (a paused process, a hung host) would otherwise hold the caller for
+    /// the whole request timeout after the cluster moved on. The caller retries; a write
+    /// carries its write id, so it is applied at most once.
     async fn forward_while_leading<C: LeaderCall>(
         &self,
         id: MemberId,
@@ -440,13 +451,12 @@ impl Consensus {
         if !C::GIVEN_UP_WITH_ITS_LEADER {
             return self.peers.forward(id, address, call, timeout).await;
         }
-        let mut metrics = self.raft.metrics();
+        let mut leader_seen = self.leader_seen.clone();
         let deposed = async {
-            let changed = metrics
-                .wait_for(|metrics| metrics.current_leader.is_some_and(|leader| leader != id.0));
-            let changed = changed
+            let changed = leader_seen
+                .wait_for(|(_, leader)| leader.is_some_and(|leader| leader != id.0))
                 .await
-                .map(|metrics| (metrics.current_leader, metrics.current_term));
+                .map(|seen| (seen.1, seen.0));
             match changed {
                 Ok(leader) => leader,
                 Err(_) => std::future::pending().await,
