@@ -38,6 +38,7 @@ use crate::types::{
     Child, ChildrenPage, Consistency, CreateOptions, Created, DeleteOptions, FenceCheck, Header,
     NodeData, Stat,
 };
+use crate::watch_streams::WatchStreams;
 use crate::write_id::WriteIds;
 
 /// What a call may do when an attempt fails.
@@ -162,6 +163,8 @@ struct Inner {
     write_ids: WriteIds,
     /// Events delivered to this client's watches, recipes' included.
     watch_events: AtomicU64,
+    /// The streams this client's watches share.
+    watch_streams: WatchStreams,
     /// The auto-sync task. It holds only a `Weak` reference between syncs, and is aborted when
     /// the last handle goes, so no task outlives the client.
     auto_sync: std::sync::Mutex<Option<JoinHandle<()>>>,
@@ -245,6 +248,7 @@ impl Client {
                 options,
                 write_ids: WriteIds::new(),
                 watch_events: AtomicU64::new(0),
+                watch_streams: WatchStreams::default(),
                 auto_sync: std::sync::Mutex::new(None),
             }),
         };
@@ -277,6 +281,11 @@ impl Client {
     /// for instance, that a lock release wakes only the next waiter.
     pub fn watch_events_received(&self) -> u64 {
         self.inner.watch_events.load(Ordering::Relaxed)
+    }
+
+    /// The streams this client's watches share.
+    pub(crate) fn watch_streams(&self) -> &WatchStreams {
+        &self.inner.watch_streams
     }
 
     pub(crate) fn count_watch_event(&self) {

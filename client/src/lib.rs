@@ -39,6 +39,7 @@ mod session;
 mod txn;
 mod types;
 mod watch;
+mod watch_streams;
 mod write_id;
 
 pub use auth::AuthChange;

@@ -5,21 +5,24 @@
 //! once after a member that failed or stayed silent past the attempt's budget, a pause only
 //! after a whole round failed. A start revision older than the cluster keeps ends it with
 //! `Error::Compacted`.
+//!
+//! The watches of one client share a few gRPC streams (`watch_streams.rs`); a watch whose
+//! reader falls behind is taken off its stream and resumes the same way, so it never holds up
+//! the other watches on that stream.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use coord_proto::v1 as pb;
-use coord_proto::v1::watch_client::WatchClient;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 
 use crate::client::Client;
 use crate::endpoints::{Route, Target};
 use crate::error::Error;
 use crate::types::Stat;
+use crate::watch_streams::Subscription;
 
 /// What happened to a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,14 +124,14 @@ pub struct WatchOptions {
 /// # }
 /// ```
 pub struct Watch {
-    events: ReceiverStream<Result<WatchEvent, Error>>,
+    events: mpsc::Receiver<Delivered>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Watch {
     /// The next event; `None` once the watch ended (a one-shot watch fired, or after an error).
     pub async fn next(&mut self) -> Option<Result<WatchEvent, Error>> {
-        std::future::poll_fn(|context| Pin::new(&mut self.events).poll_next(context)).await
+        self.events.recv().await.map(|delivered| *delivered)
     }
 }
 
@@ -136,7 +139,9 @@ impl Stream for Watch {
     type Item = Result<WatchEvent, Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        Pin::new(&mut self.events).poll_next(context)
+        self.events
+            .poll_recv(context)
+            .map(|delivered| delivered.map(|delivered| *delivered))
     }
 }
 
@@ -148,7 +153,9 @@ impl Drop for Watch {
 
 /// Events buffered between the stream and the caller.
 const EVENTS_BUFFERED: usize = 1024;
-const WATCH_ID: u64 = 1;
+/// What a `Watch` hands its caller, boxed: a channel's slots are allocated in blocks, and a
+/// pointer keeps an idle watch small.
+type Delivered = Box<Result<WatchEvent, Error>>;
 
 impl Client {
     /// Starts watching; returns once a member accepted the watch, so that every change
@@ -168,7 +175,7 @@ impl Client {
         let stream = follower.connect(Some(deadline)).await?;
         let task = tokio::spawn(follower.run(stream));
         Ok(Watch {
-            events: ReceiverStream::new(receiver),
+            events: receiver,
             task,
         })
     }
@@ -180,15 +187,14 @@ struct Follower {
     options: WatchOptions,
     /// The next revision to deliver (0 before the first connection: from now).
     next: u64,
-    sender: mpsc::Sender<Result<WatchEvent, Error>>,
+    sender: mpsc::Sender<Delivered>,
     /// The way through the endpoints since the last stream that was created.
     route: Route,
 }
 
-/// An open stream: requests to it (kept open) and responses from it.
+/// A watch created on a member: its place on a stream shared with the client's other watches.
 struct Open {
-    _requests: mpsc::Sender<pb::WatchRequest>,
-    responses: tonic::Streaming<pb::WatchResponse>,
+    subscription: Subscription,
     endpoint: String,
 }
 
@@ -237,62 +243,47 @@ impl Follower {
         }
     }
 
-    /// Opens a stream to `target` and creates the watch from `next` (or the requested start),
-    /// within the route's budget for each of the two steps.
+    /// Creates the watch from `next` (or the requested start) on a stream to `target` shared
+    /// with this client's other watches, within the route's budget.
     async fn open(&mut self, target: &Target) -> Result<Open, Error> {
         let start = if self.next == 0 {
             self.options.start_revision
         } else {
             self.next
         };
-        let (requests, outbound) = mpsc::channel(4);
-        let create = pb::WatchRequest {
-            request: Some(pb::watch_request::Request::Create(pb::WatchCreate {
-                watch_id: WATCH_ID,
-                path: self.options.path.clone(),
-                recursive: self.options.recursive,
-                kinds: self.options.kinds.iter().map(|kind| kind.to_pb()).collect(),
-                start_revision: start,
-                once: self.options.once,
-                with_data: self.options.with_data,
-            })),
+        let create = pb::WatchCreate {
+            watch_id: 0,
+            path: self.options.path.clone(),
+            recursive: self.options.recursive,
+            kinds: self.options.kinds.iter().map(|kind| kind.to_pb()).collect(),
+            start_revision: start,
+            once: self.options.once,
+            with_data: self.options.with_data,
         };
-        requests
-            .send(create)
-            .await
-            .expect("the receiver is alive until the call below");
-        let mut watch_client = WatchClient::new(target.channel.clone());
-        let connect = watch_client.watch(ReceiverStream::new(outbound));
+        let mut subscription = self.client.watch_streams().subscribe(target, create);
         let budget = self.route.budget();
-        let silent = |route: &mut Route| {
-            route.timed_out();
-            Error::Timeout {
-                message: format!("no answer from {} within {budget:?}", target.address),
-            }
-        };
-        let mut responses = match tokio::time::timeout(budget, connect).await {
-            Ok(Ok(response)) => response.into_inner(),
-            Ok(Err(status)) => return Err(Error::from_status(&status, &target.address)),
-            Err(_) => return Err(silent(&mut self.route)),
-        };
-        match tokio::time::timeout(budget, responses.message()).await {
-            Ok(Ok(Some(response))) if response.created => {
+        match tokio::time::timeout(budget, subscription.responses.recv()).await {
+            Ok(Some(Ok(response))) if response.created => {
                 if self.next == 0 {
                     self.next = response.header.map_or(0, |header| header.revision) + 1;
                 }
                 Ok(Open {
-                    _requests: requests,
-                    responses,
+                    subscription,
                     endpoint: target.address.clone(),
                 })
             }
-            Ok(Ok(Some(response))) if response.canceled => Err(canceled_error(&response)),
-            Ok(Ok(_)) => Err(Error::ConnectionLost {
+            Ok(Some(Ok(response))) if response.canceled => Err(canceled_error(&response)),
+            Ok(Some(Err(error))) => Err(*error),
+            Ok(Some(Ok(_)) | None) => Err(Error::ConnectionLost {
                 endpoint: target.address.clone(),
                 message: "the stream ended before the watch was created".into(),
             }),
-            Ok(Err(status)) => Err(Error::from_status(&status, &target.address)),
-            Err(_) => Err(silent(&mut self.route)),
+            Err(_) => {
+                self.route.timed_out();
+                Err(Error::Timeout {
+                    message: format!("no answer from {} within {budget:?}", target.address),
+                })
+            }
         }
     }
 
@@ -309,7 +300,7 @@ impl Follower {
             match self.connect(None).await {
                 Ok(open) => stream = open,
                 Err(error) => {
-                    let _ = self.sender.send(Err(error)).await;
+                    let _ = self.sender.send(Box::new(Err(error))).await;
                     return;
                 }
             }
@@ -319,9 +310,15 @@ impl Follower {
     /// Delivers events from one stream until it ends.
     async fn follow(&mut self, stream: &mut Open) -> Ended {
         loop {
-            let response = match stream.responses.message().await {
-                Ok(Some(response)) => response,
-                Ok(None) | Err(_) => return Ended::Reconnect { not_here: true },
+            let response = match stream.subscription.responses.recv().await {
+                Some(Ok(response)) => response,
+                Some(Err(_)) => return Ended::Reconnect { not_here: true },
+                // Taken off its stream for reading too slowly: resume, the member is fine.
+                None => {
+                    return Ended::Reconnect {
+                        not_here: !stream.subscription.overflowed(),
+                    }
+                }
             };
             if response.canceled {
                 let reason = pb::CancelReason::try_from(response.cancel_reason);
@@ -330,7 +327,10 @@ impl Follower {
                     // Resume from where this watch got to; the history may still have it.
                     Ok(pb::CancelReason::TooSlow) => Ended::Reconnect { not_here: false },
                     _ => {
-                        let _ = self.sender.send(Err(canceled_error(&response))).await;
+                        let _ = self
+                            .sender
+                            .send(Box::new(Err(canceled_error(&response))))
+                            .await;
                         Ended::Done
                     }
                 };
@@ -348,7 +348,12 @@ impl Follower {
                 }
                 let revision = event.revision;
                 self.client.count_watch_event();
-                if self.sender.send(Ok(event_from_pb(event))).await.is_err() {
+                if self
+                    .sender
+                    .send(Box::new(Ok(event_from_pb(event))))
+                    .await
+                    .is_err()
+                {
                     return Ended::Done;
                 }
                 self.next = self.next.max(revision);

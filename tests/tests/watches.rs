@@ -1,7 +1,8 @@
 //! Watches against real members: every event of thousands of writes, in order, once, through a
 //! leader kill and the watcher's own reconnection to another member; `Compacted` for a start
 //! older than the retained history; and an expired session's node seen going, with its reason,
-//! by a watcher on another member.
+//! by a watcher on another member; thousands of watches of one client sharing its streams,
+//! each getting only its own events; and a watch not read that holds up none of the others.
 //!
 //! Tests in this file run one at a time (`SERIAL`).
 
@@ -329,4 +330,141 @@ async fn a_watcher_that_stops_reading_is_cancelled_as_too_slow() {
         "slow watcher read up to revision {last}, cancelled with history starting at {}",
         canceled.compact_revision
     );
+}
+
+/// The watches of one client share streams (a thousand to a stream): each of 2,500 watches on
+/// one member gets exactly the events of its own node, whatever stream it is on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thousands_of_watches_of_one_client_each_get_only_their_own_events() {
+    use coord_client::{Op, Txn};
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start_single(dir.path(), &[]);
+    let client = server.client().await;
+    client
+        .create("/m", "", &CreateOptions::default())
+        .await
+        .unwrap();
+    const WATCHES: usize = 2_500;
+    let mut creators = Vec::new();
+    for creator in 0..8 {
+        let client = client.clone();
+        creators.push(tokio::spawn(async move {
+            let mut watches = Vec::new();
+            for index in (creator..WATCHES).step_by(8) {
+                let options = WatchOptions {
+                    path: format!("/m/n{index}"),
+                    ..WatchOptions::default()
+                };
+                watches.push((index, client.watch(options).await.unwrap()));
+            }
+            watches
+        }));
+    }
+    let mut watches = Vec::new();
+    for creator in creators {
+        watches.extend(creator.await.unwrap());
+    }
+    // Every node created, a hundred to a revision.
+    for first in (0..WATCHES).step_by(100) {
+        let txn = (first..first + 100).fold(Txn::new(), |txn, index| {
+            txn.then(Op::create(
+                &format!("/m/n{index}"),
+                "",
+                &CreateOptions::default(),
+            ))
+        });
+        assert!(client.txn(txn).await.unwrap().succeeded);
+    }
+    for (index, watch) in &mut watches {
+        let event = tokio::time::timeout(Duration::from_secs(20), watch.next())
+            .await
+            .unwrap_or_else(|_| panic!("no event for /m/n{index}"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(event.kind, EventKind::Created);
+        assert_eq!(event.path, format!("/m/n{index}"));
+    }
+    // Nothing else came: a second change to one node reaches its watch, and it is the next.
+    let (index, watch) = &mut watches[WATCHES - 1];
+    client
+        .set(&format!("/m/n{index}"), "again", None)
+        .await
+        .unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(20), watch.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(event.kind, EventKind::DataChanged);
+    assert_eq!(event.path, format!("/m/n{index}"));
+}
+
+/// A watch whose reader stops is taken off the stream it shares with the client's other
+/// watches: they keep getting every event while it is not read, and when it is read again it
+/// delivers every event too, in order, once, with no gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_watch_not_read_does_not_hold_up_the_other_watches_of_its_client() {
+    use coord_client::{Op, Txn};
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start_single(dir.path(), &[]);
+    let client = server.client().await;
+    client
+        .create("/slow", "", &CreateOptions::default())
+        .await
+        .unwrap();
+    let options = WatchOptions {
+        path: "/slow".into(),
+        recursive: true,
+        kinds: vec![coord_client::EventFilter::Created],
+        ..WatchOptions::default()
+    };
+    let mut unread = client.watch(options.clone()).await.unwrap();
+    let mut read = client.watch(options).await.unwrap();
+    // 400 revisions of 10 creations each: far more than the unread watch buffers.
+    const REVISIONS: usize = 400;
+    const PER_REVISION: usize = 10;
+    let reader = tokio::spawn(async move {
+        let mut paths = Vec::new();
+        while paths.len() < REVISIONS * PER_REVISION {
+            let event = tokio::time::timeout(Duration::from_secs(30), read.next())
+                .await
+                .expect("the read watch keeps getting events")
+                .unwrap()
+                .unwrap();
+            paths.push(event.path);
+        }
+        paths
+    });
+    for revision in 0..REVISIONS {
+        let txn = (0..PER_REVISION).fold(Txn::new(), |txn, index| {
+            let path = format!("/slow/r{revision:04}-{index:02}");
+            txn.then(Op::create(&path, "", &CreateOptions::default()))
+        });
+        assert!(client.txn(txn).await.unwrap().succeeded);
+    }
+    let expected: Vec<String> = (0..REVISIONS)
+        .flat_map(|revision| {
+            (0..PER_REVISION).map(move |index| format!("/slow/r{revision:04}-{index:02}"))
+        })
+        .collect();
+    let paths = tokio::time::timeout(Duration::from_secs(60), reader)
+        .await
+        .expect("the read watch got every event while the other was not read")
+        .unwrap();
+    assert_eq!(paths, expected);
+    let mut late = Vec::new();
+    let mut last_revision = 0;
+    while late.len() < expected.len() {
+        let event = tokio::time::timeout(Duration::from_secs(30), unread.next())
+            .await
+            .expect("the unread watch resumes once read")
+            .unwrap()
+            .unwrap();
+        assert!(event.revision >= last_revision);
+        last_revision = event.revision;
+        late.push(event.path);
+    }
+    assert_eq!(late, expected);
 }

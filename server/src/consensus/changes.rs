@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::{Raft, ServerState};
+use openraft::{LogId, Membership, Raft, ServerState};
 use tokio::time::Instant;
 
 use super::election::AckClock;
@@ -25,6 +25,10 @@ struct Reported {
     /// forward to the leader): unlike openraft's metrics, it changes only when they do.
     leader_seen: tokio::sync::watch::Sender<(u64, Option<u64>)>,
     members: Option<String>,
+    /// The log id of the membership last described (`Some(None)`: the initial one).
+    members_at: Option<Option<LogId<u64>>>,
+    /// The other members of that membership.
+    others: Vec<u64>,
     silent: BTreeSet<u64>,
     leading_since: Option<Instant>,
 }
@@ -46,6 +50,8 @@ pub async fn log_changes(
         leader_seen,
         leader: None,
         members: None,
+        members_at: None,
+        others: Vec::new(),
         silent: BTreeSet::new(),
         leading_since: None,
     };
@@ -54,40 +60,47 @@ pub async fn log_changes(
             changed = metrics.changed() => if changed.is_err() { return },
             _ = tick.tick() => {}
         }
-        let (term, leader, leading, members, others) = {
+        let (term, leader, leading) = {
             let metrics = metrics.borrow();
-            let membership = metrics.membership_config.membership();
-            let voters: BTreeSet<u64> = membership.voter_ids().collect();
-            let members = membership
-                .nodes()
-                .map(|(id, _)| {
-                    let kind = if voters.contains(id) {
-                        "voter"
-                    } else {
-                        "learner"
-                    };
-                    format!("{id} ({kind})")
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
-            let others: Vec<u64> = membership
-                .nodes()
-                .map(|(id, _)| *id)
-                .filter(|id| *id != me.0)
-                .collect();
-            let leading = metrics.state == ServerState::Leader;
+            // The membership is formatted only when it changed, not on every metrics change
+            // (several per commit).
+            let membership_at = metrics.membership_config.log_id();
+            if reported.members_at != Some(*membership_at) {
+                reported.members_at = Some(*membership_at);
+                let membership = metrics.membership_config.membership();
+                reported.note_members(describe(membership));
+                reported.others = membership
+                    .nodes()
+                    .map(|(id, _)| *id)
+                    .filter(|id| *id != me.0)
+                    .collect();
+            }
             (
                 metrics.current_term,
                 metrics.current_leader,
-                leading,
-                members,
-                others,
+                metrics.state == ServerState::Leader,
             )
         };
         reported.note_leader(term, leader);
-        reported.note_members(members);
-        reported.note_peers(leading, &others, &acks, silence);
+        reported.note_peers(leading, &acks, silence);
     }
+}
+
+/// `1 (voter), 4 (learner)`, in id order.
+fn describe(membership: &Membership<u64, super::types::Member>) -> String {
+    let voters: BTreeSet<u64> = membership.voter_ids().collect();
+    membership
+        .nodes()
+        .map(|(id, _)| {
+            let kind = if voters.contains(id) {
+                "voter"
+            } else {
+                "learner"
+            };
+            format!("{id} ({kind})")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl Reported {
@@ -116,7 +129,7 @@ impl Reported {
 
     /// On the leader: a line when a peer stops answering for `silence`, and when it answers
     /// again. A new leader gives every peer `silence` to answer first.
-    fn note_peers(&mut self, leading: bool, others: &[u64], acks: &AckClock, silence: Duration) {
+    fn note_peers(&mut self, leading: bool, acks: &AckClock, silence: Duration) {
         if !leading {
             self.silent.clear();
             self.leading_since = None;
@@ -126,7 +139,7 @@ impl Reported {
         if since.elapsed() < silence {
             return;
         }
-        for peer in others {
+        for peer in &self.others {
             let answering = acks.answered_within(*peer, silence);
             if !answering && self.silent.insert(*peer) {
                 tracing::warn!(peer, after = ?silence, "member stopped answering the leader");

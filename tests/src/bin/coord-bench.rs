@@ -6,7 +6,7 @@
 //! coord-bench restart [--nodes 100000]
 //! coord-bench failover [--runs 5] [--writers 4] [--fault kill|stop|term|move|all]
 //! coord-bench sessions [--sessions 10000] [--ttl 10s] [--window 20s]
-//! coord-bench watches  [--watches 10000]
+//! coord-bench watches  [--watches 10000] [--members-watched 3]
 //! coord-bench watch-latency [--watchers 100] [--writes 2000]
 //! coord-bench locks [--contenders 16] [--seconds 10] [--uncontended 200]
 //! ```
@@ -85,7 +85,7 @@ async fn main() -> anyhow::Result<()> {
                 "       coord-bench failover [--runs N] [--writers N] [--fault kill|stop|term|move|all]",
             );
             report("       coord-bench sessions [--sessions N] [--ttl D] [--window D]");
-            report("       coord-bench watches  [--watches N]");
+            report("       coord-bench watches  [--watches N] [--members-watched 1-3]");
             report("       coord-bench watch-latency [--watchers N] [--writes N]");
             report("       coord-bench locks [--contenders N] [--seconds N] [--uncontended N]");
             std::process::exit(2);
@@ -577,52 +577,104 @@ async fn cpu_over(pid: u32, window: Duration) -> f64 {
     used.as_secs_f64() / begun.elapsed().as_secs_f64()
 }
 
-/// Memory per idle watch on each member.
+/// Memory per idle watch on each member, and in the watching process; then one event through.
+///
+/// One client per member holds a third of the watches, as an application with many watches
+/// would: the client multiplexes them on a few streams.
 async fn watches(arguments: &[String]) -> anyhow::Result<()> {
     let count: usize = flag(arguments, "--watches", "10000")
         .parse()
         .context("--watches")?;
+    let spread: usize = flag(arguments, "--members-watched", "3")
+        .parse()
+        .context("--members-watched")?;
     let (cluster, leader, pids) = three_members().await?;
-    let endpoints = cluster.endpoints();
-    let setup = connect(&endpoints).await?;
+    let all = cluster.endpoints();
+    let endpoints = &all[..spread.clamp(1, all.len())];
+    let setup = connect(&all).await?;
     setup
         .create("/watched", "", &CreateOptions::default())
         .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before = rss_by_member(&pids);
+    let own_before = rss_kib(std::process::id()).unwrap_or(0);
     let opened = Instant::now();
     let mut tasks = Vec::new();
-    for connection in 0..count.div_ceil(STREAMS_PER_CONNECTION) {
-        // Each connection stays on one member, so the watches spread evenly.
-        let endpoint = endpoints[connection % endpoints.len()].clone();
-        let wanted = STREAMS_PER_CONNECTION.min(count - connection * STREAMS_PER_CONNECTION);
-        tasks.push(tokio::spawn(async move {
-            let client = connect([endpoint]).await?;
-            let mut watches = Vec::new();
-            for index in 0..wanted {
-                let options = WatchOptions {
-                    path: format!("/watched/n{}", connection * STREAMS_PER_CONNECTION + index),
-                    ..WatchOptions::default()
-                };
-                watches.push(client.watch(options).await?);
-            }
-            Ok::<_, coord_client::Error>(watches)
-        }));
+    for (member, endpoint) in endpoints.iter().enumerate() {
+        let client = connect([endpoint.clone()]).await?;
+        // A few creators per client, so that creating is not one round trip at a time.
+        for creator in 0..WATCH_CREATORS {
+            let client = client.clone();
+            let indexes: Vec<usize> = (0..count)
+                .filter(|index| index % endpoints.len() == member)
+                .skip(creator)
+                .step_by(WATCH_CREATORS)
+                .collect();
+            tasks.push(tokio::spawn(async move {
+                let mut watches = Vec::new();
+                for index in indexes {
+                    let options = WatchOptions {
+                        path: format!("/watched/n{index}"),
+                        ..WatchOptions::default()
+                    };
+                    watches.push((index, client.watch(options).await?));
+                }
+                Ok::<_, coord_client::Error>(watches)
+            }));
+        }
     }
     let mut watches = Vec::new();
     for task in tasks {
         watches.extend(task.await??);
     }
     report(&format!(
-        "watches: opened {} watches in {:.1}s, a third on each member",
+        "watches: opened {} watches in {:.1}s on {} member(s), one client per member",
         watches.len(),
-        opened.elapsed().as_secs_f64()
+        opened.elapsed().as_secs_f64(),
+        endpoints.len()
     ));
     tokio::time::sleep(Duration::from_secs(5)).await;
-    // Each member holds a third of the watches.
-    report_memory(("watches", "watch"), count / 3, leader, &pids, &before);
+    // Each watched member holds an equal share (the others' growth is divided the same way).
+    report_memory(
+        ("watches", "watch"),
+        count / endpoints.len(),
+        leader,
+        &pids,
+        &before,
+    );
+    let own_after = rss_kib(std::process::id()).unwrap_or(0);
+    report(&format!(
+        "watches: the watching process grew {} -> {} KiB: {:.0} bytes per watch",
+        own_before,
+        own_after,
+        own_after.saturating_sub(own_before) as f64 * 1024.0 / count.max(1) as f64
+    ));
+    // One event through, to the last watch created on the busiest stream.
+    let (index, watch) = watches
+        .iter_mut()
+        .max_by_key(|entry| entry.0)
+        .context("no watches")?;
+    let written = Instant::now();
+    setup
+        .create(&format!("/watched/n{index}"), "", &CreateOptions::default())
+        .await?;
+    let acknowledged = written.elapsed();
+    let event = tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .context("no event within 10 s")?
+        .context("the watch ended")??;
+    report(&format!(
+        "watches: a create among {count} watches: acknowledged in {:.2} ms, its event ({:?}) \
+         after {:.2} ms",
+        acknowledged.as_secs_f64() * 1e3,
+        event.kind,
+        written.elapsed().as_secs_f64() * 1e3
+    ));
     Ok(())
 }
+
+/// Tasks creating one client's watches at once in `coord-bench watches`.
+const WATCH_CREATORS: usize = 16;
 
 /// Time from a write's acknowledgement to each watcher's receipt of its event.
 async fn watch_latency(arguments: &[String]) -> anyhow::Result<()> {
