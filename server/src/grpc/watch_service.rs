@@ -37,6 +37,9 @@ const RESPONSES_BUFFERED: usize = 64;
 const EVENTS_PER_RESPONSE_MAX: usize = 1000;
 /// Most watches on one stream.
 const WATCHES_PER_STREAM_MAX: usize = 10_000;
+/// Most paths the new events of one delivery may touch for watches of untouched paths to be
+/// passed over without a read each (beyond it, every watch reads).
+const PATHS_TOUCHED_MAX: usize = 4096;
 
 pub struct WatchService {
     consensus: Arc<Consensus>,
@@ -157,6 +160,7 @@ impl WatchApi for WatchService {
             budget: self.budget.clone(),
             responses,
             watches: BTreeMap::new(),
+            delivered_to: None,
             progress_interval: self.progress_interval,
         };
         tokio::spawn(session.run(request.into_inner(), self.stopping.clone()));
@@ -176,6 +180,8 @@ struct StreamSession {
     budget: Arc<WatchBudget>,
     responses: mpsc::Sender<Result<pb::WatchResponse, Status>>,
     watches: BTreeMap<u64, ActiveWatch>,
+    /// The applied revision the last delivery read up to (`None` before the first).
+    delivered_to: Option<Revision>,
     progress_interval: Duration,
 }
 
@@ -369,18 +375,45 @@ impl StreamSession {
         }
     }
 
+    /// The watches with something to read up to `applied`. A watch of one exact path that
+    /// was current to the last delivery, and whose path no new event touches, is moved on to
+    /// `applied` here without a read of its own: with many watches on a stream, a write costs
+    /// a lookup per watch, not a read of the history.
+    fn due(&mut self, applied: Revision) -> Vec<u64> {
+        let from = self.delivered_to.map(|to| Revision(to.0 + 1));
+        let touched = from.and_then(|from| {
+            self.history
+                .paths_touched(from, applied, PATHS_TOUCHED_MAX)
+                .map(|paths| (from, paths))
+        });
+        self.delivered_to = Some(applied);
+        let mut due = Vec::new();
+        for (id, watch) in &mut self.watches {
+            if watch.next > applied {
+                continue;
+            }
+            let untouched = touched.as_ref().is_some_and(|(from, paths)| {
+                watch.next == *from
+                    && !watch.filter.recursive
+                    && !paths.contains(&watch.filter.path)
+            });
+            if untouched {
+                watch.next = Revision(applied.0 + 1);
+            } else {
+                due.push(*id);
+            }
+        }
+        due
+    }
+
     /// Sends every watch its events up to `applied`, a bounded amount at a time; returns
     /// whether some watch has more to read right away.
     async fn deliver(&mut self, applied: Revision) -> Result<bool, Gone> {
         let mut more = false;
-        let ids: Vec<u64> = self.watches.keys().copied().collect();
-        for id in ids {
+        for id in self.due(applied) {
             let Some(watch) = self.watches.get(&id) else {
                 continue;
             };
-            if watch.next > applied {
-                continue;
-            }
             let read =
                 self.history
                     .read(watch.next, applied, EVENTS_PER_RESPONSE_MAX, &watch.filter);

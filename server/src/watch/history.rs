@@ -19,7 +19,7 @@
 //! - The history lives in memory: a restart or an installed snapshot starts it afresh after the
 //!   applied revision.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::filter::WatchFilter;
@@ -205,6 +205,16 @@ impl History {
     pub fn first_revision(&self) -> Revision {
         self.inner().first_revision()
     }
+
+    /// See `EventHistory::paths_touched`.
+    pub fn paths_touched(
+        &self,
+        from: Revision,
+        to: Revision,
+        limit: usize,
+    ) -> Option<HashSet<NodePath>> {
+        self.inner().paths_touched(from, to, limit)
+    }
 }
 
 /// A start revision older than the history; `oldest` is the oldest one available.
@@ -352,6 +362,41 @@ impl EventHistory {
             elided: None,
         })
     }
+
+    /// The paths of the events of revisions `from..=to`, so that a watch stream can pass over
+    /// the watches of one exact path that none of them touch without reading for each: for such
+    /// a watch `read` would find nothing and reach `to`. `None` when that cannot be told so
+    /// simply: the range starts before the history, holds an elided revision, or touches more
+    /// than `limit` paths.
+    pub fn paths_touched(
+        &self,
+        from: Revision,
+        to: Revision,
+        limit: usize,
+    ) -> Option<HashSet<NodePath>> {
+        if from < self.first_revision {
+            return None;
+        }
+        let start = self
+            .entries
+            .partition_point(|entry| entry.revision() < from);
+        let mut paths = HashSet::new();
+        for entry in self.entries.range(start..) {
+            if entry.revision() > to {
+                break;
+            }
+            match entry {
+                Entry::Event(event) => {
+                    paths.insert(event.path.clone());
+                    if paths.len() > limit {
+                        return None;
+                    }
+                }
+                Entry::Elided(_) => return None,
+            }
+        }
+        Some(paths)
+    }
 }
 
 #[cfg(test)]
@@ -482,6 +527,40 @@ mod tests {
     }
 
     #[test]
+    fn paths_touched_are_those_a_read_of_one_exact_path_would_find() {
+        let mut history = EventHistory::new(Revision(4), ROOMY);
+        history.extend(vec![
+            event(5, "/a", b""),
+            event(5, "/b", b""),
+            event(7, "/c", b""),
+        ]);
+        let path = |text: &str| NodePath::parse(text).unwrap();
+        let touched = history
+            .paths_touched(Revision(6), Revision(9), 100)
+            .unwrap();
+        assert_eq!(touched, HashSet::from([path("/c")]));
+        for watched in ["/a", "/b", "/c", "/d"] {
+            let read = history
+                .read(Revision(6), Revision(9), 100, &only(watched))
+                .unwrap();
+            assert_eq!(read.events.is_empty(), !touched.contains(&path(watched)));
+            assert_eq!(read.reached, Revision(9));
+        }
+        assert_eq!(
+            history
+                .paths_touched(Revision(5), Revision(9), 100)
+                .map(|paths| paths.len()),
+            Some(3)
+        );
+        assert_eq!(history.paths_touched(Revision(5), Revision(9), 2), None);
+        assert_eq!(history.paths_touched(Revision(4), Revision(9), 100), None);
+        assert_eq!(
+            history.paths_touched(Revision(8), Revision(9), 100),
+            Some(HashSet::new())
+        );
+    }
+
+    #[test]
     fn a_revision_larger_than_the_history_is_kept_as_its_scope_and_stops_only_watches_it_meets() {
         let limits = HistoryLimits {
             events_max: 10,
@@ -510,6 +589,11 @@ mod tests {
             let elided = cut.elided.expect("the watch meets revision 2");
             assert_eq!((elided.revision, elided.events), (Revision(2), 51));
         }
+        // A range holding an elided revision does not tell its paths.
+        assert_eq!(history.paths_touched(Revision(1), Revision(3), 100), None);
+        assert!(history
+            .paths_touched(Revision(3), Revision(3), 100)
+            .is_some());
         // A child of the root that revision 2 did not touch is not cut either.
         let untouched = history
             .read(Revision(1), Revision(3), 100, &only("/other"))
