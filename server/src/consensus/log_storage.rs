@@ -1,5 +1,6 @@
 //! `LogStorage`: openraft's `RaftLogStorage` over `storage::LogDb`. A thin adapter: encoding,
-//! decoding and error conversion only.
+//! decoding and error conversion, plus the `LogTail` that answers reads of the entries just
+//! appended (replication and apply) from memory.
 //!
 //! Invariant: `append` reports completion only after the whole batch is on disk (one synced
 //! RocksDB write per batch), so nothing openraft counts as persisted can be lost by a crash.
@@ -9,12 +10,13 @@
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{AnyError, LogId, LogState, RaftLogReader, StorageError, StorageIOError, Vote};
 
 use super::election::LastLogId;
+use super::log_tail::{LogTail, TAIL_BYTES_MAX, TAIL_ENTRIES_MAX};
 use super::types::{Entry, TypeConfig};
 use super::wire::{decode_log_entry, decode_log_meta, encode_log_entry, encode_log_meta};
 use crate::storage::{LogDb, StorageFault};
@@ -32,6 +34,8 @@ pub struct LogStorage {
     last_log_id: Arc<LastLogId>,
     /// How long each synced append takes (`coord_disk_log_append_duration_seconds`).
     append_seconds: Option<prometheus::Histogram>,
+    /// The last entries appended, shared by every clone (the log readers of replication).
+    tail: Arc<Mutex<LogTail>>,
 }
 
 impl LogStorage {
@@ -45,7 +49,13 @@ impl LogStorage {
             appended_bytes,
             last_log_id,
             append_seconds: None,
+            tail: Arc::new(Mutex::new(LogTail::new(TAIL_ENTRIES_MAX, TAIL_BYTES_MAX))),
         }
+    }
+
+    fn tail(&self) -> MutexGuard<'_, LogTail> {
+        // Nothing panics while holding the lock.
+        self.tail.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Records each synced append's duration in `histogram`.
@@ -134,6 +144,9 @@ impl RaftLogReader<TypeConfig> for LogStorage {
         start: u64,
         end: u64,
     ) -> Result<Vec<Entry>, StorageError<u64>> {
+        if let Some(entries) = self.tail().get(start, end, REPLICATION_BATCH_BYTES_MAX) {
+            return Ok(entries);
+        }
         let log_db = self.log_db.clone();
         blocking(move || {
             let records = log_db
@@ -161,6 +174,9 @@ impl RaftLogReader<TypeConfig> for LogStorage {
             Bound::Excluded(&end) => end,
             Bound::Unbounded => u64::MAX,
         };
+        if let Some(entries) = self.tail().get(start, end, usize::MAX) {
+            return Ok(entries);
+        }
         let log_db = self.log_db.clone();
         blocking(move || {
             let records = log_db.read_range(start, end).map_err(read_fault)?;
@@ -213,14 +229,12 @@ impl RaftLogStorage<TypeConfig> for LogStorage {
         &mut self,
         committed: Option<LogId<u64>>,
     ) -> Result<(), StorageError<u64>> {
-        let log_db = self.log_db.clone();
+        // Unsynced: a memtable insert and a write to the page cache, too short to be worth
+        // handing the runtime's worker to another thread, as `blocking` would on every commit.
         let bytes = encode_log_meta(&committed);
-        blocking(move || {
-            log_db
-                .put_meta_relaxed(COMMITTED_KEY, &bytes)
-                .map_err(write_fault)
-        })
-        .await
+        self.log_db
+            .put_meta_relaxed(COMMITTED_KEY, &bytes)
+            .map_err(write_fault)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError<u64>> {
@@ -243,14 +257,13 @@ impl RaftLogStorage<TypeConfig> for LogStorage {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
-        let mut last = None;
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let last = entries.last().map(|entry| entry.log_id);
         let records: Vec<(u64, Vec<u8>)> = entries
-            .into_iter()
-            .map(|entry| {
-                last = Some(entry.log_id);
-                (entry.log_id.index, encode_log_entry(&entry))
-            })
+            .iter()
+            .map(|entry| (entry.log_id.index, encode_log_entry(entry)))
             .collect();
+        let sizes: Vec<usize> = records.iter().map(|(_, body)| body.len()).collect();
         let bytes: usize = records.iter().map(|(_, body)| body.len()).sum();
         self.appended_bytes
             .fetch_add(bytes as u64, Ordering::Relaxed);
@@ -268,6 +281,8 @@ impl RaftLogStorage<TypeConfig> for LogStorage {
                 if last.is_some() {
                     self.last_log_id.set(last);
                 }
+                self.tail()
+                    .appended(entries.into_iter().zip(sizes).collect());
                 callback.log_io_completed(Ok(()))
             }
             Err(error) => callback.log_io_completed(Err(std::io::Error::other(error.to_string()))),
@@ -276,6 +291,7 @@ impl RaftLogStorage<TypeConfig> for LogStorage {
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
+        self.tail().truncated(log_id.index);
         let log_db = self.log_db.clone();
         let state = blocking(move || {
             log_db.truncate_from(log_id.index).map_err(write_fault)?;
@@ -287,6 +303,7 @@ impl RaftLogStorage<TypeConfig> for LogStorage {
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
+        self.tail().purged(log_id.index);
         let log_db = self.log_db.clone();
         let bytes = encode_log_meta(&Some(log_id));
         blocking(move || {

@@ -37,6 +37,7 @@ mod ids;
 mod join;
 mod leader;
 mod log_storage;
+mod log_tail;
 mod network;
 mod peer_client;
 mod probe;
