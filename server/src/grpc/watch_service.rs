@@ -9,7 +9,7 @@
 //! revisions the watch has not read yet, the watch is cancelled with `TOO_SLOW` and the
 //! revision to resume from; server memory does not grow with a slow watcher.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -29,7 +29,7 @@ use crate::auth::{Caller, Permission};
 use crate::consensus::Consensus;
 use crate::fsm::{NodePath, Revision};
 use crate::pb::event_to_pb;
-use crate::watch::{EventClass, History, WatchFilter};
+use crate::watch::{ActiveWatch, EventClass, History, WatchFilter, WatchSet};
 
 /// Responses buffered per stream before it stops reading the history.
 const RESPONSES_BUFFERED: usize = 64;
@@ -108,16 +108,6 @@ impl WatchBudget {
     }
 }
 
-struct ActiveWatch {
-    filter: WatchFilter,
-    once: bool,
-    with_data: bool,
-    /// The next revision to read.
-    next: Revision,
-    /// When something was last sent for this watch (for progress notifications).
-    last_sent: Instant,
-}
-
 /// The event classes a watch asks for, by their wire kinds.
 fn classes_of(kinds: &[i32]) -> Result<BTreeSet<EventClass>, String> {
     kinds
@@ -159,8 +149,7 @@ impl WatchApi for WatchService {
             history: self.history.clone(),
             budget: self.budget.clone(),
             responses,
-            watches: BTreeMap::new(),
-            delivered_to: None,
+            watches: WatchSet::default(),
             progress_interval: self.progress_interval,
         };
         tokio::spawn(session.run(request.into_inner(), self.stopping.clone()));
@@ -179,9 +168,7 @@ struct StreamSession {
     history: Arc<History>,
     budget: Arc<WatchBudget>,
     responses: mpsc::Sender<Result<pb::WatchResponse, Status>>,
-    watches: BTreeMap<u64, ActiveWatch>,
-    /// The applied revision the last delivery read up to (`None` before the first).
-    delivered_to: Option<Revision>,
+    watches: WatchSet,
     progress_interval: Duration,
 }
 
@@ -257,7 +244,7 @@ impl StreamSession {
         message: String,
         compact_revision: Revision,
     ) -> Result<(), Gone> {
-        if self.watches.remove(&watch_id).is_some() {
+        if self.watches.remove(watch_id) {
             self.budget.give_back(1);
         }
         let applied = self.applied();
@@ -281,7 +268,7 @@ impl StreamSession {
         match request.request {
             Some(pb::watch_request::Request::Create(create)) => self.create(create).await,
             Some(pb::watch_request::Request::Cancel(cancel)) => {
-                let message = if self.watches.contains_key(&cancel.watch_id) {
+                let message = if self.watches.contains(cancel.watch_id) {
                     "canceled as requested".to_owned()
                 } else {
                     format!("no watch {} on this stream", cancel.watch_id)
@@ -302,7 +289,7 @@ impl StreamSession {
         let id = create.watch_id;
         let invalid = |message: String| (pb::CancelReason::Invalid, message, Revision(0));
         let checked = (|| {
-            if self.watches.contains_key(&id) {
+            if self.watches.contains(id) {
                 return Err(invalid(format!(
                     "watch id {id} is already in use on this stream"
                 )));
@@ -349,20 +336,13 @@ impl StreamSession {
         match checked {
             Err((reason, message, compact)) => self.cancel(id, reason, message, compact).await,
             Ok((path, classes, next)) => {
-                self.watches.insert(
-                    id,
-                    ActiveWatch {
-                        filter: WatchFilter {
-                            path,
-                            recursive: create.recursive,
-                            classes,
-                        },
-                        once: create.once,
-                        with_data: create.with_data,
-                        next,
-                        last_sent: Instant::now(),
-                    },
-                );
+                let filter = WatchFilter {
+                    path,
+                    recursive: create.recursive,
+                    classes,
+                };
+                let watch = ActiveWatch::new(filter, create.once, create.with_data, next);
+                self.watches.insert(id, watch);
                 let header = self.header(Revision(next.0.saturating_sub(1)));
                 self.send(pb::WatchResponse {
                     header: Some(header),
@@ -375,35 +355,14 @@ impl StreamSession {
         }
     }
 
-    /// The watches with something to read up to `applied`. A watch of one exact path that
-    /// was current to the last delivery, and whose path no new event touches, is moved on to
-    /// `applied` here without a read of its own: with many watches on a stream, a write costs
-    /// a lookup per watch, not a read of the history.
+    /// The watches with something to read up to `applied` (see `WatchSet`): the history is
+    /// asked once which paths the new revisions touch.
     fn due(&mut self, applied: Revision) -> Vec<u64> {
-        let from = self.delivered_to.map(|to| Revision(to.0 + 1));
-        let touched = from.and_then(|from| {
-            self.history
-                .paths_touched(from, applied, PATHS_TOUCHED_MAX)
-                .map(|paths| (from, paths))
-        });
-        self.delivered_to = Some(applied);
-        let mut due = Vec::new();
-        for (id, watch) in &mut self.watches {
-            if watch.next > applied {
-                continue;
-            }
-            let untouched = touched.as_ref().is_some_and(|(from, paths)| {
-                watch.next == *from
-                    && !watch.filter.recursive
-                    && !paths.contains(&watch.filter.path)
-            });
-            if untouched {
-                watch.next = Revision(applied.0 + 1);
-            } else {
-                due.push(*id);
-            }
-        }
-        due
+        let touched = self
+            .watches
+            .current_from()
+            .and_then(|from| self.history.paths_touched(from, applied, PATHS_TOUCHED_MAX));
+        self.watches.due(touched.as_ref(), applied)
     }
 
     /// Sends every watch its events up to `applied`, a bounded amount at a time; returns
@@ -411,18 +370,18 @@ impl StreamSession {
     async fn deliver(&mut self, applied: Revision) -> Result<bool, Gone> {
         let mut more = false;
         for id in self.due(applied) {
-            let Some(watch) = self.watches.get(&id) else {
+            let (Some(watch), Some(next)) = (self.watches.get(id), self.watches.next_of(id)) else {
                 continue;
             };
-            let read =
-                self.history
-                    .read(watch.next, applied, EVENTS_PER_RESPONSE_MAX, &watch.filter);
+            let read = self
+                .history
+                .read(next, applied, EVENTS_PER_RESPONSE_MAX, &watch.filter);
             match read {
                 Err(compacted) => {
                     let message = format!(
                         "the watcher fell behind: revisions before {} are no longer kept; \
                          resume from revision {} (or later)",
-                        compacted.oldest, watch.next
+                        compacted.oldest, next
                     );
                     self.budget
                         .counters
@@ -460,6 +419,7 @@ impl StreamSession {
                 }
             }
         }
+        self.watches.settle();
         Ok(more)
     }
 
@@ -490,10 +450,10 @@ impl StreamSession {
         events: Vec<crate::fsm::WatchEvent>,
         reached: Revision,
     ) -> Result<bool, Gone> {
-        let Some(watch) = self.watches.get_mut(&id) else {
+        if !self.watches.contains(id) {
             return Ok(false);
-        };
-        watch.next = Revision(reached.0 + 1);
+        }
+        self.watches.reached(id, reached);
         // Events of paths the caller may not read are never sent, whatever the watch covers.
         let events: Vec<crate::fsm::WatchEvent> = match self.identity() {
             Ok(who) => events
@@ -502,7 +462,7 @@ impl StreamSession {
                 .collect(),
             Err(_) => Vec::new(),
         };
-        let Some(watch) = self.watches.get_mut(&id) else {
+        let Some(watch) = self.watches.get_mut(id) else {
             return Ok(false);
         };
         if events.is_empty() {
@@ -533,14 +493,11 @@ impl StreamSession {
     /// Tells each watch that sent nothing for a progress interval how far it is current.
     async fn notify_progress(&mut self) -> Result<(), Gone> {
         let now = Instant::now();
-        let idle: Vec<(u64, Revision)> = self
-            .watches
-            .iter()
-            .filter(|(_, watch)| now.duration_since(watch.last_sent) >= self.progress_interval)
-            .map(|(id, watch)| (*id, Revision(watch.next.0.saturating_sub(1))))
-            .collect();
-        for (id, current) in idle {
-            if let Some(watch) = self.watches.get_mut(&id) {
+        let Some(since) = now.checked_sub(self.progress_interval) else {
+            return Ok(());
+        };
+        for (id, current) in self.watches.idle_since(since) {
+            if let Some(watch) = self.watches.get_mut(id) {
                 watch.last_sent = now;
             }
             let header = self.header(current);
