@@ -63,19 +63,19 @@ impl LogTail {
         while self.entries.len() > self.entries_max
             || (self.bytes > self.bytes_max && self.entries.len() > 1)
         {
-            if let Some((_, size)) = self.entries.pop_front() {
-                self.bytes -= size;
-            }
+            self.drop_first();
+        }
+    }
+
+    fn drop_first(&mut self) {
+        if let Some((_, size)) = self.entries.pop_front() {
+            self.bytes -= size;
         }
     }
 
     /// Forgets the entries from `index` on (a conflicting suffix the log is about to drop).
     pub fn truncated(&mut self, index: u64) {
-        while self
-            .entries
-            .back()
-            .is_some_and(|(entry, _)| entry.log_id.index >= index)
-        {
+        while self.last_index().is_some_and(|last| last >= index) {
             if let Some((_, size)) = self.entries.pop_back() {
                 self.bytes -= size;
             }
@@ -84,14 +84,8 @@ impl LogTail {
 
     /// Forgets the entries up to and including `index` (purged from the log).
     pub fn purged(&mut self, index: u64) {
-        while self
-            .entries
-            .front()
-            .is_some_and(|(entry, _)| entry.log_id.index <= index)
-        {
-            if let Some((_, size)) = self.entries.pop_front() {
-                self.bytes -= size;
-            }
+        while self.first_index().is_some_and(|first| first <= index) {
+            self.drop_first();
         }
     }
 
