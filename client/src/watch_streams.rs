@@ -38,7 +38,7 @@ pub(crate) type Delivery = Result<Box<pb::WatchResponse>, Box<Error>>;
 /// The shared streams of one client (see the module documentation).
 #[derive(Default)]
 pub(crate) struct WatchStreams {
-    streams: Mutex<Vec<Arc<Shared>>>,
+    streams: Mutex<Vec<Shared>>,
 }
 
 /// One stream, shared by the watches on it.
@@ -143,7 +143,7 @@ impl WatchStreams {
         let table = match roomy {
             Some(shared) => shared.table.clone(),
             None => {
-                let shared = Arc::new(Shared::open(target));
+                let shared = Shared::open(target);
                 let table = shared.table.clone();
                 streams.push(shared);
                 table

@@ -105,7 +105,7 @@ impl WatchSet {
         if self.others.contains(&id) {
             return Some(watch.next);
         }
-        self.current_to.map(|to| Revision(to.0 + 1))
+        self.current_from()
     }
 
     /// Where the next delivery would read from for current watches: the range whose touched

@@ -577,10 +577,12 @@ async fn cpu_over(pid: u32, window: Duration) -> f64 {
     used.as_secs_f64() / begun.elapsed().as_secs_f64()
 }
 
-/// Memory per idle watch on each member, and in the watching process; then one event through.
+/// Memory per idle watch on each member, and in the watching process; then the latency of
+/// writes among the watches and of their events, one write at a time.
 ///
-/// One client per member holds a third of the watches, as an application with many watches
-/// would: the client multiplexes them on a few streams.
+/// One client per watched member (`--members-watched`, the first 1 to 3) holds an equal share
+/// of the watches, as an application with many watches would: the client multiplexes them on
+/// a few streams.
 async fn watches(arguments: &[String]) -> anyhow::Result<()> {
     let count: usize = flag(arguments, "--watches", "10000")
         .parse()
@@ -664,6 +666,9 @@ async fn watches(arguments: &[String]) -> anyhow::Result<()> {
             .context("no event within 10 s")?
             .context("the watch ended")??;
         received.push(written.elapsed());
+    }
+    if received.is_empty() {
+        return Ok(());
     }
     acknowledged.sort();
     received.sort();
