@@ -8,9 +8,9 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 use crate::consensus::golden::{peer_sample, peer_samples, storage_samples, Sample};
-use crate::consensus::{MemberId, MessageKind};
+use crate::consensus::{MemberId, MessageKind, PeerFeatures};
 use crate::fsm::{
-    CheckpointCommand, CloseSessionCommand, Command, Compare, CompareOp, CompareTarget,
+    BatchItem, CheckpointCommand, CloseSessionCommand, Command, Compare, CompareOp, CompareTarget,
     CreateCommand, DeleteCommand, Fence, FencingToken, FsmError, Namespace, NodeKind, NodePath,
     NodeStat, OpenSessionCommand, OutcomeRecord, Output, PathRule, Proposal, Revision, SessionEnd,
     SessionId, SetCommand, TxnCommand, TxnOp, WriteId,
@@ -139,7 +139,22 @@ fn proposals() -> Vec<(String, Proposal)> {
         answered_below: 4,
     };
     let (_, set) = &commands()[1];
-    proposals.push(("set once".into(), Proposal::once(write_id, set.clone())));
+    proposals.push((
+        "set once".into(),
+        Proposal::once(write_id.clone(), set.clone()),
+    ));
+    let (_, delete) = &commands()[2];
+    let batch = Command::Batch(vec![
+        BatchItem {
+            write_id: Some(write_id),
+            command: set.clone(),
+        },
+        BatchItem {
+            write_id: None,
+            command: delete.clone(),
+        },
+    ]);
+    proposals.push(("batch".into(), Proposal::from(batch)));
     proposals
 }
 
@@ -294,6 +309,12 @@ fn session_and_member_samples() -> Vec<Sample> {
                 client_address: "10.0.0.2:7400".into(),
             },
         ),
+        peer_sample("features", MessageKind::Features, &()),
+        peer_sample(
+            "features reply",
+            MessageKind::Features,
+            &PeerFeatures { command_set: 2 },
+        ),
     ]
 }
 
@@ -395,6 +416,7 @@ fn decode_everything(bytes: &[u8]) {
         MessageKind::KeepAlive,
         MessageKind::ListSessions,
         MessageKind::Hello,
+        MessageKind::Features,
         MessageKind::ReadIndex,
         MessageKind::PreVote,
         MessageKind::TimeoutNow,
@@ -413,6 +435,7 @@ fn decode_everything(bytes: &[u8]) {
         let _ = decode_peer::<MembershipChange>(&message, kind);
         let _ = decode_peer::<KeepAliveCall>(&message, kind);
         let _ = decode_peer::<Hello>(&message, kind);
+        let _ = decode_peer::<PeerFeatures>(&message, kind);
         let _ = decode_peer::<Result<crate::consensus::Written, crate::consensus::ConsensusError>>(
             &message, kind,
         );

@@ -33,19 +33,37 @@ fn probe_options(tls: Option<coord_client::TlsOptions>) -> ClientOptions {
 impl Cluster {
     /// Starts `size` members with one `--initial-cluster`, all at once.
     pub fn start(size: u64, extra_args: &[&str]) -> Cluster {
-        Cluster::start_with(size, extra_args, None)
+        Cluster::start_with(size, |_| extra_args.to_vec(), None)
+    }
+
+    /// Like `start`, with each member's extra arguments from `args_of(id)` (a metrics port of
+    /// its own, say).
+    pub fn start_each(size: u64, args_of: impl Fn(u64) -> Vec<String>) -> Cluster {
+        Cluster::start_with(size, args_of, None)
     }
 
     /// Starts `size` members whose every peer and client link crosses a fault-injecting proxy
     /// (`Cluster::network`); `seed` fixes the proxies' loss and jitter.
     pub fn start_behind_proxies(size: u64, extra_args: &[&str], seed: u64) -> Cluster {
-        Cluster::start_with(size, extra_args, Some(FaultyNetwork::new(seed)))
+        Cluster::start_with(
+            size,
+            |_| extra_args.to_vec(),
+            Some(FaultyNetwork::new(seed)),
+        )
     }
 
-    fn start_with(size: u64, extra_args: &[&str], network: Option<FaultyNetwork>) -> Cluster {
+    fn start_with<A: AsRef<str>>(
+        size: u64,
+        args_of: impl Fn(u64) -> Vec<A>,
+        network: Option<FaultyNetwork>,
+    ) -> Cluster {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let mut members: Vec<ServerProcess> = (1..=size)
-            .map(|id| ServerProcess::prepare(id, dir.path(), extra_args))
+            .map(|id| {
+                let args = args_of(id);
+                let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
+                ServerProcess::prepare(id, dir.path(), &args)
+            })
             .collect();
         if let Some(network) = &network {
             for member in &mut members {

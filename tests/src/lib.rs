@@ -11,6 +11,7 @@ pub mod fixture;
 pub mod history;
 pub mod kubelet;
 pub mod linearizability;
+pub mod metrics;
 pub mod nemesis;
 pub mod pki;
 pub mod proxy;

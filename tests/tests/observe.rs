@@ -2,37 +2,11 @@
 //! `/readyz` is 200 once the member leads (and says why not before), `/metrics` carries the
 //! documented metrics in Prometheus text format and its values move under load.
 
-use std::io::{Read, Write};
 use std::time::Duration;
 
 use coord_client::CreateOptions;
+use coord_tests::metrics::{http_get as get, metric_value as value};
 use coord_tests::{eventually, free_port, ServerProcess};
-
-/// `GET path` over HTTP/1.1: the status code and the body.
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: coord\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n")?.1.to_owned();
-    Some((status, body))
-}
-
-/// The value of the unlabelled metric `name` in `text`.
-fn value(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .find_map(|line| {
-            line.strip_prefix(name)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-}
 
 /// The value of `name` with every one of `labels` (`key="value"`) in `text`.
 fn labelled(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
@@ -74,6 +48,7 @@ async fn health_and_metrics_answer_and_move_under_load() {
         "coord_server_proposals_applied_total",
         "coord_server_proposals_pending",
         "coord_server_proposals_failed_total",
+        "coord_server_writes_per_entry_count",
         "coord_disk_log_append_duration_seconds_count",
         "coord_apply_duration_seconds_count",
         "coord_snapshot_save_duration_seconds_count",
@@ -143,6 +118,10 @@ async fn health_and_metrics_answer_and_move_under_load() {
     assert!(
         moved("coord_apply_duration_seconds_count") >= 1.0,
         "{after}"
+    );
+    assert!(
+        moved("coord_server_writes_per_entry_sum") >= 50.0,
+        "every write is counted in some entry: {after}"
     );
     assert!(
         value(&after, "coord_write_ids_clients") >= Some(1.0),

@@ -3,10 +3,12 @@
 
 use std::time::Duration;
 
+use openraft::error::{ClientWriteError, RaftError};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::ids::MemberId;
+use super::types::Member;
 use crate::storage::StorageFault;
 
 /// Why consensus could not serve a request. Crosses the peer port, hence serializable.
@@ -70,5 +72,27 @@ impl StartError {
         StartError::Metrics {
             reason: error.to_string(),
         }
+    }
+}
+
+/// What a failed `client_write` means for the writer.
+pub(super) fn client_write_error(
+    error: RaftError<u64, ClientWriteError<u64, Member>>,
+) -> ConsensusError {
+    match error {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => {
+            ConsensusError::NoLeader {
+                leader_hint: forward.leader_id.map(MemberId),
+            }
+        }
+        RaftError::APIError(ClientWriteError::ChangeMembershipError(error)) => {
+            ConsensusError::Membership {
+                reason: error.to_string(),
+            }
+        }
+        // The entry may already be in the log and commit later: the outcome is unknown.
+        RaftError::Fatal(fatal) => ConsensusError::Interrupted {
+            reason: fatal.to_string(),
+        },
     }
 }

@@ -31,6 +31,7 @@ mod admission;
 mod changes;
 mod election;
 mod error;
+mod features;
 mod gone;
 mod handoff;
 mod ids;
@@ -48,6 +49,7 @@ mod status;
 mod timings;
 mod types;
 mod wire;
+mod write_batch;
 
 #[cfg(test)]
 pub mod golden;
@@ -59,13 +61,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{CheckIsLeaderError, ClientWriteError, Fatal, InitializeError, RaftError};
+use openraft::error::{CheckIsLeaderError, Fatal, InitializeError, RaftError};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use openraft::{ChangeMembers, Config, Raft, ServerState, SnapshotPolicy};
 
 pub use admission::{Refusal, LOG_INDEX_MAX, SNAPSHOT_BYTES_MAX, TERM_MAX};
 pub use election::{PreVote, PreVoteReply};
+use error::client_write_error;
 pub use error::{ConsensusError, StartError};
+pub use features::{FeatureBook, PeerFeatures, COMMAND_SET};
 pub use handoff::{MoveLeader, Moved, TimeoutNow};
 pub use ids::{MemberId, Term};
 pub use join::{JoinCall, MembershipView, PROMOTE_LAG_MAX};
@@ -81,7 +85,7 @@ pub use timings::RaftTimings;
 pub use types::{ConsensusConfig, Consistency, Entry, Member, TypeConfig};
 pub use wire::{decode_peer, encode_peer, peer_kind, FormatError, MessageKind};
 
-use crate::fsm::{FsmError, Output, Proposal, Revision};
+use crate::fsm::{Command, FsmError, Output, Proposal, Revision};
 use crate::storage::{LogDb, SnapshotFile};
 use admission::Admission;
 use election::{AckClock, ElectionTiming, Elector, LastLogId};
@@ -91,6 +95,7 @@ use log_storage::LogStorage;
 use network::PeerNetwork;
 use read_index::ReadIndexBatcher;
 use state_machine::StateMachine;
+use write_batch::WriteBatcher;
 
 /// How long a member excluded from the applied membership must see nothing more applied
 /// before it counts itself removed (see `Consensus::removed`).
@@ -129,6 +134,10 @@ pub struct Consensus {
     /// Raft traffic until the cluster counts it as a learner, so that a leader that still
     /// counts it as a voter never sees its log go back (openraft's leader panics on that).
     raft_held: std::sync::atomic::AtomicBool,
+    /// Gathers the writes proposed here into batch entries (`write_batch.rs`).
+    writes: WriteBatcher,
+    /// What the other members said they apply (`features.rs`).
+    features: FeatureBook,
 }
 
 impl Consensus {
@@ -233,8 +242,12 @@ impl Consensus {
         removed_by_peers: Arc<tokio::sync::watch::Sender<bool>>,
         timings: RaftTimings,
     ) -> Consensus {
+        let writes = WriteBatcher::start(
+            raft.clone(),
+            config.request_timeout,
+            timings.writes_per_entry.clone(),
+        );
         Consensus {
-            raft,
             replica,
             config,
             peers,
@@ -251,6 +264,9 @@ impl Consensus {
             leader_seen,
             timings,
             raft_held: std::sync::atomic::AtomicBool::new(false),
+            writes,
+            features: FeatureBook::default(),
+            raft,
         }
     }
 
@@ -562,31 +578,77 @@ impl Consensus {
                 self.handoff.force_proposal()
             }
         };
-        let timeout = self.config.request_timeout;
+        if let Command::Batch(_) = call.proposal.command {
+            // Only this member's batcher makes batches; one arriving from elsewhere is refused.
+            let refused: Result<Output, FsmError> = Err(FsmError::InvalidArgument {
+                reason: "a batch is not a write of its own".into(),
+            });
+            return Ok(Written {
+                revision: self.replica.read(|namespace| namespace.revision()),
+                outcome: crate::fsm::OutcomeRecord::of(&refused),
+            });
+        }
         let pending = timings::Pending::start(&self.timings.proposals_pending);
-        let written = tokio::time::timeout(timeout, self.raft.client_write(call.proposal)).await;
+        let written = if self.batches_allowed() {
+            self.writes.write(call.proposal).await
+        } else {
+            self.write_alone(call.proposal).await
+        };
         drop(pending);
-        let written = written
-            .map_err(|_| ConsensusError::Timeout {
-                what: "write".into(),
-                timeout,
-            })
-            .and_then(|written| written.map_err(client_write_error));
         if written.is_err() {
             self.timings.proposals_failed.inc();
         }
-        let result = written?.data;
-        let outcome = result
-            .outcome
-            .as_ref()
-            .map(crate::fsm::OutcomeRecord::of)
-            .ok_or_else(|| ConsensusError::Fatal {
-                reason: format!("the write at revision {} had no outcome", result.revision),
-            })?;
+        let (revision, outcome) = written?;
         Ok(Written {
-            revision: result.revision,
-            outcome,
+            revision,
+            outcome: crate::fsm::OutcomeRecord::of(&outcome),
         })
+    }
+
+    /// Whether the writes proposed here may share entries: every member of the latest
+    /// membership said it applies batches (`features.rs`).
+    fn batches_allowed(&self) -> bool {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let members = metrics
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, _)| MemberId(*id));
+        self.features
+            .all_apply_batches(self.config.member_id, members)
+    }
+
+    /// Proposes `proposal` as an entry of its own.
+    async fn write_alone(&self, proposal: Proposal) -> write_batch::WriteResult {
+        self.timings.writes_per_entry.observe(1.0);
+        let timeout = self.config.request_timeout;
+        let written = tokio::time::timeout(timeout, self.raft.client_write(proposal))
+            .await
+            .map_err(|_| ConsensusError::Timeout {
+                what: "write".into(),
+                timeout,
+            })?
+            .map_err(client_write_error)?;
+        let mut writes = written.data.writes.into_iter();
+        match (writes.next(), writes.next()) {
+            (Some(write), None) => Ok(write),
+            _ => Err(ConsensusError::Fatal {
+                reason: format!(
+                    "the write at log index {} had no single outcome",
+                    written.log_id.index
+                ),
+            }),
+        }
+    }
+
+    /// Records what `member` answered to `Peer.Features` (the greeter asks every second).
+    pub fn heard_features(&self, member: MemberId, features: Result<PeerFeatures, PeerCallError>) {
+        match features {
+            Ok(features) => self.features.heard(member, features),
+            Err(error) if error.is_unimplemented() => self.features.heard_unimplemented(member),
+            Err(_) => {}
+        }
     }
 
     /// A membership change, run on the leader. Removing the leader first hands leadership to
@@ -999,7 +1061,7 @@ impl Consensus {
         self.serving()?;
         let index = match consistency {
             Consistency::Serializable => return Ok(()),
-            Consistency::MinRevision(revision) => revision.0,
+            Consistency::MinRevision(revision) => return self.wait_applied(revision).await,
             Consistency::Linearizable => match self.route_now_or_after_election().await {
                 Route::Local => self.leader_read_index().await?,
                 Route::Leader { id, address } => {
@@ -1025,21 +1087,38 @@ impl Consensus {
                 }
             },
         };
-        self.wait_applied(Revision(index)).await
+        self.wait_applied_index(index).await
+    }
+
+    /// Waits (bounded) until the local replica has applied the log through `index`.
+    async fn wait_applied_index(&self, index: u64) -> Result<(), ConsensusError> {
+        let applied = self.replica.applied_index();
+        let what = || format!("catching up to log index {index}");
+        self.wait_reached(applied, |current| *current >= index, what)
+            .await
     }
 
     /// Waits (bounded) until the local replica has applied `revision`.
     async fn wait_applied(&self, revision: Revision) -> Result<(), ConsensusError> {
+        let applied = self.replica.applied_revision();
+        let what = || format!("catching up to revision {revision}");
+        self.wait_reached(applied, |current| *current >= revision, what)
+            .await
+    }
+
+    async fn wait_reached<T>(
+        &self,
+        mut applied: tokio::sync::watch::Receiver<T>,
+        reached: impl FnMut(&T) -> bool,
+        what: impl FnOnce() -> String,
+    ) -> Result<(), ConsensusError> {
         let timeout = self.config.request_timeout;
-        let mut applied = self.replica.applied_revision();
-        let reached =
-            tokio::time::timeout(timeout, applied.wait_for(|current| *current >= revision))
-                .await
-                .map_err(|_| ConsensusError::Timeout {
-                    what: format!("catching up to revision {revision}"),
-                    timeout,
-                })?;
-        reached
+        tokio::time::timeout(timeout, applied.wait_for(reached))
+            .await
+            .map_err(|_| ConsensusError::Timeout {
+                what: what(),
+                timeout,
+            })?
             .map(|_| ())
             .map_err(|_| ConsensusError::ShuttingDown)
     }
@@ -1255,25 +1334,6 @@ async fn snapshot_on_size(raft: Raft<TypeConfig>, appended_bytes: Arc<AtomicU64>
         if raft.trigger().snapshot().await.is_err() {
             return;
         }
-    }
-}
-
-fn client_write_error(error: RaftError<u64, ClientWriteError<u64, Member>>) -> ConsensusError {
-    match error {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => {
-            ConsensusError::NoLeader {
-                leader_hint: forward.leader_id.map(MemberId),
-            }
-        }
-        RaftError::APIError(ClientWriteError::ChangeMembershipError(error)) => {
-            ConsensusError::Membership {
-                reason: error.to_string(),
-            }
-        }
-        // The entry may already be in the log and commit later: the outcome is unknown.
-        RaftError::Fatal(fatal) => ConsensusError::Interrupted {
-            reason: fatal.to_string(),
-        },
     }
 }
 

@@ -56,6 +56,11 @@ pub enum PeerCallError {
 }
 
 impl PeerCallError {
+    /// Whether the peer answered that it has no such call: it runs an older release.
+    pub fn is_unimplemented(&self) -> bool {
+        matches!(self, PeerCallError::Failed { code, .. } if code == "Unimplemented")
+    }
+
     /// Whether the peer was not reached at all (nothing it could have done).
     pub fn is_unreachable(&self) -> bool {
         matches!(self, PeerCallError::Failed { code, .. } if code == "Unavailable")
@@ -82,6 +87,7 @@ pub enum PeerMethod {
     Hello,
     PreVote,
     TimeoutNow,
+    Features,
 }
 
 /// A peer request with a deadline and the sender's cluster id.
@@ -200,6 +206,7 @@ impl PeerClients {
             PeerMethod::Hello => client.hello(request).await,
             PeerMethod::PreVote => client.pre_vote(request).await,
             PeerMethod::TimeoutNow => client.timeout_now(request).await,
+            PeerMethod::Features => client.features(request).await,
         };
         match reply {
             Ok(reply) => {

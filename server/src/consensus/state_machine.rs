@@ -61,6 +61,9 @@ pub struct Replica {
     state: RwLock<ReplicaState>,
     /// The last applied revision, for waiters (`min_revision` reads, watches).
     applied_revision: watch::Sender<Revision>,
+    /// The index of the last applied log entry, for linearizable reads (a read index is a
+    /// log index; once batches exist the revision runs ahead of it).
+    applied_index: watch::Sender<u64>,
 }
 
 impl Replica {
@@ -77,6 +80,18 @@ impl Replica {
 
     pub fn applied_revision(&self) -> watch::Receiver<Revision> {
         self.applied_revision.subscribe()
+    }
+
+    pub fn applied_index(&self) -> watch::Receiver<u64> {
+        self.applied_index.subscribe()
+    }
+
+    /// Publishes what was applied: the index first, so that a reader woken by either finds
+    /// the state of both.
+    fn publish(&self, last_applied: Option<LogId<u64>>, revision: Revision) {
+        self.applied_index
+            .send_replace(last_applied.map_or(0, |log_id| log_id.index));
+        self.applied_revision.send_replace(revision);
     }
 
     /// Whether the applied (committed) membership names `member`.
@@ -152,7 +167,8 @@ impl StateMachine {
                 let namespace = Namespace::from_snapshot(&envelope.namespace)
                     .map_err(|error| corrupt(error.to_string()))?;
                 let applied_index = envelope.meta.last_log_id.map_or(0, |log_id| log_id.index);
-                if namespace.revision() != Revision(applied_index) {
+                // Every entry takes at least one revision, and none below its index.
+                if namespace.revision() < Revision(applied_index) {
                     return Err(corrupt(format!(
                         "namespace is at revision {} but the snapshot covers index {applied_index}",
                         namespace.revision()
@@ -174,9 +190,11 @@ impl StateMachine {
         };
         observer.restored(&state.namespace, Instant::now());
         let revision = state.namespace.revision();
+        let index = state.last_applied.map_or(0, |log_id| log_id.index);
         let replica = Replica {
             state: RwLock::new(state),
             applied_revision: watch::Sender::new(revision),
+            applied_index: watch::Sender::new(index),
         };
         Ok(StateMachine {
             replica: Arc::new(replica),
@@ -216,32 +234,36 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .write()
             .expect("a panic while applying stops the member");
         for entry in entries {
-            let revision = Revision(entry.log_id.index);
+            let index = entry.log_id.index;
             // Only the founding membership entry sits at index 0, where the tree already is.
-            let moves = entry.log_id.index > 0;
-            let outcome = match entry.payload {
+            let moves = index > 0;
+            let writes = match entry.payload {
                 EntryPayload::Blank => {
                     if moves {
-                        state.namespace.advance(revision);
+                        state.namespace.pass_entry(index);
                     }
-                    None
+                    Vec::new()
                 }
                 EntryPayload::Membership(membership) => {
                     if moves {
-                        state.namespace.advance(revision);
+                        state.namespace.pass_entry(index);
                     }
                     state.membership = StoredMembership::new(Some(entry.log_id), membership);
-                    None
+                    Vec::new()
                 }
-                EntryPayload::Normal(proposal) => {
-                    let applied = state.namespace.apply_proposal(revision, &proposal);
-                    events.extend(applied.events);
-                    sessions.extend(applied.sessions);
-                    Some(applied.outcome)
-                }
+                EntryPayload::Normal(proposal) => state
+                    .namespace
+                    .apply_entry(index, &proposal)
+                    .into_iter()
+                    .map(|(revision, applied)| {
+                        events.extend(applied.events);
+                        sessions.extend(applied.sessions);
+                        (revision, applied.outcome)
+                    })
+                    .collect(),
             };
             state.last_applied = Some(entry.log_id);
-            results.push(ProposalResult { revision, outcome });
+            results.push(ProposalResult { writes });
         }
         let revision = state.namespace.revision();
         if cfg!(debug_assertions) && self.validation.due(results.len(), &state.namespace) {
@@ -251,8 +273,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         self.observer
             .applied(revision, events, sessions, Instant::now());
+        let last_applied = state.last_applied;
         drop(state);
-        self.replica.applied_revision.send_replace(revision);
+        self.replica.publish(last_applied, revision);
         timer.observe_duration();
         Ok(results)
     }
@@ -303,7 +326,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 membership: meta.last_membership.clone(),
             };
         }
-        self.replica.applied_revision.send_replace(revision);
+        self.replica.publish(meta.last_log_id, revision);
         Ok(())
     }
 

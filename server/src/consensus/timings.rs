@@ -1,6 +1,6 @@
 //! `RaftTimings`: what the log, the state machine and the write path measure as they work:
 //! how long a synced log append and an apply batch take, how long a snapshot takes and how big
-//! it is, and proposals waiting or failed. `observe/` registers them for `/metrics`.
+//! it is, proposals waiting or failed, and how many writes each proposed entry carried. `observe/` registers them for `/metrics`.
 //!
 //! Each is a Prometheus counter, gauge or histogram: atomics, so measuring costs a clock read
 //! and an add, and no lock is shared with a scrape.
@@ -28,6 +28,8 @@ pub struct RaftTimings {
     pub proposals_pending: IntGauge,
     /// Proposals that were not committed: timed out, leadership lost, or refused by Raft.
     pub proposals_failed: IntCounter,
+    /// Writes per log entry the leader proposed (`write_batch.rs`): 1 for a write alone.
+    pub writes_per_entry: Histogram,
 }
 
 impl RaftTimings {
@@ -60,6 +62,13 @@ impl RaftTimings {
                 "coord_server_proposals_failed_total",
                 "Proposals not committed: timed out, leadership lost or refused",
             )?,
+            writes_per_entry: Histogram::with_opts(
+                HistogramOpts::new(
+                    "coord_server_writes_per_entry",
+                    "Writes the leader proposed together in one log entry",
+                )
+                .buckets(prometheus::exponential_buckets(1.0, 2.0, 9)?),
+            )?,
         })
     }
 
@@ -71,6 +80,7 @@ impl RaftTimings {
         registry.register(Box::new(self.snapshot_bytes.clone()))?;
         registry.register(Box::new(self.proposals_pending.clone()))?;
         registry.register(Box::new(self.proposals_failed.clone()))?;
+        registry.register(Box::new(self.writes_per_entry.clone()))?;
         Ok(())
     }
 }
@@ -114,6 +124,6 @@ mod tests {
             .map(|family| family.name().to_owned())
             .collect();
         assert!(names.contains(&"coord_disk_log_append_duration_seconds".to_owned()));
-        assert_eq!(names.len(), 6);
+        assert_eq!(names.len(), 7);
     }
 }

@@ -36,6 +36,8 @@ pub enum MessageKind {
     PreVote,
     /// From a leader handing over leadership: start an election at once.
     TimeoutNow,
+    /// Which log commands a member applies (`PeerFeatures`).
+    Features,
     /// A client write forwarded to the leader.
     Write,
     /// A membership change forwarded to the leader.
@@ -61,6 +63,7 @@ impl MessageKind {
             MessageKind::Hello => 5,
             MessageKind::PreVote => 6,
             MessageKind::TimeoutNow => 7,
+            MessageKind::Features => 8,
             MessageKind::Write => 16,
             MessageKind::Membership => 17,
             MessageKind::KeepAlive => 18,
@@ -79,6 +82,7 @@ impl MessageKind {
             MessageKind::Hello,
             MessageKind::PreVote,
             MessageKind::TimeoutNow,
+            MessageKind::Features,
             MessageKind::Write,
             MessageKind::Membership,
             MessageKind::KeepAlive,

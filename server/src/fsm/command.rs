@@ -1,7 +1,10 @@
 //! `Command`: the replicated write operations, as they are stored in the Raft log, and their
-//! outputs. Paths are carried as the client sent them and checked again by `Namespace::apply`,
+//! outputs; `BatchItem`, one write of the leader's `Command::Batch`. Paths are carried as the client sent them and checked again by `Namespace::apply`,
 //! so that an entry in the log can never put the tree into a state that breaks a path rule.
 
+use std::fmt;
+
+use serde::de::{self, Deserializer, EnumAccess, VariantAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 use super::error::FsmError;
@@ -137,6 +140,12 @@ pub enum Command {
     CloseSession(CloseSessionCommand),
     /// The leader's record of how long each session has left, which a new leader starts from.
     CheckpointSessions(CheckpointCommand),
+    /// Writes the leader gathered into one log entry, applied in order, each as if it were an
+    /// entry of its own at its own revision (`Namespace::apply_entry`). Never nested: an item
+    /// that is itself a batch does not decode (`BatchItem`), so decoding stays bounded.
+    /// Invariant: `BatchItem`'s decoder reads an item's variant first and refuses `Batch`
+    /// before reading further, so a forged entry recurses at most one level.
+    Batch(Vec<BatchItem>),
 }
 
 /// Identifies one write of one client, for exactly-once retries.
@@ -236,6 +245,18 @@ impl Command {
             | Command::OpenSession(_)
             | Command::CloseSession(_)
             | Command::CheckpointSessions(_) => Ok(()),
+            Command::Batch(items) => {
+                if items.len() > BATCH_ITEMS_MAX {
+                    return Err(FsmError::LimitExceeded {
+                        what: "number of writes in a batch".into(),
+                        size: items.len() as u64,
+                        limit: BATCH_ITEMS_MAX as u64,
+                    });
+                }
+                items
+                    .iter()
+                    .try_for_each(|item| item.command.check_limits(limits))
+            }
             Command::Txn(txn) => {
                 let conditions = txn.compares.len() + txn.fences.len();
                 if conditions > limits.txn_conditions_max {
@@ -291,4 +312,226 @@ fn check_data(path: &str, data: &[u8], limits: &Limits) -> Result<(), FsmError> 
         });
     }
     Ok(())
+}
+
+/// Most writes the leader gathers into one entry.
+pub const BATCH_ITEMS_MAX: usize = 256;
+
+/// A write of a batch: what a `Proposal` of its own would carry. Encoded exactly as a
+/// `Proposal` is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BatchItem {
+    /// Set for client writes: a repeat of the same id gets the first outcome again.
+    pub write_id: Option<WriteId>,
+    pub command: Command,
+}
+
+impl<'de> Deserialize<'de> for BatchItem {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<BatchItem, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(rename = "BatchItem")]
+        struct Fields {
+            write_id: Option<WriteId>,
+            command: Unbatched,
+        }
+        let fields = Fields::deserialize(deserializer)?;
+        Ok(BatchItem {
+            write_id: fields.write_id,
+            command: fields.command.0,
+        })
+    }
+}
+
+/// The variant names of `Command`, in declaration order (their position is their encoding).
+const COMMAND_VARIANTS: &[&str] = &[
+    "Create",
+    "Set",
+    "Delete",
+    "Txn",
+    "OpenSession",
+    "CloseSession",
+    "CheckpointSessions",
+    "Batch",
+];
+
+/// A `Command` that is not a `Batch`.
+struct Unbatched(Command);
+
+impl<'de> Deserialize<'de> for Unbatched {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Unbatched, D::Error> {
+        deserializer
+            .deserialize_enum("Command", COMMAND_VARIANTS, UnbatchedVisitor)
+            .map(Unbatched)
+    }
+}
+
+struct UnbatchedVisitor;
+
+impl<'de> Visitor<'de> for UnbatchedVisitor {
+    type Value = Command;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("a command other than a batch")
+    }
+
+    fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<Command, A::Error> {
+        let (variant, content): (VariantIndex, _) = data.variant()?;
+        match variant.0 {
+            0 => content.newtype_variant().map(Command::Create),
+            1 => content.newtype_variant().map(Command::Set),
+            2 => content.newtype_variant().map(Command::Delete),
+            3 => content.newtype_variant().map(Command::Txn),
+            4 => content.newtype_variant().map(Command::OpenSession),
+            5 => content.newtype_variant().map(Command::CloseSession),
+            6 => content.newtype_variant().map(Command::CheckpointSessions),
+            _ => Err(de::Error::custom("a batch item cannot be a batch")),
+        }
+    }
+}
+
+/// A variant of `Command` named by its position (bincode) or its name (self-describing
+/// formats).
+struct VariantIndex(usize);
+
+impl<'de> Deserialize<'de> for VariantIndex {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<VariantIndex, D::Error> {
+        deserializer.deserialize_identifier(VariantIndexVisitor)
+    }
+}
+
+struct VariantIndexVisitor;
+
+impl Visitor<'_> for VariantIndexVisitor {
+    type Value = VariantIndex;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("a command variant")
+    }
+
+    fn visit_u64<E: de::Error>(self, index: u64) -> Result<VariantIndex, E> {
+        match usize::try_from(index) {
+            Ok(index) if index < COMMAND_VARIANTS.len() => Ok(VariantIndex(index)),
+            _ => Err(E::invalid_value(de::Unexpected::Unsigned(index), &self)),
+        }
+    }
+
+    fn visit_str<E: de::Error>(self, name: &str) -> Result<VariantIndex, E> {
+        COMMAND_VARIANTS
+            .iter()
+            .position(|known| *known == name)
+            .map(VariantIndex)
+            .ok_or_else(|| E::unknown_variant(name, COMMAND_VARIANTS))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bincode::Options;
+
+    use super::*;
+
+    fn codec() -> impl Options {
+        bincode::DefaultOptions::new()
+            .with_fixint_encoding()
+            .with_little_endian()
+            .reject_trailing_bytes()
+    }
+
+    fn every_unbatched_command() -> Vec<Command> {
+        vec![
+            Command::Create(CreateCommand {
+                path: "/a".into(),
+                data: b"x".to_vec(),
+                kind: NodeKind::Persistent,
+                sequential: true,
+                make_parents: false,
+                session: SessionId(0),
+            }),
+            Command::Set(SetCommand {
+                path: "/a".into(),
+                data: b"y".to_vec(),
+                expected_version: Some(1),
+            }),
+            Command::Delete(DeleteCommand {
+                path: "/a".into(),
+                expected_version: None,
+                recursive: true,
+            }),
+            Command::Txn(TxnCommand {
+                compares: Vec::new(),
+                fences: Vec::new(),
+                success: Vec::new(),
+                failure: Vec::new(),
+            }),
+            Command::OpenSession(OpenSessionCommand {
+                ttl_ms: 10_000,
+                owner: "c".into(),
+            }),
+            Command::CloseSession(CloseSessionCommand {
+                session: SessionId(4),
+                end: SessionEnd::Expired,
+            }),
+            Command::CheckpointSessions(CheckpointCommand {
+                remaining: vec![(SessionId(4), 900)],
+                elapsed_ms: 5,
+                write_id_retention_ms: 60_000,
+            }),
+        ]
+    }
+
+    #[test]
+    fn every_command_but_a_batch_decodes_as_an_item_as_it_was_encoded() {
+        let commands = every_unbatched_command();
+        assert_eq!(commands.len() + 1, COMMAND_VARIANTS.len());
+        for (position, command) in commands.into_iter().enumerate() {
+            let item = BatchItem {
+                write_id: Some(WriteId {
+                    client: "c".into(),
+                    sequence: position as u64,
+                    answered_below: 0,
+                }),
+                command,
+            };
+            let bytes = codec().serialize(&item).expect("encodes");
+            // A struct is encoded as the tuple of its fields, as `Proposal` is.
+            let fields = (item.write_id.clone(), item.command.clone());
+            assert_eq!(bytes, codec().serialize(&fields).expect("encodes"));
+            let decoded: BatchItem = codec().deserialize(&bytes).expect("decodes");
+            assert_eq!(decoded, item);
+        }
+    }
+
+    #[test]
+    fn a_batch_inside_a_batch_is_refused_without_decoding_it() {
+        let inner = Command::Batch(vec![BatchItem {
+            write_id: None,
+            command: every_unbatched_command().remove(2),
+        }]);
+        let outer = Command::Batch(vec![BatchItem {
+            write_id: None,
+            command: inner,
+        }]);
+        let bytes = codec().serialize(&outer).expect("encodes");
+        let refused = codec().deserialize::<Command>(&bytes);
+        assert!(refused
+            .expect_err("nested batches do not decode")
+            .to_string()
+            .contains("cannot be a batch"));
+        // Deeply nested forged bytes stop at the second level: each level is a variant index
+        // of 7 and a length of 1, with no item data at the bottom.
+        let mut forged = Vec::new();
+        for _ in 0..100_000 {
+            forged.extend_from_slice(&7u32.to_le_bytes());
+            forged.extend_from_slice(&1u64.to_le_bytes());
+            forged.push(0);
+        }
+        assert!(codec().deserialize::<Command>(&forged).is_err());
+    }
+
+    #[test]
+    fn an_unknown_variant_is_refused() {
+        let mut bytes = vec![0];
+        bytes.extend_from_slice(&9u32.to_le_bytes());
+        assert!(codec().deserialize::<BatchItem>(&bytes).is_err());
+    }
 }

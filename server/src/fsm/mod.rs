@@ -28,10 +28,10 @@ mod snapshot;
 mod model_tests;
 
 pub use command::{
-    CheckpointCommand, CloseSessionCommand, Command, Compare, CompareOp, CompareTarget,
+    BatchItem, CheckpointCommand, CloseSessionCommand, Command, Compare, CompareOp, CompareTarget,
     CreateCommand, DeleteCommand, Fence, Limits, OpenSessionCommand, Output, SessionEnd,
-    SetCommand, TxnCommand, TxnOp, WriteId, COMMAND_BYTES_MAX, NODE_DATA_BYTES_MAX,
-    QUOTA_BYTES_DEFAULT, TXN_CONDITIONS_MAX, TXN_OPS_MAX, TXN_READ_BYTES_MAX,
+    SetCommand, TxnCommand, TxnOp, WriteId, BATCH_ITEMS_MAX, COMMAND_BYTES_MAX,
+    NODE_DATA_BYTES_MAX, QUOTA_BYTES_DEFAULT, TXN_CONDITIONS_MAX, TXN_OPS_MAX, TXN_READ_BYTES_MAX,
     WRITE_CLIENT_ID_BYTES_MAX,
 };
 pub use error::FsmError;

@@ -98,6 +98,7 @@ impl Model {
                 }
                 Ok(Output::Checkpointed)
             }
+            Command::Batch(_) => unreachable!("the model is given single writes"),
         };
         if result.is_err() {
             (self.nodes, self.sessions) = saved;
@@ -638,6 +639,56 @@ proptest! {
         let restored = Namespace::from_snapshot(&bytes).unwrap();
         prop_assert_eq!(&restored, &namespace);
         prop_assert_eq!(restored.to_snapshot(), bytes);
+    }
+
+    /// A batch entry does exactly what its items would do as entries of their own, at the
+    /// revisions it reports: consecutive, above the last, never below the entry's index.
+    #[test]
+    fn a_batch_applies_as_its_items_would_one_by_one(
+        entries in prop::collection::vec(
+            (prop::collection::vec(command_strategy(), 0..6), prop::bool::weighted(0.2)),
+            1..25,
+        ),
+    ) {
+        let mut batched = Namespace::new();
+        let mut single = Namespace::new();
+        let mut opened = Vec::new();
+        for (position, (commands, blank_before)) in entries.iter().enumerate() {
+            let mut index = 2 * position as u64 + 1;
+            if *blank_before {
+                batched.pass_entry(index);
+                single.advance(batched.revision());
+            }
+            index += 1;
+            let items: Vec<BatchItem> = commands
+                .iter()
+                .map(|command| BatchItem { write_id: None, command: resolve_sessions(command, &opened) })
+                .collect();
+            let before = batched.revision();
+            let proposal = Proposal::from(Command::Batch(items.clone()));
+            let applied = batched.apply_entry(index, &proposal);
+            prop_assert_eq!(applied.len(), items.len());
+            let mut previous = before;
+            for ((revision, batched_write), item) in applied.iter().zip(&items) {
+                prop_assert!(*revision > previous && *revision >= Revision(index));
+                previous = *revision;
+                let single_write = single.apply(*revision, &item.command);
+                prop_assert_eq!(&batched_write.outcome, &single_write.outcome);
+                prop_assert_eq!(&batched_write.events, &single_write.events);
+                prop_assert_eq!(&batched_write.sessions, &single_write.sessions);
+                if let Ok(Output::SessionOpened { session, .. }) = &batched_write.outcome {
+                    opened.push(session.0);
+                }
+            }
+            if items.is_empty() {
+                single.advance(batched.revision());
+            }
+            prop_assert!(batched.revision() >= Revision(index));
+            prop_assert_eq!(batched.to_snapshot(), single.to_snapshot());
+        }
+        if let Err(reason) = batched.validate() {
+            prop_assert!(false, "invalid state: {}", reason);
+        }
     }
 }
 

@@ -239,6 +239,7 @@ impl Namespace {
                 TxnOp::Delete(_) | TxnOp::Get { .. } => false,
             }),
             Command::Delete(_) | Command::CloseSession(_) | Command::CheckpointSessions(_) => false,
+            Command::Batch(items) => items.iter().any(|item| self.grows(&item.command)),
         }
     }
 
@@ -331,11 +332,54 @@ impl Namespace {
         self.apply_plain(revision, command)
     }
 
+    /// The first revision of log entry `index`: the index itself, unless batches before it
+    /// already used that many revisions, then the next one. Without batches every entry's
+    /// revision is its index, as it was before batches existed.
+    pub fn entry_revision(&self, index: u64) -> Revision {
+        Revision(index.max(self.revision.0 + 1))
+    }
+
+    /// Moves past log entry `index`, which carries no command (blank, membership): it takes a
+    /// revision of its own, so the revision is never below the last applied index.
+    pub fn pass_entry(&mut self, index: u64) {
+        let revision = self.entry_revision(index);
+        self.advance(revision);
+    }
+
+    /// Applies the proposal of log entry `index`, returning each write's revision and what
+    /// it did: one write for a plain proposal, one per item, in order, for a batch. Each
+    /// item is applied as an entry of its own would be, at the revision after the last.
+    pub fn apply_entry(&mut self, index: u64, proposal: &Proposal) -> Vec<(Revision, Applied)> {
+        let Command::Batch(items) = &proposal.command else {
+            let revision = self.entry_revision(index);
+            return vec![(revision, self.apply_proposal(revision, proposal))];
+        };
+        let mut applied = Vec::with_capacity(items.len());
+        for item in items {
+            let revision = self.entry_revision(index);
+            let write = self.apply_once(revision, item.write_id.as_ref(), &item.command);
+            applied.push((revision, write));
+        }
+        if applied.is_empty() {
+            self.pass_entry(index);
+        }
+        applied
+    }
+
     /// Applies `proposal` at `revision`: its command, at most once per write id (a repeat
     /// gets the first outcome again and changes nothing).
     pub fn apply_proposal(&mut self, revision: Revision, proposal: &Proposal) -> Applied {
-        let Some(id) = &proposal.write_id else {
-            return self.apply_plain(revision, &proposal.command);
+        self.apply_once(revision, proposal.write_id.as_ref(), &proposal.command)
+    }
+
+    fn apply_once(
+        &mut self,
+        revision: Revision,
+        write_id: Option<&WriteId>,
+        command: &Command,
+    ) -> Applied {
+        let Some(id) = write_id else {
+            return self.apply_plain(revision, command);
         };
         if let Some(outcome) = self.remembered(id) {
             self.advance(revision);
@@ -345,7 +389,7 @@ impl Namespace {
                 sessions: Vec::new(),
             };
         }
-        let applied = self.apply_plain(revision, &proposal.command);
+        let applied = self.apply_plain(revision, command);
         self.remember(id, revision, &applied.outcome);
         applied
     }
@@ -433,6 +477,10 @@ impl Namespace {
             Command::OpenSession(open) => Ok(change.open_session(open)),
             Command::CloseSession(close) => change.close_session(close),
             Command::CheckpointSessions(checkpoint) => Ok(change.checkpoint(checkpoint)),
+            // `apply_entry` takes batches apart, and they cannot nest (`BatchItem`).
+            Command::Batch(_) => Err(FsmError::InvalidArgument {
+                reason: "a batch is applied by apply_entry, not as one write".into(),
+            }),
         };
         let applied = match outcome {
             Ok(output) => Applied {

@@ -294,6 +294,9 @@ impl Access {
                     "session commands do not come through the namespace",
                 ))
             }
+            Command::Batch(_) => Err(Status::internal(
+                "batches are made by the leader, never sent by a client",
+            )),
         }
     }
 

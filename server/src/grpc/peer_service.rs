@@ -15,8 +15,8 @@ use tonic::{Request, Response, Status};
 
 use crate::consensus::{
     decode_peer, encode_peer, peer_kind, Consensus, ConsensusError, FormatError, JoinCall,
-    LeaderCall, MembershipChange, MessageKind, MoveLeader, PreVote, Refusal, TimeoutNow,
-    TypeConfig, WriteCall, Written, CLUSTER_ID_METADATA_KEY,
+    LeaderCall, MembershipChange, MessageKind, MoveLeader, PeerFeatures, PreVote, Refusal,
+    TimeoutNow, TypeConfig, WriteCall, Written, CLUSTER_ID_METADATA_KEY,
 };
 use crate::fsm::{Limits, OutcomeRecord, Revision};
 use crate::membership::{Greeter, MemberDirectory};
@@ -267,6 +267,15 @@ impl PeerApi for PeerService {
         let timeout_now: TimeoutNow = self.accept(&request, kind)?;
         let result = self.consensus.timeout_now(timeout_now);
         Ok(Response::new(reply(kind, &result)))
+    }
+
+    async fn features(
+        &self,
+        request: Request<PeerMessage>,
+    ) -> Result<Response<PeerMessage>, Status> {
+        let kind = MessageKind::Features;
+        let () = self.accept(&request, kind)?;
+        Ok(Response::new(reply(kind, &PeerFeatures::this_build())))
     }
 
     async fn hello(&self, request: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {

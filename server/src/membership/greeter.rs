@@ -1,6 +1,7 @@
 //! `Greeter`: once a second, exchanges `Hello` with every other member over the peer port, to
 //! learn their client addresses (`--initial-cluster` names only peer addresses) and whether they
-//! answer. What it learns goes into the `MemberDirectory`.
+//! answer, and asks which log commands they apply. What it learns goes into the
+//! `MemberDirectory`, and the commands to consensus (`FeatureBook`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::directory::MemberDirectory;
-use crate::consensus::{Consensus, MemberId, MessageKind, PeerCallError, PeerMethod};
+use crate::consensus::{Consensus, MemberId, MessageKind, PeerCallError, PeerFeatures, PeerMethod};
 
 /// How often members exchange identities (client addresses) and liveness.
 pub const HELLO_INTERVAL: Duration = Duration::from_secs(1);
@@ -89,7 +90,10 @@ impl Greeter {
                             tracing::error!(expected = %id, found = %reply.member_id, %address,
                                 "peer address answers as another member");
                         }
-                        Ok(reply) => self.directory.heard_from(id, reply.client_address),
+                        Ok(reply) => {
+                            self.directory.heard_from(id, reply.client_address);
+                            self.ask_features(id, &address, timeout).await;
+                        }
                         Err(error) => {
                             tracing::debug!(member = %id, %error, "peer did not answer hello")
                         }
@@ -97,5 +101,21 @@ impl Greeter {
                 }
             });
         futures::future::join_all(greetings).await;
+    }
+
+    /// Asks member `id` which log commands it applies, for the leader's choice of entries.
+    async fn ask_features(&self, id: MemberId, address: &str, timeout: Duration) {
+        let features: Result<PeerFeatures, PeerCallError> = self
+            .consensus
+            .peers()
+            .call(
+                address,
+                PeerMethod::Features,
+                MessageKind::Features,
+                &(),
+                timeout,
+            )
+            .await;
+        self.consensus.heard_features(id, features);
     }
 }
