@@ -139,6 +139,8 @@ async fn forged_peer_messages_are_refused_and_no_member_aborts_or_loses_its_data
         "append-future-term",
         "append-oversize",
         "snapshot-huge-offset",
+        "append-nested-batch",
+        "append-oversize-batch",
         "garbage",
     ];
     for target in &targets {

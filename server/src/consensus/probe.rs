@@ -12,7 +12,7 @@ use super::admission::TERM_MAX;
 use super::leader::WriteCall;
 use super::types::{Entry, Member, TypeConfig};
 use super::wire::{encode_peer, MessageKind};
-use crate::fsm::{Command, Proposal, SetCommand};
+use crate::fsm::{BatchItem, Command, Proposal, SetCommand, BATCH_ITEMS_MAX};
 
 /// The forged messages the probe can send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,12 +33,16 @@ pub enum Probe {
     SnapshotHugeOffset,
     /// A forwarded write of a 100 MiB value.
     ForwardOversize,
+    /// An AppendEntries whose entry is a batch holding a batch (which no leader writes).
+    AppendNestedBatch,
+    /// An AppendEntries whose entry is a batch of more than `BATCH_ITEMS_MAX` writes.
+    AppendOversizeBatch,
     /// A payload that decodes as nothing.
     Garbage,
 }
 
 impl Probe {
-    pub const ALL: [Probe; 9] = [
+    pub const ALL: [Probe; 11] = [
         Probe::VoteImpossibleTerm,
         Probe::VoteUnknownCandidate,
         Probe::AppendImpossibleTerm,
@@ -47,6 +51,8 @@ impl Probe {
         Probe::AppendOversize,
         Probe::SnapshotHugeOffset,
         Probe::ForwardOversize,
+        Probe::AppendNestedBatch,
+        Probe::AppendOversizeBatch,
         Probe::Garbage,
     ];
 
@@ -60,6 +66,8 @@ impl Probe {
             Probe::AppendOversize => "append-oversize",
             Probe::SnapshotHugeOffset => "snapshot-huge-offset",
             Probe::ForwardOversize => "forward-oversize",
+            Probe::AppendNestedBatch => "append-nested-batch",
+            Probe::AppendOversizeBatch => "append-oversize-batch",
             Probe::Garbage => "garbage",
         }
     }
@@ -104,6 +112,24 @@ fn entry(term: u64, index: u64) -> Entry {
     Entry {
         log_id: log_id(term, index),
         payload: EntryPayload::Blank,
+    }
+}
+
+fn forged_item() -> BatchItem {
+    BatchItem {
+        write_id: None,
+        command: Command::Set(SetCommand {
+            path: "/forged".into(),
+            data: b"x".to_vec(),
+            expected_version: None,
+        }),
+    }
+}
+
+fn batch_entry(items: Vec<BatchItem>) -> Entry {
+    Entry {
+        log_id: log_id(1, 2),
+        payload: EntryPayload::Normal(Proposal::from(Command::Batch(items))),
     }
 }
 
@@ -171,6 +197,25 @@ pub fn forge(probe: Probe, term: u64) -> (ProbeMethod, PeerMessage) {
                 },
             ),
         ),
+        Probe::AppendNestedBatch => {
+            let inner = Command::Batch(vec![forged_item()]);
+            let nested = BatchItem {
+                write_id: None,
+                command: inner,
+            };
+            let entry = batch_entry(vec![forged_item(), nested]);
+            (
+                ProbeMethod::AppendEntries,
+                append(leader(term), vec![entry]),
+            )
+        }
+        Probe::AppendOversizeBatch => {
+            let entry = batch_entry(vec![forged_item(); BATCH_ITEMS_MAX + 1]);
+            (
+                ProbeMethod::AppendEntries,
+                append(leader(term), vec![entry]),
+            )
+        }
         Probe::Garbage => (
             ProbeMethod::AppendEntries,
             PeerMessage {

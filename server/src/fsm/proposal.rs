@@ -48,6 +48,42 @@ impl Proposal {
                 });
             }
         }
+        if let Command::Batch(_) = self.command {
+            return Err(FsmError::InvalidArgument {
+                reason: "a batch is made by the leader, never proposed as one write".into(),
+            });
+        }
         self.command.check_limits(limits)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::command::{BatchItem, DeleteCommand, BATCH_ITEMS_MAX};
+    use super::*;
+
+    #[test]
+    fn a_batch_is_refused_as_a_proposal_and_its_items_are_checked_as_entries() {
+        let small = Command::Delete(DeleteCommand {
+            path: "/a".into(),
+            expected_version: None,
+            recursive: false,
+        });
+        let item = BatchItem {
+            write_id: None,
+            command: small,
+        };
+        let batch = Command::Batch(vec![item.clone(); 3]);
+        let limits = Limits::default();
+        assert!(matches!(
+            Proposal::from(batch.clone()).check_limits(&limits),
+            Err(FsmError::InvalidArgument { .. })
+        ));
+        assert_eq!(batch.check_limits(&limits), Ok(()));
+        let oversize = Command::Batch(vec![item; BATCH_ITEMS_MAX + 1]);
+        assert!(matches!(
+            oversize.check_limits(&limits),
+            Err(FsmError::LimitExceeded { .. })
+        ));
     }
 }
