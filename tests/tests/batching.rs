@@ -83,6 +83,15 @@ async fn concurrent_writes_share_entries_and_each_keeps_its_own_revision() {
              {later_revision}): names and revisions disagree on the order of apply"
         );
     }
+    // The followers took the batch entries as they are: a refused entry would still reach
+    // them in a snapshot, so their logs are the place to look.
+    for member in &cluster.members {
+        assert!(
+            !member.log().contains("peer message refused"),
+            "member {} refused its leader's entries",
+            member.id
+        );
+    }
     let (last_revision, last_path) = created.last().expect("writes were made").clone();
     for follower in cluster.ids().into_iter().filter(|id| *id != leader) {
         let reader = cluster.direct_client_of(follower).await;

@@ -123,7 +123,7 @@ impl Admission {
             }
             if let EntryPayload::Normal(proposal) = &entry.payload {
                 proposal
-                    .check_limits(&HARD_LIMITS)
+                    .check_entry(&HARD_LIMITS)
                     .map_err(|error| Refusal::Oversize {
                         index: entry.log_id.index,
                         reason: error.to_string(),

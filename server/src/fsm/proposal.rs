@@ -35,9 +35,21 @@ impl Proposal {
         }
     }
 
-    /// Checks the configurable limits and the write id; called before proposing, never during
-    /// apply.
+    /// Checks a write proposed by a client or forwarded by a member: the configurable limits
+    /// and the write id, and that it is not a batch (only the leader's batcher makes those).
+    /// Called before proposing, never during apply.
     pub fn check_limits(&self, limits: &Limits) -> Result<(), FsmError> {
+        if let Command::Batch(_) = self.command {
+            return Err(FsmError::InvalidArgument {
+                reason: "a batch is made by the leader, never proposed as one write".into(),
+            });
+        }
+        self.check_entry(limits)
+    }
+
+    /// Checks a log entry's proposal as a leader may write it (a batch's items each within
+    /// `limits`): what a follower admits from its leader.
+    pub fn check_entry(&self, limits: &Limits) -> Result<(), FsmError> {
         if let Some(id) = &self.write_id {
             if id.client.is_empty() || id.client.len() > WRITE_CLIENT_ID_BYTES_MAX {
                 return Err(FsmError::InvalidArgument {
@@ -47,11 +59,6 @@ impl Proposal {
                     ),
                 });
             }
-        }
-        if let Command::Batch(_) = self.command {
-            return Err(FsmError::InvalidArgument {
-                reason: "a batch is made by the leader, never proposed as one write".into(),
-            });
         }
         self.command.check_limits(limits)
     }
@@ -74,12 +81,15 @@ mod tests {
             command: small,
         };
         let batch = Command::Batch(vec![item.clone(); 3]);
+        // As a proposal from a client or a member it is refused; as the leader's entry it is
+        // admitted, its items checked.
         let limits = Limits::default();
         assert!(matches!(
             Proposal::from(batch.clone()).check_limits(&limits),
             Err(FsmError::InvalidArgument { .. })
         ));
         assert_eq!(batch.check_limits(&limits), Ok(()));
+        assert_eq!(Proposal::from(batch).check_entry(&limits), Ok(()));
         let oversize = Command::Batch(vec![item; BATCH_ITEMS_MAX + 1]);
         assert!(matches!(
             oversize.check_limits(&limits),
