@@ -30,9 +30,11 @@ use super::proposal::WriteOutcome;
 use super::types::{Member, TypeConfig};
 use crate::fsm::{BatchItem, Command, Proposal, BATCH_ITEMS_MAX};
 
-/// Entries the batcher proposes at once: one being made durable and replicated, one being
-/// appended behind it.
-pub const IN_FLIGHT_MAX: usize = 2;
+/// Entries the batcher proposes at once. Measured (`coord-bench`, release, 3 members): with 4
+/// rather than 2, lock hand-offs rose from 239 and 223 to 277 and 307 a second (a release no
+/// longer waits behind the next holder's stamp and the last holder's new node), while 64
+/// writers stayed at 7,300 to 10,000 writes/s either way.
+pub const IN_FLIGHT_MAX: usize = 4;
 /// Most node data and path bytes gathered into one entry (a larger write goes alone).
 pub const BATCH_BYTES_MAX: u64 = 1024 * 1024;
 
