@@ -126,7 +126,17 @@ fn forged_item() -> BatchItem {
     }
 }
 
-fn batch_entry(items: Vec<BatchItem>) -> Entry {
+/// The batch entry of `AppendNestedBatch` (a batch holding a batch) or `AppendOversizeBatch`.
+fn forged_batch(probe: Probe) -> Entry {
+    let items = if probe == Probe::AppendNestedBatch {
+        let nested = BatchItem {
+            write_id: None,
+            command: Command::Batch(vec![forged_item()]),
+        };
+        vec![forged_item(), nested]
+    } else {
+        vec![forged_item(); BATCH_ITEMS_MAX + 1]
+    };
     Entry {
         log_id: log_id(1, 2),
         payload: EntryPayload::Normal(Proposal::from(Command::Batch(items))),
@@ -197,25 +207,10 @@ pub fn forge(probe: Probe, term: u64) -> (ProbeMethod, PeerMessage) {
                 },
             ),
         ),
-        Probe::AppendNestedBatch => {
-            let inner = Command::Batch(vec![forged_item()]);
-            let nested = BatchItem {
-                write_id: None,
-                command: inner,
-            };
-            let entry = batch_entry(vec![forged_item(), nested]);
-            (
-                ProbeMethod::AppendEntries,
-                append(leader(term), vec![entry]),
-            )
-        }
-        Probe::AppendOversizeBatch => {
-            let entry = batch_entry(vec![forged_item(); BATCH_ITEMS_MAX + 1]);
-            (
-                ProbeMethod::AppendEntries,
-                append(leader(term), vec![entry]),
-            )
-        }
+        Probe::AppendNestedBatch | Probe::AppendOversizeBatch => (
+            ProbeMethod::AppendEntries,
+            append(leader(term), vec![forged_batch(probe)]),
+        ),
         Probe::Garbage => (
             ProbeMethod::AppendEntries,
             PeerMessage {
