@@ -2,15 +2,15 @@
 //! mutual exclusion over a shared file (also while the leader dies and a member pauses), no
 //! herd on release, split brain prevented by fencing after a holder is paused past its TTL,
 //! leader election with failover and an observer, single and double barriers with a crashing
-//! participant, and `coordctl lock` end to end.
+//! participant, `coordctl lock` end to end, and when a grant time is stamped.
 //!
 //! Tests in this file run one at a time (`SERIAL`).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use coord_client::recipes::list_locks;
-use coord_client::{Client, Error, HeldNode, Mutex, Op, Txn};
+use coord_client::recipes::{list_elections, list_locks};
+use coord_client::{Client, Election, Error, HeldNode, Mutex, Op, Txn};
 use coord_tests::{eventually, Cluster, ToolProcess};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -674,4 +674,143 @@ async fn readers_share_writers_exclude_and_a_semaphore_admits_its_permits() {
     for permit in permits {
         permit.release().await.expect("release");
     }
+}
+
+/// Unix milliseconds on this machine's wall clock (the recipes stamp nodes with it).
+fn now_unix_ms() -> u64 {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970");
+    u64::try_from(since_epoch.as_millis()).expect("milliseconds fit")
+}
+
+/// A waiter that was granted writes its grant time into its node only once it has held a
+/// second (the recipes' `STAMP_AFTER`): a young hold's node is unwritten, a longer one is
+/// stamped, and an election's value proclaimed at once is never overwritten
+/// by the campaign's value when the stamp comes due.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_is_stamped_after_a_second_held_and_never_over_a_proclaimed_value() {
+    let _serial = SERIAL.lock().await;
+    let cluster = started_cluster().await;
+    let mut participants = Vec::new();
+    for _ in 0..2 {
+        let client = cluster.client().await;
+        let session = client
+            .open_session(Duration::from_secs(30))
+            .await
+            .expect("a session");
+        participants.push((client, session));
+    }
+    let [(first_client, first_session), (second_client, second_session)] = &participants[..] else {
+        unreachable!("two participants")
+    };
+    let queued_waiter = |name: &'static str| async move {
+        eventually("the waiter to queue", Duration::from_secs(10), || async {
+            let locks = list_locks(first_client, name).await.ok()?;
+            locks.first()?.waiters.first().cloned()
+        })
+        .await
+    };
+
+    // A short hold: the waiter's node is not written while it is young.
+    let holder = Mutex::new(first_client, first_session, "/locks/stamp-short")
+        .acquire()
+        .await
+        .expect("the free lock is acquired");
+    let waiter = {
+        let (mutex, client) = (
+            Mutex::new(second_client, second_session, "/locks/stamp-short"),
+            second_client.clone(),
+        );
+        tokio::spawn(async move {
+            let guard = mutex.acquire().await?;
+            let granted = Instant::now();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let node = client.get(guard.path()).await?;
+            let held_for = granted.elapsed();
+            guard.release().await?;
+            Ok::<_, Error>((node.stat.version, held_for))
+        })
+    };
+    queued_waiter("/locks/stamp-short").await;
+    holder.release().await.expect("release");
+    let (version, held_for) = tokio::time::timeout(Duration::from_secs(20), waiter)
+        .await
+        .expect("the waiter is granted in time")
+        .expect("the waiter runs")
+        .expect("the waiter acquires, reads and releases");
+    // (Unless this machine stalled the hold towards the stamp's due time, when a stamp would
+    // be right.)
+    if held_for < Duration::from_millis(900) {
+        assert_eq!(version, 0, "a node held {held_for:?} was written");
+    } else {
+        eprintln!("the short hold took {held_for:?}: its node is not checked");
+    }
+
+    // A longer hold: the grant time replaces the time the waiter queued.
+    let holder = Mutex::new(first_client, first_session, "/locks/stamp-long")
+        .acquire()
+        .await
+        .expect("the free lock is acquired");
+    let waiter = {
+        let mutex = Mutex::new(second_client, second_session, "/locks/stamp-long");
+        tokio::spawn(async move { mutex.acquire().await })
+    };
+    let queued = queued_waiter("/locks/stamp-long").await;
+    let released_at = now_unix_ms().max(queued.since_unix_ms + 1);
+    // The stamp is in milliseconds: make sure the grant falls in a later one.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    holder.release().await.expect("release");
+    let granted = tokio::time::timeout(Duration::from_secs(20), waiter)
+        .await
+        .expect("the waiter is granted in time")
+        .expect("the waiter runs")
+        .expect("the waiter acquires");
+    eventually(
+        "the grant time to be stamped",
+        Duration::from_secs(10),
+        || async {
+            let locks = list_locks(first_client, "/locks/stamp-long").await.ok()?;
+            let holder = locks.first()?.holder()?.clone();
+            (holder.token == granted.token() && holder.since_unix_ms >= released_at).then_some(())
+        },
+    )
+    .await;
+    granted.release().await.expect("release");
+
+    // An election: the value proclaimed at once survives the stamp's due time.
+    let leading = Election::new(first_client, first_session, "/elections/stamp")
+        .campaign("first")
+        .await
+        .expect("the only candidate leads");
+    let candidate = {
+        let election = Election::new(second_client, second_session, "/elections/stamp");
+        tokio::spawn(async move { election.campaign("second").await })
+    };
+    eventually(
+        "the candidate to queue",
+        Duration::from_secs(10),
+        || async {
+            let elections = list_elections(first_client, "/elections/stamp")
+                .await
+                .ok()?;
+            (elections.first()?.followers.len() == 1).then_some(())
+        },
+    )
+    .await;
+    leading.resign().await.expect("resign");
+    let mut leadership = tokio::time::timeout(Duration::from_secs(20), candidate)
+        .await
+        .expect("the candidate leads in time")
+        .expect("the candidate runs")
+        .expect("the candidate campaigns");
+    leadership.proclaim("proclaimed").await.expect("proclaim");
+    // Past the stamp's due time, with slack for a loaded machine.
+    tokio::time::sleep(Duration::from_secs(1) + SLACK).await;
+    let leader = Election::leader(first_client, "/elections/stamp")
+        .await
+        .expect("the leader is read")
+        .expect("someone leads");
+    assert_eq!(leader.value, b"proclaimed");
+    leadership.resign().await.expect("resign");
 }

@@ -39,7 +39,8 @@ pub struct Participant {
     /// Its session.
     pub session: u64,
     /// When it was granted, or for a waiter when it queued, on its creator's wall clock
-    /// (milliseconds since the Unix epoch; 0 if unknown).
+    /// (milliseconds since the Unix epoch; 0 if unknown). A holder that waited shows when it
+    /// queued during its first second of holding, until its grant time is written.
     pub since_unix_ms: u64,
 }
 

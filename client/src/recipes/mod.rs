@@ -64,8 +64,9 @@
 //!        ▼
 //!  list the directory (linearizable) at revision R ◄─────────────────┐
 //!        │ own node missing, or another token ─► Err(LockLost)       │
-//!        ├─ granted ───► (stamp the grant time, fenced, if it        │ event, Compacted,
-//!        │               waited) session safe? ─► handle + monitor   │ or watch failure
+//!        ├─ granted ───► session safe? ─► handle + monitor           │ event, Compacted,
+//!        │               (if it waited and holds a second later:     │ or watch failure
+//!        │               stamp the grant time, fenced)               │
 //!        └─ not yet ───► watch the predecessor from R + 1, once ─────┘
 //!                        (session lost ─► Err; deadline ─► delete node, None)
 //! ```

@@ -25,9 +25,13 @@
 //!   listing with no such revision to go by (after a compacted or failed watch) is
 //!   linearizable.
 
+use std::time::Duration;
+
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::directory::{base_name, check_name, list_directory_at, Entry, Listing};
+use super::hold_state::HoldState;
 use super::holding::Holding;
 use super::pending::PendingNode;
 use super::record::NodeRecord;
@@ -36,7 +40,7 @@ use super::wait::{check_session, persist, wait_for_change, Attempted, Patience, 
 use crate::client::Client;
 use crate::error::Error;
 use crate::session::SessionView;
-use crate::txn::{Op, Txn};
+use crate::txn::{Compare, CompareOp, Op, Txn};
 use crate::types::Consistency;
 use crate::watch::{EventFilter, WatchOptions};
 
@@ -169,7 +173,7 @@ impl Queue<'_> {
 ///               └─────────(changed)───────────┘
 ///
 ///  hand_over: session safe? ──► disarm the drop guard ──► Holding (its monitor started)
-///             └──► (granted after a wait) stamp the grant time, in the background
+///             └──► (granted after a wait) stamp the grant time, if still held a second later
 /// ```
 ///
 /// Its `PendingNode` deletes the node if the attempt ends any other way: an error, `abandon`,
@@ -286,8 +290,8 @@ impl<'a> Queued<'a> {
 
     /// The hand-off, once a listing made after the last wait (at revision `seen_at`) granted
     /// the turn: `confirm` the session, then disarm the drop guard and start holding, watched
-    /// from the listing's revision on. A waiter that was granted (`restamp`) then stamps the
-    /// grant time into its node in the background (see `stamp`).
+    /// from the listing's revision on. A waiter that was granted (`restamp`) has the grant
+    /// time written into its node later, if it still holds it then (see `stamp_later`).
     pub(crate) async fn hand_over(
         mut self,
         seen_at: u64,
@@ -300,14 +304,6 @@ impl<'a> Queued<'a> {
         };
         check_session(self.session)?;
         self.pending.disarm();
-        if restamp {
-            tokio::spawn(stamp(
-                self.client.clone(),
-                self.path.clone(),
-                self.token,
-                record.encode(),
-            ));
-        }
         let holding = Holding::start(
             self.client.clone(),
             self.session.clone(),
@@ -316,22 +312,58 @@ impl<'a> Queued<'a> {
             self.token,
             seen_at + 1,
         );
+        if restamp {
+            tokio::spawn(stamp_later(
+                self.client.clone(),
+                (holding.path().to_owned(), self.token),
+                record.encode(),
+                holding.watch_state(),
+            ));
+        }
         Ok(Acquired { holding, record })
     }
 }
 
-/// Writes the grant time into the node at `path` created at `token`, with a txn fenced by the
-/// token (so a node released or lost meanwhile is left alone). The stamp is for people reading
-/// listings ("held since"); nothing waits for it, so it costs a hand-off no commit. A failure
-/// is left at that: the listing shows the time the node was queued instead.
+/// How long a granted waiter holds before its grant time is written into its node. Most holds
+/// of a busy lock are shorter, and skipping their stamp spares the log one write per hand-off
+/// (of three: the release, the stamp, the next node); a listing in a hold's first second shows
+/// when the holder queued instead.
+const STAMP_AFTER: Duration = Duration::from_secs(1);
+
+/// Writes the grant time (`data`) into the node at `path` created at `token` once it has been
+/// held for `STAMP_AFTER`, unless the holding ends first (`states`, the holding's published
+/// state, closes when it is released or dropped, and turns `Lost`). The txn is fenced by the
+/// token, so a node released or lost meanwhile is left alone, and applies only while the
+/// node's data was never changed (version 0), so an election's value proclaimed meanwhile is
+/// not overwritten with the campaign's. The stamp is for people reading listings ("held
+/// since"); nothing waits for it, so it costs a hand-off no commit. A failure is left at that.
 ///
 /// Why the hand-off needs no write of its own: the listing that granted the turn showed the
 /// node with its token at a revision after the last wait, and the session, checked after that
 /// listing, cannot expire before `safe_until`; so the node lasts until then unless someone
 /// deletes it explicitly, which the holding's monitor reports.
-async fn stamp(client: Client, path: String, token: u64, data: Vec<u8>) {
+async fn stamp_later(
+    client: Client,
+    (path, token): (String, u64),
+    data: Vec<u8>,
+    mut states: watch::Receiver<HoldState>,
+) {
+    let due = tokio::time::sleep(STAMP_AFTER);
+    tokio::pin!(due);
+    loop {
+        tokio::select! {
+            () = &mut due => break,
+            changed = states.changed() => {
+                let lost = matches!(*states.borrow_and_update(), HoldState::Lost(_));
+                if changed.is_err() || lost {
+                    return;
+                }
+            }
+        }
+    }
     let txn = Txn::new()
         .fence(&path, token)
+        .when(Compare::version(&path, CompareOp::Equal, 0))
         .then(Op::set(&path, data, None));
     let _ = client.txn(txn).await;
 }

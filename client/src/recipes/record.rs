@@ -1,7 +1,8 @@
 //! `NodeRecord`: the data of every node a recipe creates, `"{unix_ms}\n{attempt}\n{payload}"`.
 //!
 //! - `unix_ms`: decimal milliseconds since the Unix epoch on the creator's wall clock, when it
-//!   queued; rewritten with the grant time by a recipe that had to wait. Shown by listings as
+//!   queued; rewritten with the grant time by a recipe that had to wait, once it has held a
+//!   second (and only while the data is unchanged since the create). Shown by listings as
 //!   an age; never used in a decision (wall clocks drift and jump).
 //! - `attempt`: an id unique to one acquisition attempt (`{client id}.{counter}`), with no
 //!   newline; lets the creator recognise its node after a create's outcome was unknown.

@@ -806,10 +806,23 @@ async fn locks(arguments: &[String]) -> anyhow::Result<()> {
         percentile(&latencies, 0.99).as_secs_f64() * 1e3,
     ));
 
+    locks_contended(&endpoints, contenders, seconds).await
+}
+
+/// `contenders` clients, spread over `endpoints`, acquiring and releasing one lock for
+/// `seconds`: hand-offs per second, and how long each hand-off and release took.
+async fn locks_contended(
+    endpoints: &[String],
+    contenders: usize,
+    seconds: u64,
+) -> anyhow::Result<()> {
     let stop_at = Instant::now() + Duration::from_secs(seconds);
+    // When the last release began: the next acquisition to return measures its hand-off.
+    let release_began = std::sync::Arc::new(std::sync::Mutex::new(None::<Instant>));
     let mut tasks = Vec::new();
     for contender in 0..contenders {
-        let endpoints = endpoints.clone();
+        let endpoints = endpoints.to_vec();
+        let release_began = release_began.clone();
         tasks.push(tokio::spawn(async move {
             let mut rotated = endpoints;
             let shift = contender % rotated.len();
@@ -817,33 +830,52 @@ async fn locks(arguments: &[String]) -> anyhow::Result<()> {
             let client = connect(rotated).await?;
             let session = client.open_session(Duration::from_secs(10)).await?;
             let mutex = Mutex::new(&client, &session, "/bench/contended");
-            let mut held = 0u64;
+            let (mut handoffs, mut releases) = (Vec::new(), Vec::new());
             while Instant::now() < stop_at {
                 let guard = mutex.acquire().await?;
-                held += 1;
+                let releasing = {
+                    let mut began = release_began.lock().expect("not poisoned");
+                    handoffs.extend(began.take().map(|began| began.elapsed()));
+                    *began.insert(Instant::now())
+                };
                 guard.release().await?;
+                releases.push(releasing.elapsed());
             }
             session.close().await?;
-            Ok::<_, coord_client::Error>(held)
+            Ok::<_, coord_client::Error>((handoffs, releases))
         }));
     }
     let started = Instant::now();
-    let mut total = 0;
-    let mut per_contender = Vec::new();
+    let (mut handoffs, mut releases, mut per_contender) = (Vec::new(), Vec::new(), Vec::new());
     for task in tasks {
-        let held = task.await??;
-        total += held;
-        per_contender.push(held);
+        let (handed, released) = task.await??;
+        per_contender.push(released.len());
+        handoffs.extend(handed);
+        releases.extend(released);
     }
     let elapsed = started.elapsed();
     per_contender.sort_unstable();
     report(&format!(
-        "locks: {contenders} contenders on one lock for {:.1}s: {total} acquisitions, {:.0} hand-offs/s \
+        "locks: {contenders} contenders on one lock for {:.1}s: {} acquisitions, {:.0} hand-offs/s \
          (fewest by one contender {}, most {})",
         elapsed.as_secs_f64(),
-        total as f64 / elapsed.as_secs_f64(),
+        releases.len(),
+        releases.len() as f64 / elapsed.as_secs_f64(),
         per_contender.first().copied().unwrap_or_default(),
         per_contender.last().copied().unwrap_or_default(),
     ));
+    handoffs.sort();
+    releases.sort();
+    if !handoffs.is_empty() {
+        let ms = |samples: &[Duration], fraction| percentile(samples, fraction).as_secs_f64() * 1e3;
+        report(&format!(
+            "locks: hand-off (a release begun -> the next holder's acquire returned) p50={:.2}ms \
+             p99={:.2}ms; the release alone p50={:.2}ms p99={:.2}ms",
+            ms(&handoffs, 0.50),
+            ms(&handoffs, 0.99),
+            ms(&releases, 0.50),
+            ms(&releases, 0.99),
+        ));
+    }
     Ok(())
 }
