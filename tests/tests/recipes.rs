@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use coord_client::recipes::{list_elections, list_locks};
-use coord_client::{Client, Election, Error, HeldNode, Mutex, Op, Txn};
+use coord_client::{Client, Election, Error, HeldNode, Mutex, Op, Session, Txn};
 use coord_tests::{eventually, Cluster, ToolProcess};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -26,6 +26,21 @@ async fn started_cluster() -> Cluster {
     let cluster = Cluster::start(3, &["--session-checkpoint-interval", "1s"]);
     cluster.wait_for_leader(&cluster.ids(), LEADER_WAIT).await;
     cluster
+}
+
+/// `count` clients of `cluster`, each with a session of its own (30 s TTL), like separate
+/// processes.
+async fn participants(cluster: &Cluster, count: usize) -> Vec<(Client, Session)> {
+    let mut participants = Vec::new();
+    for _ in 0..count {
+        let client = cluster.client().await;
+        let session = client
+            .open_session(Duration::from_secs(30))
+            .await
+            .expect("a session");
+        participants.push((client, session));
+    }
+    participants
 }
 
 fn lockers(cluster: &Cluster, count: usize, iterations: u64, dir: &Path) -> Vec<ToolProcess> {
@@ -576,15 +591,7 @@ fn kill_by_pid(pid: &str) {
 async fn readers_share_writers_exclude_and_a_semaphore_admits_its_permits() {
     let _serial = SERIAL.lock().await;
     let cluster = started_cluster().await;
-    let mut participants = Vec::new();
-    for _ in 0..5 {
-        let client = cluster.client().await;
-        let session = client
-            .open_session(Duration::from_secs(30))
-            .await
-            .expect("a session");
-        participants.push((client, session));
-    }
+    let participants = participants(&cluster, 5).await;
     let rwlock = |index: usize| {
         let (client, session) = &participants[index];
         coord_client::RwLock::new(client, session, "/locks/rw")
@@ -692,15 +699,7 @@ fn now_unix_ms() -> u64 {
 async fn a_grant_is_stamped_after_a_second_held_and_never_over_a_proclaimed_value() {
     let _serial = SERIAL.lock().await;
     let cluster = started_cluster().await;
-    let mut participants = Vec::new();
-    for _ in 0..2 {
-        let client = cluster.client().await;
-        let session = client
-            .open_session(Duration::from_secs(30))
-            .await
-            .expect("a session");
-        participants.push((client, session));
-    }
+    let participants = participants(&cluster, 2).await;
     let [(first_client, first_session), (second_client, second_session)] = &participants[..] else {
         unreachable!("two participants")
     };
