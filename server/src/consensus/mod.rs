@@ -592,7 +592,7 @@ impl Consensus {
         let written = if self.batches_allowed() {
             self.writes.write(call.proposal).await
         } else {
-            self.write_alone(call.proposal).await
+            self.writes.write_alone(call.proposal).await
         };
         drop(pending);
         if written.is_err() {
@@ -617,29 +617,6 @@ impl Consensus {
             .map(|(id, _)| MemberId(*id));
         self.features
             .all_apply_batches(self.config.member_id, members)
-    }
-
-    /// Proposes `proposal` as an entry of its own.
-    async fn write_alone(&self, proposal: Proposal) -> write_batch::WriteResult {
-        self.timings.writes_per_entry.observe(1.0);
-        let timeout = self.config.request_timeout;
-        let written = tokio::time::timeout(timeout, self.raft.client_write(proposal))
-            .await
-            .map_err(|_| ConsensusError::Timeout {
-                what: "write".into(),
-                timeout,
-            })?
-            .map_err(client_write_error)?;
-        let mut writes = written.data.writes.into_iter();
-        match (writes.next(), writes.next()) {
-            (Some(write), None) => Ok(write),
-            _ => Err(ConsensusError::Fatal {
-                reason: format!(
-                    "the write at log index {} had no single outcome",
-                    written.log_id.index
-                ),
-            }),
-        }
     }
 
     /// Records what `member` answered to `Peer.Features` (the greeter asks every second).

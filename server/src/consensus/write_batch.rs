@@ -113,6 +113,18 @@ impl WriteBatcher {
             }),
         }
     }
+
+    /// Proposes `proposal` as an entry of its own, at once and outside `IN_FLIGHT_MAX`: how
+    /// every write went before batching, and still goes while a member of the cluster cannot
+    /// apply batches (`features.rs`).
+    pub async fn write_alone(&self, proposal: Proposal) -> WriteResult {
+        let (reply, answer) = oneshot::channel();
+        self.proposer
+            .clone()
+            .propose_entry(vec![Queued { proposal, reply }])
+            .await;
+        answer.await.unwrap_or(Err(ConsensusError::ShuttingDown))
+    }
 }
 
 /// What proposing an entry takes.
@@ -168,6 +180,11 @@ impl Batching {
 impl Proposer {
     /// Proposes `batch` as one entry and answers each write; the permit is held until then.
     async fn propose(self, batch: Vec<Queued>, _permit: OwnedSemaphorePermit) {
+        self.propose_entry(batch).await;
+    }
+
+    /// Proposes `batch` as one entry and answers each write.
+    async fn propose_entry(self, batch: Vec<Queued>) {
         self.writes_per_entry.observe(batch.len() as f64);
         let (proposal, replies) = entry_of(batch);
         let timeout = self.timeout;
