@@ -1,8 +1,9 @@
 //! `Client`: a handle to a Coord cluster over one or more endpoints.
 //!
 //! Every unary call goes through `call_as`, which sends attempts along the routing rules of
-//! `endpoints` (sticky to the member that answered last, the next endpoint at once on any
-//! "not here", a pause only after a whole round failed) and decides after each failed attempt,
+//! `endpoints` (sticky to the member that answered last, a write to the leader it knows of, the
+//! next endpoint at once on any "not here", a pause only after a whole round failed; a write's
+//! answer says which member leads now) and decides after each failed attempt,
 //! with the pure `decide_retry`, whether to try again and which error to report.
 //!
 //! ```text
@@ -52,6 +53,30 @@ enum CallKind {
     /// Retried only when the cluster said it was not applied.
     Unsafe,
 }
+
+/// An answer that carries a response header (every write's does).
+pub(crate) trait Headed {
+    fn header(&self) -> Option<&pb::ResponseHeader>;
+}
+
+macro_rules! headed {
+    ($($answer:ty),* $(,)?) => {
+        $(impl Headed for $answer {
+            fn header(&self) -> Option<&pb::ResponseHeader> {
+                self.header.as_ref()
+            }
+        })*
+    };
+}
+
+headed!(
+    pb::CreateResponse,
+    pb::SetResponse,
+    pb::DeleteResponse,
+    pb::TxnResponse,
+    pb::SessionOpenResponse,
+    pb::SessionCloseResponse,
+);
 
 /// How long past its budget an attempt waits for the server's own deadline answer.
 const ATTEMPT_GRACE: Duration = Duration::from_millis(100);
@@ -320,8 +345,9 @@ impl Client {
                 Ok(Ok(response)) => {
                     let response = response.into_inner();
                     endpoints.answered(&target.address);
-                    let member_id = response.header.map_or(0, |header| header.member_id);
-                    endpoints.identify(&target.address, member_id);
+                    if let Some(header) = &response.header {
+                        endpoints.heard(&target.address, header.member_id, header.leader_id);
+                    }
                     return Ok(response.members);
                 }
                 // "ENDPOINT: MESSAGE", which coordctl reads to spot a peer port given for a
@@ -373,21 +399,30 @@ impl Client {
         } else {
             CallKind::Unsafe
         };
-        self.call_as(kind, call).await
+        Ok(self.call_as(kind, call).await?.0)
     }
 
     /// Like `call`, for a write that carries a write id: retried like a read, since the
     /// cluster applies it at most once; if any attempt may have been applied, a later attempt's
-    /// "not applied" does not clear that, and the error says the outcome is unknown.
-    pub(crate) async fn call_write<T, F, Fut>(&self, call: F) -> Result<T, Error>
+    /// "not applied" does not clear that, and the error says the outcome is unknown. It goes
+    /// to the leader's endpoint when the client knows it (`endpoints.rs`), and the answer's
+    /// header tells which member leads now.
+    pub(crate) async fn call_write<M, F, Fut>(&self, call: F) -> Result<tonic::Response<M>, Error>
     where
+        M: Headed,
         F: Fn(Transport, Duration) -> Fut,
-        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+        Fut: std::future::Future<Output = Result<tonic::Response<M>, tonic::Status>>,
     {
-        self.call_as(CallKind::Write, call).await
+        let (response, address) = self.call_as(CallKind::Write, call).await?;
+        if let Some(header) = response.get_ref().header() {
+            let endpoints = &self.inner.endpoints;
+            endpoints.heard(&address, header.member_id, header.leader_id);
+        }
+        Ok(response)
     }
 
-    async fn call_as<T, F, Fut>(&self, kind: CallKind, call: F) -> Result<T, Error>
+    /// Runs `call` as `kind`; returns its answer and the endpoint that gave it.
+    async fn call_as<T, F, Fut>(&self, kind: CallKind, call: F) -> Result<(T, String), Error>
     where
         F: Fn(Transport, Duration) -> Fut,
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,
@@ -397,7 +432,7 @@ impl Client {
         // A write's attempt gets longer than a read's: resending a large write that is merely
         // slow would double its load (the cluster applies it once, but appends it twice).
         let mut route = match kind {
-            CallKind::Write => Route::for_call(self.inner.options.request_timeout),
+            CallKind::Write => Route::for_write(self.inner.options.request_timeout),
             _ => Route::new(),
         };
         // Whether an earlier attempt of this write may have been applied.
@@ -412,8 +447,12 @@ impl Client {
                 .await
             {
                 Ok(value) => {
-                    endpoints.answered(&target.address);
-                    return Ok(value);
+                    if kind == CallKind::Write {
+                        endpoints.answered_write(&target.address);
+                    } else {
+                        endpoints.answered(&target.address);
+                    }
+                    return Ok((value, target.address));
                 }
                 Err(error) => error,
             };
@@ -424,7 +463,10 @@ impl Client {
             match decision.endpoint {
                 Verdict::Answered => endpoints.answered(&target.address),
                 Verdict::NotHere => endpoints.failed(&target.address),
-                Verdict::Redirect { leader } => route.redirect(leader),
+                Verdict::Redirect { leader } => {
+                    endpoints.leader_is(leader);
+                    route.redirect(leader);
+                }
             }
             if let Next::Fail(error) = decision.next {
                 return Err(error);

@@ -15,6 +15,12 @@
 //!   `RETRY_BACKOFF_MAX`, jittered);
 //! - an answer that names the leader sends the next attempt to the leader's endpoint, when a
 //!   member list or a response header told the client which endpoint that member answers on;
+//! - a write goes first to the endpoint of the member that the latest member list, write answer
+//!   or redirect named as leader, which saves the member it would otherwise reach forwarding it
+//!   (a hop each way). Only while that endpoint is not known to fail: an endpoint whose last
+//!   attempt failed (a member down, or an advertised address this client cannot reach) is left
+//!   to the rules above until it answers again. Reads and streams keep to the preferred
+//!   endpoint, so a client's reads do not all land on the leader;
 //! - an attempt's budget starts at `ATTEMPT_BUDGET_FIRST` and doubles after every attempt of
 //!   the same call that timed out, so a member that swallows requests (paused, cut off) costs
 //!   about a second, while a slow but healthy cluster still gets the time it needs.
@@ -160,6 +166,25 @@ impl Endpoints {
     /// `address` answered (a rejection counts): prefer it from now on.
     pub(crate) fn answered(&self, address: &str) {
         lock(&self.table).routing.answered(address, Instant::now());
+    }
+
+    /// `address` answered a write: it is healthy, but the preferred endpoint (for reads and
+    /// streams) stays where it was.
+    pub(crate) fn answered_write(&self, address: &str) {
+        lock(&self.table).routing.reached(address, Instant::now());
+    }
+
+    /// A response header from `address`: which member answered there and which member it
+    /// knows as leader (0: none known).
+    pub(crate) fn heard(&self, address: &str, member_id: u64, leader_id: u64) {
+        let mut table = lock(&self.table);
+        table.routing.identify(address, member_id);
+        table.routing.leader_is(leader_id);
+    }
+
+    /// A member said `leader_id` leads (an error's hint).
+    pub(crate) fn leader_is(&self, leader_id: u64) {
+        lock(&self.table).routing.leader_is(leader_id);
     }
 
     /// `address` said "not here": avoid it for a while.
@@ -338,6 +363,8 @@ struct Health {
     /// Tried only after the others until then.
     avoid_until: Option<Instant>,
     answered_at: Option<Instant>,
+    /// Whether the last attempt on it failed ("not here"); cleared when it answers.
+    failed_last: bool,
 }
 
 impl Health {
@@ -348,6 +375,7 @@ impl Health {
             member_id: None,
             avoid_until: None,
             answered_at: None,
+            failed_last: false,
         }
     }
 
@@ -363,6 +391,8 @@ struct Routing {
     endpoints: Vec<Health>,
     /// The endpoint that answered last.
     preferred: Option<String>,
+    /// The member the latest header or hint named as leader.
+    leader: Option<u64>,
 }
 
 impl Routing {
@@ -408,16 +438,25 @@ impl Routing {
     }
 
     /// The index of `route`'s next endpoint, recorded as tried in this round: the leader it
-    /// was sent to, if that member's endpoint is known and untried, else the first untried
+    /// was sent to, if that member's endpoint is known and untried; for a write, the known
+    /// leader's endpoint, if untried and its last attempt did not fail; else the first untried
     /// one in `order`. `None` once every endpoint was tried in this round.
     fn pick(&self, route: &mut Route, now: Instant) -> Option<usize> {
+        let hint = route.leader_hint.take();
         let untried = |index: &usize| !route.tried.contains(&self.endpoints[*index].address);
-        let hinted = route.leader_hint.take().and_then(|leader| {
+        let endpoint_of = |leader: u64| {
             (0..self.endpoints.len())
                 .filter(untried)
                 .find(|index| self.endpoints[*index].member_id == Some(leader))
-        });
-        let index = hinted.or_else(|| self.order(now).into_iter().find(untried))?;
+        };
+        let hinted = hint.and_then(endpoint_of);
+        let leading = || {
+            let leader = self.leader.filter(|_| route.to_leader)?;
+            endpoint_of(leader).filter(|index| !self.endpoints[*index].failed_last)
+        };
+        let index = hinted
+            .or_else(leading)
+            .or_else(|| self.order(now).into_iter().find(untried))?;
         route.tried.push(self.endpoints[index].address.clone());
         Some(index)
     }
@@ -430,12 +469,25 @@ impl Routing {
     }
 
     fn answered(&mut self, address: &str, now: Instant) {
-        if let Some(index) = self.position(address) {
-            let health = &mut self.endpoints[index];
-            health.avoid_until = None;
-            health.answered_at = Some(now);
+        if self.reached(address, now) {
             self.preferred = Some(address.to_owned());
         }
+    }
+
+    /// Records that `address` answered; false when it is not an endpoint.
+    fn reached(&mut self, address: &str, now: Instant) -> bool {
+        let Some(index) = self.position(address) else {
+            return false;
+        };
+        let health = &mut self.endpoints[index];
+        health.avoid_until = None;
+        health.answered_at = Some(now);
+        health.failed_last = false;
+        true
+    }
+
+    fn leader_is(&mut self, leader_id: u64) {
+        self.leader = (leader_id != 0).then_some(leader_id);
     }
 
     fn failed(&mut self, address: &str, now: Instant) {
@@ -444,6 +496,7 @@ impl Routing {
         };
         self.endpoints[index].avoid_until = Some(now + AVOID_FOR);
         self.endpoints[index].answered_at = None;
+        self.endpoints[index].failed_last = true;
         if self.preferred.as_deref() == Some(address) {
             // Calls that start now go elsewhere at once.
             let next = self.order(now).into_iter().next();
@@ -505,6 +558,8 @@ pub(crate) struct Route {
     backoff: Duration,
     /// The budget of the first attempt.
     first_budget: Duration,
+    /// A write's: the known leader's endpoint is tried first.
+    to_leader: bool,
 }
 
 impl Default for Route {
@@ -521,16 +576,19 @@ impl Route {
             timeouts: 0,
             backoff: RETRY_BACKOFF_MIN,
             first_budget: ATTEMPT_BUDGET_FIRST,
+            to_leader: false,
         }
     }
 
-    /// A write's route: its first attempt gets a quarter of the call's `request_timeout` (at
-    /// least `ATTEMPT_BUDGET_FIRST`), so that a large write that is merely slow is not resent
-    /// (and its load doubled) after a second. A dead or paused member is noticed sooner by
-    /// the channel's HTTP/2 keep-alive pings (`KEEPALIVE_TIMEOUT`), not by this budget.
-    pub(crate) fn for_call(request_timeout: Duration) -> Route {
+    /// A write's route: it goes to the known leader first, and its first attempt gets a
+    /// quarter of the call's `request_timeout` (at least `ATTEMPT_BUDGET_FIRST`), so that a
+    /// large write that is merely slow is not resent (and its load doubled) after a second. A
+    /// dead or paused member is noticed sooner by the channel's HTTP/2 keep-alive pings
+    /// (`KEEPALIVE_TIMEOUT`), not by this budget.
+    pub(crate) fn for_write(request_timeout: Duration) -> Route {
         Route {
             first_budget: (request_timeout / 4).max(ATTEMPT_BUDGET_FIRST),
+            to_leader: true,
             ..Route::new()
         }
     }
@@ -650,10 +708,44 @@ mod tests {
     }
 
     #[test]
+    fn a_write_goes_to_the_known_leader_unless_its_endpoint_failed_last() {
+        let now = Instant::now();
+        let write = || Route::for_write(Duration::from_secs(20));
+        let mut routing = routing(&["a", "b", "c"]);
+        routing.learn(&[(1, "a".into()), (2, "b".into()), (3, "c".into())]);
+        routing.answered("a", now);
+        assert_eq!(routing.pick(&mut write(), now), Some(0), "no leader known");
+        routing.leader_is(3);
+        assert_eq!(routing.pick(&mut write(), now), Some(2));
+        assert_eq!(picks(&routing, &mut write(), now), ["c", "a", "b"]);
+        // Reads keep to the preferred endpoint, and a write's answer does not move it.
+        assert_eq!(routing.pick(&mut Route::new(), now), Some(0));
+        assert!(routing.reached("c", now));
+        assert_eq!(routing.preferred.as_deref(), Some("a"));
+        // A redirect's hint still comes first.
+        let mut hinted = write();
+        hinted.redirect(2);
+        assert_eq!(routing.pick(&mut hinted, now), Some(1));
+        // Once the leader's endpoint failed, writes go by the order, even after its
+        // avoidance, until it answers again.
+        routing.failed("c", now);
+        let later = now + AVOID_FOR + Duration::from_secs(1);
+        assert_eq!(routing.pick(&mut write(), later), Some(0));
+        assert!(routing.reached("c", later));
+        assert_eq!(routing.pick(&mut write(), later), Some(2));
+        // A member that knows no leader clears what the client knew.
+        routing.leader_is(0);
+        assert_eq!(routing.pick(&mut write(), later), Some(0));
+        // A leader whose endpoint the client does not know changes nothing.
+        routing.leader_is(9);
+        assert_eq!(routing.pick(&mut write(), later), Some(0));
+    }
+
+    #[test]
     fn a_write_route_starts_with_a_quarter_of_the_request_timeout() {
-        let route = Route::for_call(Duration::from_secs(20));
+        let route = Route::for_write(Duration::from_secs(20));
         assert_eq!(route.budget(), Duration::from_secs(5));
-        let short = Route::for_call(Duration::from_secs(2));
+        let short = Route::for_write(Duration::from_secs(2));
         assert_eq!(short.budget(), ATTEMPT_BUDGET_FIRST);
     }
 

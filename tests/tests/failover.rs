@@ -2,7 +2,8 @@
 //! refuses connections, a paused one after the election timeout; a member that returns from a
 //! pause does not depose the leader; SIGTERM of the leader hands leadership over and the member exits within
 //! its bound; open watch and keep-alive streams end at once with a retryable status; a removed
-//! member refuses clients; a first start that fails leaves no identity behind.
+//! member refuses clients; a first start that fails leaves no identity behind; a client's
+//! writes go to the leader and follow it when leadership moves, its reads stay where they were.
 //!
 //! Tests in this file run one at a time (`SERIAL`): each starts several servers.
 
@@ -289,6 +290,79 @@ async fn a_write_held_by_a_paused_leader_moves_to_the_new_leader() {
     assert_eq!(
         (node.data.as_slice(), node.stat.version),
         (&b"after"[..], stat.version)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_go_to_the_leader_and_follow_it_while_reads_stay_on_the_preferred_member() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(&[1, 2, 3], LEADER_WAIT).await;
+    let followers: Vec<u64> = cluster
+        .ids()
+        .into_iter()
+        .filter(|id| *id != leader)
+        .collect();
+    // The first endpoint answers first and becomes the preferred one; the client learns the
+    // others' member ids from its member list, once that names every member's address.
+    let endpoints: Vec<String> = [followers[0], leader, followers[1]]
+        .iter()
+        .map(|id| cluster.member(*id).direct_client_address())
+        .collect();
+    let first = cluster.direct_client_of(followers[0]).await;
+    eventually("a member list with every address", LEADER_WAIT, || async {
+        let members = first.member_list().await.ok()?;
+        let listed = |address: &String| members.iter().any(|m| m.client_address == *address);
+        endpoints.iter().all(listed).then_some(())
+    })
+    .await;
+    let options = coord_client::ClientOptions {
+        connect_timeout: Duration::from_secs(2),
+        request_timeout: Duration::from_secs(20),
+        discover_members: true,
+        tls: cluster.client_tls(),
+        token: None,
+    };
+    let client = Client::connect_with(endpoints, options)
+        .await
+        .expect("the members answer");
+    let create = coord_client::CreateOptions::default();
+    let created = client.create("/k", "v", &create).await.expect("a write");
+    assert_eq!(
+        created.header.member_id, leader,
+        "the write went to the leader"
+    );
+    let read = client.get("/k").await.expect("a read");
+    assert_eq!(
+        read.header.member_id, followers[0],
+        "the read stayed on its member"
+    );
+
+    // Leadership moves: the next write still reaches the old leader, which forwards it and
+    // names the new one; the write after goes to the new leader.
+    let (new_leader, _) = client
+        .member_move_leader(followers[1])
+        .await
+        .expect("leadership moves");
+    assert_eq!(new_leader, followers[1]);
+    cluster.wait_for_leader(&[1, 2, 3], LEADER_WAIT).await;
+    let mut answered_by = Vec::new();
+    for round in 0..3 {
+        let created = client
+            .create(&format!("/after-{round}"), "v", &create)
+            .await
+            .expect("a write after the move");
+        answered_by.push(created.header.member_id);
+    }
+    assert_eq!(
+        answered_by[1..],
+        [new_leader, new_leader],
+        "writes follow the leader: {answered_by:?}"
+    );
+    let read = client.get("/k").await.expect("a read");
+    assert_eq!(
+        read.header.member_id, followers[0],
+        "reads still stay on their member"
     );
 }
 
