@@ -87,6 +87,9 @@ const MESSAGE_BYTES_MAX: usize = 256 * 1024 * 1024;
 /// How often a client that discovers members asks for the member list again (etcd's
 /// auto-sync), so that it can fail over to members added since it connected.
 pub const AUTO_SYNC_INTERVAL: Duration = Duration::from_secs(30);
+/// Least time between two member-list refreshes that writes asked for (a write's answer named
+/// a leader whose endpoint the client does not know), however often they ask.
+const SYNC_SOON_GAP: Duration = Duration::from_secs(1);
 
 /// Settings of a [`Client`].
 #[derive(Debug, Clone)]
@@ -193,6 +196,8 @@ struct Inner {
     /// The auto-sync task. It holds only a `Weak` reference between syncs, and is aborted when
     /// the last handle goes, so no task outlives the client.
     auto_sync: std::sync::Mutex<Option<JoinHandle<()>>>,
+    /// Wakes the auto-sync task before its interval is up.
+    sync_soon: Arc<tokio::sync::Notify>,
 }
 
 impl Drop for Inner {
@@ -205,7 +210,9 @@ impl Drop for Inner {
 
 /// A connection to a Coord cluster. Cheap to clone; clones share connections.
 ///
-/// Every call goes to the member that answered last. Any answer that means "not here" (the
+/// Every call goes to the member that answered last, but a write goes to the leader when the
+/// client knows which endpoint it answers on (it saves the member forwarding it). Any answer
+/// that means "not here" (the
 /// connection was refused or reset, no answer within the attempt's budget, no leader known,
 /// the member is starting, shutting down or no longer a member) moves the call to the next
 /// endpoint at once, and later calls try that endpoint only after the others for a few
@@ -245,7 +252,9 @@ impl Client {
 
     /// Like [`Client::connect`], with explicit options. With `discover_members`, the members
     /// the answering endpoint lists become endpoints too, and a background task (ended when
-    /// the last clone of the client is dropped) refreshes them every [`AUTO_SYNC_INTERVAL`].
+    /// the last clone of the client is dropped) refreshes them every [`AUTO_SYNC_INTERVAL`],
+    /// and sooner (at most once a second) when a write's answer names a leader whose endpoint
+    /// the client does not know yet.
     pub async fn connect_with<I, S>(endpoints: I, options: ClientOptions) -> Result<Client, Error>
     where
         I: IntoIterator<Item = S>,
@@ -275,12 +284,14 @@ impl Client {
                 watch_events: AtomicU64::new(0),
                 watch_streams: WatchStreams::default(),
                 auto_sync: std::sync::Mutex::new(None),
+                sync_soon: Arc::new(tokio::sync::Notify::new()),
             }),
         };
         let members = client.probe().await?;
         if client.inner.options.discover_members {
             client.inner.endpoints.learn(&members);
-            let task = tokio::spawn(auto_sync(Arc::downgrade(&client.inner)));
+            let soon = client.inner.sync_soon.clone();
+            let task = tokio::spawn(auto_sync(Arc::downgrade(&client.inner), soon));
             *lock(&client.inner.auto_sync) = Some(task);
         }
         Ok(client)
@@ -417,6 +428,10 @@ impl Client {
         if let Some(header) = response.get_ref().header() {
             let endpoints = &self.inner.endpoints;
             endpoints.heard(&address, header.member_id, header.leader_id);
+            if endpoints.leader_unlisted() {
+                // Without auto-sync nobody waits on it, and the permit stays unused.
+                self.inner.sync_soon.notify_one();
+            }
         }
         Ok(response)
     }
@@ -922,11 +937,15 @@ impl Client {
 }
 
 /// Refreshes the endpoints of the client behind `inner` from its member list every
-/// `AUTO_SYNC_INTERVAL`, until the client is gone. Between refreshes it holds only the weak
-/// reference, so it never keeps the client alive; the client's drop also aborts it.
-async fn auto_sync(inner: Weak<Inner>) {
+/// `AUTO_SYNC_INTERVAL`, or once `soon` is notified (at most every `SYNC_SOON_GAP`), until
+/// the client is gone. Between refreshes it holds only the weak reference, so it never keeps
+/// the client alive; the client's drop also aborts it.
+async fn auto_sync(inner: Weak<Inner>, soon: Arc<tokio::sync::Notify>) {
     loop {
-        tokio::time::sleep(AUTO_SYNC_INTERVAL).await;
+        tokio::select! {
+            () = tokio::time::sleep(AUTO_SYNC_INTERVAL) => {}
+            () = soon.notified() => {}
+        }
         let Some(inner) = inner.upgrade() else {
             return;
         };
@@ -935,6 +954,8 @@ async fn auto_sync(inner: Weak<Inner>) {
         if let Ok(members) = client.member_list().await {
             client.inner.endpoints.learn(&members);
         }
+        drop(client);
+        tokio::time::sleep(SYNC_SOON_GAP).await;
     }
 }
 

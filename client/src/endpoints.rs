@@ -187,6 +187,11 @@ impl Endpoints {
         lock(&self.table).routing.leader_is(leader_id);
     }
 
+    /// Whether a leader is known but no endpoint is known to be its.
+    pub(crate) fn leader_unlisted(&self) -> bool {
+        lock(&self.table).routing.leader_unlisted()
+    }
+
     /// `address` said "not here": avoid it for a while.
     pub(crate) fn failed(&self, address: &str) {
         lock(&self.table).routing.failed(address, Instant::now());
@@ -490,6 +495,15 @@ impl Routing {
         self.leader = (leader_id != 0).then_some(leader_id);
     }
 
+    fn leader_unlisted(&self) -> bool {
+        self.leader.is_some_and(|leader| {
+            !self
+                .endpoints
+                .iter()
+                .any(|health| health.member_id == Some(leader))
+        })
+    }
+
     fn failed(&mut self, address: &str, now: Instant) {
         let Some(index) = self.position(address) else {
             return;
@@ -736,9 +750,15 @@ mod tests {
         // A member that knows no leader clears what the client knew.
         routing.leader_is(0);
         assert_eq!(routing.pick(&mut write(), later), Some(0));
-        // A leader whose endpoint the client does not know changes nothing.
+        // A leader whose endpoint the client does not know changes nothing, until a member
+        // list names it.
+        assert!(!routing.leader_unlisted());
         routing.leader_is(9);
+        assert!(routing.leader_unlisted());
         assert_eq!(routing.pick(&mut write(), later), Some(0));
+        routing.learn(&[(9, "d".into())]);
+        assert!(!routing.leader_unlisted());
+        assert_eq!(routing.pick(&mut write(), later), Some(3));
     }
 
     #[test]

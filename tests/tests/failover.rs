@@ -364,6 +364,42 @@ async fn writes_go_to_the_leader_and_follow_it_while_reads_stay_on_the_preferred
         read.header.member_id, followers[0],
         "reads still stay on their member"
     );
+
+    // A member added after the client connected, and made leader: the first write's answer
+    // names a leader the client has no endpoint for, so it asks for the member list at once
+    // rather than at the next auto-sync, 30 s later.
+    let cluster_id = client.cluster_status().await.expect("status").cluster_id;
+    let mut fourth = ServerProcess::prepare(4, cluster.dir.path(), &[]);
+    fourth.set_join(Some(cluster_id));
+    fourth.start();
+    cluster.members.push(fourth);
+    client
+        .member_add(4, &cluster.member(4).peer_address())
+        .await
+        .expect("member 4 is added");
+    client.member_promote(4).await.expect("member 4 votes");
+    let (moved_to, _) = client
+        .member_move_leader(4)
+        .await
+        .expect("leadership moves");
+    assert_eq!(moved_to, 4);
+    let mut round = 0;
+    eventually(
+        "a write answered by member 4",
+        Duration::from_secs(10),
+        || {
+            round += 1;
+            let path = format!("/grown-{round}");
+            let client = client.clone();
+            async move {
+                let created = client
+                    .create(&path, "v", &coord_client::CreateOptions::default())
+                    .await;
+                (created.ok()?.header.member_id == 4).then_some(())
+            }
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
