@@ -212,10 +212,9 @@ impl Drop for Inner {
 ///
 /// Every call goes to the member that answered last, but a write goes to the leader when the
 /// client knows which endpoint it answers on (it saves the member forwarding it). Any answer
-/// that means "not here" (the
-/// connection was refused or reset, no answer within the attempt's budget, no leader known,
-/// the member is starting, shutting down or no longer a member) moves the call to the next
-/// endpoint at once, and later calls try that endpoint only after the others for a few
+/// that means "not here" (the connection was refused or reset, no answer within the attempt's
+/// budget, no leader known, the member is starting, shutting down or no longer a member)
+/// moves the call to the next endpoint at once, and later calls try that endpoint only after the others for a few
 /// seconds. The first attempt gets a second (each attempt after a time-out twice as long), so
 /// with `A,B,C` and `A` dead, paused or cut off, a call answers from `B` or `C` within about a
 /// second. Calls pause (50 ms, doubling up to 500 ms) only after every endpoint failed once.
@@ -427,8 +426,7 @@ impl Client {
         let (response, address) = self.call_as(CallKind::Write, call).await?;
         if let Some(header) = response.get_ref().header() {
             let endpoints = &self.inner.endpoints;
-            endpoints.heard(&address, header.member_id, header.leader_id);
-            if endpoints.leader_unlisted() {
+            if endpoints.heard(&address, header.member_id, header.leader_id) {
                 // Without auto-sync nobody waits on it, and the permit stays unused.
                 self.inner.sync_soon.notify_one();
             }

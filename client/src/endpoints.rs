@@ -175,21 +175,17 @@ impl Endpoints {
     }
 
     /// A response header from `address`: which member answered there and which member it
-    /// knows as leader (0: none known).
-    pub(crate) fn heard(&self, address: &str, member_id: u64, leader_id: u64) {
+    /// knows as leader (0: none known). Returns whether that leader has no known endpoint.
+    pub(crate) fn heard(&self, address: &str, member_id: u64, leader_id: u64) -> bool {
         let mut table = lock(&self.table);
         table.routing.identify(address, member_id);
         table.routing.leader_is(leader_id);
+        table.routing.leader_unlisted()
     }
 
     /// A member said `leader_id` leads (an error's hint).
     pub(crate) fn leader_is(&self, leader_id: u64) {
         lock(&self.table).routing.leader_is(leader_id);
-    }
-
-    /// Whether a leader is known but no endpoint is known to be its.
-    pub(crate) fn leader_unlisted(&self) -> bool {
-        lock(&self.table).routing.leader_unlisted()
     }
 
     /// `address` said "not here": avoid it for a while.
@@ -495,6 +491,7 @@ impl Routing {
         self.leader = (leader_id != 0).then_some(leader_id);
     }
 
+    /// Whether a leader is known but no endpoint is known to be its.
     fn leader_unlisted(&self) -> bool {
         self.leader.is_some_and(|leader| {
             !self
