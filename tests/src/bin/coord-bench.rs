@@ -7,7 +7,7 @@
 //! coord-bench failover [--runs 5] [--writers 4] [--fault kill|stop|term|move|all]
 //! coord-bench sessions [--sessions 10000] [--ttl 10s] [--window 20s]
 //! coord-bench watches  [--watches 10000] [--members-watched 3]
-//! coord-bench watch-latency [--watchers 100] [--writes 2000]
+//! coord-bench watch-latency [--watchers 100] [--writes 2000] [--rate 0 (writes/s; 0: back to back)]
 //! coord-bench locks [--contenders 16] [--seconds 10] [--uncontended 200]
 //! ```
 //! `sessions`, `watches`, `watch-latency` and `locks` always start a 3-member cluster of
@@ -86,7 +86,7 @@ async fn main() -> anyhow::Result<()> {
             );
             report("       coord-bench sessions [--sessions N] [--ttl D] [--window D]");
             report("       coord-bench watches  [--watches N] [--members-watched 1-3]");
-            report("       coord-bench watch-latency [--watchers N] [--writes N]");
+            report("       coord-bench watch-latency [--watchers N] [--writes N] [--rate R]");
             report("       coord-bench locks [--contenders N] [--seconds N] [--uncontended N]");
             std::process::exit(2);
         }
@@ -693,6 +693,40 @@ const WATCH_EVENTS_SAMPLED: usize = 50;
 const WATCH_CREATORS: usize = 16;
 
 /// Time from a write's acknowledgement to each watcher's receipt of its event.
+type LatencyWatcher =
+    tokio::task::JoinHandle<Result<(bool, Vec<(u64, Instant)>), coord_client::Error>>;
+
+/// A client of its own on `endpoint` watching `/latency` from `start_revision` until it has
+/// `writes` events: whether its member is `leader`, and each event's revision and arrival.
+async fn latency_watcher(
+    endpoint: String,
+    leader: u64,
+    start_revision: u64,
+    writes: usize,
+) -> anyhow::Result<LatencyWatcher> {
+    let client = connect([endpoint]).await?;
+    let on_leader = client.header().await?.member_id == leader;
+    let options = WatchOptions {
+        path: "/latency".to_owned(),
+        start_revision,
+        with_data: true,
+        ..WatchOptions::default()
+    };
+    let mut watch = client.watch(options).await?;
+    Ok(tokio::spawn(async move {
+        let _client = client;
+        let mut received = Vec::with_capacity(writes);
+        while received.len() < writes {
+            match watch.next().await {
+                Some(Ok(event)) => received.push((event.revision, Instant::now())),
+                Some(Err(error)) => return Err(error),
+                None => break,
+            }
+        }
+        Ok((on_leader, received))
+    }))
+}
+
 async fn watch_latency(arguments: &[String]) -> anyhow::Result<()> {
     let watchers: usize = flag(arguments, "--watchers", "100")
         .parse()
@@ -700,7 +734,8 @@ async fn watch_latency(arguments: &[String]) -> anyhow::Result<()> {
     let writes: usize = flag(arguments, "--writes", "2000")
         .parse()
         .context("--writes")?;
-    let (cluster, _leader, _pids) = three_members().await?;
+    let rate: f64 = flag(arguments, "--rate", "0").parse().context("--rate")?;
+    let (cluster, leader, _pids) = three_members().await?;
     let endpoints = cluster.endpoints();
     let writer = connect(&endpoints).await?;
     let path = "/latency";
@@ -708,66 +743,90 @@ async fn watch_latency(arguments: &[String]) -> anyhow::Result<()> {
     let start_revision = writer.header().await?.revision + 1;
     let mut receivers = Vec::new();
     for watcher in 0..watchers {
-        let client = connect([endpoints[watcher % endpoints.len()].clone()]).await?;
-        let options = WatchOptions {
-            path: path.to_owned(),
-            start_revision,
-            ..WatchOptions::default()
-        };
-        let mut watch = client.watch(options).await?;
-        receivers.push(tokio::spawn(async move {
-            let _client = client;
-            let mut received = Vec::with_capacity(writes);
-            while received.len() < writes {
-                match watch.next().await {
-                    Some(Ok(event)) => received.push((event.revision, Instant::now())),
-                    Some(Err(error)) => return Err(error),
-                    None => break,
-                }
-            }
-            Ok(received)
-        }));
+        let endpoint = endpoints[watcher % endpoints.len()].clone();
+        receivers.push(latency_watcher(endpoint, leader, start_revision, writes).await?);
     }
-    let mut acknowledged = std::collections::HashMap::new();
+    let mut sent = std::collections::HashMap::new();
+    let mut ticks = (rate > 0.0).then(|| {
+        let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks
+    });
     let started = Instant::now();
     for index in 0..writes {
+        if let Some(ticks) = &mut ticks {
+            ticks.tick().await;
+        }
+        let begun = Instant::now();
         let stat = writer.set(path, index.to_string(), None).await?;
-        acknowledged.insert(stat.mod_revision, Instant::now());
+        sent.insert(stat.mod_revision, (begun, Instant::now()));
     }
     let elapsed = started.elapsed();
     let mut delays = Vec::new();
-    let mut early = 0;
     for receiver in receivers {
-        for (revision, received_at) in receiver.await?? {
-            let acked_at = acknowledged
+        delays.push(receiver.await??);
+    }
+    report_watch_delays(watchers, writes, elapsed, &sent, delays)
+}
+
+/// Prints how long after each write's send and reply its events reached the watchers, for
+/// watchers on the leader and on the followers.
+fn report_watch_delays(
+    watchers: usize,
+    writes: usize,
+    elapsed: Duration,
+    sent: &std::collections::HashMap<u64, (Instant, Instant)>,
+    received: Vec<(bool, Vec<(u64, Instant)>)>,
+) -> anyhow::Result<()> {
+    let (mut on_leader, mut on_followers, mut after_send) = (Vec::new(), Vec::new(), Vec::new());
+    let mut early = 0;
+    for (leader_side, events) in received {
+        for (revision, received_at) in events {
+            let (begun, acked_at) = sent
                 .get(&revision)
                 .context("an event for a revision nobody wrote")?;
-            match received_at.checked_duration_since(*acked_at) {
-                Some(delay) => delays.push(delay),
-                // The event reached the watcher before the reply reached the writer.
-                None => {
-                    early += 1;
-                    delays.push(Duration::ZERO);
-                }
-            }
+            after_send.push(received_at.saturating_duration_since(*begun));
+            // None: the event reached the watcher before the reply reached the writer.
+            let delay = received_at.checked_duration_since(*acked_at);
+            early += usize::from(delay.is_none());
+            let side = if leader_side {
+                &mut on_leader
+            } else {
+                &mut on_followers
+            };
+            side.push(delay.unwrap_or_default());
         }
     }
-    delays.sort();
+    let events = on_leader.len() + on_followers.len();
     report(&format!(
         "watch-latency: {watchers} watchers x {writes} sequential writes ({:.0} writes/s): \
-         {} events, {early} arrived before the write's reply; delay after the reply p50={:.2}ms \
-         p99={:.2}ms max={:.2}ms",
+         {events} events, {early} arrived before the write's reply",
         writes as f64 / elapsed.as_secs_f64(),
-        delays.len(),
-        percentile(&delays, 0.50).as_secs_f64() * 1e3,
-        percentile(&delays, 0.99).as_secs_f64() * 1e3,
-        delays.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
     ));
+    for (what, mut delays) in [
+        (
+            "after the reply, all",
+            [&on_leader[..], &on_followers[..]].concat(),
+        ),
+        ("after the reply, on the leader", on_leader),
+        ("after the reply, on followers", on_followers),
+        ("after the write was sent", after_send),
+    ] {
+        delays.sort();
+        if delays.is_empty() {
+            continue;
+        }
+        report(&format!(
+            "  {what}: p50={:.2}ms p99={:.2}ms max={:.2}ms",
+            percentile(&delays, 0.50).as_secs_f64() * 1e3,
+            percentile(&delays, 0.99).as_secs_f64() * 1e3,
+            delays.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+        ));
+    }
     anyhow::ensure!(
-        delays.len() == watchers * writes,
-        "expected {} events, received {}",
+        events == watchers * writes,
+        "expected {} events, received {events}",
         watchers * writes,
-        delays.len()
     );
     Ok(())
 }
