@@ -421,6 +421,7 @@ fn decode_everything(bytes: &[u8]) {
         MessageKind::PreVote,
         MessageKind::TimeoutNow,
         MessageKind::MoveLeader,
+        MessageKind::WriteBatch,
     ] {
         let mut message = encode_peer(kind, &());
         message.payload = bytes.to_vec();
@@ -432,6 +433,13 @@ fn decode_everything(bytes: &[u8]) {
             &message, kind,
         );
         let _ = decode_peer::<WriteCall>(&message, kind);
+        let _ = decode_peer::<crate::consensus::WriteBatchCall>(&message, kind);
+        let _ = decode_peer::<
+            Result<
+                Vec<Result<crate::consensus::Written, crate::consensus::ConsensusError>>,
+                crate::consensus::ConsensusError,
+            >,
+        >(&message, kind);
         let _ = decode_peer::<MembershipChange>(&message, kind);
         let _ = decode_peer::<KeepAliveCall>(&message, kind);
         let _ = decode_peer::<Hello>(&message, kind);

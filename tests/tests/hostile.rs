@@ -141,6 +141,7 @@ async fn forged_peer_messages_are_refused_and_no_member_aborts_or_loses_its_data
         "snapshot-huge-offset",
         "append-nested-batch",
         "append-oversize-batch",
+        "forward-oversize-batch",
         "garbage",
     ];
     for target in &targets {

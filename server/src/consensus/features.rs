@@ -1,11 +1,17 @@
-//! `PeerFeatures`: which log commands a member applies, exchanged over `Peer.Features`; and
-//! `FeatureBook`, the leader's record of what each member answered, which decides whether it
-//! may write batch entries.
+//! `PeerFeatures`: which log commands a member applies and which leader work it takes,
+//! exchanged over `Peer.Features`; and `FeatureBook`, each member's record of what the others
+//! answered. It decides whether the leader may write batch entries, and whether a follower may
+//! forward client writes to the leader in batches.
 //!
-//! Invariant: the leader writes a `Command::Batch` only while every member of the latest
-//! membership has said it applies them. A member that has not answered yet, or that answered
-//! `UNIMPLEMENTED` (a release before batches), keeps the leader on plain entries, one write
-//! each, which every release applies. A call that fails in transit changes nothing.
+//! Invariants:
+//! - the leader writes a `Command::Batch` only while every member of the latest membership has
+//!   said it applies them. A member that has not answered yet, or that answered `UNIMPLEMENTED`
+//!   (a release before batches), keeps the leader on plain entries, one write each, which every
+//!   release applies;
+//! - a follower sends a `MessageKind::WriteBatch` only to a leader that said it takes them;
+//!   until then each forwarded write is a call of its own, which every release takes.
+//!
+//! A call that fails in transit changes nothing.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -18,13 +24,17 @@ use super::ids::MemberId;
 pub const COMMAND_SET_PLAIN: u32 = 1;
 /// Adds `Command::Batch`.
 pub const COMMAND_SET_BATCHES: u32 = 2;
-/// The newest set this build applies.
-pub const COMMAND_SET: u32 = COMMAND_SET_BATCHES;
+/// Adds `MessageKind::WriteBatch`: forwarded client writes, several to a `Peer.Forward` call.
+/// The log commands are those of `COMMAND_SET_BATCHES`.
+pub const COMMAND_SET_FORWARD_BATCHES: u32 = 3;
+/// The newest set this build applies and takes.
+pub const COMMAND_SET: u32 = COMMAND_SET_FORWARD_BATCHES;
 
 /// A member's answer to `Peer.Features`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerFeatures {
-    /// The newest set of log commands the member applies.
+    /// The newest set of log commands the member applies and peer calls it takes; each set
+    /// holds all of the sets before it.
     pub command_set: u32,
 }
 
@@ -69,6 +79,13 @@ impl FeatureBook {
             })
     }
 
+    /// Whether `member` said it takes forwarded writes in batches (`MessageKind::WriteBatch`).
+    pub fn takes_write_batches(&self, member: MemberId) -> bool {
+        self.book()
+            .get(&member)
+            .is_some_and(|set| *set >= COMMAND_SET_FORWARD_BATCHES)
+    }
+
     fn book(&self) -> std::sync::MutexGuard<'_, BTreeMap<MemberId, u32>> {
         self.command_sets
             .lock()
@@ -109,5 +126,30 @@ mod tests {
             },
         );
         assert!(!book.all_apply_batches(me, members), "member 2 went back");
+    }
+
+    #[test]
+    fn writes_are_forwarded_in_batches_only_to_a_member_that_said_it_takes_them() {
+        let book = FeatureBook::default();
+        let leader = MemberId(2);
+        assert!(!book.takes_write_batches(leader), "it has not answered yet");
+        book.heard_unimplemented(leader);
+        assert!(!book.takes_write_batches(leader), "a first release");
+        let batches_only = PeerFeatures {
+            command_set: COMMAND_SET_BATCHES,
+        };
+        book.heard(leader, batches_only);
+        assert!(
+            !book.takes_write_batches(leader),
+            "applies batch entries only"
+        );
+        assert!(book.all_apply_batches(MemberId(1), [MemberId(1), leader]));
+        book.heard(leader, PeerFeatures::this_build());
+        assert!(book.takes_write_batches(leader));
+        assert!(
+            book.all_apply_batches(MemberId(1), [MemberId(1), leader]),
+            "the newer set holds batch entries too"
+        );
+        assert!(!book.takes_write_batches(MemberId(3)), "another member");
     }
 }

@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use super::error::ConsensusError;
 use super::ids::MemberId;
-use super::leader::{MembershipChange, WriteCall, Written};
+use super::leader::{MembershipChange, WriteBatchCall, WriteCall, Written};
 use super::types::{Entry, Member, TypeConfig};
 use super::wire::{
     decode_log_entry, decode_log_meta, decode_peer, decode_snapshot_file, encode_log_entry,
@@ -194,12 +194,47 @@ pub fn peer_samples() -> Vec<Sample> {
         samples.push(peer_sample(&name, MessageKind::Membership, &change));
     }
     samples.extend(election_samples());
+    samples.extend(write_batch_samples());
     for (index, error) in consensus_errors().into_iter().enumerate() {
         let name = format!("consensus error {index}");
         let reply: Result<(), ConsensusError> = Err(error);
         samples.push(peer_sample(&name, MessageKind::Membership, &reply));
     }
     samples
+}
+
+/// Forwarded writes in a batch, and the reply answering each.
+fn write_batch_samples() -> Vec<Sample> {
+    let delete = |path: &str| WriteCall {
+        proposal: Proposal::from(Command::Delete(crate::fsm::DeleteCommand {
+            path: path.into(),
+            expected_version: None,
+            recursive: false,
+        })),
+    };
+    let answers: Vec<Result<Written, ConsensusError>> = vec![
+        Ok(Written {
+            revision: Revision(8),
+            outcome: OutcomeRecord::Done(Output::Deleted { count: 1 }),
+        }),
+        Err(ConsensusError::NoLeader {
+            leader_hint: Some(MemberId(3)),
+        }),
+    ];
+    vec![
+        peer_sample(
+            "write batch",
+            MessageKind::WriteBatch,
+            &WriteBatchCall {
+                writes: vec![delete("/a"), delete("/b")],
+            },
+        ),
+        peer_sample(
+            "write batch reply",
+            MessageKind::WriteBatch,
+            &Ok::<_, ConsensusError>(answers),
+        ),
+    ]
 }
 
 /// Pre-vote, hand-off and leadership move messages.

@@ -11,10 +11,18 @@
 //!                                           ├─ Leader ───► Peer.Forward ──► leader's here(call)
 //!                                           └─ Nowhere ──► NoLeader (nothing was applied)
 //! ```
+//!
+//! A `Forwarder` does the forward: `PeerClients` sends each call as a `Peer.Forward` call of
+//! its own; a follower's client writes go through `WriteForwarder` (`forward_batch.rs`), which
+//! sends them several to a call when the leader takes that (`WriteBatchCall`).
+
+use std::future::Future;
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::error::ConsensusError;
 use super::ids::MemberId;
 use super::wire::MessageKind;
 use crate::fsm::{OutcomeRecord, Proposal, Revision};
@@ -59,6 +67,31 @@ pub struct Written {
 impl LeaderCall for WriteCall {
     const KIND: MessageKind = MessageKind::Write;
     type Reply = Written;
+}
+
+/// Client writes a follower forwards together, in the order they reached it; the leader runs
+/// them at once, each as a `WriteCall` of its own, and answers each in the same order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteBatchCall {
+    pub writes: Vec<WriteCall>,
+}
+
+impl LeaderCall for WriteBatchCall {
+    const KIND: MessageKind = MessageKind::WriteBatch;
+    type Reply = Vec<Result<Written, ConsensusError>>;
+}
+
+/// Sends a call of type `C` to the leader `leader` at peer address `address`, once, and
+/// returns its reply; a failure to reach it is `NoLeader` when the call was certainly not
+/// sent, `LeaderUnreachable` (outcome unknown) otherwise.
+pub trait Forwarder<C: LeaderCall> {
+    fn forward(
+        &self,
+        leader: MemberId,
+        address: &str,
+        call: &C,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<C::Reply, ConsensusError>> + Send;
 }
 
 /// A change of the voting configuration, run on the leader.

@@ -32,6 +32,7 @@ mod changes;
 mod election;
 mod error;
 mod features;
+mod forward_batch;
 mod gone;
 mod handoff;
 mod ids;
@@ -70,10 +71,11 @@ pub use election::{PreVote, PreVoteReply};
 use error::client_write_error;
 pub use error::{ConsensusError, StartError};
 pub use features::{FeatureBook, PeerFeatures, COMMAND_SET};
+pub use forward_batch::WRITES_PER_BATCH_MAX;
 pub use handoff::{MoveLeader, Moved, TimeoutNow};
 pub use ids::{MemberId, Term};
 pub use join::{JoinCall, MembershipView, PROMOTE_LAG_MAX};
-pub use leader::{LeaderCall, MembershipChange, Route, WriteCall, Written};
+pub use leader::{LeaderCall, MembershipChange, Route, WriteBatchCall, WriteCall, Written};
 pub use peer_client::{
     peer_request, PeerCallError, PeerClients, PeerDialer, PeerMethod, CLUSTER_ID_METADATA_KEY,
     PEER_CONNECTION_WINDOW_BYTES, PEER_MESSAGE_BYTES_MAX, PEER_STREAM_WINDOW_BYTES,
@@ -89,8 +91,10 @@ use crate::fsm::{Command, FsmError, Output, Proposal, Revision};
 use crate::storage::{LogDb, SnapshotFile};
 use admission::Admission;
 use election::{AckClock, ElectionTiming, Elector, LastLogId};
+use forward_batch::{ForwardBatcher, WriteForwarder};
 use gone::KnownLeader;
 use handoff::HandOff;
+use leader::Forwarder;
 use log_storage::LogStorage;
 use network::PeerNetwork;
 use read_index::ReadIndexBatcher;
@@ -138,6 +142,9 @@ pub struct Consensus {
     writes: WriteBatcher,
     /// What the other members said they apply (`features.rs`).
     features: FeatureBook,
+    /// Sends the client writes this member forwards to the leader in batches
+    /// (`forward_batch.rs`).
+    forwards: ForwardBatcher,
 }
 
 impl Consensus {
@@ -247,10 +254,12 @@ impl Consensus {
             config.request_timeout,
             timings.writes_per_entry.clone(),
         );
+        let forwards = ForwardBatcher::new(peers.clone(), timings.writes_per_forward.clone());
         Consensus {
             replica,
             config,
             peers,
+            forwards,
             read_index: ReadIndexBatcher::default(),
             admission: Admission::default(),
             size_trigger,
@@ -428,6 +437,22 @@ impl Consensus {
         F: FnOnce(C) -> Fut,
         Fut: Future<Output = Result<C::Reply, ConsensusError>>,
     {
+        self.on_leader_via(call, here, &*self.peers).await
+    }
+
+    /// `on_leader`, forwarding through `via`.
+    async fn on_leader_via<C, F, Fut, W>(
+        &self,
+        call: C,
+        here: F,
+        via: &W,
+    ) -> Result<C::Reply, ConsensusError>
+    where
+        C: LeaderCall,
+        F: FnOnce(C) -> Fut,
+        Fut: Future<Output = Result<C::Reply, ConsensusError>>,
+        W: Forwarder<C>,
+    {
         self.serving()?;
         let timeout = self.config.request_timeout;
         let (id, address) = match self.route_now_or_after_election().await {
@@ -436,7 +461,7 @@ impl Consensus {
             Route::Nowhere { leader_hint } => return Err(ConsensusError::NoLeader { leader_hint }),
         };
         let forwarded = self
-            .forward_while_leading(id, &address, &call, timeout)
+            .forward_while_leading(via, id, &address, &call, timeout)
             .await;
         if !matches!(forwarded, Err(ConsensusError::NoLeader { .. })) {
             return forwarded;
@@ -446,7 +471,7 @@ impl Consensus {
         match self.route_after_leader_change(id).await {
             Route::Local => here(call).await,
             Route::Leader { id, address } => {
-                self.forward_while_leading(id, &address, &call, timeout)
+                self.forward_while_leading(via, id, &address, &call, timeout)
                     .await
             }
             Route::Nowhere { leader_hint } => Err(ConsensusError::NoLeader { leader_hint }),
@@ -458,15 +483,16 @@ impl Consensus {
     /// a leader that hangs (a paused process, a hung host) would otherwise hold the caller for
     /// the whole request timeout after the cluster moved on. The caller retries; a write
     /// carries its write id, so it is applied at most once.
-    async fn forward_while_leading<C: LeaderCall>(
+    async fn forward_while_leading<C: LeaderCall, W: Forwarder<C>>(
         &self,
+        via: &W,
         id: MemberId,
         address: &str,
         call: &C,
         timeout: Duration,
     ) -> Result<C::Reply, ConsensusError> {
         if !C::GIVEN_UP_WITH_ITS_LEADER {
-            return self.peers.forward(id, address, call, timeout).await;
+            return via.forward(id, address, call, timeout).await;
         }
         let mut leader_seen = self.leader_seen.clone();
         let deposed = async {
@@ -480,7 +506,7 @@ impl Consensus {
             }
         };
         tokio::select! {
-            forwarded = self.peers.forward(id, address, call, timeout) => forwarded,
+            forwarded = via.forward(id, address, call, timeout) => forwarded,
             (leader, term) = deposed => Err(ConsensusError::LeaderUnreachable {
                 leader: id,
                 reason: format!(
@@ -535,8 +561,17 @@ impl Consensus {
         &self,
         proposal: Proposal,
     ) -> Result<(Revision, Result<Output, FsmError>), ConsensusError> {
+        let via = WriteForwarder {
+            batcher: &self.forwards,
+            peers: &self.peers,
+            features: &self.features,
+        };
         let written = self
-            .on_leader(WriteCall { proposal }, |call| self.write_for_client(call))
+            .on_leader_via(
+                WriteCall { proposal },
+                |call| self.write_for_client(call),
+                &via,
+            )
             .await?;
         Ok((written.revision, written.outcome.to_outcome()))
     }

@@ -18,7 +18,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::error::ConsensusError;
 use super::ids::MemberId;
-use super::leader::LeaderCall;
+use super::leader::{Forwarder, LeaderCall};
 use super::wire::{decode_peer, encode_peer, FormatError, MessageKind};
 
 /// Connect timeout for a peer link.
@@ -76,6 +76,20 @@ impl PeerCallError {
                     || message.contains("Connection refused")
                     || message.contains(coord_tls::HANDSHAKE_FAILED))
         )
+    }
+
+    /// What a caller whose call to the leader `leader` failed with this error learns:
+    /// nothing was applied when the call never left this member, the outcome is unknown
+    /// otherwise.
+    pub fn for_leader_call(self, leader: MemberId) -> ConsensusError {
+        if self.never_sent() {
+            ConsensusError::NoLeader { leader_hint: None }
+        } else {
+            ConsensusError::LeaderUnreachable {
+                leader,
+                reason: self.to_string(),
+            }
+        }
     }
 }
 
@@ -237,16 +251,18 @@ impl PeerClients {
         let reply: Result<Result<C::Reply, ConsensusError>, PeerCallError> = self
             .call(address, PeerMethod::Forward, C::KIND, call, timeout)
             .await;
-        reply.unwrap_or_else(|error| {
-            // A call that never left this member was certainly not applied.
-            Err(if error.never_sent() {
-                ConsensusError::NoLeader { leader_hint: None }
-            } else {
-                ConsensusError::LeaderUnreachable {
-                    leader,
-                    reason: error.to_string(),
-                }
-            })
-        })
+        reply.unwrap_or_else(|error| Err(error.for_leader_call(leader)))
+    }
+}
+
+impl<C: LeaderCall> Forwarder<C> for PeerClients {
+    async fn forward(
+        &self,
+        leader: MemberId,
+        address: &str,
+        call: &C,
+        timeout: Duration,
+    ) -> Result<C::Reply, ConsensusError> {
+        PeerClients::forward(self, leader, address, call, timeout).await
     }
 }

@@ -9,7 +9,8 @@ use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use openraft::{CommittedLeaderId, EntryPayload, LogId, Membership, SnapshotMeta, Vote};
 
 use super::admission::TERM_MAX;
-use super::leader::WriteCall;
+use super::forward_batch::WRITES_PER_BATCH_MAX;
+use super::leader::{WriteBatchCall, WriteCall};
 use super::types::{Entry, Member, TypeConfig};
 use super::wire::{encode_peer, MessageKind};
 use crate::fsm::{BatchItem, Command, Proposal, SetCommand, BATCH_ITEMS_MAX};
@@ -33,6 +34,8 @@ pub enum Probe {
     SnapshotHugeOffset,
     /// A forwarded write of a 100 MiB value.
     ForwardOversize,
+    /// Forwarded writes, one more in a batch than a follower sends.
+    ForwardOversizeBatch,
     /// An AppendEntries whose entry is a batch holding a batch (which no leader writes).
     AppendNestedBatch,
     /// An AppendEntries whose entry is a batch of more than `BATCH_ITEMS_MAX` writes.
@@ -42,7 +45,7 @@ pub enum Probe {
 }
 
 impl Probe {
-    pub const ALL: [Probe; 11] = [
+    pub const ALL: [Probe; 12] = [
         Probe::VoteImpossibleTerm,
         Probe::VoteUnknownCandidate,
         Probe::AppendImpossibleTerm,
@@ -51,6 +54,7 @@ impl Probe {
         Probe::AppendOversize,
         Probe::SnapshotHugeOffset,
         Probe::ForwardOversize,
+        Probe::ForwardOversizeBatch,
         Probe::AppendNestedBatch,
         Probe::AppendOversizeBatch,
         Probe::Garbage,
@@ -66,6 +70,7 @@ impl Probe {
             Probe::AppendOversize => "append-oversize",
             Probe::SnapshotHugeOffset => "snapshot-huge-offset",
             Probe::ForwardOversize => "forward-oversize",
+            Probe::ForwardOversizeBatch => "forward-oversize-batch",
             Probe::AppendNestedBatch => "append-nested-batch",
             Probe::AppendOversizeBatch => "append-oversize-batch",
             Probe::Garbage => "garbage",
@@ -124,6 +129,23 @@ fn forged_item() -> BatchItem {
             expected_version: None,
         }),
     }
+}
+
+/// The forwarded write of `ForwardOversize`, or the batch of `ForwardOversizeBatch`.
+fn forged_forward(probe: Probe) -> PeerMessage {
+    if probe == Probe::ForwardOversize {
+        let call = WriteCall {
+            proposal: huge_set(),
+        };
+        return encode_peer(MessageKind::Write, &call);
+    }
+    let small = WriteCall {
+        proposal: Proposal::from(forged_item().command),
+    };
+    let batch = WriteBatchCall {
+        writes: vec![small; WRITES_PER_BATCH_MAX + 1],
+    };
+    encode_peer(MessageKind::WriteBatch, &batch)
 }
 
 /// The batch entry of `AppendNestedBatch` (a batch holding a batch) or `AppendOversizeBatch`.
@@ -198,15 +220,9 @@ pub fn forge(probe: Probe, term: u64) -> (ProbeMethod, PeerMessage) {
                 encode_peer(MessageKind::InstallSnapshot, &request),
             )
         }
-        Probe::ForwardOversize => (
-            ProbeMethod::Forward,
-            encode_peer(
-                MessageKind::Write,
-                &WriteCall {
-                    proposal: huge_set(),
-                },
-            ),
-        ),
+        Probe::ForwardOversize | Probe::ForwardOversizeBatch => {
+            (ProbeMethod::Forward, forged_forward(probe))
+        }
         Probe::AppendNestedBatch | Probe::AppendOversizeBatch => (
             ProbeMethod::AppendEntries,
             append(leader(term), vec![forged_batch(probe)]),

@@ -30,6 +30,9 @@ pub struct RaftTimings {
     pub proposals_failed: IntCounter,
     /// Writes per log entry the leader proposed (`write_batch.rs`): 1 for a write alone.
     pub writes_per_entry: Histogram,
+    /// Client writes a follower forwarded to the leader per `Peer.Forward` call
+    /// (`forward_batch.rs`).
+    pub writes_per_forward: Histogram,
 }
 
 impl RaftTimings {
@@ -69,6 +72,13 @@ impl RaftTimings {
                 )
                 .buckets(prometheus::exponential_buckets(1.0, 2.0, 9)?),
             )?,
+            writes_per_forward: Histogram::with_opts(
+                HistogramOpts::new(
+                    "coord_server_writes_per_forward",
+                    "Client writes this member forwarded to the leader together in one call",
+                )
+                .buckets(prometheus::exponential_buckets(1.0, 2.0, 7)?),
+            )?,
         })
     }
 
@@ -81,6 +91,7 @@ impl RaftTimings {
         registry.register(Box::new(self.proposals_pending.clone()))?;
         registry.register(Box::new(self.proposals_failed.clone()))?;
         registry.register(Box::new(self.writes_per_entry.clone()))?;
+        registry.register(Box::new(self.writes_per_forward.clone()))?;
         Ok(())
     }
 }
@@ -124,6 +135,6 @@ mod tests {
             .map(|family| family.name().to_owned())
             .collect();
         assert!(names.contains(&"coord_disk_log_append_duration_seconds".to_owned()));
-        assert_eq!(names.len(), 7);
+        assert_eq!(names.len(), 8);
     }
 }

@@ -50,6 +50,9 @@ pub enum MessageKind {
     MoveLeader,
     /// A member's own membership change (`--join-via`), relayed to the leader.
     Join,
+    /// Client writes forwarded to the leader together (`WriteBatchCall`), to a leader that
+    /// said it takes them (`COMMAND_SET_FORWARD_BATCHES`).
+    WriteBatch,
 }
 
 impl MessageKind {
@@ -70,6 +73,7 @@ impl MessageKind {
             MessageKind::ListSessions => 19,
             MessageKind::MoveLeader => 20,
             MessageKind::Join => 21,
+            MessageKind::WriteBatch => 22,
         }
     }
 
@@ -89,6 +93,7 @@ impl MessageKind {
             MessageKind::ListSessions,
             MessageKind::MoveLeader,
             MessageKind::Join,
+            MessageKind::WriteBatch,
         ]
         .into_iter()
         .find(|kind| kind.code() == code)
@@ -117,6 +122,13 @@ fn codec(limit: u64) -> impl Options {
         .with_little_endian()
         .with_limit(limit)
         .reject_trailing_bytes()
+}
+
+/// How many bytes `value`'s body takes, without encoding it.
+pub fn encoded_len<T: Serialize>(value: &T) -> u64 {
+    codec(u64::MAX)
+        .serialized_size(value)
+        .expect("sizing a value in memory cannot fail")
 }
 
 fn encode_body<T: Serialize>(value: &T) -> Vec<u8> {

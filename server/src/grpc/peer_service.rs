@@ -16,7 +16,8 @@ use tonic::{Request, Response, Status};
 use crate::consensus::{
     decode_peer, encode_peer, peer_kind, Consensus, ConsensusError, FormatError, JoinCall,
     LeaderCall, MembershipChange, MessageKind, MoveLeader, PeerFeatures, PreVote, Refusal,
-    TimeoutNow, TypeConfig, WriteCall, Written, CLUSTER_ID_METADATA_KEY,
+    TimeoutNow, TypeConfig, WriteBatchCall, WriteCall, Written, CLUSTER_ID_METADATA_KEY,
+    WRITES_PER_BATCH_MAX,
 };
 use crate::fsm::{Limits, OutcomeRecord, Revision};
 use crate::membership::{Greeter, MemberDirectory};
@@ -134,6 +135,38 @@ impl PeerService {
         }
     }
 
+    /// A client write a follower forwarded: checked against this member's limits (the
+    /// follower checked its own; the leader's hold), then written.
+    async fn forwarded_write(&self, call: WriteCall) -> Result<Written, ConsensusError> {
+        match call.proposal.check_limits(&self.limits) {
+            Ok(()) => self.consensus.write_for_client(call).await,
+            Err(error) => Ok(Written {
+                revision: Revision(0),
+                outcome: OutcomeRecord::Refused(error),
+            }),
+        }
+    }
+
+    /// Client writes a follower forwarded together: each runs at once as if forwarded alone,
+    /// and the reply answers each in order. A batch larger than a follower sends is refused.
+    async fn forwarded_batch(&self, message: &PeerMessage) -> Result<PeerMessage, Status> {
+        let kind = MessageKind::WriteBatch;
+        let batch: WriteBatchCall = decode_peer(message, kind).map_err(refused)?;
+        if batch.writes.len() > WRITES_PER_BATCH_MAX {
+            return Err(Status::invalid_argument(format!(
+                "peer message refused: a batch of {} forwarded writes, where at most \
+                 {WRITES_PER_BATCH_MAX} are sent",
+                batch.writes.len()
+            )));
+        }
+        let writes = batch
+            .writes
+            .into_iter()
+            .map(|call| self.forwarded_write(call));
+        let answers = futures::future::join_all(writes).await;
+        Ok(reply(kind, &Ok::<_, ConsensusError>(answers)))
+    }
+
     /// Runs a forwarded call with `here` and encodes its reply.
     async fn run<C, F, Fut>(&self, message: &PeerMessage, here: F) -> Result<PeerMessage, Status>
     where
@@ -195,19 +228,10 @@ impl PeerApi for PeerService {
         let keeper = &self.keeper;
         let answer = match peer_kind(message).map_err(refused)? {
             MessageKind::Write => {
-                let limits = &self.limits;
-                self.run::<WriteCall, _, _>(message, |call| async move {
-                    // A follower checked the write against its own limits; the leader's hold.
-                    match call.proposal.check_limits(limits) {
-                        Ok(()) => consensus.write_for_client(call).await,
-                        Err(error) => Ok(Written {
-                            revision: Revision(0),
-                            outcome: OutcomeRecord::Refused(error),
-                        }),
-                    }
-                })
-                .await?
+                self.run::<WriteCall, _, _>(message, |call| self.forwarded_write(call))
+                    .await?
             }
+            MessageKind::WriteBatch => self.forwarded_batch(message).await?,
             MessageKind::Membership => {
                 self.run::<MembershipChange, _, _>(message, |change| {
                     consensus.change_membership_here(change)

@@ -1,0 +1,485 @@
+//! `ForwardBatcher`: a follower sends the client writes it forwards to the leader several to a
+//! `Peer.Forward` call (`WriteBatchCall`), instead of one call each. A forwarded write used to
+//! cost a unary call of its own on both members, about as much CPU as the write itself; under
+//! load the calls now carry many writes each.
+//!
+//! ```text
+//!  write ─► queue (one per leader) ─► drain task ─► batch ─► Peer.Forward(WriteBatch)
+//!                                                              │ leader: each write at once,
+//!  caller ◄── its own answer ◄── answers, in order ◄───────────┘ as if forwarded alone
+//! ```
+//!
+//! - No write waits for company: a write leaves at once unless `BATCHES_IN_FLIGHT` batches to
+//!   that leader are unanswered; the writes that arrive meanwhile leave together, up to
+//!   `WRITES_PER_BATCH_MAX` writes and about `BATCH_BYTES` bytes.
+//! - Each write keeps its deadline and gets its own answer. One its caller gave up on before
+//!   it left (a leader change, `Consensus::forward_while_leading`) is not sent.
+//! - A batch that fails in transit fails each of its writes as a forward alone would:
+//!   `NoLeader` when it never left, `LeaderUnreachable` (outcome unknown) otherwise. So is a
+//!   reply that does not answer every write.
+//! - Only to a leader that said it takes batches (`FeatureBook::takes_write_batches`), and
+//!   only writes of at most `ALONE_BYTES`; the others go one call each (`WriteForwarder`).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use prometheus::Histogram;
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+use super::error::ConsensusError;
+use super::features::FeatureBook;
+use super::ids::MemberId;
+use super::leader::{Forwarder, WriteBatchCall, WriteCall, Written};
+use super::peer_client::{PeerCallError, PeerClients, PeerMethod};
+use super::wire::{encoded_len, MessageKind};
+
+/// Most writes in one batch; a leader refuses a batch of more.
+pub const WRITES_PER_BATCH_MAX: usize = 64;
+/// A batch takes no more writes once it holds this many bytes.
+const BATCH_BYTES: u64 = 1024 * 1024;
+/// A write larger than this is forwarded alone.
+const ALONE_BYTES: u64 = 64 * 1024;
+/// Batches to one leader unanswered at once; the writes that arrive meanwhile wait.
+const BATCHES_IN_FLIGHT: usize = 4;
+
+/// A batch's reply as it arrives: the leader's answers, its refusal of the whole batch, or a
+/// failure in transit.
+pub type BatchReply =
+    Result<Result<Vec<Result<Written, ConsensusError>>, ConsensusError>, PeerCallError>;
+
+/// Sends one batch to a leader: `PeerClients` over `Peer.Forward`; tests use their own.
+pub trait BatchSender: Send + Sync + 'static {
+    fn send_batch(
+        &self,
+        leader: MemberId,
+        address: &str,
+        batch: WriteBatchCall,
+        timeout: Duration,
+    ) -> impl Future<Output = BatchReply> + Send;
+}
+
+impl BatchSender for PeerClients {
+    async fn send_batch(
+        &self,
+        _leader: MemberId,
+        address: &str,
+        batch: WriteBatchCall,
+        timeout: Duration,
+    ) -> BatchReply {
+        let kind = MessageKind::WriteBatch;
+        self.call(address, PeerMethod::Forward, kind, &batch, timeout)
+            .await
+    }
+}
+
+/// A write waiting for its batch.
+struct Queued {
+    call: WriteCall,
+    bytes: u64,
+    deadline: Instant,
+    answer: oneshot::Sender<Result<Written, ConsensusError>>,
+}
+
+/// The follower's queues of writes for the leader, one per leader (see the module doc).
+pub struct ForwardBatcher<S: BatchSender = PeerClients> {
+    sender: Arc<S>,
+    queues: Mutex<HashMap<(MemberId, String), mpsc::UnboundedSender<Queued>>>,
+    writes_per_forward: Histogram,
+}
+
+impl<S: BatchSender> ForwardBatcher<S> {
+    pub fn new(sender: Arc<S>, writes_per_forward: Histogram) -> ForwardBatcher<S> {
+        ForwardBatcher {
+            sender,
+            queues: Mutex::new(HashMap::new()),
+            writes_per_forward,
+        }
+    }
+
+    /// Forwards `call` (`bytes` encoded) to `leader` at `address` in a batch with the writes
+    /// queued with it, and returns the leader's answer to it; gives up after `timeout`, outcome
+    /// unknown.
+    pub async fn forward(
+        &self,
+        leader: MemberId,
+        address: &str,
+        call: WriteCall,
+        bytes: u64,
+        timeout: Duration,
+    ) -> Result<Written, ConsensusError> {
+        let (answer, answered) = oneshot::channel();
+        let queued = Queued {
+            call,
+            bytes,
+            deadline: Instant::now() + timeout,
+            answer,
+        };
+        let unanswered = |reason: String| ConsensusError::LeaderUnreachable { leader, reason };
+        if self.queue(leader, address).send(queued).is_err() {
+            return Err(ConsensusError::NoLeader { leader_hint: None });
+        }
+        match tokio::time::timeout(timeout, answered).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(unanswered(
+                "the batch carrying the write ended unanswered".into(),
+            )),
+            Err(_) => Err(unanswered(format!(
+                "the leader did not answer the forwarded write within {timeout:?}"
+            ))),
+        }
+    }
+
+    /// The queue to `leader` at `address`, with its drain task started on first use.
+    fn queue(&self, leader: MemberId, address: &str) -> mpsc::UnboundedSender<Queued> {
+        let mut queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = (leader, address.to_owned());
+        if let Some(queue) = queues.get(&key).filter(|queue| !queue.is_closed()) {
+            return queue.clone();
+        }
+        let (queue, waiting) = mpsc::unbounded_channel();
+        let drain = Drain {
+            sender: self.sender.clone(),
+            leader,
+            address: address.to_owned(),
+            writes_per_forward: self.writes_per_forward.clone(),
+        };
+        tokio::spawn(drain.run(waiting));
+        queues.insert(key, queue.clone());
+        queue
+    }
+}
+
+/// Sends the writes queued for one leader.
+struct Drain<S> {
+    sender: Arc<S>,
+    leader: MemberId,
+    address: String,
+    writes_per_forward: Histogram,
+}
+
+impl<S: BatchSender> Drain<S> {
+    async fn run(self, mut waiting: mpsc::UnboundedReceiver<Queued>) {
+        let this = Arc::new(self);
+        let in_flight = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
+        while let Some(first) = waiting.recv().await {
+            let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                return;
+            };
+            let batch = gather(first, &mut waiting);
+            if !batch.is_empty() {
+                tokio::spawn(this.clone().send(batch, permit));
+            }
+        }
+    }
+
+    async fn send(self: Arc<Self>, batch: Vec<Queued>, _permit: OwnedSemaphorePermit) {
+        let now = Instant::now();
+        let timeout = batch
+            .iter()
+            .map(|queued| queued.deadline.saturating_duration_since(now))
+            .max()
+            .unwrap_or_default();
+        let (writes, answers): (Vec<WriteCall>, Vec<_>) = batch
+            .into_iter()
+            .map(|queued| (queued.call, queued.answer))
+            .unzip();
+        let count = writes.len();
+        self.writes_per_forward.observe(count as f64);
+        let reply = self
+            .sender
+            .send_batch(
+                self.leader,
+                &self.address,
+                WriteBatchCall { writes },
+                timeout,
+            )
+            .await;
+        for (answer, result) in answers
+            .into_iter()
+            .zip(answers_of(self.leader, count, reply))
+        {
+            let _ = answer.send(result);
+        }
+    }
+}
+
+/// `first` and the writes queued behind it, within the batch limits, less those whose caller
+/// gave up.
+fn gather(first: Queued, waiting: &mut mpsc::UnboundedReceiver<Queued>) -> Vec<Queued> {
+    let mut bytes = first.bytes;
+    let mut batch = vec![first];
+    while batch.len() < WRITES_PER_BATCH_MAX && bytes < BATCH_BYTES {
+        match waiting.try_recv() {
+            Ok(next) => {
+                bytes += next.bytes;
+                batch.push(next);
+            }
+            Err(_) => break,
+        }
+    }
+    batch.retain(|queued| !queued.answer.is_closed());
+    batch
+}
+
+/// Each of a batch's `count` writes' answer from the batch's reply.
+fn answers_of(
+    leader: MemberId,
+    count: usize,
+    reply: BatchReply,
+) -> Vec<Result<Written, ConsensusError>> {
+    match reply {
+        Ok(Ok(answers)) if answers.len() == count => answers,
+        Ok(Ok(answers)) => vec![
+            Err(ConsensusError::LeaderUnreachable {
+                leader,
+                reason: format!(
+                    "the leader answered {} of a batch of {count} forwarded writes",
+                    answers.len()
+                ),
+            });
+            count
+        ],
+        Ok(Err(error)) => vec![Err(error); count],
+        Err(error) => vec![Err(error.for_leader_call(leader)); count],
+    }
+}
+
+/// How `Consensus::write` forwards a client write: in a batch to a leader that takes them,
+/// one call of its own otherwise or when the write is larger than `ALONE_BYTES`.
+pub struct WriteForwarder<'a> {
+    pub batcher: &'a ForwardBatcher,
+    pub peers: &'a PeerClients,
+    pub features: &'a FeatureBook,
+}
+
+impl Forwarder<WriteCall> for WriteForwarder<'_> {
+    async fn forward(
+        &self,
+        leader: MemberId,
+        address: &str,
+        call: &WriteCall,
+        timeout: Duration,
+    ) -> Result<Written, ConsensusError> {
+        let bytes = encoded_len(call);
+        if bytes <= ALONE_BYTES && self.features.takes_write_batches(leader) {
+            self.batcher
+                .forward(leader, address, call.clone(), bytes, timeout)
+                .await
+        } else {
+            self.batcher.writes_per_forward.observe(1.0);
+            self.peers.forward(leader, address, call, timeout).await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fsm::{Command, OutcomeRecord, Output, Revision, SetCommand};
+
+    /// A leader that answers each write with the number in its path as the revision, after
+    /// `hold` lets the batch go; records every batch's numbers.
+    struct FakeLeader {
+        batches: Mutex<Vec<Vec<u64>>>,
+        hold: Semaphore,
+        reply: fn(Vec<Result<Written, ConsensusError>>) -> BatchReply,
+    }
+
+    impl BatchSender for FakeLeader {
+        async fn send_batch(
+            &self,
+            _leader: MemberId,
+            _address: &str,
+            batch: WriteBatchCall,
+            _timeout: Duration,
+        ) -> BatchReply {
+            let numbers: Vec<u64> = batch.writes.iter().map(number).collect();
+            self.batches.lock().unwrap().push(numbers.clone());
+            self.hold.acquire().await.unwrap().forget();
+            let answers = numbers
+                .into_iter()
+                .map(|number| {
+                    Ok(Written {
+                        revision: Revision(number),
+                        outcome: OutcomeRecord::Done(Output::Deleted { count: 0 }),
+                    })
+                })
+                .collect();
+            (self.reply)(answers)
+        }
+    }
+
+    fn write(number: u64) -> WriteCall {
+        let set = SetCommand {
+            path: format!("/k{number}"),
+            data: b"v".to_vec(),
+            expected_version: None,
+        };
+        WriteCall {
+            proposal: Command::Set(set).into(),
+        }
+    }
+
+    fn number(call: &WriteCall) -> u64 {
+        match &call.proposal.command {
+            Command::Set(set) => set.path[2..].parse().unwrap(),
+            other => panic!("not a test write: {other:?}"),
+        }
+    }
+
+    fn batcher(
+        released: usize,
+        reply: fn(Vec<Result<Written, ConsensusError>>) -> BatchReply,
+    ) -> Arc<ForwardBatcher<FakeLeader>> {
+        let leader = FakeLeader {
+            batches: Mutex::new(Vec::new()),
+            hold: Semaphore::new(released),
+            reply,
+        };
+        let histogram = Histogram::with_opts(prometheus::HistogramOpts::new("t", "t")).unwrap();
+        Arc::new(ForwardBatcher::new(Arc::new(leader), histogram))
+    }
+
+    fn spawn_write(
+        batcher: &Arc<ForwardBatcher<FakeLeader>>,
+        number: u64,
+    ) -> tokio::task::JoinHandle<Result<Written, ConsensusError>> {
+        let batcher = batcher.clone();
+        tokio::spawn(async move {
+            let call = write(number);
+            let bytes = encoded_len(&call);
+            let timeout = Duration::from_secs(10);
+            batcher
+                .forward(MemberId(1), "leader:1", call, bytes, timeout)
+                .await
+        })
+    }
+
+    /// Lets every spawned task run until it waits (the test runtime has one thread).
+    async fn settle() {
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    fn batches(batcher: &ForwardBatcher<FakeLeader>) -> Vec<Vec<u64>> {
+        batcher.sender.batches.lock().unwrap().clone()
+    }
+
+    #[tokio::test]
+    async fn a_lone_write_leaves_at_once_and_writes_queued_behind_busy_batches_leave_together() {
+        let batcher = batcher(0, |answers| Ok(Ok(answers)));
+        let mut first = Vec::new();
+        for number in 1..=BATCHES_IN_FLIGHT as u64 {
+            first.push(spawn_write(&batcher, number));
+            settle().await;
+        }
+        let alone: Vec<Vec<u64>> = (1..=BATCHES_IN_FLIGHT as u64).map(|n| vec![n]).collect();
+        assert_eq!(batches(&batcher), alone, "each left alone, unanswered");
+        let waiting: Vec<_> = (10..20)
+            .map(|number| spawn_write(&batcher, number))
+            .collect();
+        settle().await;
+        assert_eq!(
+            batches(&batcher),
+            alone,
+            "all batches are out: the rest wait"
+        );
+        batcher.sender.hold.add_permits(100);
+        for (number, task) in (1..).zip(first) {
+            assert_eq!(task.await.unwrap().unwrap().revision, Revision(number));
+        }
+        for (number, task) in (10..).zip(waiting) {
+            assert_eq!(
+                task.await.unwrap().unwrap().revision,
+                Revision(number),
+                "each write gets its own answer"
+            );
+        }
+        let mut expected = alone;
+        expected.push((10..20).collect());
+        assert_eq!(
+            batches(&batcher),
+            expected,
+            "the waiting writes left together, in order"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_batch_holds_at_most_its_limit_and_a_write_given_up_is_not_sent() {
+        let batcher = batcher(0, |answers| Ok(Ok(answers)));
+        let mut out = Vec::new();
+        for number in 1..=BATCHES_IN_FLIGHT as u64 {
+            out.push(spawn_write(&batcher, number));
+            settle().await;
+        }
+        let sent_out = batches(&batcher).len();
+        assert_eq!(sent_out, BATCHES_IN_FLIGHT, "every batch is out");
+        let total = WRITES_PER_BATCH_MAX as u64 + 10;
+        let waiting: Vec<_> = (100..100 + total)
+            .map(|number| spawn_write(&batcher, number))
+            .collect();
+        settle().await;
+        // The caller of write 100 gives up (as a forward does when the leader changes).
+        waiting[0].abort();
+        settle().await;
+        batcher.sender.hold.add_permits(1000);
+        for task in out.into_iter().chain(waiting.into_iter().skip(1)) {
+            task.await.unwrap().unwrap();
+        }
+        let later: Vec<Vec<u64>> = batches(&batcher).split_off(sent_out);
+        assert!(
+            later
+                .iter()
+                .all(|batch| batch.len() <= WRITES_PER_BATCH_MAX),
+            "{later:?}"
+        );
+        let sent: Vec<u64> = later.into_iter().flatten().collect();
+        assert_eq!(
+            sent,
+            (101..100 + total).collect::<Vec<_>>(),
+            "all but write 100, in order"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_fails_each_write_as_a_forward_alone_would() {
+        let short = batcher(100, |mut answers| {
+            answers.pop();
+            Ok(Ok(answers))
+        });
+        let refused = batcher(100, |_| {
+            Ok(Err(ConsensusError::NoLeader { leader_hint: None }))
+        });
+        let lost = batcher(100, |_| {
+            Err(PeerCallError::Failed {
+                address: "leader:1".into(),
+                code: "Unknown".into(),
+                message: "connection reset".into(),
+            })
+        });
+        let never_sent = batcher(100, |_| {
+            Err(PeerCallError::Failed {
+                address: "leader:1".into(),
+                code: "Unavailable".into(),
+                message: "tcp connect error: Connection refused".into(),
+            })
+        });
+        for (batcher, unknown) in [
+            (short, true),
+            (refused, false),
+            (lost, true),
+            (never_sent, false),
+        ] {
+            let error = spawn_write(&batcher, 1).await.unwrap().unwrap_err();
+            assert_eq!(
+                matches!(error, ConsensusError::LeaderUnreachable { .. }),
+                unknown,
+                "{error:?}"
+            );
+        }
+    }
+}
