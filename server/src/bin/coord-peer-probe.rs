@@ -1,5 +1,6 @@
 //! `coord-peer-probe`: sends one forged message to a member's peer port and prints the status
-//! it got, for the hostile-input tests (`tests/tests/hostile.rs`). Not for production use.
+//! it got (and, for a forged forwarded write, the answer decoded), for the hostile-input tests
+//! (`tests/tests/hostile.rs`). Not for production use.
 //!
 //! `coord-peer-probe PEER_ADDRESS CLUSTER_ID TERM PROBE` (PROBE: see `consensus::Probe`).
 
@@ -12,7 +13,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use coord_proto::v1::peer::peer_client::PeerClient;
-use coord_server::consensus::{forge, peer_request, Probe, ProbeMethod};
+use coord_server::consensus::{
+    decode_peer, forge, peer_request, ConsensusError, MessageKind, Probe, ProbeMethod, Written,
+};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
@@ -43,6 +46,12 @@ async fn main() -> ExitCode {
         ProbeMethod::Forward => client.forward(request).await,
     };
     match reply {
+        // A forwarded write is answered with its outcome: show it.
+        Ok(reply) if probe == Probe::ForwardOversize => {
+            let answer: Result<Result<Written, ConsensusError>, _> =
+                decode_peer(reply.get_ref(), MessageKind::Write);
+            println!("accepted {answer:?}");
+        }
         Ok(_) => println!("accepted"),
         Err(status) => println!("refused {:?}: {}", status.code(), status.message()),
     }
