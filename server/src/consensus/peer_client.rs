@@ -239,9 +239,11 @@ impl PeerClients {
             }
         }
     }
+}
 
-    /// Runs `call` on the leader `leader` at `address`, once.
-    pub async fn forward<C: LeaderCall>(
+/// Runs a call on the leader as a `Peer.Forward` call of its own.
+impl<C: LeaderCall> Forwarder<C> for PeerClients {
+    async fn forward(
         &self,
         leader: MemberId,
         address: &str,
@@ -252,17 +254,5 @@ impl PeerClients {
             .call(address, PeerMethod::Forward, C::KIND, call, timeout)
             .await;
         reply.unwrap_or_else(|error| Err(error.for_leader_call(leader)))
-    }
-}
-
-impl<C: LeaderCall> Forwarder<C> for PeerClients {
-    async fn forward(
-        &self,
-        leader: MemberId,
-        address: &str,
-        call: &C,
-        timeout: Duration,
-    ) -> Result<C::Reply, ConsensusError> {
-        PeerClients::forward(self, leader, address, call, timeout).await
     }
 }
