@@ -1,7 +1,7 @@
 //! `coord-bench`: small benchmarks that print numbers (never assert on them).
 //!
 //! ```text
-//! coord-bench writes  [--endpoints E] [--clients 32] [--ops 20000] [--value-bytes 100]
+//! coord-bench writes  [--endpoints E] [--clients 32] [--ops 20000] [--value-bytes 100] [--no-discovery]
 //! coord-bench reads   [--endpoints E] [--clients 32] [--ops 20000] [--consistency linearizable|serializable]
 //! coord-bench restart [--nodes 100000]
 //! coord-bench failover [--runs 5] [--writers 4] [--fault kill|stop|term|move|all]
@@ -13,7 +13,9 @@
 //! `sessions`, `watches`, `watch-latency` and `locks` always start a 3-member cluster of
 //! their own.
 //! Without `--endpoints`, `writes` and `reads` start their own servers in a temporary directory
-//! (`--members 1` or `3`; the `coord-server` binary next to this one).
+//! (`--members 1` or `3`; the `coord-server` binary next to this one). `writes --no-discovery`
+//! keeps the client on the endpoints given: with a follower's endpoint alone, every write is
+//! forwarded to the leader.
 //! With `COORD_TEST_TLS=1` every member it starts serves both ports over TLS (peer mutual TLS)
 //! and every client connects over TLS with a client certificate: the same run, TLS on.
 //! `COORD_TOKEN` gives the clients a bearer token (a cluster with auth enabled, `--endpoints`).
@@ -78,7 +80,7 @@ async fn main() -> anyhow::Result<()> {
         Some("watch-latency") => watch_latency(&arguments).await,
         Some("locks") => locks(&arguments).await,
         _ => {
-            report("usage: coord-bench writes   [--endpoints E | --members N] [--clients N] [--ops N] [--value-bytes B]");
+            report("usage: coord-bench writes   [--endpoints E | --members N] [--clients N] [--ops N] [--value-bytes B] [--no-discovery]");
             report("       coord-bench reads    [--endpoints E | --members N] [--clients N] [--ops N] [--consistency C]");
             report("       coord-bench restart  [--nodes N]");
             report(
@@ -103,7 +105,10 @@ async fn writes(arguments: &[String]) -> anyhow::Result<()> {
         .context("--value-bytes")?;
     let directory = tempfile::tempdir()?;
     let (_target, endpoints) = target(arguments, directory.path()).await;
-    let client = connect(endpoints.split(',')).await?;
+    let discover = !arguments
+        .iter()
+        .any(|argument| argument == "--no-discovery");
+    let client = connect_discovering(endpoints.split(','), discover).await?;
     let root = format!("/bench-{}", std::process::id());
     client.create(&root, "", &CreateOptions::default()).await?;
     let value = vec![b'v'; value_bytes];
@@ -151,9 +156,24 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<str>,
 {
+    connect_discovering(endpoints, true).await
+}
+
+/// `connect`, discovering the other members (and sending writes to the leader) only when
+/// `discover`; without, the client uses `endpoints` alone, as a client that cannot reach the
+/// other members would.
+async fn connect_discovering<I, S>(
+    endpoints: I,
+    discover: bool,
+) -> Result<Client, coord_client::Error>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
     let options = coord_client::ClientOptions {
         tls: coord_tests::pki::harness_client_tls(),
         token: std::env::var("COORD_TOKEN").ok(),
+        discover_members: discover,
         ..coord_client::ClientOptions::default()
     };
     Client::connect_with(endpoints, options).await
