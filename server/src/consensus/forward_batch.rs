@@ -86,7 +86,8 @@ struct Queued {
 /// The follower's queues of writes for the leader, one per leader (see the module doc).
 pub struct ForwardBatcher<S: BatchSender = PeerClients> {
     sender: Arc<S>,
-    queues: Mutex<HashMap<(MemberId, String), mpsc::UnboundedSender<Queued>>>,
+    /// Per leader: its peer address and the queue to it.
+    queues: Mutex<HashMap<MemberId, (String, mpsc::UnboundedSender<Queued>)>>,
     writes_per_forward: Histogram,
 }
 
@@ -135,9 +136,10 @@ impl<S: BatchSender> ForwardBatcher<S> {
     /// The queue to `leader` at `address`, with its drain task started on first use.
     fn queue(&self, leader: MemberId, address: &str) -> mpsc::UnboundedSender<Queued> {
         let mut queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
-        let key = (leader, address.to_owned());
-        if let Some(queue) = queues.get(&key).filter(|queue| !queue.is_closed()) {
-            return queue.clone();
+        if let Some((known, queue)) = queues.get(&leader) {
+            if known == address && !queue.is_closed() {
+                return queue.clone();
+            }
         }
         let (queue, waiting) = mpsc::unbounded_channel();
         let drain = Drain {
@@ -147,7 +149,8 @@ impl<S: BatchSender> ForwardBatcher<S> {
             writes_per_forward: self.writes_per_forward.clone(),
         };
         tokio::spawn(drain.run(waiting));
-        queues.insert(key, queue.clone());
+        // A queue to the leader's old address ends once its writes have left.
+        queues.insert(leader, (address.to_owned(), queue.clone()));
         queue
     }
 }
@@ -365,6 +368,19 @@ mod tests {
         }
     }
 
+    /// Writes 1 to `BATCHES_IN_FLIGHT`, one at a time, so that each leaves alone and every
+    /// batch the queue may have out is taken (the fake leader holds them).
+    async fn fill_in_flight(
+        batcher: &Arc<ForwardBatcher<FakeLeader>>,
+    ) -> Vec<tokio::task::JoinHandle<Result<Written, ConsensusError>>> {
+        let mut out = Vec::new();
+        for number in 1..=BATCHES_IN_FLIGHT as u64 {
+            out.push(spawn_write(batcher, number));
+            settle().await;
+        }
+        out
+    }
+
     fn batches(batcher: &ForwardBatcher<FakeLeader>) -> Vec<Vec<u64>> {
         batcher.sender.batches.lock().unwrap().clone()
     }
@@ -372,11 +388,7 @@ mod tests {
     #[tokio::test]
     async fn a_lone_write_leaves_at_once_and_writes_queued_behind_busy_batches_leave_together() {
         let batcher = batcher(0, |answers| Ok(Ok(answers)));
-        let mut first = Vec::new();
-        for number in 1..=BATCHES_IN_FLIGHT as u64 {
-            first.push(spawn_write(&batcher, number));
-            settle().await;
-        }
+        let first = fill_in_flight(&batcher).await;
         let alone: Vec<Vec<u64>> = (1..=BATCHES_IN_FLIGHT as u64).map(|n| vec![n]).collect();
         assert_eq!(batches(&batcher), alone, "each left alone, unanswered");
         let waiting: Vec<_> = (10..20)
@@ -411,11 +423,7 @@ mod tests {
     #[tokio::test]
     async fn a_batch_holds_at_most_its_limit_and_a_write_given_up_is_not_sent() {
         let batcher = batcher(0, |answers| Ok(Ok(answers)));
-        let mut out = Vec::new();
-        for number in 1..=BATCHES_IN_FLIGHT as u64 {
-            out.push(spawn_write(&batcher, number));
-            settle().await;
-        }
+        let out = fill_in_flight(&batcher).await;
         let sent_out = batches(&batcher).len();
         assert_eq!(sent_out, BATCHES_IN_FLIGHT, "every batch is out");
         let total = WRITES_PER_BATCH_MAX as u64 + 10;
