@@ -113,6 +113,28 @@ fn decode_entry(index: u64, bytes: &[u8]) -> Result<Entry, StorageError<u64>> {
     Ok(entry)
 }
 
+/// Runs an append's synced write on this worker thread itself when the runtime has another
+/// worker to go on with the rest, and as [`blocking`] otherwise (one worker, or a
+/// current-thread runtime), so that a lone worker is never held by a disk.
+///
+/// openraft 0.9's core awaits every append's flush before its next step, so nothing of the
+/// core's waits less either way; what `block_in_place` adds is handing this worker's queue to
+/// another thread on every append, a thread wake-up on the path of every write. Measured
+/// (coord-bench, 3 release members, alternating): one writer 814, 816, 724 writes/s against
+/// 897, 877, 783 in place; 16 lock contenders 377 and 381 hand-offs/s against 422 and 402.
+/// The cost: a task woken into this worker's own slot just before waits for the fsync.
+async fn on_this_worker<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StorageError<u64>> + Send + 'static,
+) -> Result<T, StorageError<u64>> {
+    let runtime = tokio::runtime::Handle::current();
+    if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+        && runtime.metrics().num_workers() > 1
+    {
+        return work();
+    }
+    blocking(work).await
+}
+
 /// Runs a blocking RocksDB call so that it does not stall the runtime: in place on a
 /// multi-threaded runtime (the worker's other tasks move to another worker), which saves the
 /// two thread hand-offs of `spawn_blocking` on every append and log read; on another runtime
@@ -272,7 +294,7 @@ impl RaftLogStorage<TypeConfig> for LogStorage {
             .append_seconds
             .as_ref()
             .map(prometheus::Histogram::start_timer);
-        let result = blocking(move || log_db.append(&records).map_err(write_fault)).await;
+        let result = on_this_worker(move || log_db.append(&records).map_err(write_fault)).await;
         if let Some(timer) = timer {
             timer.observe_duration();
         }
@@ -312,5 +334,43 @@ impl RaftLogStorage<TypeConfig> for LogStorage {
                 .map_err(write_fault)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Runs `on_this_worker` on a multi-threaded runtime of `workers`, with work that waits
+    /// for a task spawned just before it; whether that task ran meanwhile.
+    fn spawned_task_ran_during_the_work(workers: usize) -> bool {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .build()
+            .expect("a runtime starts");
+        // On a worker, as the log store's appends are (`block_on` runs on this thread).
+        let on_a_worker = runtime.spawn(async {
+            let (sender, receiver) = mpsc::channel();
+            let spawned = tokio::spawn(async move { sender.send(()) });
+            let ran =
+                on_this_worker(move || Ok(receiver.recv_timeout(Duration::from_secs(10)).is_ok()))
+                    .await
+                    .expect("the work does not fail");
+            let _ = spawned.await;
+            ran
+        });
+        runtime
+            .block_on(on_a_worker)
+            .expect("the task does not panic")
+    }
+
+    #[test]
+    fn a_lone_worker_is_never_held_by_an_append() {
+        // The work runs elsewhere, so the spawned task runs on the worker meanwhile; were the
+        // work run on the lone worker, the task could not run until the work gave up waiting.
+        assert!(spawned_task_ran_during_the_work(1));
     }
 }
