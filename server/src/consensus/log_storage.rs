@@ -344,15 +344,16 @@ mod tests {
 
     use super::*;
 
-    /// Runs `on_this_worker` on a multi-threaded runtime of `workers`, with work that waits
-    /// for a task spawned just before it; whether that task ran meanwhile.
-    fn spawned_task_ran_during_the_work(workers: usize) -> bool {
+    #[test]
+    fn a_lone_worker_is_never_held_by_an_append() {
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(workers)
+            .worker_threads(1)
             .build()
             .expect("a runtime starts");
-        // On a worker, as the log store's appends are (`block_on` runs on this thread).
-        let on_a_worker = runtime.spawn(async {
+        // On the worker, as the log store's appends are (`block_on` runs on this thread). The
+        // work waits for a task spawned just before it: it runs elsewhere, so the task runs on
+        // the worker meanwhile; run on the lone worker, it would wait until it gave up.
+        let on_the_worker = runtime.spawn(async {
             let (sender, receiver) = mpsc::channel();
             let spawned = tokio::spawn(async move { sender.send(()) });
             let ran =
@@ -362,15 +363,12 @@ mod tests {
             let _ = spawned.await;
             ran
         });
-        runtime
-            .block_on(on_a_worker)
-            .expect("the task does not panic")
-    }
-
-    #[test]
-    fn a_lone_worker_is_never_held_by_an_append() {
-        // The work runs elsewhere, so the spawned task runs on the worker meanwhile; were the
-        // work run on the lone worker, the task could not run until the work gave up waiting.
-        assert!(spawned_task_ran_during_the_work(1));
+        let ran = runtime
+            .block_on(on_the_worker)
+            .expect("the task does not panic");
+        assert!(
+            ran,
+            "the spawned task did not run while the append's work waited"
+        );
     }
 }
