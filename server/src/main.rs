@@ -5,6 +5,16 @@ use clap::Parser;
 use coord_server::config::ServerConfig;
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc rather than glibc's malloc for the server's own (Rust) allocations; RocksDB's C++
+/// keeps glibc's. Measured (release, November 2026): glibc's malloc and free were about 17 % of
+/// the members' CPU samples under 64 concurrent linearizable reads (`perf record`), and one
+/// member under `valgrind --tool=callgrind` running 4,000 writes and 8,000 linearizable reads
+/// (8 clients each) executed 1,143 million instructions with glibc against 1,055 million with
+/// mimalloc (-7.7 %). Resident memory: about 18 MiB more per idle member (a heap per thread),
+/// and the same per watch (489 bytes against 492, `coord-bench watches`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let config = ServerConfig::parse();
     // A panic means a broken invariant; the member must stop rather than keep serving with a
