@@ -350,9 +350,10 @@ mod tests {
             .worker_threads(1)
             .build()
             .expect("a runtime starts");
-        // On the worker, as the log store's appends are (`block_on` runs on this thread). The
-        // work waits for a task spawned just before it: it runs elsewhere, so the task runs on
-        // the worker meanwhile; run on the lone worker, it would wait until it gave up.
+        // Spawned, so that it runs on the lone worker as the log store's appends do (`block_on`
+        // below only waits for it, on this test's thread). The work waits for a task spawned
+        // just before it: run elsewhere, the task runs on the worker meanwhile; run on the lone
+        // worker, it would wait until it gave up.
         let on_the_worker = runtime.spawn(async {
             let (sender, receiver) = mpsc::channel();
             let spawned = tokio::spawn(async move { sender.send(()) });
