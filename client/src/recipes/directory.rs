@@ -112,7 +112,10 @@ pub(crate) async fn list_directory(client: &Client, directory: &str) -> Result<L
     list_directory_at(client, directory, Consistency::Linearizable).await
 }
 
-/// Lists `directory` as `list_directory` does, with pages read at `consistency`.
+/// Lists `directory` as `list_directory` does, with pages read at `consistency`. A page after
+/// the first is read at the first page's revision or later, never earlier (another member may
+/// answer it): a node that precedes ours, deleted by then, must not show on a later page, as a
+/// watch from after the first page's revision would never see it go.
 pub(crate) async fn list_directory_at(
     client: &Client,
     directory: &str,
@@ -122,6 +125,7 @@ pub(crate) async fn list_directory_at(
     let mut revision = None;
     let mut page_token: Option<String> = None;
     let last_revision = loop {
+        let consistency = page_consistency(consistency, revision);
         let page = client
             .children_page(directory, 0, page_token.as_deref(), true, consistency)
             .await?;
@@ -143,9 +147,32 @@ pub(crate) async fn list_directory_at(
     ))
 }
 
+/// How to read a page of a listing asked for at `consistency` whose first page (if read yet)
+/// reflects revision `first`: never before it.
+fn page_consistency(consistency: Consistency, first: Option<u64>) -> Consistency {
+    match (consistency, first) {
+        (Consistency::Linearizable, _) | (_, None) => consistency,
+        (Consistency::MinRevision(at), Some(first)) => Consistency::MinRevision(at.max(first)),
+        (Consistency::Serializable, Some(first)) => Consistency::MinRevision(first),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_later_page_is_never_read_before_the_first_pages_revision() {
+        let at = |revision| Consistency::MinRevision(revision);
+        assert_eq!(page_consistency(at(5), None), at(5));
+        assert_eq!(page_consistency(at(5), Some(9)), at(9));
+        assert_eq!(page_consistency(at(12), Some(9)), at(12));
+        assert_eq!(page_consistency(Consistency::Serializable, Some(9)), at(9));
+        assert_eq!(
+            page_consistency(Consistency::Linearizable, Some(9)),
+            Consistency::Linearizable
+        );
+    }
 
     fn listing(names: &[&str]) -> Listing {
         let children = names.iter().enumerate().map(|(index, name)| {
