@@ -340,9 +340,52 @@ impl RaftLogStorage<TypeConfig> for LogStorage {
 #[cfg(test)]
 mod tests {
     use std::sync::mpsc;
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
+
+    use openraft::testing::{StoreBuilder, Suite};
 
     use super::*;
+    use crate::consensus::state_machine::{ApplyObserver, StateMachine};
+    use crate::consensus::timings::RaftTimings;
+    use crate::fsm::{Namespace, Revision, SessionChange, WatchEvent};
+    use crate::storage::SnapshotFile;
+
+    struct Unobserved;
+
+    impl ApplyObserver for Unobserved {
+        fn applied(&self, _: Revision, _: Vec<WatchEvent>, _: Vec<SessionChange>, _: Instant) {}
+        fn restored(&self, _: &Namespace, _: Instant) {}
+    }
+
+    /// A log and a state machine in a new temporary directory, which lives as long as they do.
+    struct InTempDir;
+
+    impl StoreBuilder<TypeConfig, LogStorage, StateMachine, tempfile::TempDir> for InTempDir {
+        async fn build(
+            &self,
+        ) -> Result<(tempfile::TempDir, LogStorage, StateMachine), StorageError<u64>> {
+            let dir = tempfile::tempdir().expect("a temporary directory");
+            let log_db = LogDb::open(&dir.path().join("log")).expect("the log opens");
+            let log = LogStorage::new(
+                log_db,
+                Arc::new(AtomicU64::new(0)),
+                Arc::new(LastLogId::default()),
+            );
+            let timings = RaftTimings::new().expect("the metrics register");
+            let state_machine =
+                StateMachine::open(SnapshotFile::new(dir.path()), Arc::new(Unobserved), timings)
+                    .expect("the state machine opens");
+            Ok((dir, log, state_machine))
+        }
+    }
+
+    /// openraft's own conformance suite for a log store and a state machine: the log state
+    /// after appends, truncation and purge, the vote and committed index read back, entries
+    /// applied and membership tracked, snapshots built and installed.
+    #[test]
+    fn the_log_and_state_machine_pass_openraft_s_storage_suite() {
+        Suite::test_all(InTempDir).expect("openraft's storage suite passes");
+    }
 
     #[test]
     fn a_lone_worker_is_never_held_by_an_append() {
