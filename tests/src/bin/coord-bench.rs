@@ -67,9 +67,30 @@ fn rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+fn usage() {
+    report("usage: coord-bench writes   [--endpoints E | --members N] [--clients N] [--ops N] [--value-bytes B] [--no-discovery]");
+    report("       coord-bench reads    [--endpoints E | --members N] [--clients N] [--ops N] [--consistency C]");
+    report("       coord-bench restart  [--nodes N]");
+    report(
+        "       coord-bench failover [--runs N] [--writers N] [--fault kill|stop|term|move|all]",
+    );
+    report("       coord-bench sessions [--sessions N] [--ttl D] [--window D]");
+    report("       coord-bench watches  [--watches N] [--members-watched 1-3]");
+    report("       coord-bench watch-latency [--watchers N] [--writes N] [--rate R]");
+    report("       coord-bench locks [--contenders N] [--seconds N] [--uncontended N]");
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let arguments: Vec<String> = std::env::args().collect();
+    // Asked for help, print it rather than run a benchmark with the defaults.
+    if arguments
+        .iter()
+        .any(|argument| argument == "--help" || argument == "-h")
+    {
+        usage();
+        return Ok(());
+    }
     match arguments.get(1).map(String::as_str) {
         Some("writes") => writes(&arguments).await,
         Some("restart") => restart(&arguments).await,
@@ -80,16 +101,7 @@ async fn main() -> anyhow::Result<()> {
         Some("watch-latency") => watch_latency(&arguments).await,
         Some("locks") => locks(&arguments).await,
         _ => {
-            report("usage: coord-bench writes   [--endpoints E | --members N] [--clients N] [--ops N] [--value-bytes B] [--no-discovery]");
-            report("       coord-bench reads    [--endpoints E | --members N] [--clients N] [--ops N] [--consistency C]");
-            report("       coord-bench restart  [--nodes N]");
-            report(
-                "       coord-bench failover [--runs N] [--writers N] [--fault kill|stop|term|move|all]",
-            );
-            report("       coord-bench sessions [--sessions N] [--ttl D] [--window D]");
-            report("       coord-bench watches  [--watches N] [--members-watched 1-3]");
-            report("       coord-bench watch-latency [--watchers N] [--writes N] [--rate R]");
-            report("       coord-bench locks [--contenders N] [--seconds N] [--uncontended N]");
+            usage();
             std::process::exit(2);
         }
     }
