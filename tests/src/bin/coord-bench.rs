@@ -67,17 +67,75 @@ fn rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// The usage text; every flag a command accepts (`COMMANDS`) appears on its line.
+const USAGE: &str = "\
+usage: coord-bench writes   [--endpoints E | --members N] [--clients N] [--ops N] [--value-bytes B] [--no-discovery]
+       coord-bench reads    [--endpoints E | --members N] [--clients N] [--ops N] [--consistency C]
+       coord-bench restart  [--nodes N]
+       coord-bench failover [--runs N] [--writers N] [--fault kill|stop|term|move|all]
+       coord-bench sessions [--sessions N] [--ttl D] [--window D]
+       coord-bench watches  [--watches N] [--members-watched 1-3]
+       coord-bench watch-latency [--watchers N] [--writes N] [--rate R]
+       coord-bench locks [--contenders N] [--seconds N] [--uncontended N]";
+
+/// Each command with the flags that take a value and the flags that stand alone.
+const COMMANDS: &[(&str, &[&str], &[&str])] = &[
+    (
+        "writes",
+        &[
+            "--endpoints",
+            "--members",
+            "--clients",
+            "--ops",
+            "--value-bytes",
+        ],
+        &["--no-discovery"],
+    ),
+    (
+        "reads",
+        &[
+            "--endpoints",
+            "--members",
+            "--clients",
+            "--ops",
+            "--consistency",
+        ],
+        &[],
+    ),
+    ("restart", &["--nodes"], &[]),
+    ("failover", &["--runs", "--writers", "--fault"], &[]),
+    ("sessions", &["--sessions", "--ttl", "--window"], &[]),
+    ("watches", &["--watches", "--members-watched"], &[]),
+    ("watch-latency", &["--watchers", "--writes", "--rate"], &[]),
+    (
+        "locks",
+        &["--contenders", "--seconds", "--uncontended"],
+        &[],
+    ),
+];
+
 fn usage() {
-    report("usage: coord-bench writes   [--endpoints E | --members N] [--clients N] [--ops N] [--value-bytes B] [--no-discovery]");
-    report("       coord-bench reads    [--endpoints E | --members N] [--clients N] [--ops N] [--consistency C]");
-    report("       coord-bench restart  [--nodes N]");
-    report(
-        "       coord-bench failover [--runs N] [--writers N] [--fault kill|stop|term|move|all]",
-    );
-    report("       coord-bench sessions [--sessions N] [--ttl D] [--window D]");
-    report("       coord-bench watches  [--watches N] [--members-watched 1-3]");
-    report("       coord-bench watch-latency [--watchers N] [--writes N] [--rate R]");
-    report("       coord-bench locks [--contenders N] [--seconds N] [--uncontended N]");
+    report(USAGE);
+}
+
+/// Refuses what `command` does not take: a misspelt flag (`--contender 4`) would otherwise run
+/// the benchmark with the default and print numbers for a load nobody asked for.
+fn check_flags(command: &str, flags: &[String]) -> anyhow::Result<()> {
+    let Some((_, values, switches)) = COMMANDS.iter().find(|(name, _, _)| *name == command) else {
+        anyhow::bail!("unknown command {command:?}");
+    };
+    let mut rest = flags.iter();
+    while let Some(argument) = rest.next() {
+        if values.contains(&argument.as_str()) {
+            match rest.next() {
+                Some(value) if !value.starts_with("--") => {}
+                _ => anyhow::bail!("coord-bench {command}: {argument} needs a value"),
+            }
+        } else if !switches.contains(&argument.as_str()) {
+            anyhow::bail!("coord-bench {command}: unknown argument {argument:?} (see --help)");
+        }
+    }
+    Ok(())
 }
 
 #[tokio::main]
@@ -90,6 +148,12 @@ async fn main() -> anyhow::Result<()> {
     {
         usage();
         return Ok(());
+    }
+    let command = arguments.get(1).map(String::as_str).unwrap_or_default();
+    if let Err(error) = check_flags(command, arguments.get(2..).unwrap_or_default()) {
+        report(&error.to_string());
+        usage();
+        std::process::exit(2);
     }
     match arguments.get(1).map(String::as_str) {
         Some("writes") => writes(&arguments).await,
@@ -969,4 +1033,57 @@ async fn locks_contended(
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn arguments(line: &str) -> Vec<String> {
+        line.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn a_misspelt_or_unknown_flag_is_refused() {
+        let error = check_flags("locks", &arguments("--contender 4")).unwrap_err();
+        assert!(error.to_string().contains("\"--contender\""), "{error}");
+        assert!(check_flags("locks", &arguments("--seconds 5 extra")).is_err());
+        assert!(check_flags("reads", &arguments("--no-discovery")).is_err());
+        assert!(check_flags("nonsense", &[]).is_err());
+    }
+
+    #[test]
+    fn a_flag_without_its_value_is_refused() {
+        let error = check_flags("writes", &arguments("--endpoints")).unwrap_err();
+        assert!(
+            error.to_string().contains("--endpoints needs a value"),
+            "{error}"
+        );
+        assert!(check_flags("writes", &arguments("--clients --ops 5")).is_err());
+    }
+
+    #[test]
+    fn every_flag_a_command_takes_is_accepted_and_in_its_usage_line() {
+        for (command, values, switches) in COMMANDS {
+            let line = USAGE
+                .lines()
+                .find(|line| {
+                    let mut words = line
+                        .split_whitespace()
+                        .skip_while(|word| *word != "coord-bench");
+                    words.nth(1) == Some(command)
+                })
+                .unwrap_or_else(|| panic!("no usage line for {command}"));
+            let mut given = Vec::new();
+            for flag in values.iter() {
+                assert!(line.contains(flag), "{flag} missing from {line:?}");
+                given.extend([flag.to_string(), "1".to_owned()]);
+            }
+            for flag in switches.iter() {
+                assert!(line.contains(flag), "{flag} missing from {line:?}");
+                given.push(flag.to_string());
+            }
+            check_flags(command, &given).unwrap();
+        }
+    }
 }
