@@ -32,7 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use coord_proto::v1 as pb;
-use coord_tls::{ClientTls, TlsConnector};
+use coord_tls::{ClientTls, TcpConnector, TlsConnector};
 use tokio::time::Instant;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
@@ -309,7 +309,6 @@ fn channel(
     })?;
     let endpoint = endpoint
         .connect_timeout(connect_timeout)
-        .tcp_nodelay(true)
         // A member that is paused, frozen or cut off keeps its TCP connection open but stops
         // answering pings: the connection (and every call on it) then fails within about
         // KEEPALIVE_INTERVAL + KEEPALIVE_TIMEOUT, and the call moves to the next endpoint. A
@@ -317,11 +316,13 @@ fn channel(
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)
         .keep_alive_while_idle(true);
+    // Our own connectors, with TCP_NODELAY and each request's HTTP/2 frames gathered into one
+    // write (`coord_tls::Coalesce`).
     Ok(match tls {
         Some(tls) => {
             endpoint.connect_with_connector_lazy(TlsConnector::new(tls.clone(), connect_timeout))
         }
-        None => endpoint.connect_lazy(),
+        None => endpoint.connect_with_connector_lazy(TcpConnector::new(connect_timeout)),
     })
 }
 

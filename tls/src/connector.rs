@@ -3,7 +3,7 @@
 //! client certificate is used from the next connection on.
 
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -12,15 +12,17 @@ use std::time::Duration;
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
 use thiserror::Error;
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tonic::codegen::http::Uri;
 use tonic::codegen::Service;
 
 use crate::client::ClientTls;
+use crate::coalesce::Coalesce;
 use crate::explain::explain_client_error;
+use crate::tcp::{host_and_port, Dial};
 
 /// A connection the connector opened.
-pub type TlsIo = TokioIo<Prefetched>;
+pub type TlsIo = TokioIo<Coalesce<Prefetched>>;
 
 /// A TLS stream whose first bytes were already read (to learn whether the server accepted
 /// this client), handed back to the reader before the rest.
@@ -181,15 +183,16 @@ impl TlsConnector {
         self
     }
 
+    fn dial(&self) -> Dial {
+        Dial {
+            connect_timeout: self.connect_timeout,
+            local_address: self.local_address,
+        }
+    }
+
     /// Connects to the host and port of `uri`.
     pub async fn connect(&self, uri: Uri) -> Result<TlsIo, ConnectError> {
-        let bad = |reason: &str| ConnectError::BadAddress {
-            uri: uri.to_string(),
-            reason: reason.to_owned(),
-        };
-        let host = uri.host().ok_or_else(|| bad("no host"))?;
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let port = uri.port_u16().ok_or_else(|| bad("no port"))?;
+        let (host, port) = host_and_port(&uri)?;
         let address = format!("{host}:{port}");
         let name = self
             .tls
@@ -197,20 +200,18 @@ impl TlsConnector {
             .server_name
             .clone()
             .unwrap_or_else(|| host.to_owned());
-        let name = ServerName::try_from(name).map_err(|error| bad(&error.to_string()))?;
-        let tcp = tokio::time::timeout(self.connect_timeout, self.tcp(host, port))
-            .await
-            .map_err(|_| ConnectError::Timeout {
-                address: address.clone(),
-                after: self.connect_timeout,
-            })??;
+        let name = ServerName::try_from(name).map_err(|error| ConnectError::BadAddress {
+            uri: uri.to_string(),
+            reason: error.to_string(),
+        })?;
+        let tcp = self.dial().tcp(&host, port).await?;
         let connector = tokio_rustls::TlsConnector::from(self.tls.config());
         let handshake = tokio::time::timeout(
             self.connect_timeout,
             Self::handshake(connector, name, tcp, &self.allowed_names),
         );
         match handshake.await {
-            Ok(Ok(stream)) => Ok(TokioIo::new(stream)),
+            Ok(Ok(stream)) => Ok(TokioIo::new(Coalesce::new(stream))),
             Ok(Err(error)) if interrupted(&error) => Err(ConnectError::Interrupted {
                 address,
                 reason: error.to_string(),
@@ -275,43 +276,6 @@ impl TlsConnector {
             first,
             offset: 0,
         })
-    }
-
-    async fn tcp(&self, host: &str, port: u16) -> Result<TcpStream, ConnectError> {
-        let address = format!("{host}:{port}");
-        let failed = |source| ConnectError::Connect {
-            address: address.clone(),
-            source,
-        };
-        let mut last_error = None;
-        for target in tokio::net::lookup_host((host, port))
-            .await
-            .map_err(failed)?
-        {
-            match self.tcp_to(target).await {
-                Ok(stream) => return Ok(stream),
-                Err(error) => last_error = Some(error),
-            }
-        }
-        Err(failed(last_error.unwrap_or_else(|| {
-            std::io::Error::new(std::io::ErrorKind::NotFound, "the name has no address")
-        })))
-    }
-
-    async fn tcp_to(&self, target: SocketAddr) -> std::io::Result<TcpStream> {
-        let socket = match target {
-            SocketAddr::V4(_) => TcpSocket::new_v4()?,
-            SocketAddr::V6(_) => TcpSocket::new_v6()?,
-        };
-        if let Some(local) = self.local_address {
-            if local.is_ipv4() == target.is_ipv4() {
-                socket.bind(SocketAddr::new(local, 0))?;
-            }
-        }
-        let stream = socket.connect(target).await?;
-        // A gRPC request is several small writes; Nagle would delay each after the first.
-        stream.set_nodelay(true)?;
-        Ok(stream)
     }
 }
 

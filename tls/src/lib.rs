@@ -1,7 +1,8 @@
 //! TLS for Coord: the certificates and keys of a member's two ports and of clients, read from
-//! PEM files and read again when those files change; a connector that opens TLS connections
-//! for tonic channels; the identity a certificate names; and plain-language explanations of
-//! the common handshake failures.
+//! PEM files and read again when those files change; the connectors that open TLS and
+//! plaintext connections for tonic channels, each request's HTTP/2 frames gathered into one
+//! write (`Coalesce`); the identity a certificate names; and plain-language explanations of the
+//! common handshake failures.
 //!
 //! Only rustls with the ring provider is used: no OpenSSL and no second crypto provider.
 //! Every configuration offers ALPN `h2`, since both ports speak gRPC over HTTP/2.
@@ -11,6 +12,7 @@
 //! old one stays, and the failure is logged once per change of the files).
 
 mod client;
+mod coalesce;
 mod connector;
 mod error;
 mod explain;
@@ -18,14 +20,17 @@ mod identity;
 mod pem;
 mod reload;
 mod server;
+mod tcp;
 
 pub use client::{ClientTls, ClientTlsFiles};
+pub use coalesce::{Coalesce, HELD_BYTES_MAX};
 pub use connector::{ConnectError, TlsConnector, TlsIo, HANDSHAKE_FAILED};
 pub use error::TlsError;
 pub use explain::{explain_alert_text, explain_client_error, explain_server_error};
 pub use identity::certificate_common_name;
 pub use reload::RELOAD_CHECK_INTERVAL;
 pub use server::{ClientCertificates, ServerTls, ServerTlsFiles};
+pub use tcp::{TcpConnector, TcpIo};
 
 /// The rustls objects callers need, so that they use the same rustls as this crate.
 pub use rustls;

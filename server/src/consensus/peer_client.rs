@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use coord_proto::v1::peer::peer_client::PeerClient;
 use coord_proto::v1::peer::PeerMessage;
-use coord_tls::{ClientTls, TlsConnector};
+use coord_tls::{ClientTls, TcpConnector, TlsConnector};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use thiserror::Error;
@@ -153,10 +153,10 @@ impl PeerDialer {
                 reason: error.to_string(),
             })?
             .connect_timeout(PEER_CONNECT_TIMEOUT)
-            .local_address(self.source_address)
-            .tcp_nodelay(true)
             .initial_stream_window_size(Some(PEER_STREAM_WINDOW_BYTES))
             .initial_connection_window_size(Some(PEER_CONNECTION_WINDOW_BYTES));
+        // Our own connectors (source address, TCP_NODELAY, each request's frames in one
+        // write: `coord_tls::Coalesce`) rather than tonic's.
         let channel = match &self.tls {
             Some(tls) => endpoint.connect_with_connector_lazy(
                 TlsConnector::new(tls.clone(), PEER_CONNECT_TIMEOUT)
@@ -164,7 +164,9 @@ impl PeerDialer {
                     .allowed_names(self.allowed_names.clone())
                     .log_refusals("peer"),
             ),
-            None => endpoint.connect_lazy(),
+            None => endpoint.connect_with_connector_lazy(
+                TcpConnector::new(PEER_CONNECT_TIMEOUT).local_address(self.source_address),
+            ),
         };
         Ok(PeerClient::new(channel)
             .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
