@@ -2,7 +2,6 @@
 //! connect_with_connector`), with the configuration current at each connect, so a rotated
 //! client certificate is used from the next connection on.
 
-use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,7 +13,6 @@ use rustls_pki_types::ServerName;
 use thiserror::Error;
 use tokio::net::TcpStream;
 use tonic::codegen::http::Uri;
-use tonic::codegen::Service;
 
 use crate::client::ClientTls;
 use crate::coalesce::Coalesce;
@@ -279,19 +277,4 @@ impl TlsConnector {
     }
 }
 
-type Connecting = Pin<Box<dyn Future<Output = Result<TlsIo, ConnectError>> + Send>>;
-
-impl Service<Uri> for TlsConnector {
-    type Response = TlsIo;
-    type Error = ConnectError;
-    type Future = Connecting;
-
-    fn poll_ready(&mut self, _context: &mut Context<'_>) -> Poll<Result<(), ConnectError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: Uri) -> Connecting {
-        let connector = self.clone();
-        Box::pin(async move { connector.connect(uri).await })
-    }
-}
+crate::tcp::connector_service!(TlsConnector, TlsIo);

@@ -2,16 +2,12 @@
 //! ones: from a chosen local address, with `TCP_NODELAY`, within a connect timeout, and with
 //! their writes gathered per flush (`Coalesce`). `Dial` is the TCP part both share.
 
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpSocket, TcpStream};
 use tonic::codegen::http::Uri;
-use tonic::codegen::Service;
 
 use crate::coalesce::Coalesce;
 use crate::connector::ConnectError;
@@ -120,19 +116,34 @@ impl TcpConnector {
     }
 }
 
-type Connecting = Pin<Box<dyn Future<Output = Result<TcpIo, ConnectError>> + Send>>;
+/// tonic's view of a connector (`Service<Uri>`) over its `connect(&self, Uri)`; shared by
+/// `TcpConnector` and `TlsConnector`.
+macro_rules! connector_service {
+    ($connector:ty, $io:ty) => {
+        impl tonic::codegen::Service<tonic::codegen::http::Uri> for $connector {
+            type Response = $io;
+            type Error = $crate::connector::ConnectError;
+            type Future = std::pin::Pin<
+                Box<
+                    dyn std::future::Future<Output = Result<$io, $crate::connector::ConnectError>>
+                        + Send,
+                >,
+            >;
 
-impl Service<Uri> for TcpConnector {
-    type Response = TcpIo;
-    type Error = ConnectError;
-    type Future = Connecting;
+            fn poll_ready(
+                &mut self,
+                _context: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<Result<(), $crate::connector::ConnectError>> {
+                std::task::Poll::Ready(Ok(()))
+            }
 
-    fn poll_ready(&mut self, _context: &mut Context<'_>) -> Poll<Result<(), ConnectError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: Uri) -> Connecting {
-        let connector = self.clone();
-        Box::pin(async move { connector.connect(uri).await })
-    }
+            fn call(&mut self, uri: tonic::codegen::http::Uri) -> Self::Future {
+                let connector = self.clone();
+                Box::pin(async move { connector.connect(uri).await })
+            }
+        }
+    };
 }
+pub(crate) use connector_service;
+
+connector_service!(TcpConnector, TcpIo);
