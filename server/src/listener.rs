@@ -285,10 +285,11 @@ impl AsyncRead for Connection {
             Transport::Plain(stream) => Pin::new(stream).poll_read(context, buf),
             Transport::Tls(stream) => Pin::new(stream).poll_read(context, buf),
         };
-        if let Poll::Ready(Ok(())) = polled {
-            let read = buf.filled()[before..].to_vec();
+        // Only the first bytes are checked; after them a read costs nothing more here.
+        if let (Poll::Ready(Ok(())), Some(_)) = (&polled, self.preface_checked) {
+            let read = &buf.filled()[before..];
             if !read.is_empty() {
-                self.check_preface(&read);
+                self.check_preface(read);
             }
         }
         polled
