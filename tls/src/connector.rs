@@ -122,8 +122,8 @@ fn interrupted(error: &std::io::Error) -> bool {
 #[derive(Clone)]
 pub struct TlsConnector {
     tls: Arc<ClientTls>,
-    connect_timeout: Duration,
-    local_address: Option<IpAddr>,
+    /// The TCP part: connect timeout and local address.
+    dial: Dial,
     /// When set, failed handshakes are logged as warnings (at most one a second per
     /// connector), naming this role.
     log_refusals: Option<(
@@ -140,8 +140,10 @@ impl TlsConnector {
     pub fn new(tls: Arc<ClientTls>, connect_timeout: Duration) -> TlsConnector {
         TlsConnector {
             tls,
-            connect_timeout,
-            local_address: None,
+            dial: Dial {
+                connect_timeout,
+                local_address: None,
+            },
             log_refusals: None,
             allowed_names: Arc::default(),
         }
@@ -177,15 +179,8 @@ impl TlsConnector {
 
     /// Binds outgoing connections to `address` (a member's `--peer-source-address`).
     pub fn local_address(mut self, address: Option<IpAddr>) -> TlsConnector {
-        self.local_address = address;
+        self.dial.local_address = address;
         self
-    }
-
-    fn dial(&self) -> Dial {
-        Dial {
-            connect_timeout: self.connect_timeout,
-            local_address: self.local_address,
-        }
     }
 
     /// Connects to the host and port of `uri`.
@@ -202,10 +197,10 @@ impl TlsConnector {
             uri: uri.to_string(),
             reason: error.to_string(),
         })?;
-        let tcp = self.dial().tcp(&host, port).await?;
+        let tcp = self.dial.tcp(&host, port).await?;
         let connector = tokio_rustls::TlsConnector::from(self.tls.config());
         let handshake = tokio::time::timeout(
-            self.connect_timeout,
+            self.dial.connect_timeout,
             Self::handshake(connector, name, tcp, &self.allowed_names),
         );
         match handshake.await {
@@ -224,7 +219,7 @@ impl TlsConnector {
             }
             Err(_) => Err(ConnectError::Interrupted {
                 address,
-                reason: format!("no answer within {:?}", self.connect_timeout),
+                reason: format!("no answer within {:?}", self.dial.connect_timeout),
             }),
         }
     }

@@ -23,7 +23,7 @@ mod server;
 mod tcp;
 
 pub use client::{ClientTls, ClientTlsFiles};
-pub use coalesce::{Coalesce, HELD_BYTES_MAX};
+pub use coalesce::Coalesce;
 pub use connector::{ConnectError, TlsConnector, TlsIo, HANDSHAKE_FAILED};
 pub use error::TlsError;
 pub use explain::{explain_alert_text, explain_client_error, explain_server_error};
