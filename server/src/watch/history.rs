@@ -34,6 +34,12 @@ pub struct HistoryLimits {
 
 /// Most paths that describe an elided revision.
 const SCOPE_PATHS_MAX: usize = 16;
+/// Most entries whose room the history sets aside when it starts (about 128 MiB of address
+/// space at most, touched only as entries arrive). Up to this bound the history never grows
+/// its buffer: growing meant copying every entry held into new memory while the applier held
+/// the lock, several milliseconds when the default 100,000 events were first reached, and a
+/// few percent of a busy member's CPU until then (`perf`, `coord-bench writes --clients 64`).
+const RESERVED_ENTRIES_MAX: usize = 1 << 20;
 
 /// A revision too large to keep event by event: where it changed, and how much.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -232,7 +238,7 @@ impl EventHistory {
     /// An empty history that serves watches starting after `applied`.
     pub fn new(applied: Revision, limits: HistoryLimits) -> EventHistory {
         EventHistory {
-            entries: VecDeque::new(),
+            entries: VecDeque::with_capacity(limits.events_max.min(RESERVED_ENTRIES_MAX)),
             bytes: 0,
             first_revision: Revision(applied.0 + 1),
             limits,
@@ -259,8 +265,9 @@ impl EventHistory {
     }
 
     /// Appends the events of newly applied revisions (in order), a revision too large for the
-    /// bounds as its `ElidedRevision`, then evicts whole revisions from the front while over a
-    /// bound.
+    /// bounds as its `ElidedRevision`, evicting whole revisions from the front to stay within
+    /// the bounds. Room is made before each revision goes in, so the history never holds more
+    /// than `events_max` entries, even for a moment, and its buffer never has to grow.
     pub fn extend(&mut self, events: Vec<WatchEvent>) {
         let mut events = events.into_iter().peekable();
         while let Some(first) = events.next() {
@@ -277,18 +284,30 @@ impl EventHistory {
             if group.len() > self.limits.events_max || bytes > self.limits.bytes_max {
                 let paths: BTreeSet<NodePath> =
                     group.iter().map(|event| event.path.clone()).collect();
-                self.push(Entry::Elided(ElidedRevision {
+                let elided = Entry::Elided(ElidedRevision {
                     revision,
                     scope: cover(&paths),
                     events: group.len(),
-                }));
+                });
+                self.evict(1, elided.bytes());
+                self.push(elided);
             } else {
+                self.evict(group.len(), bytes);
                 for event in group {
                     self.push(Entry::Event(event));
                 }
             }
         }
-        while self.entries.len() > self.limits.events_max || self.bytes > self.limits.bytes_max {
+        // An elided revision larger than the bounds by itself does not stay either.
+        self.evict(0, 0);
+    }
+
+    /// Evicts whole revisions from the front until `entries` more entries of `bytes` more
+    /// bytes fit within the bounds (or nothing is left).
+    fn evict(&mut self, entries: usize, bytes: usize) {
+        while self.entries.len() + entries > self.limits.events_max
+            || self.bytes + bytes > self.limits.bytes_max
+        {
             let Some(front) = self.entries.front().map(Entry::revision) else {
                 break;
             };
@@ -524,6 +543,43 @@ mod tests {
         assert!(history.bytes() <= 300);
         history.reset(Revision(10));
         assert_eq!((history.len(), history.first_revision()), (0, Revision(11)));
+    }
+
+    #[test]
+    fn the_history_never_grows_its_buffer_past_the_bound() {
+        let limits = HistoryLimits {
+            events_max: 100,
+            bytes_max: 1 << 20,
+        };
+        let mut history = EventHistory::new(Revision(0), limits);
+        let reserved = history.entries.capacity();
+        assert!(reserved >= 100);
+        let mut revision = 0;
+        for size in [1, 7, 3, 100, 1, 50, 99, 2].into_iter().cycle().take(200) {
+            revision += 1;
+            let group: Vec<WatchEvent> = (0..size)
+                .map(|child| event(revision, &format!("/n{child}"), b""))
+                .collect();
+            history.extend(group);
+            assert!(history.len() <= 100);
+            let front = history.entries.front().map(Entry::revision);
+            let back = history.entries.back().map(Entry::revision);
+            assert_eq!(
+                front,
+                Some(history.first_revision()),
+                "whole revisions are kept"
+            );
+            assert_eq!(
+                back,
+                Some(Revision(revision)),
+                "the newest revision is kept"
+            );
+        }
+        assert_eq!(
+            history.entries.capacity(),
+            reserved,
+            "the buffer was never regrown"
+        );
     }
 
     #[test]
