@@ -43,7 +43,9 @@ pub async fn log_changes(
     leader_changes: Arc<AtomicU64>,
     leader_seen: tokio::sync::watch::Sender<(u64, Option<u64>)>,
 ) {
-    let mut metrics = raft.metrics();
+    // The server metrics change with the vote, role, leader and membership only; the full
+    // metrics change several times per write, and each change woke this task.
+    let mut metrics = raft.server_metrics();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut reported = Reported {
         leader_changes,
@@ -62,8 +64,7 @@ pub async fn log_changes(
         }
         let (term, leader, leading) = {
             let metrics = metrics.borrow();
-            // The membership is formatted only when it changed, not on every metrics change
-            // (several per commit).
+            // The membership is formatted only when it changed.
             let membership_at = metrics.membership_config.log_id();
             if reported.members_at != Some(*membership_at) {
                 reported.members_at = Some(*membership_at);
@@ -76,7 +77,7 @@ pub async fn log_changes(
                     .collect();
             }
             (
-                metrics.current_term,
+                metrics.vote.leader_id().get_term(),
                 metrics.current_leader,
                 metrics.state == ServerState::Leader,
             )

@@ -1137,14 +1137,22 @@ impl Consensus {
 
     /// Resolves, with the reason, when Raft stops by itself: a storage fault such as a full
     /// disk. The member must then exit (a supervisor restarts it) rather than stay half alive.
+    ///
+    /// It waits on openraft's server metrics, which change with the vote, role, leader and
+    /// membership only, and close when Raft's core stops (after it has recorded why in the full
+    /// metrics). The full metrics change several times per write; waiting on them woke the
+    /// thread running this (the process's main thread) on every write.
     pub async fn fault(&self) -> String {
-        let mut metrics = self.raft.metrics();
+        let mut server = self.raft.server_metrics();
         loop {
-            if let Err(fatal) = &metrics.borrow_and_update().running_state {
+            if let Err(fatal) = &self.raft.metrics().borrow().running_state {
                 return fatal.to_string();
             }
-            if metrics.changed().await.is_err() {
-                return "raft stopped".to_owned();
+            if server.changed().await.is_err() {
+                return match &self.raft.metrics().borrow().running_state {
+                    Err(fatal) => fatal.to_string(),
+                    Ok(()) => "raft stopped".to_owned(),
+                };
             }
         }
     }
@@ -1159,18 +1167,26 @@ impl Consensus {
     /// member also receives nothing more, so it must stay excluded, with nothing applied, for
     /// `REMOVAL_CONFIRM`.
     pub async fn removed(&self) {
-        let mut applied = self.replica.applied_revision();
+        // Woken when the membership in the log or the peers' verdict changes, and every `tick`
+        // to see whether anything was applied; not on every applied revision.
+        let mut server = self.raft.server_metrics();
+        let mut verdict = self.removed_by_peers.subscribe();
+        let applied = self.replica.applied_revision();
+        let mut last_applied = *applied.borrow();
         let mut was_member = false;
         let mut excluded_since: Option<tokio::time::Instant> = None;
         let tick = Duration::from_millis(250);
         loop {
-            if *self.removed_by_peers.borrow() {
+            if *verdict.borrow_and_update() {
                 return;
             }
             let (in_applied, in_latest) = self.membership_of_self();
             // A pristine member is in no membership yet: it waits to be added first.
             was_member |= in_applied || in_latest;
-            if was_member && !(in_applied && in_latest) {
+            let applied_now = *applied.borrow();
+            // Something applied since the last look: the member still receives the log.
+            let receiving = std::mem::replace(&mut last_applied, applied_now) != applied_now;
+            if was_member && !(in_applied && in_latest) && !receiving {
                 let since = *excluded_since.get_or_insert_with(tokio::time::Instant::now);
                 if since.elapsed() >= REMOVAL_CONFIRM {
                     return;
@@ -1178,11 +1194,19 @@ impl Consensus {
             } else {
                 excluded_since = None;
             }
-            match tokio::time::timeout(tick, applied.changed()).await {
-                // Something was applied: the member still receives the log.
-                Ok(Ok(())) => excluded_since = None,
-                Ok(Err(_)) => std::future::pending::<()>().await,
-                Err(_) => {}
+            tokio::select! {
+                changed = server.changed() => {
+                    if changed.is_err() {
+                        // Raft stopped; `fault` reports that.
+                        std::future::pending::<()>().await;
+                    }
+                }
+                changed = verdict.changed() => {
+                    if changed.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+                () = tokio::time::sleep(tick) => {}
             }
         }
     }
