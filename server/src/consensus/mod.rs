@@ -41,6 +41,7 @@ mod leader;
 mod log_storage;
 mod log_tail;
 mod network;
+mod peer_channel;
 mod peer_client;
 mod probe;
 mod proposal;
@@ -76,9 +77,10 @@ pub use handoff::{MoveLeader, Moved, TimeoutNow};
 pub use ids::{MemberId, Term};
 pub use join::{JoinCall, MembershipView, PROMOTE_LAG_MAX};
 pub use leader::{LeaderCall, MembershipChange, Route, WriteBatchCall, WriteCall, Written};
+pub use peer_channel::{PEER_CONNECTION_WINDOW_BYTES, PEER_STREAM_WINDOW_BYTES};
 pub use peer_client::{
     peer_request, PeerCallError, PeerClients, PeerDialer, PeerMethod, CLUSTER_ID_METADATA_KEY,
-    PEER_CONNECTION_WINDOW_BYTES, PEER_MESSAGE_BYTES_MAX, PEER_STREAM_WINDOW_BYTES,
+    PEER_MESSAGE_BYTES_MAX,
 };
 pub use probe::{forge, Probe, ProbeMethod};
 pub use state_machine::{ApplyObserver, Replica};

@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use super::peer_channel::PeerChannel;
 use coord_proto::v1::peer::peer_client::PeerClient;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
@@ -19,7 +20,6 @@ use openraft::raft::{
 use openraft::AnyError;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tonic::transport::Channel;
 
 use super::election::AckClock;
 use super::peer_client::{peer_request, PeerDialer};
@@ -74,14 +74,14 @@ pub struct PeerLink {
     address: String,
     cluster_id: String,
     dialer: PeerDialer,
-    client: Option<PeerClient<Channel>>,
+    client: Option<PeerClient<PeerChannel>>,
     acks: Arc<AckClock>,
 }
 
 type CallError<E> = RPCError<u64, Member, E>;
 
 impl PeerLink {
-    fn client(&mut self) -> Result<PeerClient<Channel>, Unreachable> {
+    fn client(&mut self) -> Result<PeerClient<PeerChannel>, Unreachable> {
         if let Some(client) = &self.client {
             return Ok(client.clone());
         }

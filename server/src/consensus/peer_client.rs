@@ -11,10 +11,12 @@ use std::time::Duration;
 use coord_proto::v1::peer::peer_client::PeerClient;
 use coord_proto::v1::peer::PeerMessage;
 use coord_tls::{ClientTls, TcpConnector, TlsConnector};
+
+use super::peer_channel::{PeerChannel, PeerConnector};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use thiserror::Error;
-use tonic::transport::{Channel, Endpoint};
+use tonic::codegen::http::Uri;
 
 use super::error::ConsensusError;
 use super::ids::MemberId;
@@ -25,11 +27,6 @@ use super::wire::{decode_peer, encode_peer, FormatError, MessageKind};
 pub const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Largest peer message accepted, in bytes: 64 entries of up to 8 MiB plus framing.
 pub const PEER_MESSAGE_BYTES_MAX: usize = 600 * 1024 * 1024;
-
-/// HTTP/2 flow-control windows of peer connections: a replication batch of a few MiB crosses
-/// in a few round trips rather than hundreds of 64 KiB windows.
-pub const PEER_STREAM_WINDOW_BYTES: u32 = 8 * 1024 * 1024;
-pub const PEER_CONNECTION_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
 
 /// gRPC metadata naming the sender's cluster; a member refuses peer traffic from another one.
 pub const CLUSTER_ID_METADATA_KEY: &str = "coord-cluster-id";
@@ -145,30 +142,29 @@ impl std::fmt::Debug for PeerDialer {
 
 impl PeerDialer {
     /// Opens a lazily connecting client to a peer address.
-    pub fn connect(&self, address: &str) -> Result<PeerClient<Channel>, PeerCallError> {
+    pub fn connect(&self, address: &str) -> Result<PeerClient<PeerChannel>, PeerCallError> {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
-        let endpoint = Endpoint::from_shared(format!("{scheme}://{address}"))
-            .map_err(|error| PeerCallError::BadAddress {
+        let origin: Uri = format!("{scheme}://{address}").parse().map_err(
+            |error: tonic::codegen::http::uri::InvalidUri| PeerCallError::BadAddress {
                 address: address.to_owned(),
                 reason: error.to_string(),
-            })?
-            .connect_timeout(PEER_CONNECT_TIMEOUT)
-            .initial_stream_window_size(Some(PEER_STREAM_WINDOW_BYTES))
-            .initial_connection_window_size(Some(PEER_CONNECTION_WINDOW_BYTES));
+            },
+        )?;
         // Our own connectors (source address, TCP_NODELAY, each request's frames in one
         // write: `coord_tls::Coalesce`) rather than tonic's.
-        let channel = match &self.tls {
-            Some(tls) => endpoint.connect_with_connector_lazy(
+        let connector = match &self.tls {
+            Some(tls) => PeerConnector::Tls(
                 TlsConnector::new(tls.clone(), PEER_CONNECT_TIMEOUT)
                     .local_address(self.source_address)
                     .allowed_names(self.allowed_names.clone())
                     .log_refusals("peer"),
             ),
-            None => endpoint.connect_with_connector_lazy(
+            None => PeerConnector::Tcp(
                 TcpConnector::new(PEER_CONNECT_TIMEOUT).local_address(self.source_address),
             ),
         };
-        Ok(PeerClient::new(channel)
+        let channel = PeerChannel::new(origin, connector);
+        Ok(PeerClient::with_origin(channel.clone(), channel.origin())
             .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX))
     }
@@ -177,7 +173,7 @@ impl PeerDialer {
 pub struct PeerClients {
     cluster_id: String,
     dialer: PeerDialer,
-    clients: Mutex<BTreeMap<String, PeerClient<Channel>>>,
+    clients: Mutex<BTreeMap<String, PeerClient<PeerChannel>>>,
 }
 
 impl PeerClients {
@@ -189,12 +185,12 @@ impl PeerClients {
         }
     }
 
-    fn clients(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, PeerClient<Channel>>> {
+    fn clients(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, PeerClient<PeerChannel>>> {
         // The map is consistent after any panic: every change is one insert or remove.
         self.clients.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn client(&self, address: &str) -> Result<PeerClient<Channel>, PeerCallError> {
+    fn client(&self, address: &str) -> Result<PeerClient<PeerChannel>, PeerCallError> {
         let mut clients = self.clients();
         if let Some(client) = clients.get(address) {
             return Ok(client.clone());
