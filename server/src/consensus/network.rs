@@ -7,7 +7,6 @@
 
 use std::sync::Arc;
 
-use super::peer_channel::PeerChannel;
 use coord_proto::v1::peer::peer_client::PeerClient;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
@@ -22,6 +21,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::election::AckClock;
+use super::peer_channel::PeerChannel;
 use super::peer_client::{peer_request, PeerDialer};
 use super::types::{Member, TypeConfig};
 use super::wire::{decode_peer, encode_peer, MessageKind};

@@ -82,11 +82,6 @@ impl PeerChannel {
             }),
         }
     }
-
-    /// The origin requests are addressed to (`PeerClient::with_origin`).
-    pub fn origin(&self) -> Uri {
-        self.shared.origin.clone()
-    }
 }
 
 impl Shared {

@@ -11,8 +11,6 @@ use std::time::Duration;
 use coord_proto::v1::peer::peer_client::PeerClient;
 use coord_proto::v1::peer::PeerMessage;
 use coord_tls::{ClientTls, TcpConnector, TlsConnector};
-
-use super::peer_channel::{PeerChannel, PeerConnector};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use thiserror::Error;
@@ -21,6 +19,7 @@ use tonic::codegen::http::Uri;
 use super::error::ConsensusError;
 use super::ids::MemberId;
 use super::leader::{Forwarder, LeaderCall};
+use super::peer_channel::{PeerChannel, PeerConnector};
 use super::wire::{decode_peer, encode_peer, FormatError, MessageKind};
 
 /// Connect timeout for a peer link.
@@ -163,8 +162,8 @@ impl PeerDialer {
                 TcpConnector::new(PEER_CONNECT_TIMEOUT).local_address(self.source_address),
             ),
         };
-        let channel = PeerChannel::new(origin, connector);
-        Ok(PeerClient::with_origin(channel.clone(), channel.origin())
+        let channel = PeerChannel::new(origin.clone(), connector);
+        Ok(PeerClient::with_origin(channel, origin)
             .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX))
     }

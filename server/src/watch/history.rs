@@ -34,11 +34,12 @@ pub struct HistoryLimits {
 
 /// Most paths that describe an elided revision.
 const SCOPE_PATHS_MAX: usize = 16;
-/// Most entries whose room the history sets aside when it starts (about 128 MiB of address
-/// space at most, touched only as entries arrive). Up to this bound the history never grows
-/// its buffer: growing meant copying every entry held into new memory while the applier held
-/// the lock, several milliseconds when the default 100,000 events were first reached, and a
-/// few percent of a busy member's CPU until then (`perf`, `coord-bench writes --clients 64`).
+/// Most entries whose room the history sets aside when it starts (136 bytes each: at most
+/// about 136 MiB of address space, 13.6 MB at the default 100,000 events, touched only as
+/// entries arrive). Up to this bound the history never grows its buffer: growing meant copying
+/// every entry held into new memory while the applier held the lock, several milliseconds when
+/// the default 100,000 events were first reached, and a few percent of a busy member's CPU
+/// until then (`perf`, `coord-bench writes --clients 64`).
 const RESERVED_ENTRIES_MAX: usize = 1 << 20;
 
 /// A revision too large to keep event by event: where it changed, and how much.
