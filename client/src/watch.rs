@@ -9,12 +9,17 @@
 //! The watches of one client share a few gRPC streams (`watch_streams.rs`); a watch whose
 //! reader falls behind is taken off its stream and resumes the same way, so it never holds up
 //! the other watches on that stream.
+//!
+//! A `Watch` has no task: the caller's `next` (or `poll_next`) reads the responses its stream
+//! routed to it and, after a failure, reconnects. An event thus wakes the stream's task and
+//! then the caller, and nothing in between.
 
+use std::collections::VecDeque;
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use coord_proto::v1 as pb;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::Stream;
 
@@ -22,7 +27,7 @@ use crate::client::Client;
 use crate::endpoints::{Route, Target};
 use crate::error::Error;
 use crate::types::Stat;
-use crate::watch_streams::Subscription;
+use crate::watch_streams::{Delivery, Subscription};
 
 /// What happened to a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,14 +129,32 @@ pub struct WatchOptions {
 /// # }
 /// ```
 pub struct Watch {
-    events: mpsc::Receiver<Delivered>,
-    task: tokio::task::JoinHandle<()>,
+    /// Events read from the stream and not handed out yet, in revision order.
+    ready: VecDeque<WatchEvent>,
+    state: State,
 }
+
+/// Where a [`Watch`] stands. A watch has no task of its own: it reads its stream, and
+/// reconnects after a failure, as its caller asks for the next event, so an event costs the
+/// caller's wake-up and no other task's.
+enum State {
+    /// Reading the responses of a watch a member created.
+    Following { follower: Follower, open: Open },
+    /// Opening a stream again, to resume from the follower's `next`.
+    Reconnecting(Reconnect),
+    /// Ended with this error, which the caller has not been given yet.
+    Failed(Error),
+    /// Ended.
+    Done,
+}
+
+/// A reconnection in progress: it gives the follower back with the stream it opened.
+type Reconnect = Pin<Box<dyn Future<Output = (Follower, Result<Open, Error>)> + Send + Sync>>;
 
 impl Watch {
     /// The next event; `None` once the watch ended (a one-shot watch fired, or after an error).
     pub async fn next(&mut self) -> Option<Result<WatchEvent, Error>> {
-        self.events.recv().await.map(|delivered| *delivered)
+        std::future::poll_fn(|context| Pin::new(&mut *self).poll_next(context)).await
     }
 }
 
@@ -139,55 +162,79 @@ impl Stream for Watch {
     type Item = Result<WatchEvent, Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.events
-            .poll_recv(context)
-            .map(|delivered| delivered.map(|delivered| *delivered))
+        let watch = &mut *self;
+        loop {
+            if let Some(event) = watch.ready.pop_front() {
+                return Poll::Ready(Some(Ok(event)));
+            }
+            // Taken out and put back (or replaced): `Done` is what stays when it returns early.
+            watch.state = match std::mem::replace(&mut watch.state, State::Done) {
+                State::Done => return Poll::Ready(None),
+                State::Failed(error) => return Poll::Ready(Some(Err(error))),
+                State::Following {
+                    mut follower,
+                    mut open,
+                } => match open.subscription.responses.poll_recv(context) {
+                    Poll::Pending => {
+                        watch.state = State::Following { follower, open };
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(delivery) => {
+                        match follower.take(delivery, &open.subscription, &mut watch.ready) {
+                            None => State::Following { follower, open },
+                            Some(Ended::Done) => State::Done,
+                            Some(Ended::Failed(error)) => State::Failed(error),
+                            Some(Ended::Reconnect { not_here }) => {
+                                if not_here {
+                                    follower.client.routing().failed(&open.endpoint);
+                                }
+                                // Off the old stream before joining another.
+                                drop(open);
+                                State::Reconnecting(Box::pin(follower.reconnect()))
+                            }
+                        }
+                    }
+                },
+                State::Reconnecting(mut reconnect) => match reconnect.as_mut().poll(context) {
+                    Poll::Pending => {
+                        watch.state = State::Reconnecting(reconnect);
+                        return Poll::Pending;
+                    }
+                    Poll::Ready((follower, Ok(open))) => State::Following { follower, open },
+                    Poll::Ready((_, Err(error))) => State::Failed(error),
+                },
+            };
+        }
     }
 }
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Events buffered between the stream and the caller.
-const EVENTS_BUFFERED: usize = 1024;
-/// What a `Watch` hands its caller, boxed: a channel's slots are allocated in blocks, and a
-/// pointer keeps an idle watch small.
-type Delivered = Box<Result<WatchEvent, Error>>;
 
 impl Client {
     /// Starts watching; returns once a member accepted the watch, so that every change
     /// committed after this returns is delivered. Members that do not answer are skipped as
     /// for any call, until the request timeout.
     pub async fn watch(&self, options: WatchOptions) -> Result<Watch, Error> {
-        let (sender, receiver) = mpsc::channel(EVENTS_BUFFERED);
         let mut follower = Follower {
             client: self.clone(),
             options,
             next: 0,
-            sender,
             route: Route::new(),
         };
         // The first connection is made here, so a bad path or a compacted start fails the call.
         let deadline = Instant::now() + self.options().request_timeout;
-        let stream = follower.connect(Some(deadline)).await?;
-        let task = tokio::spawn(follower.run(stream));
+        let open = follower.connect(Some(deadline)).await?;
         Ok(Watch {
-            events: receiver,
-            task,
+            ready: VecDeque::new(),
+            state: State::Following { follower, open },
         })
     }
 }
 
-/// The background side of a `Watch`.
+/// What a `Watch` knows of where it is, kept across reconnections.
 struct Follower {
     client: Client,
     options: WatchOptions,
     /// The next revision to deliver (0 before the first connection: from now).
     next: u64,
-    sender: mpsc::Sender<Delivered>,
     /// The way through the endpoints since the last stream that was created.
     route: Route,
 }
@@ -199,8 +246,10 @@ struct Open {
 }
 
 enum Ended {
-    /// Stop: the caller went away, the watch fired once, or an error was delivered.
+    /// Stop: the watch fired once.
     Done,
+    /// Stop with this error for the caller.
+    Failed(Error),
     /// Reconnect and resume from `next`; `not_here` when the stream failed (the member went
     /// away, or ended the stream as unavailable), so that it is avoided for a while.
     Reconnect { not_here: bool },
@@ -287,81 +336,53 @@ impl Follower {
         }
     }
 
-    async fn run(mut self, mut stream: Open) {
-        loop {
-            match self.follow(&mut stream).await {
-                Ended::Done => return,
-                Ended::Reconnect { not_here } => {
-                    if not_here {
-                        self.client.routing().failed(&stream.endpoint);
-                    }
-                }
-            }
-            match self.connect(None).await {
-                Ok(open) => stream = open,
-                Err(error) => {
-                    let _ = self.sender.send(Box::new(Err(error))).await;
-                    return;
-                }
-            }
-        }
+    /// Opens a stream again (see `connect`), with no deadline: a watch waits out an outage.
+    async fn reconnect(mut self) -> (Follower, Result<Open, Error>) {
+        let opened = self.connect(None).await;
+        (self, opened)
     }
 
-    /// Delivers events from one stream until it ends.
-    async fn follow(&mut self, stream: &mut Open) -> Ended {
-        loop {
-            let response = match stream.subscription.responses.recv().await {
-                Some(Ok(response)) => response,
-                Some(Err(_)) => return Ended::Reconnect { not_here: true },
-                // Taken off its stream for reading too slowly: resume, the member is fine.
-                None => {
-                    return Ended::Reconnect {
-                        not_here: !stream.subscription.overflowed(),
-                    }
-                }
-            };
-            if response.canceled {
-                let reason = pb::CancelReason::try_from(response.cancel_reason);
-                return match reason {
-                    Ok(pb::CancelReason::Once) => Ended::Done,
-                    // Resume from where this watch got to; the history may still have it.
-                    Ok(pb::CancelReason::TooSlow) => Ended::Reconnect { not_here: false },
-                    _ => {
-                        let _ = self
-                            .sender
-                            .send(Box::new(Err(canceled_error(&response))))
-                            .await;
-                        Ended::Done
-                    }
-                };
+    /// Takes one delivery of the watch's stream: its events go to `ready` (and `next` past
+    /// them); says how the stream ended, if it did.
+    fn take(
+        &mut self,
+        delivery: Option<Delivery>,
+        subscription: &Subscription,
+        ready: &mut VecDeque<WatchEvent>,
+    ) -> Option<Ended> {
+        let response = match delivery {
+            Some(Ok(response)) => *response,
+            Some(Err(_)) => return Some(Ended::Reconnect { not_here: true }),
+            // Taken off its stream for reading too slowly: resume, the member is fine.
+            None => {
+                return Some(Ended::Reconnect {
+                    not_here: !subscription.overflowed(),
+                })
             }
-            if response.progress {
-                let current = response.header.map_or(0, |header| header.revision);
-                self.next = self.next.max(current + 1);
+        };
+        if response.canceled {
+            let reason = pb::CancelReason::try_from(response.cancel_reason);
+            return Some(match reason {
+                Ok(pb::CancelReason::Once) => Ended::Done,
+                // Resume from where this watch got to; the history may still have it.
+                Ok(pb::CancelReason::TooSlow) => Ended::Reconnect { not_here: false },
+                _ => Ended::Failed(canceled_error(&response)),
+            });
+        }
+        // Every event up to the response's revision is in it.
+        let reached = response.header.map_or(0, |header| header.revision);
+        for event in response.events {
+            // After a reconnection the server starts at `next`, so nothing repeats; this
+            // guard keeps the promise even against a misbehaving member.
+            if event.revision < self.next {
                 continue;
             }
-            for event in response.events {
-                // After a reconnection the server starts at `next`, so nothing repeats; this
-                // guard keeps the promise even against a misbehaving member.
-                if event.revision < self.next {
-                    continue;
-                }
-                let revision = event.revision;
-                self.client.count_watch_event();
-                if self
-                    .sender
-                    .send(Box::new(Ok(event_from_pb(event))))
-                    .await
-                    .is_err()
-                {
-                    return Ended::Done;
-                }
-                self.next = self.next.max(revision);
-            }
-            // Every event up to the response's revision was delivered.
-            let reached = response.header.map_or(0, |header| header.revision);
-            self.next = self.next.max(reached + 1);
+            self.next = self.next.max(event.revision);
+            self.client.count_watch_event();
+            ready.push_back(event_from_pb(event));
         }
+        self.next = self.next.max(reached + 1);
+        None
     }
 }
 

@@ -1,11 +1,11 @@
 //! `WatchStreams`: the watches of one client share a few gRPC streams, as the protocol allows
 //! (`WatchCreate.watch_id` tells them apart on a stream). A member then holds one HTTP/2
-//! stream and one task per [`WATCHES_PER_STREAM`] watches of a client, not per watch.
+//! stream per [`WATCHES_PER_STREAM`] watches of a client, not per watch.
 //!
 //! One task per stream reads its responses and hands each to its watch through a small bounded
 //! channel, without ever waiting: a watch whose channel is full (its reader is slow) is
-//! cancelled on the server and its channel closed with the `overflowed` mark, so its follower
-//! drains what it has and resumes on its own from the revision it got to. A slow reader thus
+//! cancelled on the server and its channel closed with the `overflowed` mark, so the watch
+//! drains what it has and then resumes on its own from the revision it got to. A slow reader thus
 //! never holds up the other watches of its stream, and nothing grows without bound.
 //!
 //! A stream lives while it carries watches: the last watch to go closes the client's side,
@@ -28,8 +28,9 @@ use crate::lock::lock;
 
 /// Most watches of one client on one stream (a member accepts up to 10,000 per stream).
 pub(crate) const WATCHES_PER_STREAM: usize = 1000;
-/// Responses held for one watch before it counts as slow and is moved off its stream.
-const RESPONSES_PER_WATCH: usize = 32;
+/// Responses held for one watch before it counts as slow and is moved off its stream. The
+/// channel allocates its slots in blocks of 32 as they fill, so an idle watch holds one block.
+const RESPONSES_PER_WATCH: usize = 256;
 
 /// What a watch receives: a response for it, or the failure of its stream (boxed, so that an
 /// idle watch's channel, whose slots are allocated in blocks, stays small).

@@ -4,12 +4,17 @@
 //! revision up to the applied revision, so events come in revision order, each once, with no
 //! gap: the stream only ever moves a watch's position past revisions it has read.
 //!
-//! Back-pressure: responses go out through a small bounded channel; a watcher that does not
-//! read stalls only its own stream, which stops reading the history. If the history evicts
-//! revisions the watch has not read yet, the watch is cancelled with `TOO_SLOW` and the
+//! A stream's session has no task of its own: it is the stream's response body, so the HTTP/2
+//! connection's task runs it as it asks for the next response, and an applied revision wakes
+//! that task and no other.
+//!
+//! Back-pressure: the connection asks for responses only while HTTP/2 flow control lets it
+//! send, and a session queues at most about `RESPONSES_BUFFERED` of them; a watcher that does
+//! not read stalls only its own stream, which stops reading the history. If the history
+//! evicts revisions the watch has not read yet, the watch is cancelled with `TOO_SLOW` and the
 //! revision to resume from; server memory does not grow with a slow watcher.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -18,9 +23,7 @@ use std::time::Duration;
 use coord_proto::v1 as pb;
 use coord_proto::v1::watch_server::Watch as WatchApi;
 use futures::Stream;
-use tokio::sync::mpsc;
-use tokio::time::Instant;
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::time::{Instant, Interval};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::access::{Access, Identity};
@@ -31,7 +34,8 @@ use crate::fsm::{NodePath, Revision};
 use crate::pb::event_to_pb;
 use crate::watch::{ActiveWatch, EventClass, History, WatchFilter, WatchSet};
 
-/// Responses buffered per stream before it stops reading the history.
+/// Responses a stream queues before it stops reading the history until the connection took
+/// them.
 const RESPONSES_BUFFERED: usize = 64;
 /// Most events in one response.
 const EVENTS_PER_RESPONSE_MAX: usize = 1000;
@@ -140,7 +144,18 @@ impl WatchApi for WatchService {
         request: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<WatchStream>, Status> {
         let who = self.access.identify(&request)?;
-        let (responses, stream) = mpsc::channel(RESPONSES_BUFFERED);
+        let applied = self.consensus.replica().applied_revision();
+        let mut progress =
+            tokio::time::interval(self.progress_interval.max(Duration::from_millis(10)));
+        progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let inputs = Inputs {
+            inbound: request.into_inner(),
+            stopping: self.stopping.clone(),
+            applied,
+            progress,
+            behind: false,
+            ended: false,
+        };
         let session = StreamSession {
             consensus: self.consensus.clone(),
             access: self.access.clone(),
@@ -148,16 +163,20 @@ impl WatchApi for WatchService {
             remote: who.remote,
             history: self.history.clone(),
             budget: self.budget.clone(),
-            responses,
+            outbox: VecDeque::new(),
             watches: WatchSet::default(),
             progress_interval: self.progress_interval,
         };
-        tokio::spawn(session.run(request.into_inner(), self.stopping.clone()));
-        Ok(Response::new(Box::pin(ReceiverStream::new(stream))))
+        let responses =
+            futures::stream::unfold((session, inputs), |(mut session, mut inputs)| async move {
+                let response = session.next_response(&mut inputs).await?;
+                Some((response, (session, inputs)))
+            });
+        Ok(Response::new(Box::pin(responses)))
     }
 }
 
-/// One client stream and its watches.
+/// One client stream and its watches: the stream's response body (see the module docs).
 struct StreamSession {
     consensus: Arc<Consensus>,
     access: Arc<Access>,
@@ -167,7 +186,8 @@ struct StreamSession {
     remote: Option<std::net::SocketAddr>,
     history: Arc<History>,
     budget: Arc<WatchBudget>,
-    responses: mpsc::Sender<Result<pb::WatchResponse, Status>>,
+    /// Responses the connection has not taken yet.
+    outbox: VecDeque<Result<pb::WatchResponse, Status>>,
     watches: WatchSet,
     progress_interval: Duration,
 }
@@ -178,72 +198,80 @@ impl Drop for StreamSession {
     }
 }
 
-/// The client went away: stop.
+/// What a session waits on between deliveries.
+struct Inputs {
+    inbound: Streaming<pb::WatchRequest>,
+    /// Becomes true when the member stops.
+    stopping: tokio::sync::watch::Receiver<bool>,
+    applied: tokio::sync::watch::Receiver<Revision>,
+    progress: Interval,
+    /// Some watch had more to read at the last delivery: deliver again before waiting.
+    behind: bool,
+    /// The stream ends once the outbox is empty.
+    ended: bool,
+}
+
+/// The client closed its side or went away, or the member is stopping: end the stream.
 struct Gone;
 
 impl StreamSession {
-    async fn run(
-        mut self,
-        mut inbound: Streaming<pb::WatchRequest>,
-        mut stopping: tokio::sync::watch::Receiver<bool>,
-    ) {
-        let mut applied = self.consensus.replica().applied_revision();
-        let mut progress =
-            tokio::time::interval(self.progress_interval.max(Duration::from_millis(10)));
-        progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut behind = false;
+    /// The next response for the connection to send; `None` ends the stream.
+    async fn next_response(
+        &mut self,
+        inputs: &mut Inputs,
+    ) -> Option<Result<pb::WatchResponse, Status>> {
         loop {
-            if !behind {
-                tokio::select! {
-                    message = inbound.message() => match message {
-                        Ok(Some(request)) => {
-                            if self.handle(request).await.is_err() {
-                                return;
-                            }
-                        }
-                        // The client closed its side or went away.
-                        Ok(None) | Err(_) => return,
-                    },
-                    changed = applied.changed() => {
-                        if changed.is_err() {
-                            return;
-                        }
-                    }
-                    _ = progress.tick() => {
-                        if self.notify_progress().await.is_err() {
-                            return;
-                        }
-                    }
-                    () = super::status::stopped(&mut stopping) => {
-                        let member = self.consensus.member_id().0;
-                        let _ = self.responses.send(Err(going_away_status(member))).await;
-                        return;
-                    }
-                }
+            if let Some(response) = self.outbox.pop_front() {
+                return Some(response);
             }
-            let applied_now = *applied.borrow_and_update();
-            match self.deliver(applied_now).await {
-                Ok(more) => behind = more,
-                Err(Gone) => return,
+            if inputs.ended {
+                return None;
+            }
+            if self.step(inputs).await.is_err() {
+                inputs.ended = true;
             }
         }
+    }
+
+    /// Waits for a request, an applied revision, the progress tick or the member stopping
+    /// (not while behind), then delivers up to the applied revision.
+    async fn step(&mut self, inputs: &mut Inputs) -> Result<(), Gone> {
+        if !inputs.behind {
+            tokio::select! {
+                message = inputs.inbound.message() => match message {
+                    Ok(Some(request)) => self.handle(request),
+                    // The client closed its side or went away.
+                    Ok(None) | Err(_) => return Err(Gone),
+                },
+                changed = inputs.applied.changed() => changed.map_err(|_| Gone)?,
+                _ = inputs.progress.tick() => self.notify_progress(),
+                () = super::status::stopped(&mut inputs.stopping) => {
+                    let member = self.consensus.member_id().0;
+                    self.outbox.push_back(Err(going_away_status(member)));
+                    return Err(Gone);
+                }
+            }
+        }
+        let applied = *inputs.applied.borrow_and_update();
+        inputs.behind = self.deliver(applied);
+        Ok(())
     }
 
     fn header(&self, revision: Revision) -> pb::ResponseHeader {
         super::header::response_header(&self.consensus, Some(revision))
     }
 
-    async fn send(&self, response: pb::WatchResponse) -> Result<(), Gone> {
-        self.responses.send(Ok(response)).await.map_err(|_| Gone)
+    fn send(&mut self, response: pb::WatchResponse) {
+        self.outbox.push_back(Ok(response));
     }
 
-    async fn cancel(
+    fn cancel(
         &mut self,
         watch_id: u64,
         reason: pb::CancelReason,
         message: String,
         compact_revision: Revision,
-    ) -> Result<(), Gone> {
+    ) {
         if self.watches.remove(watch_id) {
             self.budget.give_back(1);
         }
@@ -256,17 +284,16 @@ impl StreamSession {
             cancel_message: message,
             compact_revision: compact_revision.0,
             ..pb::WatchResponse::default()
-        })
-        .await
+        });
     }
 
     fn applied(&self) -> Revision {
         *self.consensus.replica().applied_revision().borrow()
     }
 
-    async fn handle(&mut self, request: pb::WatchRequest) -> Result<(), Gone> {
+    fn handle(&mut self, request: pb::WatchRequest) {
         match request.request {
-            Some(pb::watch_request::Request::Create(create)) => self.create(create).await,
+            Some(pb::watch_request::Request::Create(create)) => self.create(create),
             Some(pb::watch_request::Request::Cancel(cancel)) => {
                 let message = if self.watches.contains(cancel.watch_id) {
                     "canceled as requested".to_owned()
@@ -279,13 +306,12 @@ impl StreamSession {
                     message,
                     Revision(0),
                 )
-                .await
             }
-            None => Ok(()),
+            None => {}
         }
     }
 
-    async fn create(&mut self, create: pb::WatchCreate) -> Result<(), Gone> {
+    fn create(&mut self, create: pb::WatchCreate) {
         let id = create.watch_id;
         let invalid = |message: String| (pb::CancelReason::Invalid, message, Revision(0));
         let checked = (|| {
@@ -334,7 +360,7 @@ impl StreamSession {
             Ok((path, classes, next))
         })();
         match checked {
-            Err((reason, message, compact)) => self.cancel(id, reason, message, compact).await,
+            Err((reason, message, compact)) => self.cancel(id, reason, message, compact),
             Ok((path, classes, next)) => {
                 let filter = WatchFilter {
                     path,
@@ -349,8 +375,7 @@ impl StreamSession {
                     watch_id: id,
                     created: true,
                     ..pb::WatchResponse::default()
-                })
-                .await
+                });
             }
         }
     }
@@ -365,11 +390,16 @@ impl StreamSession {
         self.watches.due(touched.as_ref(), applied)
     }
 
-    /// Sends every watch its events up to `applied`, a bounded amount at a time; returns
-    /// whether some watch has more to read right away.
-    async fn deliver(&mut self, applied: Revision) -> Result<bool, Gone> {
+    /// Queues every watch's events up to `applied`, a bounded amount at a time, until the
+    /// outbox is full; returns whether some watch has more to read right away.
+    fn deliver(&mut self, applied: Revision) -> bool {
         let mut more = false;
         for id in self.due(applied) {
+            if self.outbox.len() >= RESPONSES_BUFFERED {
+                // The watches left read at the next delivery, once the connection took these.
+                more = true;
+                break;
+            }
             let (Some(watch), Some(next)) = (self.watches.get(id), self.watches.next_of(id)) else {
                 continue;
             };
@@ -387,12 +417,11 @@ impl StreamSession {
                         .counters
                         .cancelled_too_slow
                         .fetch_add(1, Ordering::Relaxed);
-                    self.cancel(id, pb::CancelReason::TooSlow, message, compacted.oldest)
-                        .await?;
+                    self.cancel(id, pb::CancelReason::TooSlow, message, compacted.oldest);
                 }
                 Ok(read) => {
                     more |= read.reached < applied && read.elided.is_none();
-                    let fired = self.send_events(id, read.events, read.reached).await?;
+                    let fired = self.send_events(id, read.events, read.reached);
                     if let Some(elided) = read.elided {
                         let message = format!(
                             "revision {} changed {} nodes (under {}), more than the watch history \
@@ -409,18 +438,16 @@ impl StreamSession {
                             elided.revision.0 + 1
                         );
                         let resume = Revision(elided.revision.0 + 1);
-                        self.cancel(id, pb::CancelReason::Compacted, message, resume)
-                            .await?;
+                        self.cancel(id, pb::CancelReason::Compacted, message, resume);
                     } else if fired {
                         let message = "a one-shot watch fired".to_owned();
-                        self.cancel(id, pb::CancelReason::Once, message, Revision(0))
-                            .await?;
+                        self.cancel(id, pb::CancelReason::Once, message, Revision(0));
                     }
                 }
             }
         }
         self.watches.settle();
-        Ok(more)
+        more
     }
 
     /// Who the stream's caller is under the policy current now.
@@ -444,14 +471,14 @@ impl StreamSession {
 
     /// Sends `events` of watch `id`, current to `reached`; returns whether a one-shot watch
     /// fired.
-    async fn send_events(
+    fn send_events(
         &mut self,
         id: u64,
         events: Vec<crate::fsm::WatchEvent>,
         reached: Revision,
-    ) -> Result<bool, Gone> {
+    ) -> bool {
         if !self.watches.contains(id) {
-            return Ok(false);
+            return false;
         }
         self.watches.reached(id, reached);
         // Events of paths the caller may not read are never sent, whatever the watch covers.
@@ -463,10 +490,10 @@ impl StreamSession {
             Err(_) => Vec::new(),
         };
         let Some(watch) = self.watches.get_mut(id) else {
-            return Ok(false);
+            return false;
         };
         if events.is_empty() {
-            return Ok(false);
+            return false;
         }
         watch.last_sent = Instant::now();
         let once = watch.once;
@@ -485,16 +512,15 @@ impl StreamSession {
             watch_id: id,
             events,
             ..pb::WatchResponse::default()
-        })
-        .await?;
-        Ok(once)
+        });
+        once
     }
 
     /// Tells each watch that sent nothing for a progress interval how far it is current.
-    async fn notify_progress(&mut self) -> Result<(), Gone> {
+    fn notify_progress(&mut self) {
         let now = Instant::now();
         let Some(since) = now.checked_sub(self.progress_interval) else {
-            return Ok(());
+            return;
         };
         for (id, current) in self.watches.idle_since(since) {
             if let Some(watch) = self.watches.get_mut(id) {
@@ -506,9 +532,7 @@ impl StreamSession {
                 watch_id: id,
                 progress: true,
                 ..pb::WatchResponse::default()
-            })
-            .await?;
+            });
         }
-        Ok(())
     }
 }
