@@ -3,6 +3,12 @@
 //! Keys of the `log` column family are big-endian indexes, so RocksDB's byte order is log order.
 //! Every write that must survive a crash is a single `WriteBatch` written with `sync`, so a batch
 //! of appended entries costs one fsync, and is either wholly on disk or not at all.
+//!
+//! Invariant: the write-ahead log on disk stays within about `LogDbLimits::wal_bytes_max` plus
+//! one memtable, however long the member runs. The `meta` family is written on every commit and
+//! its memtable never fills, so without that bound every write-ahead log file would stay live
+//! for its sake, up to RocksDB's default of four times all memtables (about 1 GiB here), all of
+//! it read again at every start.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -17,6 +23,26 @@ use super::fault::StorageFault;
 const LOG_CF: &str = "log";
 const META_CF: &str = "meta";
 
+/// How much of the log RocksDB holds in memory and in its write-ahead log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogDbLimits {
+    /// The `log` family's memtable: when it fills it is written out as a table file and a new
+    /// write-ahead log file begins.
+    pub memtable_bytes: usize,
+    /// Past this many bytes of write-ahead log, RocksDB writes out the families that keep the
+    /// oldest file live (in practice the small `meta` family), so that the file can go.
+    pub wal_bytes_max: u64,
+}
+
+impl Default for LogDbLimits {
+    fn default() -> LogDbLimits {
+        LogDbLimits {
+            memtable_bytes: 64 << 20,
+            wal_bytes_max: 128 << 20,
+        }
+    }
+}
+
 /// A cheaply clonable handle; all clones share one RocksDB instance.
 #[derive(Clone)]
 pub struct LogDb {
@@ -25,14 +51,24 @@ pub struct LogDb {
 
 impl LogDb {
     pub fn open(path: &Path) -> Result<LogDb, StorageFault> {
+        LogDb::open_with(path, LogDbLimits::default())
+    }
+
+    /// `open` with other limits than the defaults (tests use small ones).
+    pub fn open_with(path: &Path, limits: LogDbLimits) -> Result<LogDb, StorageFault> {
         let mut options = Options::default();
         options.create_if_missing(true);
         options.create_missing_column_families(true);
         // The log is written and read sequentially; keep RocksDB's footprint small.
         options.set_max_background_jobs(2);
         options.set_keep_log_file_num(4);
-        let families =
-            [LOG_CF, META_CF].map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+        options.set_max_total_wal_size(limits.wal_bytes_max);
+        let mut log_options = Options::default();
+        log_options.set_write_buffer_size(limits.memtable_bytes);
+        let families = [
+            ColumnFamilyDescriptor::new(LOG_CF, log_options),
+            ColumnFamilyDescriptor::new(META_CF, Options::default()),
+        ];
         let db = DB::open_cf_descriptors(&options, path, families)?;
         Ok(LogDb { db: Arc::new(db) })
     }
@@ -204,5 +240,57 @@ mod tests {
         assert_eq!(log.get_meta("vote").unwrap(), Some(b"v".to_vec()));
         assert_eq!(log.get_meta("purged").unwrap(), Some(b"3".to_vec()));
         assert_eq!(log.get_meta("absent").unwrap(), None);
+    }
+
+    /// Bytes of write-ahead log files in `directory`.
+    fn wal_bytes(directory: &Path) -> u64 {
+        std::fs::read_dir(directory)
+            .unwrap()
+            .map(|entry| entry.unwrap())
+            .filter(|entry| entry.file_name().to_string_lossy().ends_with(".log"))
+            .map(|entry| entry.metadata().unwrap().len())
+            .sum()
+    }
+
+    #[test]
+    fn the_write_ahead_log_stays_bounded_while_meta_is_written_on_every_commit() {
+        let directory = tempfile::tempdir().unwrap();
+        let limits = LogDbLimits {
+            memtable_bytes: 256 << 10,
+            wal_bytes_max: 1 << 20,
+        };
+        let log = LogDb::open_with(directory.path(), limits).unwrap();
+        // 16 MiB of log in 64 KiB batches, the committed index stored after each, as openraft
+        // does; the oldest entries are purged now and then, as snapshots do.
+        let body = vec![7u8; 1024];
+        for batch in 0..256u64 {
+            let records: Vec<(u64, Vec<u8>)> = (0..64)
+                .map(|offset| (batch * 64 + offset + 1, body.clone()))
+                .collect();
+            log.append(&records).unwrap();
+            log.put_meta_relaxed("committed", &batch.to_be_bytes())
+                .unwrap();
+            if batch % 64 == 63 {
+                log.purge_through(batch * 64, "purged", b"p").unwrap();
+            }
+        }
+        // RocksDB frees old files in the background: give it a bounded while.
+        let bound = limits.wal_bytes_max + 2 * limits.memtable_bytes as u64 + (64 << 10);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while wal_bytes(directory.path()) > bound && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let held = wal_bytes(directory.path());
+        assert!(
+            held <= bound,
+            "{held} bytes of write-ahead log after 16 MiB written, bound {bound}"
+        );
+        // Nothing was lost by writing the families out.
+        let last = log.last().unwrap().map(|(index, _)| index);
+        assert_eq!(last, Some(256 * 64));
+        assert_eq!(
+            log.get_meta("committed").unwrap(),
+            Some(255u64.to_be_bytes().to_vec())
+        );
     }
 }
