@@ -369,7 +369,8 @@ impl Follower {
                 _ => Ended::Failed(canceled_error(&response)),
             });
         }
-        // Every event up to the response's revision is in it.
+        // Every event up to the response's revision is in it. A progress response carries no
+        // event, and its revision is how far the watch is current: `next` moves past it too.
         let reached = response.header.map_or(0, |header| header.revision);
         for event in response.events {
             // After a reconnection the server starts at `next`, so nothing repeats; this
