@@ -381,6 +381,7 @@ pub struct SnapshotBuilder {
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<u64>> {
         let timer = self.timings.snapshot_save.start_timer();
+        let began = std::time::Instant::now();
         let (namespace, last_applied, membership) = {
             let state = self.replica.state();
             (
@@ -389,6 +390,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
                 state.membership.clone(),
             )
         };
+        let copied_in = began.elapsed();
         let snapshot_id = match last_applied {
             Some(log_id) => format!("{}-{}", log_id.leader_id.term, log_id.index),
             None => "0-0".to_owned(),
@@ -418,7 +420,13 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         self.timings
             .snapshot_bytes
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
-        tracing::info!(index = ?meta.last_log_id.map(|log_id| log_id.index), bytes, "snapshot built");
+        tracing::info!(
+            index = ?meta.last_log_id.map(|log_id| log_id.index),
+            bytes,
+            ?copied_in,
+            took = ?began.elapsed(),
+            "snapshot built"
+        );
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(namespace_bytes)),

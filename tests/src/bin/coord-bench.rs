@@ -4,6 +4,7 @@
 //! coord-bench writes  [--endpoints E] [--clients 32] [--ops 20000] [--value-bytes 100] [--no-discovery]
 //! coord-bench reads   [--endpoints E] [--clients 32] [--ops 20000] [--consistency linearizable|serializable]
 //! coord-bench restart [--nodes 100000]
+//! coord-bench snapshots [--nodes 100000] [--seconds 10]
 //! coord-bench failover [--runs 5] [--writers 4] [--fault kill|stop|term|move|all]
 //! coord-bench sessions [--sessions 10000] [--ttl 10s] [--window 20s]
 //! coord-bench watches  [--watches 10000] [--members-watched 3]
@@ -72,6 +73,7 @@ const USAGE: &str = "\
 usage: coord-bench writes   [--endpoints E | --members N] [--clients N] [--ops N] [--value-bytes B] [--no-discovery]
        coord-bench reads    [--endpoints E | --members N] [--clients N] [--ops N] [--consistency C]
        coord-bench restart  [--nodes N]
+       coord-bench snapshots [--nodes N] [--seconds N]
        coord-bench failover [--runs N] [--writers N] [--fault kill|stop|term|move|all]
        coord-bench sessions [--sessions N] [--ttl D] [--window D]
        coord-bench watches  [--watches N] [--members-watched 1-3]
@@ -103,6 +105,7 @@ const COMMANDS: &[(&str, &[&str], &[&str])] = &[
         &[],
     ),
     ("restart", &["--nodes"], &[]),
+    ("snapshots", &["--nodes", "--seconds"], &[]),
     ("failover", &["--runs", "--writers", "--fault"], &[]),
     ("sessions", &["--sessions", "--ttl", "--window"], &[]),
     ("watches", &["--watches", "--members-watched"], &[]),
@@ -158,6 +161,7 @@ async fn main() -> anyhow::Result<()> {
     match arguments.get(1).map(String::as_str) {
         Some("writes") => writes(&arguments).await,
         Some("restart") => restart(&arguments).await,
+        Some("snapshots") => snapshots(&arguments).await,
         Some("reads") => reads(&arguments).await,
         Some("failover") => failover(&arguments).await,
         Some("sessions") => sessions(&arguments).await,
@@ -490,32 +494,8 @@ async fn restart(arguments: &[String]) -> anyhow::Result<()> {
     let directory = tempfile::tempdir()?;
     let mut server = ServerProcess::start_single(directory.path(), &[]);
     let client = server.client().await;
-    client
-        .create("/restart", "", &CreateOptions::default())
-        .await?;
     let populate = Instant::now();
-    const BATCH: usize = 100;
-    let mut tasks = Vec::new();
-    for worker in 0..8 {
-        let client = client.clone();
-        tasks.push(tokio::spawn(async move {
-            for batch in (worker * BATCH..nodes).step_by(8 * BATCH) {
-                let mut txn = Txn::new();
-                for index in batch..(batch + BATCH).min(nodes) {
-                    txn = txn.then(Op::create(
-                        &format!("/restart/n{index:07}"),
-                        "data",
-                        &CreateOptions::default(),
-                    ));
-                }
-                client.txn(txn).await?;
-            }
-            Ok::<_, coord_client::Error>(())
-        }));
-    }
-    for task in tasks {
-        task.await??;
-    }
+    populate_children(&client, "/restart", nodes).await?;
     let status = client.cluster_status().await?;
     let pid = server.pid().context("server is running")?;
     report(&format!(
@@ -546,6 +526,100 @@ async fn restart(arguments: &[String]) -> anyhow::Result<()> {
         "expected {nodes} nodes after restart, found {count}"
     );
     Ok(())
+}
+
+/// Creates `parent` and `nodes` children under it (`n0000000`, ...), 100 to a txn, 8 at a time.
+async fn populate_children(client: &Client, parent: &str, nodes: usize) -> anyhow::Result<()> {
+    client.create(parent, "", &CreateOptions::default()).await?;
+    const BATCH: usize = 100;
+    let mut tasks = Vec::new();
+    for worker in 0..8 {
+        let client = client.clone();
+        let parent = parent.to_owned();
+        tasks.push(tokio::spawn(async move {
+            for batch in (worker * BATCH..nodes).step_by(8 * BATCH) {
+                let mut txn = Txn::new();
+                for index in batch..(batch + BATCH).min(nodes) {
+                    txn = txn.then(Op::create(
+                        &format!("{parent}/n{index:07}"),
+                        "data",
+                        &CreateOptions::default(),
+                    ));
+                }
+                client.txn(txn).await?;
+            }
+            Ok::<_, coord_client::Error>(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    Ok(())
+}
+
+/// Log entries between snapshots in `snapshots`: at one writer's pace, several a second.
+const SNAPSHOT_EVERY_ENTRIES: &str = "2000";
+
+/// Write latency while snapshots are built: one member holding `--nodes` nodes, started to
+/// build a snapshot every `SNAPSHOT_EVERY_ENTRIES` entries, and one writer changing them back
+/// to back for `--seconds`. Taking a snapshot copies the tree under the applier's lock, so the
+/// slowest writes show what that copy costs at this size.
+async fn snapshots(arguments: &[String]) -> anyhow::Result<()> {
+    let nodes: usize = flag(arguments, "--nodes", "100000")
+        .parse()
+        .context("--nodes")?;
+    let seconds: u64 = flag(arguments, "--seconds", "10")
+        .parse()
+        .context("--seconds")?;
+    anyhow::ensure!(nodes > 0, "--nodes must be at least 1");
+    let directory = tempfile::tempdir()?;
+    let server = ServerProcess::start_single(
+        directory.path(),
+        &["--snapshot-entries", SNAPSHOT_EVERY_ENTRIES],
+    );
+    let client = server.client().await;
+    populate_children(&client, "/snapshots", nodes).await?;
+    let built_before = server.log().matches("snapshot built").count();
+    let stop_at = Instant::now() + Duration::from_secs(seconds);
+    let mut latencies = Vec::new();
+    while Instant::now() < stop_at {
+        let path = format!("/snapshots/n{:07}", latencies.len() % nodes);
+        let began = Instant::now();
+        client.set(&path, "changed", None).await?;
+        latencies.push(began.elapsed());
+    }
+    let log = server.log();
+    let built = log.matches("snapshot built").count() - built_before;
+    let longest_copy = log
+        .split("copied_in=")
+        .skip(1)
+        .filter_map(|rest| parse_debug_duration(rest.split_whitespace().next()?))
+        .max()
+        .unwrap_or_default();
+    latencies.sort();
+    let ms = |fraction| percentile(&latencies, fraction).as_secs_f64() * 1e3;
+    report(&format!(
+        "snapshots: {nodes} nodes, {} writes in {seconds}s while {built} snapshots were built: \
+         latency p50={:.2}ms p99={:.2}ms p99.9={:.2}ms max={:.2}ms; longest copy of the tree \
+         (applying paused) {:.2}ms",
+        latencies.len(),
+        ms(0.50),
+        ms(0.99),
+        ms(0.999),
+        ms(1.0),
+        longest_copy.as_secs_f64() * 1e3,
+    ));
+    Ok(())
+}
+
+/// A duration as `Debug` prints it (`950ns`, `12.5µs`, `6.6ms`, `1.2s`), as the member logs it.
+fn parse_debug_duration(text: &str) -> Option<Duration> {
+    let units = [("ns", 1e-9), ("µs", 1e-6), ("ms", 1e-3), ("s", 1.0)];
+    let (number, scale) = units
+        .iter()
+        .find_map(|(unit, scale)| Some((text.strip_suffix(unit)?, *scale)))?;
+    let seconds = number.parse::<f64>().ok()? * scale;
+    Some(Duration::from_secs_f64(seconds))
 }
 
 /// CPU time (user + system) a process has used so far.
@@ -1041,6 +1115,17 @@ mod tests {
 
     fn arguments(line: &str) -> Vec<String> {
         line.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn durations_read_back_as_the_member_logs_them() {
+        let read = |text| parse_debug_duration(text).map(|duration| duration.as_secs_f64());
+        assert_eq!(read("950ns"), Some(950e-9));
+        assert_eq!(read("12.5µs"), Some(12.5e-6));
+        assert_eq!(read("6.5ms"), Some(6.5e-3));
+        assert_eq!(read("1.25s"), Some(1.25));
+        assert_eq!(read("ms"), None);
+        assert_eq!(read("12"), None);
     }
 
     #[test]
