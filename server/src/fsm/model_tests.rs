@@ -641,6 +641,38 @@ proptest! {
         prop_assert_eq!(restored.to_snapshot(), bytes);
     }
 
+    /// A copy of the tree (what a snapshot is built from) shares its nodes with the live tree
+    /// and keeps the state it was taken at, however the live tree changes afterwards:
+    /// creates, sets, deletes, session expiry, and txns rolled back half way.
+    #[test]
+    fn a_copy_keeps_its_state_while_the_tree_it_shares_nodes_with_changes(
+        commands in prop::collection::vec(command_strategy(), 2..60),
+        split in 0.0..1.0f64,
+    ) {
+        let mut namespace = Namespace::new();
+        let mut opened = Vec::new();
+        let copy_after = (commands.len() as f64 * split) as usize;
+        let mut copy = None;
+        for (step, command) in commands.iter().enumerate() {
+            if step == copy_after {
+                copy = Some((namespace.clone(), namespace.to_snapshot()));
+            }
+            let command = &resolve_sessions(command, &opened);
+            let applied = namespace.apply(Revision(step as u64 + 1), command);
+            if let Ok(Output::SessionOpened { session, .. }) = &applied.outcome {
+                opened.push(session.0);
+            }
+        }
+        let (copy, bytes_then) = copy.expect("the copy is taken before the last command");
+        prop_assert_eq!(copy.to_snapshot(), bytes_then);
+        if let Err(reason) = copy.validate() {
+            prop_assert!(false, "invalid copy: {}", reason);
+        }
+        if let Err(reason) = namespace.validate() {
+            prop_assert!(false, "invalid tree after the copy: {}", reason);
+        }
+    }
+
     /// A batch entry does exactly what its items would do as entries of their own, at the
     /// revisions it reports: consecutive, above the last, never below the entry's index.
     #[test]

@@ -16,6 +16,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -114,7 +115,10 @@ pub struct ChildrenPage {
 /// The tree and sessions at one revision.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Namespace {
-    pub(super) nodes: BTreeMap<NodePath, Node>,
+    /// Each node behind an `Arc`, so that copying the tree for a snapshot shares the nodes
+    /// (reference counts, no deep copy) and a change copies only the node it changes
+    /// (`Arc::make_mut`) while a snapshot still holds it.
+    pub(super) nodes: BTreeMap<NodePath, Arc<Node>>,
     pub(super) sessions: BTreeMap<SessionId, SessionRecord>,
     pub(super) writers: BTreeMap<String, WriterRecord>,
     /// The sum of `WriterRecord::bytes` over `writers` (derived; rebuilt on restore).
@@ -140,7 +144,7 @@ enum Undo {
     },
     Removed {
         path: NodePath,
-        node: Node,
+        node: Arc<Node>,
     },
     Meta {
         path: NodePath,
@@ -197,7 +201,12 @@ impl Namespace {
         let mut nodes = BTreeMap::new();
         nodes.insert(
             NodePath::root(),
-            Node::new(Vec::new(), NodeKind::Persistent, SessionId(0), Revision(0)),
+            Arc::new(Node::new(
+                Vec::new(),
+                NodeKind::Persistent,
+                SessionId(0),
+                Revision(0),
+            )),
         );
         Namespace {
             nodes,
@@ -254,7 +263,13 @@ impl Namespace {
     }
 
     pub fn get(&self, path: &NodePath) -> Option<&Node> {
-        self.nodes.get(path)
+        self.nodes.get(path).map(Arc::as_ref)
+    }
+
+    /// The node at `path`, to change: copied first if a snapshot copy of the tree still
+    /// shares it.
+    fn node_mut(&mut self, path: &NodePath) -> Option<&mut Node> {
+        self.nodes.get_mut(path).map(Arc::make_mut)
     }
 
     pub fn sessions(&self) -> &BTreeMap<SessionId, SessionRecord> {
@@ -263,7 +278,7 @@ impl Namespace {
 
     /// All nodes in path order.
     pub fn iter(&self) -> impl Iterator<Item = (&NodePath, &Node)> {
-        self.nodes.iter()
+        self.nodes.iter().map(|(path, node)| (path, node.as_ref()))
     }
 
     /// Up to `limit` children of `path` whose names sort after `after`.
@@ -636,6 +651,7 @@ impl Change<'_> {
         self.namespace
             .nodes
             .get(path)
+            .map(Arc::as_ref)
             .ok_or_else(|| FsmError::NoNode { path: path.clone() })
     }
 
@@ -968,7 +984,7 @@ impl Change<'_> {
         }
         self.push_event(&path, EventKind::Created, node.stat, &node.data);
         self.namespace.data_bytes += node_bytes(&path, node.data.len());
-        let previous = self.namespace.nodes.insert(path.clone(), node);
+        let previous = self.namespace.nodes.insert(path.clone(), Arc::new(node));
         assert!(previous.is_none(), "insert over existing node {path}");
         self.undo.push(Undo::Inserted { path });
         self.link(&parent, name);
@@ -1026,7 +1042,7 @@ impl Change<'_> {
             stat.cversion += 1;
             stat.children_revision = revision;
         });
-        let node = self.namespace.nodes.get_mut(parent).expect("parent exists");
+        let node = self.namespace.node_mut(parent).expect("parent exists");
         assert!(
             node.children.insert(name.clone()),
             "{parent} already lists {name}"
@@ -1045,7 +1061,7 @@ impl Change<'_> {
             stat.cversion += 1;
             stat.children_revision = revision;
         });
-        let node = self.namespace.nodes.get_mut(parent).expect("parent exists");
+        let node = self.namespace.node_mut(parent).expect("parent exists");
         assert!(node.children.remove(&name), "{parent} does not list {name}");
         self.undo.push(Undo::Unlinked {
             parent: parent.clone(),
@@ -1061,12 +1077,12 @@ impl Change<'_> {
             stat.mod_revision = revision;
             stat.data_length = data.len() as u64;
         });
-        let node = self.namespace.nodes.get_mut(path).expect("node exists");
+        let new_bytes = data.len() as u64;
+        let node = self.namespace.node_mut(path).expect("node exists");
         let old = std::mem::replace(&mut node.data, data);
-        self.namespace.data_bytes =
-            self.namespace.data_bytes + node.data.len() as u64 - old.len() as u64;
         let stat = node.stat;
         let data = node.data.clone();
+        self.namespace.data_bytes = self.namespace.data_bytes + new_bytes - old.len() as u64;
         self.undo.push(Undo::Data {
             path: path.clone(),
             data: old,
@@ -1076,11 +1092,7 @@ impl Change<'_> {
 
     /// Changes a node's stat or sequence counter, journalling the old values.
     fn touch_meta(&mut self, path: &NodePath, edit: impl FnOnce(&mut NodeStat, &mut u64)) {
-        let node = self
-            .namespace
-            .nodes
-            .get_mut(path)
-            .expect("touched node exists");
+        let node = self.namespace.node_mut(path).expect("touched node exists");
         self.undo.push(Undo::Meta {
             path: path.clone(),
             stat: node.stat,
@@ -1136,27 +1148,23 @@ impl Change<'_> {
                     next_sequence,
                 } => {
                     let node = nodes.get_mut(&path).expect("touched node exists");
+                    let node = Arc::make_mut(node);
                     node.stat = stat;
                     node.next_sequence = next_sequence;
                 }
                 Undo::Data { path, data } => {
                     let node = nodes.get_mut(&path).expect("changed node exists");
+                    let node = Arc::make_mut(node);
                     *data_bytes = *data_bytes + data.len() as u64 - node.data.len() as u64;
                     node.data = data;
                 }
                 Undo::Linked { parent, name } => {
-                    nodes
-                        .get_mut(&parent)
-                        .expect("parent exists")
-                        .children
-                        .remove(&name);
+                    let node = nodes.get_mut(&parent).expect("parent exists");
+                    Arc::make_mut(node).children.remove(&name);
                 }
                 Undo::Unlinked { parent, name } => {
-                    nodes
-                        .get_mut(&parent)
-                        .expect("parent exists")
-                        .children
-                        .insert(name);
+                    let node = nodes.get_mut(&parent).expect("parent exists");
+                    Arc::make_mut(node).children.insert(name);
                 }
                 Undo::OwnerLinked { session, path } => {
                     if let Some(record) = self.namespace.sessions.get_mut(&session) {

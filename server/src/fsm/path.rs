@@ -1,9 +1,12 @@
 //! `NodePath`: a validated, absolute, `/`-separated node address.
 //!
 //! Invariant: a `NodePath` value always satisfies every rule in [`PathRule`]; the only ways to
-//! build one are [`NodePath::parse`] and [`NodePath::root`].
+//! build one are [`NodePath::parse`] and [`NodePath::root`]. The text is shared (`Arc<str>`), so
+//! a clone costs a reference count, not an allocation: the tree's snapshot copy clones every
+//! path.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -44,12 +47,12 @@ impl fmt::Display for PathRule {
 /// A valid absolute node path such as `/services/db/leader`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct NodePath(String);
+pub struct NodePath(Arc<str>);
 
 impl NodePath {
     /// The root node `/`, which always exists.
     pub fn root() -> NodePath {
-        NodePath("/".to_owned())
+        NodePath(Arc::from("/"))
     }
 
     /// Validates `text` against every path rule.
@@ -85,7 +88,7 @@ impl NodePath {
         if depth > PATH_DEPTH_MAX {
             return Err(PathRule::TooDeep);
         }
-        Ok(NodePath(text.to_owned()))
+        Ok(NodePath(Arc::from(text)))
     }
 
     pub fn as_str(&self) -> &str {
@@ -93,7 +96,7 @@ impl NodePath {
     }
 
     pub fn is_root(&self) -> bool {
-        self.0 == "/"
+        &*self.0 == "/"
     }
 
     /// The parent path, or `None` for the root.
@@ -105,7 +108,7 @@ impl NodePath {
         if cut == 0 {
             Some(NodePath::root())
         } else {
-            Some(NodePath(self.0[..cut].to_owned()))
+            Some(NodePath(Arc::from(&self.0[..cut])))
         }
     }
 
@@ -152,7 +155,7 @@ impl fmt::Display for NodePath {
     }
 }
 
-/// Sound because `NodePath` orders, compares and hashes exactly as its inner `String`.
+/// Sound because `NodePath` orders, compares and hashes exactly as its inner `str`.
 impl std::borrow::Borrow<str> for NodePath {
     fn borrow(&self) -> &str {
         &self.0
@@ -169,7 +172,7 @@ impl TryFrom<String> for NodePath {
 
 impl From<NodePath> for String {
     fn from(path: NodePath) -> String {
-        path.0
+        path.0.as_ref().to_owned()
     }
 }
 

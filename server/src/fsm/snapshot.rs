@@ -2,6 +2,7 @@
 //! byte-equal snapshots. Child sets and owner lists are derived data and are rebuilt on decode.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use bincode::Options;
 use serde::{Deserialize, Serialize};
@@ -153,7 +154,7 @@ impl Namespace {
                         .ok_or_else(|| SnapshotError::Invalid {
                             reason: format!("{} has no parent", node_image.path),
                         })?;
-                parent_node
+                Arc::make_mut(parent_node)
                     .children
                     .insert(node_image.path.name().to_owned());
             }
@@ -166,7 +167,7 @@ impl Namespace {
                     })?;
                 record.ephemerals.insert(node_image.path.clone());
             }
-            namespace.nodes.insert(node_image.path, node);
+            namespace.nodes.insert(node_image.path, Arc::new(node));
         }
         namespace.data_bytes = namespace
             .nodes
