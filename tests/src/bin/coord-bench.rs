@@ -9,7 +9,7 @@
 //! coord-bench sessions [--sessions 10000] [--ttl 10s] [--window 20s]
 //! coord-bench watches  [--watches 10000] [--members-watched 3]
 //! coord-bench watch-latency [--watchers 100] [--writes 2000] [--rate 0 (writes/s; 0: back to back)]
-//! coord-bench locks [--contenders 16] [--seconds 10] [--uncontended 200]
+//! coord-bench locks [--contenders 16] [--seconds 10] [--uncontended 200] [--pinned]
 //! ```
 //! `sessions`, `watches`, `watch-latency` and `locks` always start a 3-member cluster of
 //! their own.
@@ -78,7 +78,7 @@ usage: coord-bench writes   [--endpoints E | --members N] [--clients N] [--ops N
        coord-bench sessions [--sessions N] [--ttl D] [--window D]
        coord-bench watches  [--watches N] [--members-watched 1-3]
        coord-bench watch-latency [--watchers N] [--writes N] [--rate R]
-       coord-bench locks [--contenders N] [--seconds N] [--uncontended N]";
+       coord-bench locks [--contenders N] [--seconds N] [--uncontended N] [--pinned]";
 
 /// Each command with the flags that take a value and the flags that stand alone.
 const COMMANDS: &[(&str, &[&str], &[&str])] = &[
@@ -113,7 +113,7 @@ const COMMANDS: &[(&str, &[&str], &[&str])] = &[
     (
         "locks",
         &["--contenders", "--seconds", "--uncontended"],
-        &[],
+        &["--pinned"],
     ),
 ];
 
@@ -1035,15 +1035,20 @@ async fn locks(arguments: &[String]) -> anyhow::Result<()> {
         percentile(&latencies, 0.99).as_secs_f64() * 1e3,
     ));
 
-    locks_contended(&endpoints, contenders, seconds).await
+    let pinned = arguments.iter().any(|argument| argument == "--pinned");
+    locks_contended(&endpoints, contenders, seconds, pinned).await
 }
 
 /// `contenders` clients, spread over `endpoints`, acquiring and releasing one lock for
-/// `seconds`: hand-offs per second, and how long each hand-off and release took.
+/// `seconds`: hand-offs per second, and how long each hand-off and release took. `pinned`: each
+/// client knows its own member only (as peerbench's lock-cycle connects them), so a client of
+/// a follower has its releases forwarded and its watches served there; otherwise clients
+/// discover the members and write to the leader.
 async fn locks_contended(
     endpoints: &[String],
     contenders: usize,
     seconds: u64,
+    pinned: bool,
 ) -> anyhow::Result<()> {
     let stop_at = Instant::now() + Duration::from_secs(seconds);
     // When the last release began: the next acquisition to return measures its hand-off.
@@ -1056,7 +1061,10 @@ async fn locks_contended(
             let mut rotated = endpoints;
             let shift = contender % rotated.len();
             rotated.rotate_left(shift);
-            let client = connect(rotated).await?;
+            if pinned {
+                rotated.truncate(1);
+            }
+            let client = connect_discovering(rotated, !pinned).await?;
             let session = client.open_session(Duration::from_secs(10)).await?;
             let mutex = Mutex::new(&client, &session, "/bench/contended");
             let (mut handoffs, mut releases) = (Vec::new(), Vec::new());
@@ -1085,8 +1093,13 @@ async fn locks_contended(
     let elapsed = started.elapsed();
     per_contender.sort_unstable();
     report(&format!(
-        "locks: {contenders} contenders on one lock for {:.1}s: {} acquisitions, {:.0} hand-offs/s \
-         (fewest by one contender {}, most {})",
+        "locks: {contenders} contenders{} on one lock for {:.1}s: {} acquisitions, {:.0} \
+         hand-offs/s (fewest by one contender {}, most {})",
+        if pinned {
+            " (each pinned to one member)"
+        } else {
+            ""
+        },
         elapsed.as_secs_f64(),
         releases.len(),
         releases.len() as f64 / elapsed.as_secs_f64(),
