@@ -6,6 +6,7 @@
 //! `validate`, and snapshot → restore must give an equal state and equal bytes.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use proptest::prelude::*;
 
@@ -655,7 +656,15 @@ proptest! {
         let mut copy = None;
         for (step, command) in commands.iter().enumerate() {
             if step == copy_after {
-                copy = Some((namespace.clone(), namespace.to_snapshot()));
+                let taken = namespace.clone();
+                // The copy shares every node: taking it copied no node's data.
+                let shared = taken
+                    .nodes
+                    .values()
+                    .zip(namespace.nodes.values())
+                    .all(|(copied, live)| Arc::ptr_eq(copied, live));
+                prop_assert!(shared, "the copy at step {} holds nodes of its own", step);
+                copy = Some((taken, namespace.to_snapshot()));
             }
             let command = &resolve_sessions(command, &opened);
             let applied = namespace.apply(Revision(step as u64 + 1), command);
