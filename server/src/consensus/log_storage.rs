@@ -1,11 +1,14 @@
 //! `LogStorage`: openraft's `RaftLogStorage` over `storage::LogDb`. A thin adapter: encoding,
 //! decoding and error conversion, plus the `LogTail` that answers reads of the entries just
-//! appended (replication and apply) from memory.
+//! appended (replication and apply) from memory, and the `LogFlusher` that makes appends
+//! durable.
 //!
-//! Invariant: `append` reports completion only after the whole batch is on disk (one synced
-//! RocksDB write per batch), so nothing openraft counts as persisted can be lost by a crash.
-//! The vote is written synced; the committed index is written unsynced because losing it only
-//! means replaying a little more log on restart.
+//! Invariants: `append` queues the batch with the flusher, starts its synced write and reports
+//! completion at once (a membership entry only once it is on disk); the three gates that keep
+//! every durability promise are in `log_flush`. Reads that the tail cannot answer, truncation
+//! and purging first write out everything queued, so the disk they work on is the whole log.
+//! The vote is written synced; the committed index is written unsynced, and capped at the
+//! durable entries, because losing it only means replaying a little more log on restart.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
@@ -13,9 +16,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
-use openraft::{AnyError, LogId, LogState, RaftLogReader, StorageError, StorageIOError, Vote};
+use openraft::{
+    AnyError, EntryPayload, LogId, LogState, RaftLogReader, StorageError, StorageIOError, Vote,
+};
 
 use super::election::LastLogId;
+use super::log_flush::LogFlusher;
 use super::log_tail::{LogTail, TAIL_BYTES_MAX, TAIL_ENTRIES_MAX};
 use super::types::{Entry, TypeConfig};
 use super::wire::{decode_log_entry, decode_log_meta, encode_log_entry, encode_log_meta};
@@ -32,38 +38,50 @@ pub struct LogStorage {
     appended_bytes: Arc<AtomicU64>,
     /// The last log id held, for answering pre-votes.
     last_log_id: Arc<LastLogId>,
-    /// How long each synced append takes (`coord_disk_log_append_duration_seconds`).
-    append_seconds: Option<prometheus::Histogram>,
     /// The last entries appended, shared by every clone (the log readers of replication).
     tail: Arc<Mutex<LogTail>>,
+    /// Writes the appended entries to disk.
+    flusher: Arc<LogFlusher>,
+    /// This member: entries it appends as their leader have their write started at once.
+    member_id: u64,
 }
 
 impl LogStorage {
+    /// The log in `log_db`; each synced write's duration goes to `write_seconds`
+    /// (`coord_disk_log_append_duration_seconds`) when given.
     pub fn new(
         log_db: LogDb,
+        member_id: u64,
         appended_bytes: Arc<AtomicU64>,
         last_log_id: Arc<LastLogId>,
-    ) -> LogStorage {
-        LogStorage {
+        write_seconds: Option<prometheus::Histogram>,
+    ) -> Result<LogStorage, StorageError<u64>> {
+        let on_disk = LogStorage::read_last_log_id(&log_db)?.last_log_id;
+        let flusher = LogFlusher::new(log_db.clone(), on_disk, write_seconds);
+        Ok(LogStorage {
             log_db,
             appended_bytes,
             last_log_id,
-            append_seconds: None,
             tail: Arc::new(Mutex::new(LogTail::new(TAIL_ENTRIES_MAX, TAIL_BYTES_MAX))),
-        }
+            flusher: Arc::new(flusher),
+            member_id,
+        })
+    }
+
+    /// What makes this log's appends durable, for the gates outside the log (see `log_flush`).
+    pub fn flusher(&self) -> Arc<LogFlusher> {
+        self.flusher.clone()
+    }
+
+    /// Writes out everything queued (on this worker or the blocking pool, see `blocking`).
+    async fn drained(&self) -> Result<(), StorageError<u64>> {
+        let flusher = self.flusher.clone();
+        blocking(move || flusher.drain().map_err(|fault| write_fault_text(&fault))).await
     }
 
     fn tail(&self) -> MutexGuard<'_, LogTail> {
         // Nothing panics while holding the lock.
         self.tail.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Records each synced append's duration in `histogram`.
-    pub fn timed(self, histogram: prometheus::Histogram) -> LogStorage {
-        LogStorage {
-            append_seconds: Some(histogram),
-            ..self
-        }
     }
 
     /// Reads the last log id (or the purged one behind an empty log) from disk.
@@ -89,7 +107,11 @@ fn read_fault(fault: StorageFault) -> StorageError<u64> {
 }
 
 fn write_fault(fault: StorageFault) -> StorageError<u64> {
-    StorageIOError::write_logs(AnyError::error(fault.to_string())).into()
+    write_fault_text(&fault.to_string())
+}
+
+fn write_fault_text(fault: &str) -> StorageError<u64> {
+    StorageIOError::write_logs(AnyError::error(fault)).into()
 }
 
 fn decode<T: serde::de::DeserializeOwned>(
@@ -169,6 +191,7 @@ impl RaftLogReader<TypeConfig> for LogStorage {
         if let Some(entries) = self.tail().get(start, end, REPLICATION_BATCH_BYTES_MAX) {
             return Ok(entries);
         }
+        self.drained().await?;
         let log_db = self.log_db.clone();
         blocking(move || {
             let records = log_db
@@ -199,6 +222,7 @@ impl RaftLogReader<TypeConfig> for LogStorage {
         if let Some(entries) = self.tail().get(start, end, usize::MAX) {
             return Ok(entries);
         }
+        self.drained().await?;
         let log_db = self.log_db.clone();
         blocking(move || {
             let records = log_db.read_range(start, end).map_err(read_fault)?;
@@ -215,6 +239,7 @@ impl RaftLogStorage<TypeConfig> for LogStorage {
     type LogReader = LogStorage;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<u64>> {
+        self.drained().await?;
         let log_db = self.log_db.clone();
         let state = blocking(move || LogStorage::read_last_log_id(&log_db)).await?;
         self.last_log_id.set(state.last_log_id);
@@ -253,6 +278,9 @@ impl RaftLogStorage<TypeConfig> for LogStorage {
     ) -> Result<(), StorageError<u64>> {
         // Unsynced: a memtable insert and a write to the page cache, too short to be worth
         // handing the runtime's worker to another thread, as `blocking` would on every commit.
+        // Capped at the durable entries: a leader counts its own copy before it is on disk, and
+        // a restart must not expect entries that never got there.
+        let committed = committed.min(self.flusher.durable());
         let bytes = encode_log_meta(&committed);
         self.log_db
             .put_meta_relaxed(COMMITTED_KEY, &bytes)
@@ -280,39 +308,58 @@ impl RaftLogStorage<TypeConfig> for LogStorage {
         I::IntoIter: Send,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
-        let last = entries.last().map(|entry| entry.log_id);
+        let Some(last) = entries.last().map(|entry| entry.log_id) else {
+            callback.log_io_completed(Ok(()));
+            return Ok(());
+        };
+        let membership = entries
+            .iter()
+            .any(|entry| matches!(entry.payload, EntryPayload::Membership(_)));
         let records: Vec<(u64, Vec<u8>)> = entries
             .iter()
             .map(|entry| (entry.log_id.index, encode_log_entry(entry)))
             .collect();
         let sizes: Vec<usize> = records.iter().map(|(_, body)| body.len()).collect();
-        let bytes: usize = records.iter().map(|(_, body)| body.len()).sum();
+        let bytes: usize = sizes.iter().sum();
         self.appended_bytes
             .fetch_add(bytes as u64, Ordering::Relaxed);
-        let log_db = self.log_db.clone();
-        let timer = self
-            .append_seconds
-            .as_ref()
-            .map(prometheus::Histogram::start_timer);
-        let result = on_this_worker(move || log_db.append(&records).map_err(write_fault)).await;
-        if let Some(timer) = timer {
-            timer.observe_duration();
-        }
-        match &result {
-            Ok(()) => {
-                if last.is_some() {
-                    self.last_log_id.set(last);
+        // Readable (replication, apply) from the tail before it is on disk.
+        self.tail()
+            .appended(entries.into_iter().zip(sizes).collect());
+        self.last_log_id.set(Some(last));
+        self.flusher.queue(records, last);
+        let flusher = self.flusher.clone();
+        if membership {
+            let flushed = on_this_worker(move || {
+                flusher
+                    .flush_through(last.index)
+                    .map_err(|fault| write_fault_text(&fault))
+            })
+            .await;
+            return match flushed {
+                Ok(()) => {
+                    callback.log_io_completed(Ok(()));
+                    Ok(())
                 }
-                self.tail()
-                    .appended(entries.into_iter().zip(sizes).collect());
-                callback.log_io_completed(Ok(()))
-            }
-            Err(error) => callback.log_io_completed(Err(std::io::Error::other(error.to_string()))),
+                Err(error) => {
+                    callback.log_io_completed(Err(std::io::Error::other(error.to_string())));
+                    Err(error)
+                }
+            };
         }
-        result
+        // A leader's own entries: their write runs while they are sent to the followers. A
+        // follower's are written by the AppendEntries answer that waits for them (the apply
+        // gate writes any left over). A failure is kept by the flusher and stops the member at
+        // the next gate (see `log_flush`).
+        if last.leader_id.node_id == self.member_id {
+            tokio::task::spawn_blocking(move || flusher.flush_through(last.index));
+        }
+        callback.log_io_completed(Ok(()));
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
+        self.drained().await?;
         self.tail().truncated(log_id.index);
         let log_db = self.log_db.clone();
         let state = blocking(move || {
@@ -320,11 +367,13 @@ impl RaftLogStorage<TypeConfig> for LogStorage {
             LogStorage::read_last_log_id(&log_db)
         })
         .await?;
+        self.flusher.truncated(state.last_log_id);
         self.last_log_id.set(state.last_log_id);
         Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
+        self.drained().await?;
         self.tail().purged(log_id.index);
         let log_db = self.log_db.clone();
         let bytes = encode_log_meta(&Some(log_id));
@@ -368,13 +417,16 @@ mod tests {
             let log_db = LogDb::open(&dir.path().join("log")).expect("the log opens");
             let log = LogStorage::new(
                 log_db,
+                1,
                 Arc::new(AtomicU64::new(0)),
                 Arc::new(LastLogId::default()),
-            );
+                None,
+            )?;
             let timings = RaftTimings::new().expect("the metrics register");
             let state_machine =
                 StateMachine::open(SnapshotFile::new(dir.path()), Arc::new(Unobserved), timings)
-                    .expect("the state machine opens");
+                    .expect("the state machine opens")
+                    .gated_by(log.flusher());
             Ok((dir, log, state_machine))
         }
     }

@@ -5,10 +5,10 @@
 //! keeps it in step with the log.
 //!
 //! Invariant: the entries held are a contiguous suffix of the log (the last one held is the
-//! log's last), so a read it can answer gives exactly what the log holds. `LogStorage` records
-//! every append after it is written, and forgets a truncated suffix or purged prefix before it
-//! changes the log. A read it cannot answer wholly (an entry older than those held) goes to the
-//! log.
+//! log's last, queued entries included), so a read it can answer gives exactly what the log
+//! holds. `LogStorage` records every append when it queues it for writing, and forgets a
+//! truncated suffix or purged prefix before it changes the log. A read it cannot answer wholly
+//! (an entry older than those held) goes to the log once everything queued is written.
 
 use std::collections::VecDeque;
 

@@ -38,6 +38,7 @@ mod handoff;
 mod ids;
 mod join;
 mod leader;
+mod log_flush;
 mod log_storage;
 mod log_tail;
 mod network;
@@ -97,6 +98,7 @@ use forward_batch::{ForwardBatcher, WriteForwarder};
 use gone::KnownLeader;
 use handoff::HandOff;
 use leader::Forwarder;
+use log_flush::LogFlusher;
 use log_storage::LogStorage;
 use network::PeerNetwork;
 use read_index::ReadIndexBatcher;
@@ -144,9 +146,35 @@ pub struct Consensus {
     writes: WriteBatcher,
     /// What the other members said they apply (`features.rs`).
     features: FeatureBook,
+    /// Makes the log's appends durable (`log_flush.rs`).
+    flusher: Arc<LogFlusher>,
     /// Sends the client writes this member forwards to the leader in batches
     /// (`forward_batch.rs`).
     forwards: ForwardBatcher,
+}
+
+/// The log (with its flusher) and the state machine, which applies only what the log has on
+/// disk.
+fn open_storage(
+    data_dir: &Path,
+    member_id: MemberId,
+    (appended_bytes, last_log): (Arc<AtomicU64>, Arc<LastLogId>),
+    (observer, timings): (Arc<dyn ApplyObserver>, &RaftTimings),
+) -> Result<(LogStorage, StateMachine), StartError> {
+    let log_db = LogDb::open(&data_dir.join("log"))?;
+    let log_storage = LogStorage::new(
+        log_db,
+        member_id.0,
+        appended_bytes,
+        last_log,
+        Some(timings.log_append.clone()),
+    )
+    .map_err(|fault| StartError::Raft {
+        source: Box::new(Fatal::StorageError(fault)),
+    })?;
+    let state_machine = StateMachine::open(SnapshotFile::new(data_dir), observer, timings.clone())?
+        .gated_by(log_storage.flusher());
+    Ok((log_storage, state_machine))
 }
 
 impl Consensus {
@@ -163,9 +191,14 @@ impl Consensus {
     ) -> Result<Consensus, StartError> {
         let raft_config = raft_config(&config)?;
         let timings = RaftTimings::new().map_err(StartError::metrics)?;
-        let log_db = LogDb::open(&data_dir.join("log"))?;
-        let state_machine =
-            StateMachine::open(SnapshotFile::new(data_dir), observer, timings.clone())?;
+        let (appended_bytes, last_log) = (Arc::default(), Arc::default());
+        let (log_storage, state_machine) = open_storage(
+            data_dir,
+            config.member_id,
+            (Arc::clone(&appended_bytes), Arc::clone(&last_log)),
+            (observer, &timings),
+        )?;
+        let flusher = log_storage.flusher();
         let replica = state_machine.replica();
         let acks = Arc::new(AckClock::default());
         let network = PeerNetwork::new(
@@ -173,11 +206,8 @@ impl Consensus {
             config.cluster_id.clone(),
             peer_dialer(&config),
             acks.clone(),
+            flusher.clone(),
         );
-        let appended_bytes = Arc::new(AtomicU64::new(0));
-        let last_log = Arc::new(LastLogId::default());
-        let log_storage = LogStorage::new(log_db, appended_bytes.clone(), last_log.clone())
-            .timed(timings.log_append.clone());
         let raft = Raft::new(
             config.member_id.0,
             Arc::new(raft_config),
@@ -225,7 +255,7 @@ impl Consensus {
             .run(),
         );
         Ok(Consensus::assemble(
-            (raft, replica, config, peers),
+            (raft, replica, config, peers, flusher),
             (size_trigger, elector),
             (acks, last_log, leader_changes, known_leader, leader_seen_rx),
             removed_by_peers,
@@ -234,11 +264,12 @@ impl Consensus {
     }
 
     fn assemble(
-        (raft, replica, config, peers): (
+        (raft, replica, config, peers, flusher): (
             Raft<TypeConfig>,
             Arc<Replica>,
             ConsensusConfig,
             Arc<PeerClients>,
+            Arc<LogFlusher>,
         ),
         (size_trigger, elector): (tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>),
         (acks, last_log, leader_changes, known_leader, leader_seen): (
@@ -277,8 +308,26 @@ impl Consensus {
             raft_held: std::sync::atomic::AtomicBool::new(false),
             writes,
             features: FeatureBook::default(),
+            flusher,
             raft,
         }
+    }
+
+    /// Resolves once this member's log holds the entries through `index` on disk (the second
+    /// gate of `log_flush`: a follower answers an AppendEntries only then); `Err` with the
+    /// storage fault that stopped the log.
+    pub async fn log_durable_through(&self, index: u64) -> Result<(), String> {
+        // On this worker itself when another can go on meanwhile, as the log's appends did
+        // before (see `log_storage::on_this_worker`); otherwise on the blocking pool.
+        let runtime = tokio::runtime::Handle::current();
+        let flushed = if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+            && runtime.metrics().num_workers() > 1
+        {
+            self.flusher.flush_through(index)
+        } else {
+            self.flusher.wait_through(index).await
+        };
+        flushed.map_err(|fault| fault.to_string())
     }
 
     /// Refuses AppendEntries, votes, snapshots and pre-votes until `admit_raft_traffic`.

@@ -4,6 +4,9 @@
 //!
 //! Every call has a deadline (openraft's per-RPC TTL); a connection that fails is dropped and
 //! re-created lazily on the next call, and openraft backs off from unreachable members.
+//!
+//! Invariant: an AppendEntries never tells a follower of a commit index beyond the entries on
+//! this member's own disk (the third gate of `log_flush`): it waits for its own write instead.
 
 use std::sync::Arc;
 
@@ -21,6 +24,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::election::AckClock;
+use super::log_flush::LogFlusher;
 use super::peer_channel::PeerChannel;
 use super::peer_client::{peer_request, PeerDialer};
 use super::types::{Member, TypeConfig};
@@ -32,6 +36,8 @@ pub struct PeerNetwork {
     dialer: PeerDialer,
     /// Where answered AppendEntries are recorded, for the leader's quorum check.
     acks: Arc<AckClock>,
+    /// This member's log flusher: how far the commit index sent may go.
+    durable: Arc<LogFlusher>,
 }
 
 impl PeerNetwork {
@@ -41,12 +47,14 @@ impl PeerNetwork {
         cluster_id: String,
         dialer: PeerDialer,
         acks: Arc<AckClock>,
+        durable: Arc<LogFlusher>,
     ) -> PeerNetwork {
         PeerNetwork {
             member_id,
             cluster_id,
             dialer,
             acks,
+            durable,
         }
     }
 }
@@ -63,6 +71,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             dialer: self.dialer.clone(),
             client: None,
             acks: self.acks.clone(),
+            durable: self.durable.clone(),
         }
     }
 }
@@ -76,6 +85,7 @@ pub struct PeerLink {
     dialer: PeerDialer,
     client: Option<PeerClient<PeerChannel>>,
     acks: Arc<AckClock>,
+    durable: Arc<LogFlusher>,
 }
 
 type CallError<E> = RPCError<u64, Member, E>;
@@ -172,9 +182,21 @@ impl PeerMethod {
 impl RaftNetwork<TypeConfig> for PeerLink {
     async fn append_entries(
         &mut self,
-        request: AppendEntriesRequest<TypeConfig>,
+        mut request: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, CallError<RaftError<u64>>> {
+        // openraft counts this member's own copy of an entry before it is on disk; a follower
+        // must not apply an entry that a crash here could still take from the majority. The
+        // own write began before the followers' round trip, so it is nearly always done; if
+        // not, wait for it rather than send a lower commit index, which openraft would not
+        // send again until the next heartbeat.
+        if request.leader_commit > self.durable.durable() {
+            if let Some(commit) = request.leader_commit {
+                // A failed write leaves the index capped below; the member is stopping.
+                let _ = self.durable.wait_through(commit.index).await;
+            }
+            request.leader_commit = request.leader_commit.min(self.durable.durable());
+        }
         let response = self
             .call(PeerMethod::AppendEntries, &request, &option)
             .await;

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::ids::MemberId;
+use super::log_flush::LogFlusher;
 use super::proposal::ProposalResult;
 use super::timings::RaftTimings;
 use super::types::{Entry, Member, TypeConfig};
@@ -132,6 +133,9 @@ pub struct StateMachine {
     snapshot_file: SnapshotFile,
     validation: ValidationBudget,
     timings: RaftTimings,
+    /// The log's flusher: an entry is applied only once it is on this member's disk (the
+    /// first gate of `log_flush`). `None` only in tests that apply without a log.
+    durable: Option<Arc<LogFlusher>>,
 }
 
 fn snapshot_fault(fault: impl ToString) -> StorageError<u64> {
@@ -202,7 +206,16 @@ impl StateMachine {
             snapshot_file,
             validation: ValidationBudget::default(),
             timings,
+            durable: None,
         })
+    }
+
+    /// Applies entries only once `flusher` has them on disk.
+    pub fn gated_by(self, flusher: Arc<LogFlusher>) -> StateMachine {
+        StateMachine {
+            durable: Some(flusher),
+            ..self
+        }
     }
 
     pub fn replica(&self) -> Arc<Replica> {
@@ -224,6 +237,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        if let (Some(flusher), Some(last)) = (&self.durable, entries.last()) {
+            flusher
+                .wait_through(last.log_id.index)
+                .await
+                .map_err(|fault| {
+                    StorageError::from(StorageIOError::write_logs(AnyError::error(fault)))
+                })?;
+        }
         let timer = self.timings.apply.start_timer();
         let mut results = Vec::new();
         let mut events = Vec::new();

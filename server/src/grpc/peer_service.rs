@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use coord_proto::v1::peer::peer_server::Peer as PeerApi;
 use coord_proto::v1::peer::PeerMessage;
-use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
@@ -193,7 +195,26 @@ impl PeerApi for PeerService {
         self.check_raft_traffic()?;
         let append: AppendEntriesRequest<TypeConfig> = self.accept(&request, kind)?;
         self.admit(&request, self.consensus.admit_append(&append))?;
+        let sent_through = append
+            .entries
+            .last()
+            .map(|entry| entry.log_id)
+            .or(append.prev_log_id);
         let result = self.consensus.raft().append_entries(append).await;
+        // The leader counts a success as a copy on this member's disk: answer only once it is.
+        let matched = match &result {
+            Ok(AppendEntriesResponse::Success) => sent_through,
+            Ok(AppendEntriesResponse::PartialSuccess(matching)) => *matching,
+            _ => None,
+        };
+        if let Some(matched) = matched {
+            self.consensus
+                .log_durable_through(matched.index)
+                .await
+                .map_err(|fault| {
+                    Status::internal(format!("the log could not be written: {fault}"))
+                })?;
+        }
         Ok(Response::new(reply(kind, &result)))
     }
 
