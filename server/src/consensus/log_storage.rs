@@ -68,6 +68,11 @@ impl LogStorage {
         })
     }
 
+    /// Bytes appended since the last snapshot (the size trigger's count).
+    pub fn appended_bytes(&self) -> Arc<AtomicU64> {
+        self.appended_bytes.clone()
+    }
+
     /// What makes this log's appends durable, for the gates outside the log (see `log_flush`).
     pub fn flusher(&self) -> Arc<LogFlusher> {
         self.flusher.clone()
@@ -426,7 +431,7 @@ mod tests {
             let state_machine =
                 StateMachine::open(SnapshotFile::new(dir.path()), Arc::new(Unobserved), timings)
                     .expect("the state machine opens")
-                    .gated_by(log.flusher());
+                    .over_log(&log);
             Ok((dir, log, state_machine))
         }
     }
@@ -437,6 +442,17 @@ mod tests {
     #[test]
     fn the_log_and_state_machine_pass_openraft_s_storage_suite() {
         Suite::test_all(InTempDir).expect("openraft's storage suite passes");
+    }
+
+    #[tokio::test]
+    async fn every_snapshot_built_restarts_the_size_trigger_s_count() {
+        use openraft::storage::RaftStateMachine;
+        use openraft::RaftSnapshotBuilder;
+        let (_dir, log, mut state_machine) = InTempDir.build().await.expect("the stores open");
+        log.appended_bytes().store(5 << 20, Ordering::Relaxed);
+        let mut builder = state_machine.get_snapshot_builder().await;
+        builder.build_snapshot().await.expect("a snapshot is built");
+        assert_eq!(log.appended_bytes().load(Ordering::Relaxed), 0);
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! the checks cost about as much as applying (see `ValidationBudget`).
 
 use std::io::Cursor;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
@@ -25,6 +26,7 @@ use tokio::sync::watch;
 
 use super::ids::MemberId;
 use super::log_flush::LogFlusher;
+use super::log_storage::LogStorage;
 use super::proposal::ProposalResult;
 use super::timings::RaftTimings;
 use super::types::{Entry, Member, TypeConfig};
@@ -136,6 +138,9 @@ pub struct StateMachine {
     /// The log's flusher: an entry is applied only once it is on this member's disk (the
     /// first gate of `log_flush`). `None` only in tests that apply without a log.
     durable: Option<Arc<LogFlusher>>,
+    /// Bytes of log appended since the last snapshot (the size trigger's count, shared with the
+    /// log), set back to zero by every snapshot built, whatever asked for it.
+    appended_bytes: Arc<AtomicU64>,
 }
 
 fn snapshot_fault(fault: impl ToString) -> StorageError<u64> {
@@ -207,13 +212,16 @@ impl StateMachine {
             validation: ValidationBudget::default(),
             timings,
             durable: None,
+            appended_bytes: Arc::default(),
         })
     }
 
-    /// Applies entries only once `flusher` has them on disk.
-    pub fn gated_by(self, flusher: Arc<LogFlusher>) -> StateMachine {
+    /// Applies entries only once `log` has them on disk, and counts the log's bytes afresh from
+    /// every snapshot.
+    pub fn over_log(self, log: &LogStorage) -> StateMachine {
         StateMachine {
-            durable: Some(flusher),
+            durable: Some(log.flusher()),
+            appended_bytes: log.appended_bytes(),
             ..self
         }
     }
@@ -307,6 +315,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             replica: self.replica.clone(),
             snapshot_file: self.snapshot_file.clone(),
             timings: self.timings.clone(),
+            appended_bytes: self.appended_bytes.clone(),
         }
     }
 
@@ -401,6 +410,8 @@ pub struct SnapshotBuilder {
     replica: Arc<Replica>,
     snapshot_file: SnapshotFile,
     timings: RaftTimings,
+    /// Set back to zero when the tree is copied: the log before it is in this snapshot.
+    appended_bytes: Arc<AtomicU64>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
@@ -416,6 +427,10 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             )
         };
         let copied_in = began.elapsed();
+        // Whether openraft's entry count or the size trigger asked for it, the log this copy
+        // covers need not be snapshotted again: without this, the size trigger fired soon after
+        // an entry-count snapshot and a second full snapshot followed.
+        self.appended_bytes.store(0, Ordering::Relaxed);
         let snapshot_id = match last_applied {
             Some(log_id) => format!("{}-{}", log_id.leader_id.term, log_id.index),
             None => "0-0".to_owned(),
