@@ -27,7 +27,10 @@
 //! holds everything queued before it, so the durable prefix is always a prefix of the log;
 //! `durable` only moves forward, except when `truncated` moves it back with the log. A failed
 //! write is final: every later flush and wait fails with it, the state machine stops applying,
-//! and Raft stops on the storage fault, as it did when the append itself failed.
+//! and the next append fails, so Raft stops on the storage fault as it did when the append
+//! itself failed. A restarted member never resumes leading in its old term
+//! (`log_storage::restarted_vote`): a leader killed before its own write could otherwise come
+//! back without entries a follower holds and reuse their log ids.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -98,8 +101,15 @@ impl LogFlusher {
         self.durable.borrow().through
     }
 
-    fn fault(&self) -> Option<Arc<str>> {
+    /// The fault that stopped writing, if a write failed.
+    pub fn fault(&self) -> Option<Arc<str>> {
         self.durable.borrow().fault.clone()
+    }
+
+    /// Whether the entries through `index` are on disk (and no write failed).
+    pub fn is_durable_through(&self, index: u64) -> bool {
+        let durable = self.durable.borrow();
+        durable.fault.is_none() && index_of(durable.through).is_some_and(|at| at >= index)
     }
 
     /// Queues encoded entries that follow those queued before, the last with id `last`.
@@ -113,6 +123,11 @@ impl LogFlusher {
     /// is queued in one synced batch, unless another call is already writing it, in which case
     /// it waits for that write. `Err` with the fault if a write failed, now or before.
     pub fn flush_through(&self, index: u64) -> Result<(), Arc<str>> {
+        // Most calls (a follower's heartbeats, a leader's entries written meanwhile) find their
+        // entries on disk: they must not wait for someone else's write to find that out.
+        if self.is_durable_through(index) {
+            return Ok(());
+        }
         let _writing = locked(&self.writing);
         if let Some(fault) = self.fault() {
             return Err(fault);
@@ -150,6 +165,7 @@ impl LogFlusher {
     }
 
     fn record_fault(&self, fault: &StorageFault) -> Arc<str> {
+        tracing::error!(%fault, "writing the log failed: a storage fault; raft stops");
         let fault: Arc<str> = Arc::from(fault.to_string());
         self.durable
             .send_modify(|durable| durable.fault = Some(fault.clone()));

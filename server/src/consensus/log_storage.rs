@@ -80,8 +80,22 @@ impl LogStorage {
 
     /// Writes out everything queued (on this worker or the blocking pool, see `blocking`).
     async fn drained(&self) -> Result<(), StorageError<u64>> {
+        self.written_through(u64::MAX).await
+    }
+
+    /// Makes the queued entries up to `index` durable before the disk is read; nothing to do
+    /// (no thread taken) when they already are.
+    async fn written_through(&self, index: u64) -> Result<(), StorageError<u64>> {
+        if self.flusher.is_durable_through(index) {
+            return Ok(());
+        }
         let flusher = self.flusher.clone();
-        blocking(move || flusher.drain().map_err(|fault| write_fault_text(&fault))).await
+        blocking(move || {
+            flusher
+                .flush_through(index)
+                .map_err(|fault| write_fault_text(&fault))
+        })
+        .await
     }
 
     fn tail(&self) -> MutexGuard<'_, LogTail> {
@@ -140,16 +154,14 @@ fn decode_entry(index: u64, bytes: &[u8]) -> Result<Entry, StorageError<u64>> {
     Ok(entry)
 }
 
-/// Runs an append's synced write on this worker thread itself when the runtime has another
-/// worker to go on with the rest, and as [`blocking`] otherwise (one worker, or a
-/// current-thread runtime), so that a lone worker is never held by a disk.
-///
-/// openraft 0.9's core awaits every append's flush before its next step, so nothing of the
-/// core's waits less either way; what `block_in_place` adds is handing this worker's queue to
-/// another thread on every append, a thread wake-up on the path of every write. Measured
-/// (coord-bench, 3 release members, alternating): one writer 814, 816, 724 writes/s against
-/// 897, 877, 783 in place; 16 lock contenders 377 and 381 hand-offs/s against 422 and 402.
-/// The cost: a task woken into this worker's own slot just before waits for the fsync.
+/// Runs a synced write that openraft's core waits for (a membership entry's) on this worker
+/// thread itself when the runtime has another worker to go on with the rest, and as
+/// [`blocking`] otherwise (one worker, or a current-thread runtime), so that a lone worker is
+/// never held by a disk. `block_in_place` would hand this worker's queue to another thread, a
+/// thread wake-up on the path of the write; when every append was written this way, in place
+/// measured 897, 877, 783 writes/s from one writer against 814, 816, 724 (coord-bench, 3
+/// release members, alternating). The cost: a task woken into this worker's own slot just
+/// before waits for the fsync.
 async fn on_this_worker<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, StorageError<u64>> + Send + 'static,
 ) -> Result<T, StorageError<u64>> {
@@ -196,7 +208,7 @@ impl RaftLogReader<TypeConfig> for LogStorage {
         if let Some(entries) = self.tail().get(start, end, REPLICATION_BATCH_BYTES_MAX) {
             return Ok(entries);
         }
-        self.drained().await?;
+        self.written_through(end.saturating_sub(1)).await?;
         let log_db = self.log_db.clone();
         blocking(move || {
             let records = log_db
@@ -227,7 +239,7 @@ impl RaftLogReader<TypeConfig> for LogStorage {
         if let Some(entries) = self.tail().get(start, end, usize::MAX) {
             return Ok(entries);
         }
-        self.drained().await?;
+        self.written_through(end.saturating_sub(1)).await?;
         let log_db = self.log_db.clone();
         blocking(move || {
             let records = log_db.read_range(start, end).map_err(read_fault)?;
@@ -237,6 +249,28 @@ impl RaftLogReader<TypeConfig> for LogStorage {
                 .collect()
         })
         .await
+    }
+}
+
+/// The vote a member starts with, from the one it stored: its own committed vote (it led)
+/// becomes uncommitted, so that it starts as a follower and leads again only after a new
+/// election, at a higher term, as etcd's members do.
+///
+/// openraft 0.9 would restore a leader at once, in its old term. A leader's entries reach its
+/// followers while its own write is under way (`log_flush`), so a leader killed in between can
+/// come back without entries that a follower holds; resuming its term, it would give its next
+/// entries the same log ids (term, leader, index), the follower would keep its own as matching,
+/// and the two would apply different entries at one index. In a new term the new leader's
+/// entries conflict with those and replace them. Voting for someone else in the same term
+/// stays impossible: an uncommitted vote for itself still refuses every other candidate of
+/// that term whose leader id is not greater, as the committed one did (openraft orders votes
+/// by term, then node id).
+fn restarted_vote(stored: Vote<u64>, member_id: u64) -> Vote<u64> {
+    let leader_id = stored.leader_id();
+    if stored.is_committed() && leader_id.voted_for() == Some(member_id) {
+        Vote::new(leader_id.term, member_id)
+    } else {
+        stored
     }
 }
 
@@ -266,15 +300,19 @@ impl RaftLogStorage<TypeConfig> for LogStorage {
         .await
     }
 
+    /// The stored vote, except that this member's own leadership comes back as a candidacy:
+    /// a restarted member never resumes leading (see `restarted_vote`).
     async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError<u64>> {
         let log_db = self.log_db.clone();
-        blocking(
-            move || match log_db.get_meta(VOTE_KEY).map_err(read_fault)? {
-                Some(bytes) => Ok(Some(decode("vote", &bytes)?)),
-                None => Ok(None),
-            },
-        )
-        .await
+        let stored: Option<Vote<u64>> =
+            blocking(
+                move || match log_db.get_meta(VOTE_KEY).map_err(read_fault)? {
+                    Some(bytes) => Ok(Some(decode("vote", &bytes)?)),
+                    None => Ok(None),
+                },
+            )
+            .await?;
+        Ok(stored.map(|vote| restarted_vote(vote, self.member_id)))
     }
 
     async fn save_committed(
@@ -312,6 +350,12 @@ impl RaftLogStorage<TypeConfig> for LogStorage {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
+        if let Some(fault) = self.flusher.fault() {
+            // An earlier write failed: stop Raft now, as a failed append always did.
+            let error = write_fault_text(&fault);
+            callback.log_io_completed(Err(std::io::Error::other(error.to_string())));
+            return Err(error);
+        }
         let entries: Vec<Entry> = entries.into_iter().collect();
         let Some(last) = entries.last().map(|entry| entry.log_id) else {
             callback.log_io_completed(Ok(()));
@@ -442,6 +486,41 @@ mod tests {
     #[test]
     fn the_log_and_state_machine_pass_openraft_s_storage_suite() {
         Suite::test_all(InTempDir).expect("openraft's storage suite passes");
+    }
+
+    #[test]
+    fn a_member_that_led_starts_again_as_a_candidate_of_its_term_and_other_votes_stay() {
+        let led = Vote::new_committed(7, 1);
+        assert_eq!(restarted_vote(led, 1), Vote::new(7, 1));
+        assert!(!restarted_vote(led, 1).is_committed());
+        // Someone else's leadership, or a vote not yet committed, comes back as stored.
+        assert_eq!(restarted_vote(led, 2), led);
+        assert_eq!(restarted_vote(Vote::new(7, 1), 1), Vote::new(7, 1));
+        assert_eq!(
+            restarted_vote(Vote::new_committed(8, 3), 1),
+            Vote::new_committed(8, 3)
+        );
+    }
+
+    /// Through the store: a leader's committed vote, saved and read back after a restart, is
+    /// its candidacy, so openraft starts it as a follower.
+    #[tokio::test]
+    async fn a_stored_leadership_is_read_back_as_a_candidacy() {
+        let (dir, mut log, _) = InTempDir.build().await.expect("the stores open");
+        log.save_vote(&Vote::new_committed(3, 1))
+            .await
+            .expect("the vote is saved");
+        drop(log);
+        let log_db = LogDb::open(&dir.path().join("log")).expect("the log opens again");
+        let mut log = LogStorage::new(
+            log_db,
+            1,
+            Arc::new(AtomicU64::new(0)),
+            Arc::new(LastLogId::default()),
+            None,
+        )
+        .expect("the log reopens");
+        assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(3, 1)));
     }
 
     #[tokio::test]

@@ -1323,6 +1323,12 @@ impl Consensus {
         if let Err(error) = self.raft.shutdown().await {
             tracing::warn!(%error, "raft shutdown reported an error");
         }
+        // Entries appended and not yet written: nothing was acknowledged for them, but a member
+        // that keeps what it received needs less from the others when it comes back.
+        let flusher = self.flusher.clone();
+        if let Ok(Err(fault)) = tokio::task::spawn_blocking(move || flusher.drain()).await {
+            tracing::warn!(%fault, "the log's last entries could not be written at shutdown");
+        }
     }
 }
 

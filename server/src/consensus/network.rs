@@ -192,8 +192,11 @@ impl RaftNetwork<TypeConfig> for PeerLink {
         // send again until the next heartbeat.
         if request.leader_commit > self.durable.durable() {
             if let Some(commit) = request.leader_commit {
-                // A failed write leaves the index capped below; the member is stopping.
-                let _ = self.durable.wait_through(commit.index).await;
+                // Within half the call's deadline, so that a slow disk delays the commit index
+                // (to the next heartbeat) rather than time the call out. A failed write leaves
+                // the index capped below; the member is stopping.
+                let wait = self.durable.wait_through(commit.index);
+                let _ = tokio::time::timeout(option.hard_ttl() / 2, wait).await;
             }
             request.leader_commit = request.leader_commit.min(self.durable.durable());
         }

@@ -2,8 +2,9 @@
 //! together into one log entry (`Command::Batch`), so that one append, one fsync and one
 //! replication round serve them all.
 //!
-//! openraft 0.9 appends and fsyncs each proposal before it takes the next one, so without this
-//! a busy leader spends one fsync per client write. The batcher keeps the queue on its side:
+//! openraft 0.9 takes proposals one at a time, and each is one log entry that every follower
+//! must receive, fsync and answer (the log's own writes are grouped by `log_flush`, but a
+//! follower's round is per AppendEntries, one in flight). The batcher keeps the queue on its side:
 //! at most `IN_FLIGHT_MAX` entries are being proposed at once, and what arrives meanwhile goes
 //! in the next entry. A write that finds nothing queued and an entry free is proposed at once
 //! by its own task, alone, as a plain proposal: a lone writer waits for nothing and takes no
