@@ -475,7 +475,7 @@ mod tests {
             let state_machine =
                 StateMachine::open(SnapshotFile::new(dir.path()), Arc::new(Unobserved), timings)
                     .expect("the state machine opens")
-                    .over_log(&log);
+                    .over_log(log.flusher(), log.appended_bytes());
             Ok((dir, log, state_machine))
         }
     }

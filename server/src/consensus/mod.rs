@@ -173,7 +173,7 @@ fn open_storage(
         source: Box::new(Fatal::StorageError(fault)),
     })?;
     let state_machine = StateMachine::open(SnapshotFile::new(data_dir), observer, timings.clone())?
-        .over_log(&log_storage);
+        .over_log(log_storage.flusher(), log_storage.appended_bytes());
     Ok((log_storage, state_machine))
 }
 

@@ -26,7 +26,6 @@ use tokio::sync::watch;
 
 use super::ids::MemberId;
 use super::log_flush::LogFlusher;
-use super::log_storage::LogStorage;
 use super::proposal::ProposalResult;
 use super::timings::RaftTimings;
 use super::types::{Entry, Member, TypeConfig};
@@ -216,12 +215,16 @@ impl StateMachine {
         })
     }
 
-    /// Applies entries only once `log` has them on disk, and counts the log's bytes afresh from
-    /// every snapshot.
-    pub fn over_log(self, log: &LogStorage) -> StateMachine {
+    /// Applies entries only once `flusher` has them on disk, and sets the log's byte count
+    /// (`appended_bytes`, the size trigger's) back to zero at every snapshot.
+    pub fn over_log(
+        self,
+        flusher: Arc<LogFlusher>,
+        appended_bytes: Arc<AtomicU64>,
+    ) -> StateMachine {
         StateMachine {
-            durable: Some(log.flusher()),
-            appended_bytes: log.appended_bytes(),
+            durable: Some(flusher),
+            appended_bytes,
             ..self
         }
     }
