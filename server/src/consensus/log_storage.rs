@@ -3,10 +3,13 @@
 //! appended (replication and apply) from memory, and the `LogFlusher` that makes appends
 //! durable.
 //!
-//! Invariants: `append` queues the batch with the flusher, starts its synced write and reports
+//! Invariants: `append` queues the batch with the flusher, starts its synced write when this
+//! member leads the entries (a follower's are written by its AppendEntries answer), and reports
 //! completion at once (a membership entry only once it is on disk); the three gates that keep
-//! every durability promise are in `log_flush`. Reads that the tail cannot answer, truncation
-//! and purging first write out everything queued, so the disk they work on is the whole log.
+//! every durability promise are in `log_flush`. Reads that the tail cannot answer first write
+//! out the queue through what they read, truncation and purging all of it, so the disk they
+//! work on holds what they need. A member that led starts again as a follower
+//! (`restarted_vote`).
 //! The vote is written synced; the committed index is written unsynced, and capped at the
 //! durable entries, because losing it only means replaying a little more log on restart.
 
