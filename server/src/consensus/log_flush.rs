@@ -15,7 +15,8 @@
 //!   (`PeerService::append_entries` calls `flush_through`), so every follower's vote in the
 //!   leader's quorum is a durable copy;
 //! - a leader never tells followers a commit index beyond its own durable entries (`PeerLink`
-//!   holds an AppendEntries until the leader's copy through its `leader_commit` is durable),
+//!   holds an AppendEntries until the leader's copy through its `leader_commit` is durable,
+//!   for at most half the call's deadline, and caps `leader_commit` at what is durable then),
 //!   so a follower applies only what is on a majority of disks even while the leader's own
 //!   copy is still on its way down; the committed index a member stores is capped at its
 //!   durable entries, so a restart never expects entries it did not keep.
@@ -132,7 +133,7 @@ impl LogFlusher {
         if let Some(fault) = self.fault() {
             return Err(fault);
         }
-        if index_of(self.durable()).is_some_and(|durable| durable >= index) {
+        if self.is_durable_through(index) {
             return Ok(());
         }
         let (records, last) = {
@@ -176,6 +177,10 @@ impl LogFlusher {
     /// queued are not waited for), starting their write if nothing has yet; `Err` with the
     /// fault if a write failed.
     pub async fn wait_through(self: &Arc<Self>, index: u64) -> Result<(), Arc<str>> {
+        // The usual case on every apply: written meanwhile.
+        if self.is_durable_through(index) {
+            return Ok(());
+        }
         let (target, unwritten) = {
             let queue = locked(&self.queue);
             match index_of(queue.last) {
@@ -183,7 +188,7 @@ impl LogFlusher {
                 None => return self.fault().map_or(Ok(()), Err),
             }
         };
-        if unwritten && index_of(self.durable()).is_none_or(|durable| durable < target) {
+        if unwritten && !self.is_durable_through(target) {
             let flusher = self.clone();
             tokio::task::spawn_blocking(move || flusher.flush_through(target));
         }

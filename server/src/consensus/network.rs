@@ -6,7 +6,8 @@
 //! re-created lazily on the next call, and openraft backs off from unreachable members.
 //!
 //! Invariant: an AppendEntries never tells a follower of a commit index beyond the entries on
-//! this member's own disk (the third gate of `log_flush`): it waits for its own write instead.
+//! this member's own disk (the third gate of `log_flush`): it waits for its own write, at most
+//! half the call's deadline, and sends a lower commit index after that.
 
 use std::sync::Arc;
 
@@ -189,7 +190,7 @@ impl RaftNetwork<TypeConfig> for PeerLink {
         // must not apply an entry that a crash here could still take from the majority. The
         // own write began before the followers' round trip, so it is nearly always done; if
         // not, wait for it rather than send a lower commit index, which openraft would not
-        // send again until the next heartbeat.
+        // send again until the next heartbeat (the wait is bounded below).
         if request.leader_commit > self.durable.durable() {
             if let Some(commit) = request.leader_commit {
                 // Within half the call's deadline, so that a slow disk delays the commit index
