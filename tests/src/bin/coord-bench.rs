@@ -184,7 +184,7 @@ async fn writes(arguments: &[String]) -> anyhow::Result<()> {
         .parse()
         .context("--value-bytes")?;
     let directory = tempfile::tempdir()?;
-    let (_target, endpoints) = target(arguments, directory.path()).await;
+    let (target, endpoints) = target(arguments, directory.path()).await;
     let discover = !arguments
         .iter()
         .any(|argument| argument == "--no-discovery");
@@ -192,6 +192,7 @@ async fn writes(arguments: &[String]) -> anyhow::Result<()> {
     let root = format!("/bench-{}", std::process::id());
     client.create(&root, "", &CreateOptions::default()).await?;
     let value = vec![b'v'; value_bytes];
+    let cpu_before = members_cpu_time(&target.pids);
     let started = Instant::now();
     let mut tasks = Vec::new();
     for worker in 0..clients {
@@ -217,7 +218,7 @@ async fn writes(arguments: &[String]) -> anyhow::Result<()> {
     let (latencies, elapsed) = join_latencies(tasks, started).await?;
     report(&format!(
         "writes: clients={clients} ops={} value={value_bytes}B elapsed={:.2}s throughput={:.0} ops/s \
-         latency p50={:.2}ms p90={:.2}ms p99={:.2}ms max={:.2}ms",
+         latency p50={:.2}ms p90={:.2}ms p99={:.2}ms max={:.2}ms{}",
         latencies.len(),
         elapsed.as_secs_f64(),
         latencies.len() as f64 / elapsed.as_secs_f64(),
@@ -225,6 +226,7 @@ async fn writes(arguments: &[String]) -> anyhow::Result<()> {
         percentile(&latencies, 0.90).as_secs_f64() * 1e3,
         percentile(&latencies, 0.99).as_secs_f64() * 1e3,
         latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+        cpu_line(&target.pids, cpu_before, latencies.len(), elapsed),
     ));
     Ok(())
 }
@@ -265,6 +267,31 @@ struct Target {
     /// Kept only so the processes live as long as the benchmark (they are killed on drop).
     _single: Option<ServerProcess>,
     _cluster: Option<Cluster>,
+    /// The process ids of the members this benchmark started (none with `--endpoints`).
+    pids: Vec<u32>,
+}
+
+/// CPU time (user and system) the processes `pids` have used so far, all together.
+fn members_cpu_time(pids: &[u32]) -> Duration {
+    pids.iter().filter_map(|pid| cpu_time(*pid)).sum()
+}
+
+/// The report's words on the CPU the members `pids` used since they had used `since` (see
+/// `members_cpu_time`), over a run of `ops` operations that took `elapsed`: per operation,
+/// and as a share of one core. CPU per operation is steadier than throughput on a shared
+/// machine: a change that saves work shows there even when the machine's speed drifts between
+/// runs. Empty when this benchmark started no members (`--endpoints`).
+fn cpu_line(pids: &[u32], since: Duration, ops: usize, elapsed: Duration) -> String {
+    if pids.is_empty() || ops == 0 {
+        return String::new();
+    }
+    let used = members_cpu_time(pids).saturating_sub(since);
+    format!(
+        "; members' CPU {:.0} us/op ({:.0}% of one core, {} members)",
+        used.as_secs_f64() * 1e6 / ops as f64,
+        used.as_secs_f64() * 100.0 / elapsed.as_secs_f64(),
+        pids.len()
+    )
 }
 
 async fn target(arguments: &[String], directory: &std::path::Path) -> (Target, String) {
@@ -276,6 +303,7 @@ async fn target(arguments: &[String], directory: &std::path::Path) -> (Target, S
             Target {
                 _single: None,
                 _cluster: None,
+                pids: Vec::new(),
             },
             arguments[index + 1].clone(),
         );
@@ -287,22 +315,29 @@ async fn target(arguments: &[String], directory: &std::path::Path) -> (Target, S
         let server = ServerProcess::start_single(directory, &[]);
         server.client().await;
         let address = server.client_address();
+        let pids = server.pid().into_iter().collect();
         return (
             Target {
                 _single: Some(server),
                 _cluster: None,
+                pids,
             },
             address,
         );
     }
-    let cluster = Cluster::start(members, &[]);
+    let mut cluster = Cluster::start(members, &[]);
     let ids: Vec<u64> = (1..=members).collect();
     cluster.wait_for_leader(&ids, Duration::from_secs(30)).await;
     let endpoints = cluster.endpoints().join(",");
+    let pids = ids
+        .iter()
+        .filter_map(|id| cluster.member(*id).pid())
+        .collect();
     (
         Target {
             _single: None,
             _cluster: Some(cluster),
+            pids,
         },
         endpoints,
     )
@@ -450,13 +485,14 @@ async fn reads(arguments: &[String]) -> anyhow::Result<()> {
         other => anyhow::bail!("--consistency {other}: use linearizable or serializable"),
     };
     let directory = tempfile::tempdir()?;
-    let (_target, endpoints) = target(arguments, directory.path()).await;
+    let (target, endpoints) = target(arguments, directory.path()).await;
     let endpoints: Vec<String> = endpoints.split(',').map(str::to_owned).collect();
     let path = format!("/bench-read-{}", std::process::id());
     connect(&endpoints)
         .await?
         .create(&path, "value", &CreateOptions::default())
         .await?;
+    let cpu_before = members_cpu_time(&target.pids);
     let started = Instant::now();
     let mut tasks = Vec::new();
     for worker in 0..clients {
@@ -477,12 +513,13 @@ async fn reads(arguments: &[String]) -> anyhow::Result<()> {
     let (latencies, elapsed) = join_latencies(tasks, started).await?;
     report(&format!(
         "reads: consistency={consistency:?} clients={clients} ops={} elapsed={:.2}s throughput={:.0} ops/s \
-         latency p50={:.2}ms p99={:.2}ms",
+         latency p50={:.2}ms p99={:.2}ms{}",
         latencies.len(),
         elapsed.as_secs_f64(),
         latencies.len() as f64 / elapsed.as_secs_f64(),
         percentile(&latencies, 0.50).as_secs_f64() * 1e3,
         percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+        cpu_line(&target.pids, cpu_before, latencies.len(), elapsed),
     ));
     Ok(())
 }
@@ -1013,8 +1050,9 @@ async fn locks(arguments: &[String]) -> anyhow::Result<()> {
     let uncontended: usize = flag(arguments, "--uncontended", "200")
         .parse()
         .context("--uncontended")?;
-    let (cluster, _leader, _pids) = three_members().await?;
+    let (cluster, _leader, pids) = three_members().await?;
     let endpoints = cluster.endpoints();
+    let pids: Vec<u32> = pids.into_iter().map(|(_, pid)| pid).collect();
 
     let client = connect(&endpoints).await?;
     let session = client.open_session(Duration::from_secs(10)).await?;
@@ -1036,7 +1074,7 @@ async fn locks(arguments: &[String]) -> anyhow::Result<()> {
     ));
 
     let pinned = arguments.iter().any(|argument| argument == "--pinned");
-    locks_contended(&endpoints, contenders, seconds, pinned).await
+    locks_contended(&endpoints, contenders, seconds, pinned, &pids).await
 }
 
 /// `contenders` clients, spread over `endpoints`, acquiring and releasing one lock for
@@ -1049,8 +1087,10 @@ async fn locks_contended(
     contenders: usize,
     seconds: u64,
     pinned: bool,
+    pids: &[u32],
 ) -> anyhow::Result<()> {
     let stop_at = Instant::now() + Duration::from_secs(seconds);
+    let cpu_before = members_cpu_time(pids);
     // When the last release began: the next acquisition to return measures its hand-off.
     let release_began = std::sync::Arc::new(std::sync::Mutex::new(None::<Instant>));
     let mut tasks = Vec::new();
@@ -1094,7 +1134,7 @@ async fn locks_contended(
     per_contender.sort_unstable();
     report(&format!(
         "locks: {contenders} contenders{} on one lock for {:.1}s: {} acquisitions, {:.0} \
-         hand-offs/s (fewest by one contender {}, most {})",
+         hand-offs/s (fewest by one contender {}, most {}){}",
         if pinned {
             " (each pinned to one member)"
         } else {
@@ -1105,6 +1145,7 @@ async fn locks_contended(
         releases.len() as f64 / elapsed.as_secs_f64(),
         per_contender.first().copied().unwrap_or_default(),
         per_contender.last().copied().unwrap_or_default(),
+        cpu_line(pids, cpu_before, releases.len(), elapsed),
     ));
     handoffs.sort();
     releases.sort();
