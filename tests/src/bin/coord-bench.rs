@@ -12,7 +12,8 @@
 //! coord-bench locks [--contenders 16] [--seconds 10] [--uncontended 200] [--pinned]
 //! ```
 //! `sessions`, `watches`, `watch-latency` and `locks` always start a 3-member cluster of
-//! their own.
+//! their own. `writes`, `reads` and `locks` also print the CPU the members they started used
+//! per operation (none with `--endpoints`).
 //! Without `--endpoints`, `writes` and `reads` start their own servers in a temporary directory
 //! (`--members 1` or `3`; the `coord-server` binary next to this one). `writes --no-discovery`
 //! keeps the client on the endpoints given: with a follower's endpoint alone, every write is
