@@ -6,10 +6,10 @@
 //! Invariants: `append` queues the batch with the flusher, starts its synced write when this
 //! member leads the entries (a follower's are written by its AppendEntries answer), and reports
 //! completion at once (a membership entry only once it is on disk); the three gates that keep
-//! every durability promise are in `log_flush`. Reads that the tail cannot answer first write
-//! out the queue through what they read, truncation and purging all of it, so the disk they
-//! work on holds what they need. A member that led starts again as a follower
-//! (`restarted_vote`).
+//! every durability promise are in `log_flush`. Reads that the tail cannot answer, truncation
+//! and purging first write out what is queued, so the disk they work on holds what they need;
+//! a read whose entries are already on disk writes nothing (the flusher writes the whole queue
+//! whenever it writes). A member that led starts again as a follower (`restarted_vote`).
 //! The vote is written synced; the committed index is written unsynced, and capped at the
 //! durable entries, because losing it only means replaying a little more log on restart.
 
@@ -86,8 +86,8 @@ impl LogStorage {
         self.written_through(u64::MAX).await
     }
 
-    /// Makes the queued entries up to `index` durable before the disk is read; nothing to do
-    /// (no thread taken) when they already are.
+    /// Makes the entries up to `index` durable before the disk is read: nothing to do (no
+    /// thread taken) when they already are, and otherwise a write of everything queued.
     async fn written_through(&self, index: u64) -> Result<(), StorageError<u64>> {
         if self.flusher.is_durable_through(index) {
             return Ok(());
