@@ -513,7 +513,12 @@ async fn move_leader_hands_leadership_to_the_chosen_voter() {
     writer.stop().await;
     eprintln!("move-leader: longest write gap {gap:?}");
     assert_eq!((moved_to, moved_term), (target, term + 1));
-    assert_eq!(leader_and_term(&cluster, leader).await, (target, term + 1));
+    assert_eq!(
+        leader_and_term(&cluster, leader).await,
+        (target, term + 1),
+        "logs:\n{}",
+        cluster.log_tails(40)
+    );
     assert!(gap < ELECTION_TIMEOUT, "writes stopped for {gap:?}");
 
     // Moving to a member that is not a voter is refused with a clear error.

@@ -9,11 +9,13 @@
 
 use std::sync::{Mutex, PoisonError};
 
-use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
-use openraft::{EntryPayload, LogId, Vote};
+use openraft::raft::{AppendEntriesRequest, VoteRequest};
+use openraft::EntryPayload;
+use openraft_legacy::network_v1::InstallSnapshotRequest;
 use thiserror::Error;
 
 use super::types::TypeConfig;
+use super::types::{LogId, Vote};
 use crate::fsm::{Limits, COMMAND_BYTES_MAX, TXN_CONDITIONS_MAX, TXN_OPS_MAX};
 
 /// No cluster reaches this term (a million elections a second for eight years).
@@ -62,19 +64,19 @@ pub struct Admission {
     receiving: Mutex<Receiving>,
 }
 
-fn check_vote(vote: &Vote<u64>) -> Result<(), Refusal> {
+fn check_vote(vote: &Vote) -> Result<(), Refusal> {
     let term = vote.leader_id().term;
     if term >= TERM_MAX {
         return Err(Refusal::ImpossibleTerm { term });
     }
-    if vote.leader_id().voted_for() == Some(0) {
+    if vote.leader_id.node_id == 0 {
         return Err(Refusal::NoMember);
     }
     Ok(())
 }
 
 /// A log id a leader or candidate of `term` may hold.
-fn check_log_id(what: &str, log_id: &LogId<u64>, term: u64) -> Result<(), Refusal> {
+fn check_log_id(what: &str, log_id: &LogId, term: u64) -> Result<(), Refusal> {
     if log_id.leader_id.term > term {
         return Err(Refusal::ImpossibleLog {
             reason: format!(
@@ -138,7 +140,7 @@ impl Admission {
     /// (refusing a vote is always safe).
     pub fn vote(
         &self,
-        request: &VoteRequest<u64>,
+        request: &VoteRequest<TypeConfig>,
         is_member: impl Fn(u64) -> bool,
     ) -> Result<(), Refusal> {
         check_vote(&request.vote)?;
@@ -146,7 +148,7 @@ impl Admission {
         if let Some(last) = &request.last_log_id {
             check_log_id("last_log_id", last, term)?;
         }
-        if let Some(candidate) = request.vote.leader_id().voted_for() {
+        if let Some(candidate) = Some(request.vote.leader_id.node_id) {
             if !is_member(candidate) {
                 return Err(Refusal::UnknownCandidate { member: candidate });
             }

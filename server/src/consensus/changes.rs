@@ -8,12 +8,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::{LogId, Membership, Raft, ServerState};
+use openraft::async_runtime::WatchReceiver;
+use openraft::{Membership, ServerState};
 use tokio::time::Instant;
 
 use super::election::AckClock;
 use super::ids::MemberId;
-use super::types::TypeConfig;
+use super::state_machine::CoordRaft;
+use super::types::LogId;
 
 /// What was last reported.
 struct Reported {
@@ -26,7 +28,7 @@ struct Reported {
     leader_seen: tokio::sync::watch::Sender<(u64, Option<u64>)>,
     members: Option<String>,
     /// The log id of the membership last described (`Some(None)`: the initial one).
-    members_at: Option<Option<LogId<u64>>>,
+    members_at: Option<Option<LogId>>,
     /// The other members of that membership.
     others: Vec<u64>,
     silent: BTreeSet<u64>,
@@ -36,7 +38,7 @@ struct Reported {
 /// Logs changes until Raft stops. `silence` is how long a peer may not answer the leader
 /// before it counts as lost (one election timeout).
 pub async fn log_changes(
-    raft: Raft<TypeConfig>,
+    raft: CoordRaft,
     acks: Arc<AckClock>,
     me: MemberId,
     silence: Duration,
@@ -63,7 +65,7 @@ pub async fn log_changes(
             _ = tick.tick() => {}
         }
         let (term, leader, leading) = {
-            let metrics = metrics.borrow();
+            let metrics = metrics.borrow_watched();
             // The membership is formatted only when it changed.
             let membership_at = metrics.membership_config.log_id();
             if reported.members_at != Some(*membership_at) {
@@ -77,7 +79,7 @@ pub async fn log_changes(
                     .collect();
             }
             (
-                metrics.vote.leader_id().get_term(),
+                metrics.vote.leader_id.term,
                 metrics.current_leader,
                 metrics.state == ServerState::Leader,
             )

@@ -40,14 +40,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::StreamExt;
-use openraft::{LogId, Raft, ServerState};
+use openraft::ServerState;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::gone::{self, KnownLeader};
 use super::ids::MemberId;
 use super::peer_client::{PeerClients, PeerMethod};
-use super::types::TypeConfig;
+use super::state_machine::CoordRaft;
+use super::types::LogId;
 use super::wire::MessageKind;
 
 /// A candidate's question to a voter (Raft's pre-vote): would you vote for me now?
@@ -169,10 +170,10 @@ pub fn is_majority(configs: &[BTreeSet<u64>], granted: &BTreeSet<u64>) -> bool {
 /// The last log id this member holds, kept by the log storage adapter (openraft does not
 /// expose its own).
 #[derive(Debug, Default)]
-pub struct LastLogId(Mutex<Option<LogId<u64>>>);
+pub struct LastLogId(Mutex<Option<LogId>>);
 
 impl LastLogId {
-    pub fn set(&self, log_id: Option<LogId<u64>>) {
+    pub fn set(&self, log_id: Option<LogId>) {
         *self.0.lock().unwrap_or_else(PoisonError::into_inner) = log_id;
     }
 
@@ -235,7 +236,7 @@ struct Position {
 }
 
 /// This member's view for answering a pre-vote (`None` once Raft stopped).
-pub async fn voter_view(raft: &Raft<TypeConfig>, last_log: &LastLogId) -> Option<VoterView> {
+pub async fn voter_view(raft: &CoordRaft, last_log: &LastLogId) -> Option<VoterView> {
     let position = position(raft).await?;
     Some(VoterView {
         leading: position.state == ServerState::Leader,
@@ -245,14 +246,15 @@ pub async fn voter_view(raft: &Raft<TypeConfig>, last_log: &LastLogId) -> Option
     })
 }
 
-async fn position(raft: &Raft<TypeConfig>) -> Option<Position> {
+async fn position(raft: &CoordRaft) -> Option<Position> {
     raft.with_raft_state(|state| {
-        let now = Instant::now();
+        // openraft's clock, which its vote times are read on.
+        let now = <openraft::TokioInstant as openraft::Instant>::now();
         Position {
             state: state.server_state,
             silence: state
                 .vote_last_modified()
-                .map(|at| now.saturating_duration_since(at)),
+                .map(|at| openraft::Instant::saturating_duration_since(&now, at)),
             configs: state
                 .membership_state
                 .effective()
@@ -261,7 +263,7 @@ async fn position(raft: &Raft<TypeConfig>) -> Option<Position> {
                 .clone(),
             leader: Some(state.vote_ref())
                 .filter(|vote| vote.is_committed())
-                .and_then(|vote| vote.leader_id().voted_for())
+                .map(|vote| vote.leader_id.node_id)
                 .and_then(|id| {
                     let membership = state.membership_state.effective().membership();
                     membership.get_node(&id).map(|node| (id, node.addr.clone()))
@@ -274,7 +276,7 @@ async fn position(raft: &Raft<TypeConfig>) -> Option<Position> {
 
 /// Everything the election loop needs.
 pub struct Elector {
-    pub raft: Raft<TypeConfig>,
+    pub raft: CoordRaft,
     pub me: MemberId,
     pub timing: ElectionTiming,
     pub peers: Arc<PeerClients>,
@@ -388,7 +390,7 @@ impl Elector {
                              pre-vote: starting an election"
                         ),
                     }
-                    if self.raft.trigger().elect().await.is_err() {
+                    if self.raft.trigger().elect(false).await.is_err() {
                         return;
                     }
                     timeout = self.timing.candidate_timeout();

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::ids::MemberId;
-use super::types::Member;
+use super::types::TypeConfig;
 use crate::storage::StorageFault;
 
 /// Why consensus could not serve a request. Crosses the peer port, hence serializable.
@@ -77,7 +77,7 @@ impl StartError {
 
 /// What a failed `client_write` means for the writer.
 pub(super) fn client_write_error(
-    error: RaftError<u64, ClientWriteError<u64, Member>>,
+    error: RaftError<TypeConfig, ClientWriteError<TypeConfig>>,
 ) -> ConsensusError {
     match error {
         RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => {
@@ -93,6 +93,14 @@ pub(super) fn client_write_error(
         // The entry may already be in the log and commit later: the outcome is unknown.
         RaftError::Fatal(fatal) => ConsensusError::Interrupted {
             reason: fatal.to_string(),
+        },
+        // A discarded entry was replaced by a new leader's and will not apply, and Coord sets
+        // no preconditions; both are still reported as of unknown outcome, the answer that is
+        // safe whatever happened (a retry with the same write id applies at most once).
+        error @ RaftError::APIError(
+            ClientWriteError::LogEntryDiscarded(_) | ClientWriteError::PreconditionFailed(_),
+        ) => ConsensusError::Interrupted {
+            reason: error.to_string(),
         },
     }
 }

@@ -6,23 +6,20 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::time::Duration;
 
-use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
-};
-use openraft::{
-    CommittedLeaderId, EntryPayload, LogId, Membership, SnapshotMeta, StoredMembership, Vote,
-};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest, VoteResponse};
+use openraft::{EntryPayload, Membership};
+use openraft_legacy::network_v1::{InstallSnapshotRequest, InstallSnapshotResponse};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::error::ConsensusError;
 use super::ids::MemberId;
 use super::leader::{MembershipChange, WriteBatchCall, WriteCall, Written};
+use super::types::{CommittedLeaderId, LogId, SnapshotMeta, StoredMembership, Vote};
 use super::types::{Entry, Member, TypeConfig};
 use super::wire::{
     decode_log_entry, decode_log_meta, decode_peer, decode_snapshot_file, encode_log_entry,
-    encode_log_meta, encode_peer, encode_snapshot_file, MessageKind,
+    encode_log_meta, encode_peer, encode_snapshot_file, MessageKind, VoteCall,
 };
 use crate::fsm::{Command, OutcomeRecord, Output, Proposal, Revision};
 
@@ -41,8 +38,8 @@ pub fn peer_sample<T: Serialize + DeserializeOwned + Debug>(
     (name.to_owned(), message.payload)
 }
 
-fn log_id(term: u64, index: u64) -> LogId<u64> {
-    LogId::new(CommittedLeaderId::new(term, 1), index)
+fn log_id(term: u64, index: u64) -> LogId {
+    LogId::new(CommittedLeaderId { term, node_id: 1 }, index)
 }
 
 fn membership() -> Membership<u64, Member> {
@@ -60,10 +57,10 @@ fn membership() -> Membership<u64, Member> {
             },
         ),
     ]);
-    Membership::new(vec![BTreeSet::from([1, 2])], nodes)
+    Membership::new(vec![BTreeSet::from([1, 2])], nodes).expect("a valid membership")
 }
 
-fn entry(index: u64, payload: EntryPayload<TypeConfig>) -> Entry {
+fn entry(index: u64, payload: openraft::alias::EntryPayloadOf<TypeConfig>) -> Entry {
     Entry {
         log_id: log_id(2, index),
         payload,
@@ -95,12 +92,12 @@ pub fn storage_samples(proposals: &[(String, Proposal)]) -> Vec<Sample> {
     }
     let vote = Vote::new_committed(3, 1);
     let bytes = encode_log_meta(&vote);
-    assert_eq!(decode_log_meta::<Vote<u64>>("vote", &bytes), Ok(vote));
+    assert_eq!(decode_log_meta::<Vote>("vote", &bytes), Ok(vote));
     samples.push(("log meta vote".to_owned(), bytes));
     let committed = Some(log_id(2, 9));
     let bytes = encode_log_meta(&committed);
     assert_eq!(
-        decode_log_meta::<Option<LogId<u64>>>("committed", &bytes),
+        decode_log_meta::<Option<LogId>>("committed", &bytes),
         Ok(committed)
     );
     samples.push(("log meta committed".to_owned(), bytes));
@@ -113,11 +110,10 @@ pub fn storage_samples(proposals: &[(String, Proposal)]) -> Vec<Sample> {
     samples
 }
 
-fn snapshot_meta() -> SnapshotMeta<u64, Member> {
+fn snapshot_meta() -> SnapshotMeta {
     SnapshotMeta {
         last_log_id: Some(log_id(2, 9)),
         last_membership: StoredMembership::new(Some(log_id(1, 1)), membership()),
-        snapshot_id: "2-9".into(),
     }
 }
 
@@ -137,7 +133,7 @@ pub fn peer_samples() -> Vec<Sample> {
     };
     let install = InstallSnapshotRequest::<TypeConfig> {
         vote,
-        meta: snapshot_meta(),
+        meta: openraft_legacy::network_v1::SnapshotMeta::new(snapshot_meta(), "2-9".into()),
         offset: 0,
         data: vec![1, 2, 3],
         done: true,
@@ -147,23 +143,45 @@ pub fn peer_samples() -> Vec<Sample> {
         peer_sample(
             "append entries reply",
             MessageKind::AppendEntries,
-            &Ok::<_, ConsensusError>(AppendEntriesResponse::<u64>::Success),
+            &Ok::<_, ConsensusError>(AppendEntriesResponse::<TypeConfig>::Success),
+        ),
+        peer_sample(
+            "transfer vote",
+            MessageKind::TransferVote,
+            &VoteCall::from(VoteRequest::<TypeConfig>::new(vote, Some(log_id(2, 6)))),
+        ),
+        peer_sample("append stream", MessageKind::AppendStream, &append),
+        peer_sample(
+            "append stream reply",
+            MessageKind::AppendStream,
+            &Ok::<openraft::raft::StreamAppendResult<TypeConfig>, String>(Ok(Some(log_id(2, 7)))),
+        ),
+        peer_sample(
+            "append stream conflict",
+            MessageKind::AppendStream,
+            &Ok::<openraft::raft::StreamAppendResult<TypeConfig>, String>(Err(
+                openraft::raft::StreamAppendError::Conflict(log_id(2, 6)),
+            )),
         ),
         peer_sample(
             "vote",
             MessageKind::Vote,
-            &VoteRequest::new(vote, Some(log_id(2, 6))),
+            &VoteCall::from(VoteRequest::<TypeConfig>::new(vote, Some(log_id(2, 6)))),
         ),
         peer_sample(
             "vote reply",
             MessageKind::Vote,
-            &Ok::<_, ConsensusError>(VoteResponse::new(vote, Some(log_id(2, 6)), true)),
+            &Ok::<_, ConsensusError>(VoteResponse::<TypeConfig>::new(
+                vote,
+                Some(log_id(2, 6)),
+                true,
+            )),
         ),
         peer_sample("install snapshot", MessageKind::InstallSnapshot, &install),
         peer_sample(
             "install snapshot reply",
             MessageKind::InstallSnapshot,
-            &Ok::<_, ConsensusError>(InstallSnapshotResponse { vote }),
+            &Ok::<_, ConsensusError>(InstallSnapshotResponse::<TypeConfig> { vote }),
         ),
         peer_sample("read index", MessageKind::ReadIndex, &()),
         peer_sample(
@@ -338,8 +356,8 @@ fn consensus_errors() -> Vec<ConsensusError> {
 /// Decodes `bytes` as every stored record: a log entry, the log metadata and the snapshot file.
 pub fn decode_stored(bytes: &[u8]) -> bool {
     let entry = decode_log_entry(bytes).is_ok();
-    let vote = decode_log_meta::<Vote<u64>>("vote", bytes).is_ok();
-    let committed = decode_log_meta::<Option<LogId<u64>>>("committed", bytes).is_ok();
+    let vote = decode_log_meta::<Vote>("vote", bytes).is_ok();
+    let committed = decode_log_meta::<Option<LogId>>("committed", bytes).is_ok();
     let snapshot = decode_snapshot_file::<super::state_machine::SnapshotEnvelope>(bytes).is_ok();
     entry || vote || committed || snapshot
 }
@@ -360,7 +378,7 @@ pub fn decode_and_admit_raft_messages(bytes: &[u8]) {
         let _ = admission.append(&append);
     }
     if let Ok(vote) =
-        decode_peer::<VoteRequest<u64>>(&message(MessageKind::Vote), MessageKind::Vote)
+        decode_peer::<VoteRequest<TypeConfig>>(&message(MessageKind::Vote), MessageKind::Vote)
     {
         let _ = admission.vote(&vote, |_| true);
     }
@@ -370,4 +388,22 @@ pub fn decode_and_admit_raft_messages(bytes: &[u8]) {
     ) {
         let _ = admission.snapshot(&chunk);
     }
+}
+
+/// The snapshot file sample as openraft 0.9 wrote it: its metadata named the snapshot ("2-9"),
+/// where this build writes the name empty.
+const SNAPSHOT_FILE_0_9: &str = "0100000001020000000000000001000000000000000900000000000000010100000000000000010000000000000001000000000000000100000000000000020000000000000001000000000000000200000000000000020000000000000001000000000000000d0000000000000031302e302e302e313a3734303102000000000000000d0000000000000031302e302e302e323a373430310300000000000000322d390300000000000000010203";
+
+/// A member upgraded from openraft 0.9 reads the snapshot file it wrote before: the name is
+/// read and dropped, and the rest is the same snapshot this build writes.
+#[test]
+fn a_snapshot_file_written_under_openraft_0_9_reads_back() {
+    let bytes: Vec<u8> = (0..SNAPSHOT_FILE_0_9.len())
+        .step_by(2)
+        .map(|at| u8::from_str_radix(&SNAPSHOT_FILE_0_9[at..at + 2], 16).expect("hex"))
+        .collect();
+    let decoded: super::state_machine::SnapshotEnvelope =
+        decode_snapshot_file(&bytes).expect("a 0.9 snapshot file decodes");
+    let written = super::state_machine::sample_snapshot_envelope(snapshot_meta());
+    assert_eq!(format!("{decoded:?}"), format!("{written:?}"));
 }

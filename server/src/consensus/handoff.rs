@@ -1,15 +1,18 @@
 //! Leadership hand-off: a leader that is told to stop (SIGTERM, its own removal,
 //! `coordctl member move-leader`) passes leadership to a caught-up voter first, so writes pause
-//! for about a round trip instead of an election timeout. openraft 0.9 has no transfer call;
-//! this is Raft's TimeoutNow built from what it has:
+//! for about a round trip instead of an election timeout. This is Raft's TimeoutNow, built on
+//! openraft's elections: the target's vote requests carry openraft's `leadership_transfer`
+//! (`Standing`, sent as a `TransferVote`), so the voters, the old leader among them, set their
+//! leases aside for it:
 //!
 //! ```text
 //!  leader                                              target (a voter)
 //!  hold new writes (they wait, then go to the new leader)
 //!  wait until the target's matched index = last log index
-//!  stop heartbeats ───────── TimeoutNow { term } ──────► term still ours? elect now
-//!                                                        (retried every two heartbeats
-//!  grant its vote (log as long, lease long over) ◄────── while followers' short leases run)
+//!  stop heartbeats ───────── TimeoutNow { term } ──────► term still ours? elect now,
+//!                                                        votes sent as TransferVotes
+//!  grant its vote (log as long, lease set aside) ◄────── (retried every two heartbeats if
+//!                                                        a vote is lost or refused)
 //!  step down; writes held here go to the new leader ◄─── leader at term + 1
 //! ```
 //!
@@ -19,16 +22,18 @@
 //! does not finish within its bound resumes the old leader: heartbeats restart and held
 //! writes proceed here.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::{Raft, ServerState};
+use openraft::ServerState;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::ids::{MemberId, Term};
 use super::leader::LeaderCall;
-use super::types::TypeConfig;
+use super::state_machine::CoordRaft;
+use super::types::wait_for_metrics;
 use super::wire::MessageKind;
 
 /// Moves leadership to `target`, or to the most caught-up other voter when `None`.
@@ -145,19 +150,49 @@ pub fn choose_target(
     }
 }
 
+/// Set while this member stands for election at its leader's request (`stand`): its vote
+/// requests then go out as `TransferVote`s, which voters take with openraft's
+/// `leadership_transfer` set, so that neither a follower's lease nor the old leader's own lease
+/// refuses them (the leader that asked has stopped leading).
+#[derive(Debug, Default)]
+pub struct Standing(AtomicBool);
+
+impl Standing {
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Clears `Standing` however `stand` ends.
+struct StandingGuard(Arc<Standing>);
+
+impl Drop for StandingGuard {
+    fn drop(&mut self) {
+        self.0 .0.store(false, Ordering::SeqCst);
+    }
+}
+
 /// On the target: stand for election now, again after two heartbeats while the followers'
 /// leases (one and a half heartbeats after the leader's last one) still refuse, until this
 /// member leads, another one does at a newer term, or `attempts` run out (few: each attempt
 /// raises the term, and a failed move must not outbid the ordinary elections that follow).
-pub async fn stand(raft: Raft<TypeConfig>, from_term: Term, heartbeat: Duration, attempts: u32) {
+pub async fn stand(
+    raft: CoordRaft,
+    standing: Arc<Standing>,
+    from_term: Term,
+    heartbeat: Duration,
+    attempts: u32,
+) {
+    standing.0.store(true, Ordering::SeqCst);
+    let _standing = StandingGuard(standing);
     let mut metrics = raft.metrics();
     for _ in 0..attempts {
-        if raft.trigger().elect().await.is_err() {
+        if raft.trigger().elect(false).await.is_err() {
             return;
         }
         let decided = tokio::time::timeout(
             heartbeat * 2,
-            metrics.wait_for(|metrics| {
+            wait_for_metrics(&mut metrics, |metrics| {
                 metrics.current_term > from_term.0
                     && (metrics.state == ServerState::Leader || metrics.current_leader.is_some())
             }),

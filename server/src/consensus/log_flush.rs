@@ -2,7 +2,7 @@
 //! new entries to its followers while its own fsync runs, as Raft allows (§10.2.1 of Ongaro's
 //! thesis) and etcd does.
 //!
-//! openraft 0.9's core waits for each append's flush before its next step, replication
+//! openraft 0.9's core waited for each append's flush before its next step, replication
 //! included, so a leader paid its own fsync and then its followers' in series. Now
 //! `LogStorage::append` queues the encoded entries here, starts a flush, and reports the append
 //! complete at once. Durability is then enforced where it matters, at three gates:
@@ -29,15 +29,15 @@
 //! `durable` only moves forward, except when `truncated` moves it back with the log. A failed
 //! write is final: every later flush and wait fails with it, the state machine stops applying,
 //! and the next append fails, so Raft stops on the storage fault as it did when the append
-//! itself failed. A restarted member never resumes leading in its old term
-//! (`log_storage::restarted_vote`): a leader killed before its own write could otherwise come
-//! back without entries a follower holds and reuse their log ids.
+//! itself failed. A restarted member never resumes leading in its old term (openraft's
+//! `enable_leader_restore` is off, `raft_config`): a leader killed before its own write could
+//! otherwise come back without entries a follower holds and reuse their log ids.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use openraft::LogId;
 use tokio::sync::watch;
 
+use super::types::LogId;
 use crate::storage::{LogDb, StorageFault};
 
 /// Records queued for the next synced write.
@@ -45,14 +45,14 @@ use crate::storage::{LogDb, StorageFault};
 struct Queue {
     records: Vec<(u64, Vec<u8>)>,
     /// The log id of the last record queued (or written); `None` for an empty log.
-    last: Option<LogId<u64>>,
+    last: Option<LogId>,
 }
 
 /// What is on disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Durable {
     /// The last log id whose entry, and every one before it, is on disk.
-    through: Option<LogId<u64>>,
+    through: Option<LogId>,
     /// The fault that stopped writing, for good.
     fault: Option<Arc<str>>,
 }
@@ -74,13 +74,13 @@ fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn index_of(log_id: Option<LogId<u64>>) -> Option<u64> {
+fn index_of(log_id: Option<LogId>) -> Option<u64> {
     log_id.map(|log_id| log_id.index)
 }
 
 impl LogFlusher {
     /// A flusher for `log_db`, whose entries through `on_disk` are already durable.
-    pub fn new(log_db: LogDb, on_disk: Option<LogId<u64>>, write_seconds: WriteTimer) -> Self {
+    pub fn new(log_db: LogDb, on_disk: Option<LogId>, write_seconds: WriteTimer) -> Self {
         LogFlusher {
             log_db,
             queue: Mutex::new(Queue {
@@ -98,7 +98,7 @@ impl LogFlusher {
     }
 
     /// The last log id on disk, with everything before it.
-    pub fn durable(&self) -> Option<LogId<u64>> {
+    pub fn durable(&self) -> Option<LogId> {
         self.durable.borrow().through
     }
 
@@ -114,7 +114,7 @@ impl LogFlusher {
     }
 
     /// Queues encoded entries that follow those queued before, the last with id `last`.
-    pub fn queue(&self, records: Vec<(u64, Vec<u8>)>, last: LogId<u64>) {
+    pub fn queue(&self, records: Vec<(u64, Vec<u8>)>, last: LogId) {
         let mut queue = locked(&self.queue);
         queue.records.extend(records);
         queue.last = Some(last);
@@ -207,7 +207,7 @@ impl LogFlusher {
 
     /// Records that the log now ends at `last` (a suffix was truncated durably, after
     /// everything queued was written).
-    pub fn truncated(&self, last: Option<LogId<u64>>) {
+    pub fn truncated(&self, last: Option<LogId>) {
         let _writing = locked(&self.writing);
         locked(&self.queue).last = last;
         self.durable.send_modify(|durable| durable.through = last);
@@ -217,10 +217,16 @@ impl LogFlusher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use openraft::CommittedLeaderId;
+    use crate::consensus::types::CommittedLeaderId;
 
-    fn log_id(index: u64) -> LogId<u64> {
-        LogId::new(CommittedLeaderId::new(1, 1), index)
+    fn log_id(index: u64) -> LogId {
+        LogId::new(
+            CommittedLeaderId {
+                term: 1,
+                node_id: 1,
+            },
+            index,
+        )
     }
 
     fn records(range: std::ops::RangeInclusive<u64>) -> Vec<(u64, Vec<u8>)> {

@@ -114,11 +114,18 @@ impl LogTail {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use openraft::{CommittedLeaderId, EntryPayload, LogId};
+    use crate::consensus::types::{CommittedLeaderId, LogId};
+    use openraft::EntryPayload;
 
     fn entry(index: u64) -> (Entry, usize) {
         let entry = Entry {
-            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            log_id: LogId::new(
+                CommittedLeaderId {
+                    term: 1,
+                    node_id: 1,
+                },
+                index,
+            ),
             payload: EntryPayload::Blank,
         };
         (entry, 100)

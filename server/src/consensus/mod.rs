@@ -1,4 +1,4 @@
-//! Consensus: openraft 0.9 behind Coord's own types.
+//! Consensus: openraft 0.10 behind Coord's own types.
 //!
 //! Owns the openraft configuration, the storage and state machine adapters, the peer network and
 //! the versioned formats of the log, the snapshot file and peer messages. Everything outside this
@@ -64,9 +64,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{CheckIsLeaderError, Fatal, InitializeError, RaftError};
-use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
-use openraft::{ChangeMembers, Config, Raft, ServerState, SnapshotPolicy};
+use openraft::async_runtime::WatchReceiver;
+use openraft::error::{Fatal, InitializeError, LinearizableReadError, RaftError};
+use openraft::raft::{AppendEntriesRequest, VoteRequest};
+use openraft::{ChangeMembers, Config, ReadPolicy, ServerState, SnapshotPolicy};
+use openraft_legacy::network_v1::InstallSnapshotRequest;
 
 pub use admission::{Refusal, LOG_INDEX_MAX, SNAPSHOT_BYTES_MAX, TERM_MAX};
 pub use election::{PreVote, PreVoteReply};
@@ -84,11 +86,12 @@ pub use peer_client::{
     PEER_MESSAGE_BYTES_MAX,
 };
 pub use probe::{forge, Probe, ProbeMethod};
-pub use state_machine::{ApplyObserver, Replica};
+pub use state_machine::{ApplyObserver, CoordRaft, Replica};
 pub use status::{ClusterView, ConsensusStatus, MemberState, Role};
 pub use timings::RaftTimings;
+use types::wait_for_metrics;
 pub use types::{ConsensusConfig, Consistency, Entry, Member, TypeConfig};
-pub use wire::{decode_peer, encode_peer, peer_kind, FormatError, MessageKind};
+pub use wire::{decode_peer, encode_peer, peer_kind, FormatError, MessageKind, VoteCall};
 
 use crate::fsm::{Command, FsmError, Output, Proposal, Revision};
 use crate::storage::{LogDb, SnapshotFile};
@@ -114,7 +117,7 @@ type LeaderSeen = tokio::sync::watch::Receiver<(u64, Option<u64>)>;
 
 /// One member's Raft node: the log, the state machine and the protocol.
 pub struct Consensus {
-    raft: Raft<TypeConfig>,
+    raft: CoordRaft,
     replica: Arc<Replica>,
     config: ConsensusConfig,
     peers: Arc<PeerClients>,
@@ -126,6 +129,8 @@ pub struct Consensus {
     elector: tokio::task::JoinHandle<()>,
     /// When peers last answered this member's AppendEntries, for the quorum check.
     acks: Arc<AckClock>,
+    /// Set while this member stands for election at its leader's request (`handoff::stand`).
+    standing: Arc<handoff::Standing>,
     last_log: Arc<LastLogId>,
     handoff: HandOff,
     /// Set once a majority of voters answered a pre-vote saying this member was removed.
@@ -170,7 +175,7 @@ fn open_storage(
         Some(timings.log_append.clone()),
     )
     .map_err(|fault| StartError::Raft {
-        source: Box::new(Fatal::StorageError(fault)),
+        source: Box::new(fault),
     })?;
     let state_machine = StateMachine::open(SnapshotFile::new(data_dir), observer, timings.clone())?
         .over_log(log_storage.flusher(), log_storage.appended_bytes());
@@ -201,14 +206,9 @@ impl Consensus {
         let flusher = log_storage.flusher();
         let replica = state_machine.replica();
         let acks = Arc::new(AckClock::default());
-        let network = PeerNetwork::new(
-            config.member_id.0,
-            config.cluster_id.clone(),
-            peer_dialer(&config),
-            acks.clone(),
-            flusher.clone(),
-        );
-        let raft = Raft::new(
+        let standing = Arc::new(handoff::Standing::default());
+        let network = peer_network(&config, &acks, &flusher, &standing);
+        let raft = CoordRaft::new(
             config.member_id.0,
             Arc::new(raft_config),
             network,
@@ -259,13 +259,14 @@ impl Consensus {
             (size_trigger, elector),
             (acks, last_log, leader_changes, known_leader, leader_seen_rx),
             removed_by_peers,
+            standing,
             timings,
         ))
     }
 
     fn assemble(
         (raft, replica, config, peers, flusher): (
-            Raft<TypeConfig>,
+            CoordRaft,
             Arc<Replica>,
             ConsensusConfig,
             Arc<PeerClients>,
@@ -280,6 +281,7 @@ impl Consensus {
             LeaderSeen,
         ),
         removed_by_peers: Arc<tokio::sync::watch::Sender<bool>>,
+        standing: Arc<handoff::Standing>,
         timings: RaftTimings,
     ) -> Consensus {
         let writes = WriteBatcher::start(
@@ -298,6 +300,7 @@ impl Consensus {
             size_trigger,
             elector,
             acks,
+            standing,
             last_log,
             handoff: HandOff::default(),
             removed_by_peers,
@@ -382,13 +385,13 @@ impl Consensus {
     }
 
     /// The openraft handle, for the peer service in `grpc/` only.
-    pub fn raft(&self) -> &Raft<TypeConfig> {
+    pub fn raft(&self) -> &CoordRaft {
         &self.raft
     }
 
     pub fn view(&self) -> ClusterView {
         let metrics = self.raft.metrics();
-        let metrics = metrics.borrow();
+        let metrics = metrics.borrow_watched();
         ClusterView {
             term: Term(metrics.current_term),
             leader: metrics.current_leader.map(MemberId),
@@ -400,7 +403,7 @@ impl Consensus {
     /// entry of its own term, so its replica holds everything committed before it).
     pub fn established_leadership(&self) -> Option<Term> {
         let metrics = self.raft.metrics();
-        let metrics = metrics.borrow();
+        let metrics = metrics.borrow_watched();
         let applied_own_entry = metrics
             .last_applied
             .is_some_and(|log_id| log_id.leader_id.term == metrics.current_term);
@@ -411,7 +414,7 @@ impl Consensus {
     /// The other members of the latest membership (committed or not), with peer addresses.
     pub fn other_members(&self) -> Vec<(MemberId, String)> {
         let metrics = self.raft.metrics();
-        let metrics = metrics.borrow();
+        let metrics = metrics.borrow_watched();
         metrics
             .membership_config
             .membership()
@@ -428,9 +431,9 @@ impl Consensus {
 
     /// Checks a VoteRequest from a peer: a candidate must be in this member's latest
     /// configuration, unless this member has none yet.
-    pub fn admit_vote(&self, request: &VoteRequest<u64>) -> Result<(), Refusal> {
+    pub fn admit_vote(&self, request: &VoteRequest<TypeConfig>) -> Result<(), Refusal> {
         let metrics = self.raft.metrics();
-        let metrics = metrics.borrow();
+        let metrics = metrics.borrow_watched();
         let membership = metrics.membership_config.membership();
         let pristine = membership.nodes().next().is_none();
         self.admission.vote(request, |candidate| {
@@ -449,7 +452,7 @@ impl Consensus {
     /// Where leader-only work goes right now.
     pub fn route(&self) -> Route {
         let metrics = self.raft.metrics();
-        let metrics = metrics.borrow();
+        let metrics = metrics.borrow_watched();
         let me = self.config.member_id.0;
         match metrics.current_leader {
             // A leader that a quorum stopped answering takes nothing new (its writes could not
@@ -573,7 +576,7 @@ impl Consensus {
     /// timeouts (the longest a failover takes without a split vote).
     async fn route_after_leader_change(&self, gone: MemberId) -> Route {
         let mut metrics = self.raft.metrics();
-        let changed = metrics.wait_for(|metrics| {
+        let changed = wait_for_metrics(&mut metrics, |metrics| {
             metrics
                 .current_leader
                 .is_some_and(|leader| leader != gone.0)
@@ -597,7 +600,7 @@ impl Consensus {
     async fn route_after_election(&self) -> Route {
         let mut metrics = self.raft.metrics();
         let me = self.config.member_id.0;
-        let elected = metrics.wait_for(|metrics| {
+        let elected = wait_for_metrics(&mut metrics, |metrics| {
             metrics
                 .current_leader
                 .is_some_and(|leader| leader != me || metrics.state == ServerState::Leader)
@@ -695,7 +698,7 @@ impl Consensus {
     /// membership said it applies batches (`features.rs`).
     fn batches_allowed(&self) -> bool {
         let metrics = self.raft.metrics();
-        let metrics = metrics.borrow();
+        let metrics = metrics.borrow_watched();
         let members = metrics
             .membership_config
             .membership()
@@ -780,7 +783,7 @@ impl Consensus {
     /// The voter a move goes to and its peer address.
     fn move_target(&self, wanted: Option<MemberId>) -> Result<(MemberId, String), ConsensusError> {
         let metrics = self.raft.metrics();
-        let metrics = metrics.borrow();
+        let metrics = metrics.borrow_watched();
         let membership = metrics.membership_config.membership();
         let me = self.config.member_id;
         let matched: Vec<(MemberId, u64)> = membership
@@ -817,18 +820,17 @@ impl Consensus {
         let me = self.config.member_id.0;
         self.handoff.drained().await;
         let mut metrics = self.raft.metrics();
-        let caught_up = metrics
-            .wait_for(|metrics| {
-                let matched = metrics
-                    .replication
-                    .as_ref()
-                    .and_then(|replication| replication.get(&target.0).copied().flatten())
-                    .map(|log_id| log_id.index);
-                metrics.state != ServerState::Leader || matched >= metrics.last_log_index
-            })
-            .await
-            .map_err(|_| ConsensusError::ShuttingDown)?
-            .state
+        let caught_up = wait_for_metrics(&mut metrics, |metrics| {
+            let matched = metrics
+                .replication
+                .as_ref()
+                .and_then(|replication| replication.get(&target.0).copied().flatten())
+                .map(|log_id| log_id.index);
+            metrics.state != ServerState::Leader || matched >= metrics.last_log_index
+        })
+        .await
+        .map_err(|_| ConsensusError::ShuttingDown)?
+        .state
             == ServerState::Leader;
         if !caught_up {
             return Err(ConsensusError::NoLeader { leader_hint: None });
@@ -852,13 +854,12 @@ impl Consensus {
             leader: target,
             reason: error.to_string(),
         })??;
-        let moved = metrics
-            .wait_for(|metrics| {
-                metrics.current_term > term.0
-                    && metrics.current_leader.is_some_and(|leader| leader != me)
-            })
-            .await
-            .map_err(|_| ConsensusError::ShuttingDown)?;
+        let moved = wait_for_metrics(&mut metrics, |metrics| {
+            metrics.current_term > term.0
+                && metrics.current_leader.is_some_and(|leader| leader != me)
+        })
+        .await
+        .map_err(|_| ConsensusError::ShuttingDown)?;
         Ok(Moved {
             leader: MemberId(moved.current_leader.unwrap_or(target.0)),
             term: Term(moved.current_term),
@@ -870,7 +871,7 @@ impl Consensus {
     pub fn timeout_now(&self, request: TimeoutNow) -> Result<(), ConsensusError> {
         let (term, voter) = {
             let metrics = self.raft.metrics();
-            let metrics = metrics.borrow();
+            let metrics = metrics.borrow_watched();
             let voter = metrics
                 .membership_config
                 .membership()
@@ -889,6 +890,7 @@ impl Consensus {
         tracing::info!(from = %request.from, "asked to take over leadership; standing for election");
         tokio::spawn(handoff::stand(
             self.raft.clone(),
+            self.standing.clone(),
             request.term,
             self.config.heartbeat_interval,
             3,
@@ -918,7 +920,7 @@ impl Consensus {
         }
         let removed = {
             let metrics = self.raft.metrics();
-            let metrics = metrics.borrow();
+            let metrics = metrics.borrow_watched();
             let membership = metrics.membership_config.membership();
             membership.nodes().next().is_some()
                 && membership.get_node(&request.candidate.0).is_none()
@@ -963,7 +965,7 @@ impl Consensus {
     /// The voters and learners as this member knows them.
     pub fn membership_view(&self) -> MembershipView {
         let metrics = self.raft.metrics();
-        let metrics = metrics.borrow();
+        let metrics = metrics.borrow_watched();
         let membership = metrics.membership_config.membership();
         MembershipView {
             voters: membership.voter_ids().map(MemberId).collect(),
@@ -1007,7 +1009,7 @@ impl Consensus {
     /// On the leader: waits, at most `timeout`, until learner `id` holds all but a few of the
     /// leader's entries (`join::caught_up`), so promoting it does not stall commits.
     async fn wait_caught_up(&self, id: MemberId, timeout: Duration) -> Result<(), ConsensusError> {
-        let matched = |metrics: &openraft::RaftMetrics<u64, Member>| {
+        let matched = |metrics: &openraft::RaftMetrics<TypeConfig>| {
             let matched = metrics
                 .replication
                 .as_ref()
@@ -1016,7 +1018,7 @@ impl Consensus {
             (matched, metrics.last_log_index.unwrap_or(0))
         };
         let mut metrics = self.raft.metrics();
-        let waiting = metrics.wait_for(|metrics| {
+        let waiting = wait_for_metrics(&mut metrics, |metrics| {
             let (matched, last) = matched(metrics);
             metrics.state != ServerState::Leader || join::caught_up(matched, last)
         });
@@ -1028,7 +1030,7 @@ impl Consensus {
             Ok(Ok(false)) => Err(ConsensusError::NoLeader { leader_hint: None }),
             Ok(Err(_)) => Err(ConsensusError::ShuttingDown),
             Err(_) => {
-                let (matched, last) = matched(&self.raft.metrics().borrow());
+                let (matched, last) = matched(&self.raft.metrics().borrow_watched());
                 let behind = matched.map_or(last, |matched| last.saturating_sub(matched));
                 Err(ConsensusError::Membership {
                     reason: format!(
@@ -1076,7 +1078,7 @@ impl Consensus {
     /// The change that removes `id`, a voter or a learner.
     fn removal(&self, id: MemberId) -> Result<ChangeMembers<u64, Member>, ConsensusError> {
         let metrics = self.raft.metrics();
-        let metrics = metrics.borrow();
+        let metrics = metrics.borrow_watched();
         let membership = metrics.membership_config.membership();
         if membership.get_node(&id.0).is_none() {
             return Err(ConsensusError::Membership {
@@ -1097,20 +1099,21 @@ impl Consensus {
         let timeout = self.config.request_timeout;
         self.read_index
             .read_index(|| async {
-                let confirmed = tokio::time::timeout(timeout, self.raft.get_read_log_id())
-                    .await
-                    .map_err(|_| ConsensusError::Timeout {
-                        what: "leadership confirmation".into(),
-                        timeout,
-                    })?;
+                let confirmed =
+                    tokio::time::timeout(timeout, self.raft.get_read_log_id(ReadPolicy::ReadIndex))
+                        .await
+                        .map_err(|_| ConsensusError::Timeout {
+                            what: "leadership confirmation".into(),
+                            timeout,
+                        })?;
                 match confirmed {
-                    Ok((read_log_id, _applied)) => Ok(read_log_id.map_or(0, |log_id| log_id.index)),
-                    Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {
+                    Ok((read_log_id, _applied)) => Ok(read_log_id.log_id().index),
+                    Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(forward))) => {
                         Err(ConsensusError::NoLeader {
                             leader_hint: forward.leader_id.map(MemberId),
                         })
                     }
-                    Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => {
+                    Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(_))) => {
                         Err(ConsensusError::NoLeader { leader_hint: None })
                     }
                     Err(RaftError::Fatal(fatal)) => Err(fatal_error(fatal)),
@@ -1196,11 +1199,11 @@ impl Consensus {
     pub async fn fault(&self) -> String {
         let mut server = self.raft.server_metrics();
         loop {
-            if let Err(fatal) = &self.raft.metrics().borrow().running_state {
+            if let Err(fatal) = &self.raft.metrics().borrow_watched().running_state {
                 return fatal.to_string();
             }
             if server.changed().await.is_err() {
-                return match &self.raft.metrics().borrow().running_state {
+                return match &self.raft.metrics().borrow_watched().running_state {
                     Err(fatal) => fatal.to_string(),
                     Ok(()) => "raft stopped".to_owned(),
                 };
@@ -1267,7 +1270,7 @@ impl Consensus {
         let me = self.config.member_id;
         let in_latest = {
             let metrics = self.raft.metrics();
-            let metrics = metrics.borrow();
+            let metrics = metrics.borrow_watched();
             let in_latest = metrics
                 .membership_config
                 .membership()
@@ -1280,7 +1283,7 @@ impl Consensus {
 
     pub fn status(&self) -> ConsensusStatus {
         let metrics = self.raft.metrics();
-        let metrics = metrics.borrow();
+        let metrics = metrics.borrow_watched();
         let membership = metrics.membership_config.membership();
         let voters: BTreeSet<u64> = membership.voter_ids().collect();
         let members = membership
@@ -1344,7 +1347,7 @@ fn peer_dialer(config: &ConsensusConfig) -> PeerDialer {
 }
 
 async fn found_if_new(
-    raft: &Raft<TypeConfig>,
+    raft: &CoordRaft,
     initial_members: BTreeMap<MemberId, String>,
     initialize: bool,
 ) -> Result<(), StartError> {
@@ -1391,12 +1394,44 @@ fn raft_config(config: &ConsensusConfig) -> Result<Config, StartError> {
         max_payload_entries: 64,
         // A slow disk or a loaded machine must not make a healthy leader look dead.
         install_snapshot_timeout: 30_000,
+        // A learner caught up from scratch after its disk was lost: the leader starts its
+        // replication over instead of counting entries the learner no longer has (see
+        // "Membership" in ARCHITECTURE.md).
+        allow_log_reversion: Some(true),
+        // A member that led comes back as a follower of its old term and leads again only
+        // after a new election, at a higher term, as etcd's members do. A leader's entries
+        // reach its followers while its own write is under way (`log_flush`), so a leader
+        // killed in between can come back without entries a follower holds; resuming its
+        // term, it would give its next entries the same log ids (term, leader, index), the
+        // follower would keep its own as matching, and the two would apply different entries
+        // at one index. In a new term the new leader's entries conflict with those and replace
+        // them. openraft demotes the vote in memory only, so the stored vote never goes back.
+        enable_leader_restore: Some(false),
         ..Config::default()
     }
     .validate()
     .map_err(|error| StartError::Timing {
         source: Box::new(error),
     })
+}
+
+/// openraft's network for this member: its peer connections, the acknowledgements they record
+/// for the quorum check, the log whose durable entries bound the commit index sent, and whether
+/// it stands for election in a hand-off.
+fn peer_network(
+    config: &ConsensusConfig,
+    acks: &Arc<AckClock>,
+    flusher: &Arc<LogFlusher>,
+    standing: &Arc<handoff::Standing>,
+) -> PeerNetwork {
+    PeerNetwork::new(
+        config.member_id.0,
+        config.cluster_id.clone(),
+        peer_dialer(config),
+        acks.clone(),
+        flusher.clone(),
+        standing.clone(),
+    )
 }
 
 fn timing(config: &ConsensusConfig) -> ElectionTiming {
@@ -1414,7 +1449,7 @@ fn millis(duration: Duration) -> u64 {
 /// last snapshot (openraft 0.9's own policy counts entries only; large entries need this too).
 /// Every snapshot built sets the count back to zero (`SnapshotBuilder`), so the two policies
 /// never build two in a row.
-async fn snapshot_on_size(raft: Raft<TypeConfig>, appended_bytes: Arc<AtomicU64>, limit: u64) {
+async fn snapshot_on_size(raft: CoordRaft, appended_bytes: Arc<AtomicU64>, limit: u64) {
     let mut ticker = tokio::time::interval(Duration::from_millis(500));
     loop {
         ticker.tick().await;
@@ -1432,7 +1467,7 @@ async fn snapshot_on_size(raft: Raft<TypeConfig>, appended_bytes: Arc<AtomicU64>
     }
 }
 
-fn fatal_error(fatal: Fatal<u64>) -> ConsensusError {
+fn fatal_error(fatal: Fatal<TypeConfig>) -> ConsensusError {
     match fatal {
         Fatal::Stopped => ConsensusError::ShuttingDown,
         Fatal::StorageError(_) | Fatal::Panicked => ConsensusError::Fatal {

@@ -12,24 +12,36 @@
 use std::sync::Arc;
 
 use coord_proto::v1::peer::peer_client::PeerClient;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io::Cursor;
+
+use futures::StreamExt;
+use openraft::base::{BoxFuture, BoxStream};
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
+    NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError, Timeout,
+    Unreachable,
 };
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::network::stream_append_sequential;
+use openraft::network::{Backoff, RPCOption, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendError,
+    StreamAppendResult, VoteRequest, VoteResponse,
 };
-use openraft::AnyError;
+use openraft::{AnyError, OptionalSend, RaftNetworkV2};
+use openraft_legacy::network_v1::{
+    Adapter, InstallSnapshotError, InstallSnapshotRequest, InstallSnapshotResponse, RaftNetwork,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::election::AckClock;
+use super::handoff::Standing;
 use super::log_flush::LogFlusher;
 use super::peer_channel::PeerChannel;
 use super::peer_client::{peer_request, PeerDialer};
 use super::types::{Member, TypeConfig};
-use super::wire::{decode_peer, encode_peer, MessageKind};
+use super::wire::{decode_peer, encode_peer, MessageKind, VoteCall};
 
 pub struct PeerNetwork {
     member_id: u64,
@@ -39,6 +51,8 @@ pub struct PeerNetwork {
     acks: Arc<AckClock>,
     /// This member's log flusher: how far the commit index sent may go.
     durable: Arc<LogFlusher>,
+    /// Whether this member stands for election at its leader's request.
+    standing: Arc<Standing>,
 }
 
 impl PeerNetwork {
@@ -49,6 +63,7 @@ impl PeerNetwork {
         dialer: PeerDialer,
         acks: Arc<AckClock>,
         durable: Arc<LogFlusher>,
+        standing: Arc<Standing>,
     ) -> PeerNetwork {
         PeerNetwork {
             member_id,
@@ -56,15 +71,16 @@ impl PeerNetwork {
             dialer,
             acks,
             durable,
+            standing,
         }
     }
 }
 
 impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
-    type Network = PeerLink;
+    type Network = StreamingLink;
 
-    async fn new_client(&mut self, target: u64, member: &Member) -> PeerLink {
-        PeerLink {
+    async fn new_client(&mut self, target: u64, member: &Member) -> StreamingLink {
+        StreamingLink::new(PeerLink {
             from: self.member_id,
             target,
             address: member.addr.clone(),
@@ -73,7 +89,9 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             client: None,
             acks: self.acks.clone(),
             durable: self.durable.clone(),
-        }
+            standing: self.standing.clone(),
+            streams: true,
+        })
     }
 }
 
@@ -87,12 +105,16 @@ pub struct PeerLink {
     client: Option<PeerClient<PeerChannel>>,
     acks: Arc<AckClock>,
     durable: Arc<LogFlusher>,
+    standing: Arc<Standing>,
+    /// Whether the peer takes `AppendStream`: false once it answered UNIMPLEMENTED (an older
+    /// member), until the connection is made again.
+    streams: bool,
 }
 
-type CallError<E> = RPCError<u64, Member, E>;
+type CallError<E> = RPCError<TypeConfig, E>;
 
 impl PeerLink {
-    fn client(&mut self) -> Result<PeerClient<PeerChannel>, Unreachable> {
+    fn client(&mut self) -> Result<PeerClient<PeerChannel>, Unreachable<TypeConfig>> {
         if let Some(client) = &self.client {
             return Ok(client.clone());
         }
@@ -101,7 +123,26 @@ impl PeerLink {
             .connect(&self.address)
             .map_err(|error| Unreachable::new(&AnyError::new(&error)))?;
         self.client = Some(client.clone());
+        self.streams = true;
         Ok(client)
+    }
+
+    /// Gate three of `log_flush`: a commit index sent never runs ahead of this member's own
+    /// disk. The own write began before the followers' round trip, so it is nearly always
+    /// done; if not, wait for it (at most half the call's deadline, so that a slow disk delays
+    /// the commit index to a later message rather than time the call out) rather than send a
+    /// lower commit index at once. A failed write leaves the index capped; the member stops.
+    async fn cap_commit(
+        durable: &Arc<LogFlusher>,
+        request: &mut AppendEntriesRequest<TypeConfig>,
+        ttl: std::time::Duration,
+    ) {
+        if request.leader_commit > durable.durable() {
+            if let Some(commit) = request.leader_commit {
+                let _ = tokio::time::timeout(ttl / 2, durable.wait_through(commit.index)).await;
+            }
+            request.leader_commit = request.leader_commit.min(durable.durable());
+        }
     }
 
     async fn call<Req, Resp, E>(
@@ -121,7 +162,7 @@ impl PeerLink {
         let call = async {
             match method {
                 PeerMethod::AppendEntries => client.append_entries(grpc_request).await,
-                PeerMethod::Vote => client.vote(grpc_request).await,
+                PeerMethod::Vote | PeerMethod::TransferVote => client.vote(grpc_request).await,
                 PeerMethod::InstallSnapshot => client.install_snapshot(grpc_request).await,
             }
         };
@@ -159,6 +200,7 @@ impl PeerLink {
 enum PeerMethod {
     AppendEntries,
     Vote,
+    TransferVote,
     InstallSnapshot,
 }
 
@@ -167,6 +209,7 @@ impl PeerMethod {
         match self {
             PeerMethod::AppendEntries => MessageKind::AppendEntries,
             PeerMethod::Vote => MessageKind::Vote,
+            PeerMethod::TransferVote => MessageKind::TransferVote,
             PeerMethod::InstallSnapshot => MessageKind::InstallSnapshot,
         }
     }
@@ -174,7 +217,7 @@ impl PeerMethod {
     fn action(self) -> openraft::network::RPCTypes {
         match self {
             PeerMethod::AppendEntries => openraft::network::RPCTypes::AppendEntries,
-            PeerMethod::Vote => openraft::network::RPCTypes::Vote,
+            PeerMethod::Vote | PeerMethod::TransferVote => openraft::network::RPCTypes::Vote,
             PeerMethod::InstallSnapshot => openraft::network::RPCTypes::InstallSnapshot,
         }
     }
@@ -185,22 +228,10 @@ impl RaftNetwork<TypeConfig> for PeerLink {
         &mut self,
         mut request: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<AppendEntriesResponse<u64>, CallError<RaftError<u64>>> {
+    ) -> Result<AppendEntriesResponse<TypeConfig>, CallError<RaftError<TypeConfig>>> {
         // openraft counts this member's own copy of an entry before it is on disk; a follower
-        // must not apply an entry that a crash here could still take from the majority. The
-        // own write began before the followers' round trip, so it is nearly always done; if
-        // not, wait for it rather than send a lower commit index, which openraft would not
-        // send again until the next heartbeat (the wait is bounded below).
-        if request.leader_commit > self.durable.durable() {
-            if let Some(commit) = request.leader_commit {
-                // Within half the call's deadline, so that a slow disk delays the commit index
-                // (to the next heartbeat) rather than time the call out. A failed write leaves
-                // the index capped below; the member is stopping.
-                let wait = self.durable.wait_through(commit.index);
-                let _ = tokio::time::timeout(option.hard_ttl() / 2, wait).await;
-            }
-            request.leader_commit = request.leader_commit.min(self.durable.durable());
-        }
+        // must not apply an entry that a crash here could still take from the majority.
+        PeerLink::cap_commit(&self.durable, &mut request, option.hard_ttl()).await;
         let response = self
             .call(PeerMethod::AppendEntries, &request, &option)
             .await;
@@ -217,22 +248,327 @@ impl RaftNetwork<TypeConfig> for PeerLink {
         &mut self,
         request: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<InstallSnapshotResponse<u64>, CallError<RaftError<u64, InstallSnapshotError>>> {
+    ) -> Result<
+        InstallSnapshotResponse<TypeConfig>,
+        CallError<RaftError<TypeConfig, InstallSnapshotError>>,
+    > {
         self.call(PeerMethod::InstallSnapshot, &request, &option)
             .await
     }
 
     async fn vote(
         &mut self,
-        request: VoteRequest<u64>,
+        request: VoteRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<VoteResponse<u64>, CallError<RaftError<u64>>> {
-        let response: Result<VoteResponse<u64>, _> =
-            self.call(PeerMethod::Vote, &request, &option).await;
+    ) -> Result<VoteResponse<TypeConfig>, CallError<RaftError<TypeConfig>>> {
+        // A hand-off's candidate asks voters to set their leases aside (see `handoff`).
+        let method = if self.standing.is_set() || request.leadership_transfer {
+            PeerMethod::TransferVote
+        } else {
+            PeerMethod::Vote
+        };
+        let response: Result<VoteResponse<TypeConfig>, _> =
+            self.call(method, &VoteCall::from(request), &option).await;
         // A voter that granted this member's candidacy answers a new leader's quorum check.
         if matches!(&response, Ok(answer) if answer.vote_granted) {
             self.acks.record(self.target);
         }
         response
+    }
+}
+
+/// Most AppendEntries a leader has on the way to one follower at once over `AppendStream`.
+pub const APPEND_PIPELINE_DEPTH: usize = 32;
+
+/// An answer to one request of an `AppendStream`, as openraft takes it.
+type StreamItem = Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>;
+
+/// A link as openraft drives it: AppendEntries pipelined over `AppendStream` (one call at a
+/// time to a member older than that call), snapshots sent in chunks by openraft-legacy's
+/// sender in the layout 0.9 members read, votes and heartbeats as single calls.
+pub struct StreamingLink {
+    inner: Adapter<TypeConfig, PeerLink, Cursor<Vec<u8>>>,
+}
+
+impl StreamingLink {
+    fn new(link: PeerLink) -> StreamingLink {
+        StreamingLink {
+            inner: Adapter::new(link),
+        }
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for StreamingLink {
+    type SnapshotData = Cursor<Vec<u8>>;
+
+    async fn append_entries(
+        &mut self,
+        request: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.inner.append_entries(request, option).await
+    }
+
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<'s, Result<BoxStream<'s, StreamItem>, RPCError<TypeConfig>>>
+    where
+        S: futures::Stream<Item = AppendEntriesRequest<TypeConfig>>
+            + OptionalSend
+            + Unpin
+            + 'static,
+    {
+        Box::pin(async move {
+            if self.inner.inner().streams {
+                match self.inner.inner_mut().open_stream(input, &option).await? {
+                    Opened::Streaming(answers) => return Ok(answers),
+                    Opened::Unsupported(input) => {
+                        return stream_append_sequential(self, input, option).await
+                    }
+                }
+            }
+            stream_append_sequential(self, input, option).await
+        })
+    }
+
+    async fn vote(
+        &mut self,
+        request: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.inner.vote(request, option).await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: super::types::Vote,
+        snapshot: super::types::Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        self.inner
+            .full_snapshot(vote, snapshot, cancel, option)
+            .await
+    }
+
+    fn backoff(&self) -> Option<Backoff> {
+        self.inner.backoff()
+    }
+}
+
+/// What opening an `AppendStream` gave.
+enum Opened<S> {
+    Streaming(BoxStream<'static, StreamItem>),
+    /// The peer predates `AppendStream` (UNIMPLEMENTED); the requests, none of them read.
+    Unsupported(S),
+}
+
+impl PeerLink {
+    /// Opens an `AppendStream` to the peer. The answers stream it returns also sends the
+    /// requests, read from `input` only while it is polled and while fewer than
+    /// `APPEND_PIPELINE_DEPTH` are unanswered, so dropping it stops reading `input` at once
+    /// (openraft hands the same requests to the next stream).
+    async fn open_stream<S>(
+        &mut self,
+        input: S,
+        option: &RPCOption,
+    ) -> Result<Opened<S>, RPCError<TypeConfig>>
+    where
+        S: futures::Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
+    {
+        let mut client = self.client().map_err(RPCError::Unreachable)?;
+        let ttl = option.hard_ttl();
+        let (sender, outgoing) = tokio::sync::mpsc::unbounded_channel();
+        let call = with_cluster_id(
+            tonic::Request::new(tokio_stream::wrappers::UnboundedReceiverStream::new(
+                outgoing,
+            )),
+            &self.cluster_id,
+        );
+        let answers = match tokio::time::timeout(ttl, client.append_stream(call)).await {
+            Err(_) => return Err(RPCError::Timeout(self.timeout(ttl))),
+            Ok(Err(status)) if status.code() == tonic::Code::Unimplemented => {
+                self.streams = false;
+                return Ok(Opened::Unsupported(input));
+            }
+            Ok(Err(status)) => {
+                self.client = None;
+                return Err(status_error(&self.address, &status));
+            }
+            Ok(Ok(response)) => response.into_inner(),
+        };
+        let pump = Pump {
+            input: Some(input),
+            sender: Some(sender),
+            answers,
+            sent: VecDeque::new(),
+            done: false,
+            peer: Peer {
+                address: self.address.clone(),
+                timeout: self.timeout(ttl),
+                target: self.target,
+                acks: self.acks.clone(),
+                durable: self.durable.clone(),
+            },
+            ttl,
+        };
+        Ok(Opened::Streaming(Box::pin(futures::stream::unfold(
+            pump,
+            |mut pump| async move { pump.next_answer().await.map(|answer| (answer, pump)) },
+        ))))
+    }
+
+    fn timeout(&self, ttl: std::time::Duration) -> Timeout<TypeConfig> {
+        Timeout {
+            action: openraft::network::RPCTypes::AppendEntries,
+            id: self.from,
+            target: self.target,
+            timeout: ttl,
+        }
+    }
+}
+
+/// A failed peer call as openraft's error: a member that cannot be reached, or another failure.
+fn status_error(address: &str, status: &tonic::Status) -> RPCError<TypeConfig> {
+    let error = AnyError::error(format!("{address}: {}", status.message()));
+    if status.code() == tonic::Code::Unavailable {
+        RPCError::Unreachable(Unreachable::new(&error))
+    } else {
+        RPCError::Network(NetworkError::new(&error))
+    }
+}
+
+fn with_cluster_id<T>(mut request: tonic::Request<T>, cluster_id: &str) -> tonic::Request<T> {
+    if let Ok(value) = cluster_id.parse() {
+        request
+            .metadata_mut()
+            .insert(super::peer_client::CLUSTER_ID_METADATA_KEY, value);
+    }
+    request
+}
+
+/// What an `AppendStream`'s pump needs of its link.
+struct Peer {
+    address: String,
+    /// The error for a request unanswered for too long.
+    timeout: Timeout<TypeConfig>,
+    target: u64,
+    acks: Arc<AckClock>,
+    durable: Arc<LogFlusher>,
+}
+
+/// Both halves of one `AppendStream`: the requests going out and the answers coming back.
+struct Pump<S> {
+    /// `None` once openraft ended the requests.
+    input: Option<S>,
+    /// Dropped once the input ended, so the peer sees the stream end.
+    sender: Option<tokio::sync::mpsc::UnboundedSender<coord_proto::v1::peer::PeerMessage>>,
+    answers: tonic::Streaming<coord_proto::v1::peer::PeerMessage>,
+    /// When each unanswered request was sent, oldest first.
+    sent: VecDeque<tokio::time::Instant>,
+    /// Set after an error: the stream ends.
+    done: bool,
+    peer: Peer,
+    /// How long a request may go unanswered.
+    ttl: std::time::Duration,
+}
+
+impl<S> Pump<S>
+where
+    S: futures::Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin,
+{
+    /// The next answer, sending requests meanwhile; `None` once the input ended and every
+    /// request sent was answered, or after an error.
+    async fn next_answer(&mut self) -> Option<StreamItem> {
+        loop {
+            if self.done || (self.input.is_none() && self.sent.is_empty()) {
+                return None;
+            }
+            let deadline = self.sent.front().map(|sent| *sent + self.ttl);
+            let room = self.sent.len() < APPEND_PIPELINE_DEPTH;
+            let overdue = async {
+                match deadline {
+                    Some(deadline) => tokio::time::sleep_until(deadline).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                answer = self.answers.next() => return Some(self.answered(answer)),
+                () = overdue => {
+                    self.done = true;
+                    return Some(Err(RPCError::Timeout(self.peer.timeout.clone())));
+                }
+                request = next_request(&mut self.input), if room && self.input.is_some() => {
+                    self.send(request).await;
+                }
+            }
+        }
+    }
+
+    async fn send(&mut self, request: Option<AppendEntriesRequest<TypeConfig>>) {
+        let Some(mut request) = request else {
+            self.input = None;
+            self.sender = None;
+            return;
+        };
+        PeerLink::cap_commit(&self.peer.durable, &mut request, self.ttl).await;
+        if let Some(sender) = &self.sender {
+            // A closed call reports itself through the answers.
+            let _ = sender.send(encode_peer(MessageKind::AppendStream, &request));
+        }
+        self.sent.push_back(tokio::time::Instant::now());
+    }
+
+    fn answered(
+        &mut self,
+        answer: Option<Result<coord_proto::v1::peer::PeerMessage, tonic::Status>>,
+    ) -> StreamItem {
+        self.done = true;
+        let message = match answer {
+            None => {
+                return Err(RPCError::Network(NetworkError::new(&AnyError::error(
+                    format!(
+                        "{}: the append stream ended with requests unanswered",
+                        self.peer.address
+                    ),
+                ))))
+            }
+            Some(Err(status)) => return Err(status_error(&self.peer.address, &status)),
+            Some(Ok(message)) => message,
+        };
+        self.sent.pop_front();
+        let answer: Result<StreamAppendResult<TypeConfig>, String> =
+            decode_peer(&message, MessageKind::AppendStream).map_err(|error| {
+                RPCError::Network(NetworkError::new(&AnyError::error(format!(
+                    "undecodable reply: {error}"
+                ))))
+            })?;
+        let answer = answer.map_err(|fatal| {
+            RPCError::Network(NetworkError::new(&AnyError::error(format!(
+                "{}: Raft stopped there: {fatal}",
+                self.peer.address
+            ))))
+        })?;
+        // As for single calls: an answer in the leader's term counts towards its quorum.
+        if !matches!(answer, Err(StreamAppendError::HigherVote(_))) {
+            self.peer.acks.record(self.peer.target);
+        }
+        // openraft ends the stream after a conflict or a higher vote.
+        self.done = answer.is_err();
+        Ok(answer)
+    }
+}
+
+/// The next request from openraft, or `None` once it ends them.
+async fn next_request<S>(input: &mut Option<S>) -> Option<AppendEntriesRequest<TypeConfig>>
+where
+    S: futures::Stream<Item = AppendEntriesRequest<TypeConfig>> + Unpin,
+{
+    match input {
+        Some(input) => input.next().await,
+        None => std::future::pending().await,
     }
 }

@@ -5,14 +5,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use coord_proto::v1::peer::PeerMessage;
-use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
-use openraft::{CommittedLeaderId, EntryPayload, LogId, Membership, SnapshotMeta, Vote};
+use openraft::raft::AppendEntriesRequest;
+use openraft::{EntryPayload, Membership};
+use openraft_legacy::network_v1::InstallSnapshotRequest;
 
 use super::admission::TERM_MAX;
 use super::forward_batch::WRITES_PER_BATCH_MAX;
 use super::leader::{WriteBatchCall, WriteCall};
+use super::types::{CommittedLeaderId, LogId, StoredMembership, Vote};
 use super::types::{Entry, Member, TypeConfig};
-use super::wire::{encode_peer, MessageKind};
+use super::wire::{encode_peer, MessageKind, VoteCall};
 use crate::fsm::{BatchItem, Command, Proposal, SetCommand, BATCH_ITEMS_MAX};
 
 /// The forged messages the probe can send.
@@ -91,8 +93,8 @@ pub enum ProbeMethod {
     Forward,
 }
 
-fn log_id(term: u64, index: u64) -> LogId<u64> {
-    LogId::new(CommittedLeaderId::new(term, 1), index)
+fn log_id(term: u64, index: u64) -> LogId {
+    LogId::new(CommittedLeaderId { term, node_id: 1 }, index)
 }
 
 fn huge_set() -> Proposal {
@@ -103,7 +105,7 @@ fn huge_set() -> Proposal {
     }))
 }
 
-fn append(vote: Vote<u64>, entries: Vec<Entry>) -> PeerMessage {
+fn append(vote: Vote, entries: Vec<Entry>) -> PeerMessage {
     let request = AppendEntriesRequest::<TypeConfig> {
         vote,
         prev_log_id: Some(log_id(1, 1)),
@@ -170,11 +172,17 @@ pub fn forge(probe: Probe, term: u64) -> (ProbeMethod, PeerMessage) {
     let leader = |term: u64| Vote::new_committed(term, 1);
     match probe {
         Probe::VoteImpossibleTerm => {
-            let vote = VoteRequest::new(Vote::new(u64::MAX, 1), Some(log_id(1, 1)));
+            let vote = VoteCall {
+                vote: Vote::new(u64::MAX, 1),
+                last_log_id: Some(log_id(1, 1)),
+            };
             (ProbeMethod::Vote, encode_peer(MessageKind::Vote, &vote))
         }
         Probe::VoteUnknownCandidate => {
-            let vote = VoteRequest::new(Vote::new(term + 1, 99), Some(log_id(term, 1 << 40)));
+            let vote = VoteCall {
+                vote: Vote::new(term + 1, 99),
+                last_log_id: Some(log_id(term, 1 << 40)),
+            };
             (ProbeMethod::Vote, encode_peer(MessageKind::Vote, &vote))
         }
         Probe::AppendImpossibleTerm => (
@@ -203,11 +211,12 @@ pub fn forge(probe: Probe, term: u64) -> (ProbeMethod, PeerMessage) {
             let nodes = BTreeMap::from([(1, Member { addr: "x:1".into() })]);
             let request = InstallSnapshotRequest::<TypeConfig> {
                 vote: leader(term),
-                meta: SnapshotMeta {
+                meta: openraft_legacy::network_v1::SnapshotMeta {
                     last_log_id: Some(log_id(1, 5)),
-                    last_membership: openraft::StoredMembership::new(
+                    last_membership: StoredMembership::new(
                         Some(log_id(1, 1)),
-                        Membership::new(vec![BTreeSet::from([1])], nodes),
+                        Membership::new(vec![BTreeSet::from([1])], nodes)
+                            .expect("a valid membership"),
                     ),
                     snapshot_id: "forged".into(),
                 },

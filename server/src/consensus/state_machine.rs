@@ -11,16 +11,15 @@
 //! In debug builds every batch is followed by `Namespace::validate`, sampled on large trees so
 //! the checks cost about as much as applying (see `ValidationBudget`).
 
-use std::io::Cursor;
+use std::io::{self, Cursor};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use openraft::storage::{RaftStateMachine, Snapshot};
-use openraft::{
-    AnyError, EntryPayload, LogId, RaftSnapshotBuilder, SnapshotMeta, StorageError, StorageIOError,
-    StoredMembership,
-};
+use futures::{Stream, TryStreamExt};
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, RaftSnapshotBuilder};
+use openraft_legacy::network_v1::SnapshotReceiverFactory;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
@@ -28,10 +27,14 @@ use super::ids::MemberId;
 use super::log_flush::LogFlusher;
 use super::proposal::ProposalResult;
 use super::timings::RaftTimings;
-use super::types::{Entry, Member, TypeConfig};
+use super::types::TypeConfig;
+use super::types::{LogId, Snapshot, SnapshotMeta, StoredMembership};
 use super::wire::{decode_snapshot_file, encode_snapshot_file};
 use crate::fsm::{Namespace, Revision, SessionChange, WatchEvent};
 use crate::storage::{SnapshotFile, StorageFault};
+
+/// The Raft node, over Coord's state machine.
+pub type CoordRaft = openraft::Raft<TypeConfig, StateMachine>;
 
 /// Told what every applied batch changed. Implemented outside consensus (watch history,
 /// session deadlines), so that consensus knows neither.
@@ -54,8 +57,8 @@ pub trait ApplyObserver: Send + Sync {
 /// The applied state.
 struct ReplicaState {
     namespace: Namespace,
-    last_applied: Option<LogId<u64>>,
-    membership: StoredMembership<u64, Member>,
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
 }
 
 /// Shared between the state machine (writer) and readers.
@@ -90,7 +93,7 @@ impl Replica {
 
     /// Publishes what was applied: the index first, so that a reader woken by either finds
     /// the state of both.
-    fn publish(&self, last_applied: Option<LogId<u64>>, revision: Revision) {
+    fn publish(&self, last_applied: Option<LogId>, revision: Revision) {
         self.applied_index
             .send_replace(last_applied.map_or(0, |log_id| log_id.index));
         self.applied_revision.send_replace(revision);
@@ -105,7 +108,7 @@ impl Replica {
             .is_some()
     }
 
-    fn applied_state(&self) -> (Option<LogId<u64>>, StoredMembership<u64, Member>) {
+    fn applied_state(&self) -> (Option<LogId>, StoredMembership) {
         let state = self.state();
         (state.last_applied, state.membership.clone())
     }
@@ -114,14 +117,14 @@ impl Replica {
 /// What the snapshot file holds: openraft's metadata and the encoded namespace.
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) struct SnapshotEnvelope {
-    meta: SnapshotMeta<u64, Member>,
+    meta: SnapshotMeta,
     #[serde(with = "serde_bytes")]
     namespace: Vec<u8>,
 }
 
 /// A snapshot file's contents, for the golden-format samples.
 #[cfg(test)]
-pub(super) fn sample_snapshot_envelope(meta: SnapshotMeta<u64, Member>) -> SnapshotEnvelope {
+pub(super) fn sample_snapshot_envelope(meta: SnapshotMeta) -> SnapshotEnvelope {
     SnapshotEnvelope {
         meta,
         namespace: vec![1, 2, 3],
@@ -142,8 +145,8 @@ pub struct StateMachine {
     appended_bytes: Arc<AtomicU64>,
 }
 
-fn snapshot_fault(fault: impl ToString) -> StorageError<u64> {
-    StorageIOError::read_snapshot(None, AnyError::error(fault.to_string())).into()
+fn snapshot_fault(fault: impl ToString) -> io::Error {
+    io::Error::other(format!("snapshot: {}", fault.to_string()))
 }
 
 fn corrupt(reason: String) -> StorageFault {
@@ -235,30 +238,29 @@ impl StateMachine {
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = Cursor<Vec<u8>>;
     type SnapshotBuilder = SnapshotBuilder;
 
-    async fn applied_state(
-        &mut self,
-    ) -> Result<(Option<LogId<u64>>, StoredMembership<u64, Member>), StorageError<u64>> {
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
         Ok(self.replica.applied_state())
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ProposalResult>, StorageError<u64>>
+    /// Applies the entries openraft hands over as one batch: under one write lock, observed and
+    /// published once, and only then answered (a client that has its answer finds its write in
+    /// every read and watch of this member).
+    async fn apply<S>(&mut self, entries: S) -> Result<(), io::Error>
     where
-        I: IntoIterator<Item = Entry> + Send,
-        I::IntoIter: Send,
+        S: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + Send,
     {
-        let entries: Vec<Entry> = entries.into_iter().collect();
-        if let (Some(flusher), Some(last)) = (&self.durable, entries.last()) {
+        let entries: Vec<EntryResponder<TypeConfig>> = entries.try_collect().await?;
+        if let (Some(flusher), Some((last, _))) = (&self.durable, entries.last()) {
             flusher
                 .wait_through(last.log_id.index)
                 .await
-                .map_err(|fault| {
-                    StorageError::from(StorageIOError::write_logs(AnyError::error(fault)))
-                })?;
+                .map_err(|fault| io::Error::other(format!("writing the log: {fault}")))?;
         }
         let timer = self.timings.apply.start_timer();
-        let mut results = Vec::new();
+        let mut results = Vec::with_capacity(entries.len());
         let mut events = Vec::new();
         let mut sessions = Vec::new();
         let mut state = self
@@ -266,7 +268,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             .state
             .write()
             .expect("a panic while applying stops the member");
-        for entry in entries {
+        for (entry, responder) in entries {
             let index = entry.log_id.index;
             // Only the founding membership entry sits at index 0, where the tree already is.
             let moves = index > 0;
@@ -296,7 +298,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     .collect(),
             };
             state.last_applied = Some(entry.log_id);
-            results.push(ProposalResult { writes });
+            results.push((responder, ProposalResult { writes }));
         }
         let revision = state.namespace.revision();
         if cfg!(debug_assertions) && self.validation.due(results.len(), &state.namespace) {
@@ -309,8 +311,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let last_applied = state.last_applied;
         drop(state);
         self.replica.publish(last_applied, revision);
+        for (responder, result) in results {
+            if let Some(responder) = responder {
+                responder.send(result);
+            }
+        }
         timer.observe_duration();
-        Ok(results)
+        Ok(())
     }
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
@@ -322,17 +329,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
     }
 
-    async fn begin_receiving_snapshot(
-        &mut self,
-    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<u64>> {
-        Ok(Box::new(Cursor::new(Vec::new())))
-    }
-
     async fn install_snapshot(
         &mut self,
-        meta: &SnapshotMeta<u64, Member>,
-        snapshot: Box<Cursor<Vec<u8>>>,
-    ) -> Result<(), StorageError<u64>> {
+        meta: &SnapshotMeta,
+        snapshot: Cursor<Vec<u8>>,
+    ) -> Result<(), io::Error> {
         let namespace_bytes = snapshot.into_inner();
         let namespace = Namespace::from_snapshot(&namespace_bytes).map_err(snapshot_fault)?;
         let envelope = SnapshotEnvelope {
@@ -364,9 +365,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(())
     }
 
-    async fn get_current_snapshot(
-        &mut self,
-    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<u64>> {
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
         let snapshot_file = self.snapshot_file.clone();
         let loaded = tokio::task::spawn_blocking(move || snapshot_file.load())
             .await
@@ -376,8 +375,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let envelope: SnapshotEnvelope = decode_snapshot_file(&bytes).map_err(snapshot_fault)?;
         Ok(Some(Snapshot {
             meta: envelope.meta,
-            snapshot: Box::new(Cursor::new(envelope.namespace)),
+            snapshot: Cursor::new(envelope.namespace),
         }))
+    }
+}
+
+/// Where a snapshot sent in chunks (openraft-legacy's v1 protocol, as 0.9 members send it) is
+/// gathered before `install_snapshot`.
+impl SnapshotReceiverFactory<TypeConfig> for StateMachine {
+    type SnapshotReceiver = Cursor<Vec<u8>>;
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Cursor<Vec<u8>>, io::Error> {
+        Ok(Cursor::new(Vec::new()))
     }
 }
 
@@ -418,7 +427,9 @@ pub struct SnapshotBuilder {
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
-    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<u64>> {
+    type SnapshotData = Cursor<Vec<u8>>;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let timer = self.timings.snapshot_save.start_timer();
         let began = std::time::Instant::now();
         let (namespace, last_applied, membership) = {
@@ -434,14 +445,9 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         // covers need not be snapshotted again: without this, the size trigger fired soon after
         // an entry-count snapshot and a second full snapshot followed.
         self.appended_bytes.store(0, Ordering::Relaxed);
-        let snapshot_id = match last_applied {
-            Some(log_id) => format!("{}-{}", log_id.leader_id.term, log_id.index),
-            None => "0-0".to_owned(),
-        };
         let meta = SnapshotMeta {
             last_log_id: last_applied,
             last_membership: membership,
-            snapshot_id,
         };
         let snapshot_file = self.snapshot_file.clone();
         let envelope_meta = meta.clone();
@@ -455,9 +461,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         })
         .await
         .map_err(snapshot_fault)?
-        .map_err(|fault| {
-            StorageIOError::write_snapshot(None, AnyError::error(fault.to_string()))
-        })?;
+        .map_err(|fault| io::Error::other(format!("writing the snapshot: {fault}")))?;
         timer.observe_duration();
         let bytes = namespace_bytes.len();
         self.timings
@@ -472,7 +476,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         );
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(namespace_bytes)),
+            snapshot: Cursor::new(namespace_bytes),
         })
     }
 }

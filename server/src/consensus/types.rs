@@ -22,7 +22,21 @@ openraft::declare_raft_types!(
         Node = Member,
 );
 
-pub type Entry = openraft::Entry<TypeConfig>;
+/// The types below name openraft's generic types as this configuration instantiates them, so
+/// the rest of `consensus/` reads `LogId` rather than `openraft::alias::LogIdOf<TypeConfig>`.
+pub type Entry = openraft::alias::EntryOf<TypeConfig>;
+/// The position of an entry: the leader that proposed it (term, member) and its index.
+pub type LogId = openraft::alias::LogIdOf<TypeConfig>;
+/// A member's vote: the leader id it voted for and whether a quorum granted it.
+pub type Vote = openraft::alias::VoteOf<TypeConfig>;
+/// The leader id as a log id records it.
+pub type CommittedLeaderId = openraft::alias::CommittedLeaderIdOf<TypeConfig>;
+#[cfg(test)]
+pub type StorageError = openraft::StorageError<TypeConfig>;
+pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
+pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
+/// A snapshot: its metadata and the encoded namespace.
+pub type Snapshot = openraft::alias::SnapshotOf<TypeConfig, Cursor<Vec<u8>>>;
 
 /// How fresh a read must be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,4 +70,26 @@ pub struct ConsensusConfig {
     pub peer_tls: Option<std::sync::Arc<coord_tls::ClientTls>>,
     /// `--peer-cert-allowed-cn`: the names other members' certificates must hold (empty: any).
     pub peer_allowed_names: Vec<String>,
+}
+
+/// openraft's metrics channel closed: Raft stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsClosed;
+
+/// Waits until `holds` is true of the value on one of openraft's metrics channels and returns
+/// that value: tokio's `watch::Receiver::wait_for`, which openraft's receiver type lacks.
+pub async fn wait_for_metrics<T: Clone + Send + Sync>(
+    metrics: &mut openraft::alias::WatchReceiverOf<TypeConfig, T>,
+    mut holds: impl FnMut(&T) -> bool,
+) -> Result<T, MetricsClosed> {
+    use openraft::async_runtime::WatchReceiver;
+    loop {
+        {
+            let now = metrics.borrow_and_update();
+            if holds(&now) {
+                return Ok(now.clone());
+            }
+        }
+        metrics.changed().await.map_err(|_| MetricsClosed)?;
+    }
 }

@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use thiserror::Error;
 
-use super::types::Entry;
+use super::types::{Entry, LogId, TypeConfig, Vote};
 
 /// Format of peer message payloads written by this build.
 pub const PEER_FORMAT: u32 = 1;
@@ -38,6 +38,12 @@ pub enum MessageKind {
     TimeoutNow,
     /// Which log commands a member applies (`PeerFeatures`).
     Features,
+    /// A vote request from a hand-off's candidate (`handoff::Standing`): a `VoteCall` that
+    /// voters take with openraft's `leadership_transfer` set.
+    TransferVote,
+    /// AppendEntries in a pipelined stream (`AppendStream`); a reply carries openraft's
+    /// `StreamAppendResult`, or a fatal error's text.
+    AppendStream,
     /// A client write forwarded to the leader.
     Write,
     /// A membership change forwarded to the leader.
@@ -67,6 +73,8 @@ impl MessageKind {
             MessageKind::PreVote => 6,
             MessageKind::TimeoutNow => 7,
             MessageKind::Features => 8,
+            MessageKind::AppendStream => 9,
+            MessageKind::TransferVote => 10,
             MessageKind::Write => 16,
             MessageKind::Membership => 17,
             MessageKind::KeepAlive => 18,
@@ -87,6 +95,8 @@ impl MessageKind {
             MessageKind::PreVote,
             MessageKind::TimeoutNow,
             MessageKind::Features,
+            MessageKind::AppendStream,
+            MessageKind::TransferVote,
             MessageKind::Write,
             MessageKind::Membership,
             MessageKind::KeepAlive,
@@ -97,6 +107,30 @@ impl MessageKind {
         ]
         .into_iter()
         .find(|kind| kind.code() == code)
+    }
+}
+
+/// A vote request as members exchange it, in openraft 0.9's layout: the candidate's vote and
+/// last log id, so members of either release read each other's requests. openraft 0.10 added
+/// `leadership_transfer`; Coord sends it as the message's kind (`TransferVote`) instead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct VoteCall {
+    pub vote: Vote,
+    pub last_log_id: Option<LogId>,
+}
+
+impl From<openraft::raft::VoteRequest<TypeConfig>> for VoteCall {
+    fn from(request: openraft::raft::VoteRequest<TypeConfig>) -> VoteCall {
+        VoteCall {
+            vote: request.vote,
+            last_log_id: request.last_log_id,
+        }
+    }
+}
+
+impl From<VoteCall> for openraft::raft::VoteRequest<TypeConfig> {
+    fn from(call: VoteCall) -> openraft::raft::VoteRequest<TypeConfig> {
+        openraft::raft::VoteRequest::new(call.vote, call.last_log_id)
     }
 }
 
@@ -255,7 +289,8 @@ pub fn decode_snapshot_file<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Form
 
 #[cfg(test)]
 mod tests {
-    use openraft::{CommittedLeaderId, EntryPayload, LogId};
+    use crate::consensus::types::{CommittedLeaderId, LogId};
+    use openraft::EntryPayload;
 
     use super::*;
 
@@ -294,7 +329,13 @@ mod tests {
     #[test]
     fn a_log_entry_of_an_unknown_format_or_truncated_is_a_typed_error() {
         let entry = Entry {
-            log_id: LogId::new(CommittedLeaderId::new(1, 1), 3),
+            log_id: LogId::new(
+                CommittedLeaderId {
+                    term: 1,
+                    node_id: 1,
+                },
+                3,
+            ),
             payload: EntryPayload::Blank,
         };
         let mut bytes = encode_log_entry(&entry);

@@ -22,13 +22,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::Raft;
 use prometheus::Histogram;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
 use super::error::{client_write_error, ConsensusError};
 use super::proposal::WriteOutcome;
-use super::types::{Member, TypeConfig};
+use super::state_machine::CoordRaft;
+use super::types::TypeConfig;
 use crate::fsm::{BatchItem, Command, Proposal, BATCH_ITEMS_MAX};
 
 /// Entries the batcher proposes at once. Measured (`coord-bench`, release, 3 members): with 4
@@ -61,11 +61,7 @@ pub struct WriteBatcher {
 impl WriteBatcher {
     /// Starts the task that proposes through `raft`, failing an entry not applied within
     /// `timeout`, and counting each entry's writes in `writes_per_entry`.
-    pub fn start(
-        raft: Raft<TypeConfig>,
-        timeout: Duration,
-        writes_per_entry: Histogram,
-    ) -> WriteBatcher {
+    pub fn start(raft: CoordRaft, timeout: Duration, writes_per_entry: Histogram) -> WriteBatcher {
         let (queue, receiver) = mpsc::unbounded_channel();
         let proposer = Proposer {
             raft,
@@ -131,7 +127,7 @@ impl WriteBatcher {
 /// What proposing an entry takes.
 #[derive(Clone)]
 struct Proposer {
-    raft: Raft<TypeConfig>,
+    raft: CoordRaft,
     timeout: Duration,
     writes_per_entry: Histogram,
 }
@@ -197,7 +193,7 @@ impl Proposer {
 type Written = Result<
     Result<
         openraft::raft::ClientWriteResponse<TypeConfig>,
-        openraft::error::RaftError<u64, openraft::error::ClientWriteError<u64, Member>>,
+        openraft::error::RaftError<TypeConfig, openraft::error::ClientWriteError<TypeConfig>>,
     >,
     tokio::time::error::Elapsed,
 >;

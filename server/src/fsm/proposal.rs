@@ -17,6 +17,24 @@ pub struct Proposal {
     pub command: Command,
 }
 
+/// A one-line summary for logs: the command's kind and, for a batch, its length (never the
+/// paths or data, which may be large or private).
+impl std::fmt::Display for Proposal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match &self.command {
+            Command::Create(_) => "create",
+            Command::Set(_) => "set",
+            Command::Delete(_) => "delete",
+            Command::Txn(_) => "txn",
+            Command::OpenSession(_) => "open-session",
+            Command::CloseSession(_) => "close-session",
+            Command::CheckpointSessions(_) => "checkpoint-sessions",
+            Command::Batch(items) => return write!(f, "batch of {}", items.len()),
+        };
+        f.write_str(kind)
+    }
+}
+
 impl From<Command> for Proposal {
     fn from(command: Command) -> Proposal {
         Proposal {

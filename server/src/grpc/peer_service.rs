@@ -4,21 +4,25 @@
 //! Traffic from another cluster (a different `coord-cluster-id`), in a format this member does
 //! not read, or of the wrong kind for the method is refused with a status that says so.
 
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use coord_proto::v1::peer::peer_server::Peer as PeerApi;
 use coord_proto::v1::peer::PeerMessage;
+use futures::{future, Stream, StreamExt};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest,
+    AppendEntriesRequest, AppendEntriesResponse, StreamAppendResult, VoteRequest,
 };
+use openraft_legacy::network_v1::{ChunkedSnapshotReceiver, InstallSnapshotRequest};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::consensus::{
     decode_peer, encode_peer, peer_kind, Consensus, ConsensusError, FormatError, JoinCall,
     LeaderCall, MembershipChange, MessageKind, MoveLeader, PeerFeatures, PreVote, Refusal,
-    TimeoutNow, TypeConfig, WriteBatchCall, WriteCall, Written, CLUSTER_ID_METADATA_KEY,
+    TimeoutNow, TypeConfig, VoteCall, WriteBatchCall, WriteCall, Written, CLUSTER_ID_METADATA_KEY,
     WRITES_PER_BATCH_MAX,
 };
 use crate::fsm::{Limits, OutcomeRecord, Revision};
@@ -30,7 +34,7 @@ pub struct PeerService {
     consensus: Arc<Consensus>,
     /// This member's limits, checked again on writes forwarded to it.
     limits: Limits,
-    refusals: RefusalLog,
+    refusals: Arc<RefusalLog>,
     keeper: Arc<SessionKeeper>,
     directory: Arc<MemberDirectory>,
     greeter: Arc<Greeter>,
@@ -67,7 +71,7 @@ impl PeerService {
         PeerService {
             consensus,
             limits,
-            refusals: RefusalLog::default(),
+            refusals: Arc::default(),
             keeper,
             directory,
             greeter,
@@ -75,7 +79,7 @@ impl PeerService {
     }
 
     /// Checks that a request comes from this cluster.
-    fn check_cluster(&self, request: &Request<PeerMessage>) -> Result<(), Status> {
+    fn check_cluster<B>(&self, request: &Request<B>) -> Result<(), Status> {
         let sender = request
             .metadata()
             .get(CLUSTER_ID_METADATA_KEY)
@@ -181,6 +185,88 @@ impl PeerService {
     }
 }
 
+/// The answers of an `AppendStream`, as tonic sends them.
+type AppendReplies = Pin<Box<dyn Stream<Item = Result<PeerMessage, Status>> + Send + 'static>>;
+
+/// One answer of an `AppendStream`: openraft's, or the text of the fatal error that stopped
+/// Raft here (diagnostic only: error bodies differ between openraft releases).
+type StreamAnswer = Result<StreamAppendResult<TypeConfig>, String>;
+
+impl PeerService {
+    /// A leader's pipelined AppendEntries. Each request is decoded and admitted as the unary
+    /// call's are, and openraft takes them in order without waiting for the previous answer.
+    /// An answer leaves only once the entries it matched are on this member's disk (the second
+    /// gate of `log_flush`); one synced write covers every answer queued behind it. The first
+    /// refused request ends the input, and the stream ends with its status after the answers
+    /// to the requests before it.
+    fn append_replies(
+        &self,
+        from: Option<SocketAddr>,
+        incoming: Streaming<PeerMessage>,
+    ) -> AppendReplies {
+        let kind = MessageKind::AppendStream;
+        let refusal: Arc<Mutex<Option<Status>>> = Arc::default();
+        let (checker, refusals, refused_input) = (
+            self.consensus.clone(),
+            self.refusals.clone(),
+            refusal.clone(),
+        );
+        let requests = incoming
+            .map(move |message| {
+                let message = message?;
+                if let Some(reason) = checker.raft_traffic_refused() {
+                    return Err(Status::unavailable(reason));
+                }
+                let request: AppendEntriesRequest<TypeConfig> = decode_peer(&message, kind)
+                    .map_err(|error| {
+                        refusals.note(from, "undecodable", &error);
+                        refused(error)
+                    })?;
+                checker.admit_append(&request).map_err(|refusal| {
+                    refusals.note(from, "impossible", &refusal);
+                    Status::invalid_argument(format!("peer message refused: {refusal}"))
+                })?;
+                Ok(request)
+            })
+            .take_while(move |checked| {
+                if let Err(status) = checked {
+                    *refused_input.lock().unwrap_or_else(PoisonError::into_inner) =
+                        Some(status.clone());
+                }
+                future::ready(checked.is_ok())
+            })
+            .filter_map(|checked| future::ready(checked.ok()));
+        let consensus = self.consensus.clone();
+        let answers = self
+            .consensus
+            .raft()
+            .stream_append(requests)
+            .then(move |answer| {
+                let consensus = consensus.clone();
+                async move {
+                    if let Ok(Ok(Some(matched))) = &answer {
+                        consensus
+                            .log_durable_through(matched.index)
+                            .await
+                            .map_err(|fault| {
+                                Status::internal(format!("the log could not be written: {fault}"))
+                            })?;
+                    }
+                    let answer: StreamAnswer = answer.map_err(|fatal| fatal.to_string());
+                    Ok(reply(kind, &answer))
+                }
+            });
+        let ending = futures::stream::once(async move {
+            refusal
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take()
+        })
+        .filter_map(|refused| future::ready(refused.map(Err)));
+        Box::pin(answers.chain(ending))
+    }
+}
+
 fn reply<T: Serialize>(kind: MessageKind, value: &T) -> PeerMessage {
     encode_peer(kind, value)
 }
@@ -218,10 +304,29 @@ impl PeerApi for PeerService {
         Ok(Response::new(reply(kind, &result)))
     }
 
-    async fn vote(&self, request: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {
-        let kind = MessageKind::Vote;
+    type AppendStreamStream = AppendReplies;
+
+    async fn append_stream(
+        &self,
+        request: Request<Streaming<PeerMessage>>,
+    ) -> Result<Response<AppendReplies>, Status> {
+        self.check_cluster(&request)?;
         self.check_raft_traffic()?;
-        let vote: VoteRequest<u64> = self.accept(&request, kind)?;
+        let from = crate::listener::remote_address(&request);
+        Ok(Response::new(
+            self.append_replies(from, request.into_inner()),
+        ))
+    }
+
+    async fn vote(&self, request: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {
+        // A hand-off's candidate sends a TransferVote: voters set their leases aside for it.
+        let kind = match peer_kind(request.get_ref()) {
+            Ok(MessageKind::TransferVote) => MessageKind::TransferVote,
+            _ => MessageKind::Vote,
+        };
+        self.check_raft_traffic()?;
+        let mut vote: VoteRequest<TypeConfig> = self.accept::<VoteCall>(&request, kind)?.into();
+        vote.leadership_transfer = kind == MessageKind::TransferVote;
         self.admit(&request, self.consensus.admit_vote(&vote))?;
         let result = self.consensus.raft().vote(vote).await;
         Ok(Response::new(reply(kind, &result)))

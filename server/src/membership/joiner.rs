@@ -12,7 +12,7 @@
 //!
 //! Until step 1 (or 2) says the cluster counts it as a learner, the member refuses Raft traffic
 //! (`Consensus::hold_raft_traffic`): a leader that still counts it as a voter must never see its
-//! log go back (openraft 0.9's leader panics on a follower's log reverting).
+//! log go back (it would count entries the member no longer has towards the commit quorum).
 //!
 //! The founder (the lowest id of `--initial-cluster`) asks too, for two election timeouts,
 //! before founding: if a cluster answers, its own data directory was lost and it joins that
