@@ -152,6 +152,22 @@ async fn forged_peer_messages_are_refused_and_no_member_aborts_or_loses_its_data
                 "{kind} to {target}: {answer}"
             );
         }
+        // The same AppendEntries, pipelined over `Peer.AppendStream`, are refused the same way.
+        for kind in refused_kinds
+            .iter()
+            .filter(|kind| kind.starts_with("append-"))
+        {
+            let answer = probe(
+                target,
+                &status.cluster_id,
+                status.term,
+                &format!("stream-{kind}"),
+            );
+            assert!(
+                answer.starts_with("refused InvalidArgument"),
+                "stream-{kind} to {target}: {answer}"
+            );
+        }
         // A forged forwarded write is answered as refused by the member's limits, applied
         // nowhere.
         let answer = probe(target, &status.cluster_id, status.term, "forward-oversize");

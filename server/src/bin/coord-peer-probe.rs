@@ -2,7 +2,8 @@
 //! it got (and, for a forged forwarded write, the answer decoded), for the hostile-input tests
 //! (`tests/tests/hostile.rs`). Not for production use.
 //!
-//! `coord-peer-probe PEER_ADDRESS CLUSTER_ID TERM PROBE` (PROBE: see `consensus::Probe`).
+//! `coord-peer-probe PEER_ADDRESS CLUSTER_ID TERM PROBE` (PROBE: see `consensus::Probe`; an
+//! AppendEntries probe named `stream-PROBE` goes as the only request of a `Peer.AppendStream`).
 
 #![allow(
     clippy::print_stdout,
@@ -13,8 +14,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use coord_proto::v1::peer::peer_client::PeerClient;
+use coord_proto::v1::peer::PeerMessage;
 use coord_server::consensus::{
     decode_peer, forge, peer_request, ConsensusError, MessageKind, Probe, ProbeMethod, Written,
+    CLUSTER_ID_METADATA_KEY,
 };
 
 #[tokio::main(flavor = "current_thread")]
@@ -23,6 +26,10 @@ async fn main() -> ExitCode {
     let [address, cluster_id, term, probe] = arguments.as_slice() else {
         eprintln!("usage: coord-peer-probe PEER_ADDRESS CLUSTER_ID TERM PROBE");
         return ExitCode::from(2);
+    };
+    let (streamed, probe) = match probe.strip_prefix("stream-") {
+        Some(probe) => (true, probe),
+        None => (false, probe.as_str()),
     };
     let (Ok(term), Some(probe)) = (term.parse::<u64>(), Probe::from_name(probe)) else {
         eprintln!("coord-peer-probe: bad TERM or unknown PROBE");
@@ -38,6 +45,17 @@ async fn main() -> ExitCode {
             return ExitCode::from(3);
         }
     };
+    if streamed {
+        if method != ProbeMethod::AppendEntries {
+            eprintln!("coord-peer-probe: only AppendEntries probes go in a stream");
+            return ExitCode::from(2);
+        }
+        println!(
+            "{}",
+            streamed_answer(&mut client, cluster_id, message).await
+        );
+        return ExitCode::SUCCESS;
+    }
     let request = peer_request(cluster_id, message, Duration::from_secs(10));
     let reply = match method {
         ProbeMethod::AppendEntries => client.append_entries(request).await,
@@ -56,4 +74,29 @@ async fn main() -> ExitCode {
         Err(status) => println!("refused {:?}: {}", status.code(), status.message()),
     }
     ExitCode::SUCCESS
+}
+
+/// Sends `message` as the one request of an `AppendStream` and says what came back first.
+async fn streamed_answer(
+    client: &mut PeerClient<tonic::transport::Channel>,
+    cluster_id: &str,
+    mut message: PeerMessage,
+) -> String {
+    message.kind = MessageKind::AppendStream.code();
+    let mut request = tonic::Request::new(tokio_stream::iter(vec![message]));
+    request.set_timeout(Duration::from_secs(10));
+    if let Ok(value) = cluster_id.parse() {
+        request
+            .metadata_mut()
+            .insert(CLUSTER_ID_METADATA_KEY, value);
+    }
+    let answers = match client.append_stream(request).await {
+        Ok(answers) => answers,
+        Err(status) => return format!("refused {:?}: {}", status.code(), status.message()),
+    };
+    match answers.into_inner().message().await {
+        Ok(Some(_)) => "accepted".to_owned(),
+        Ok(None) => "accepted, no answer".to_owned(),
+        Err(status) => format!("refused {:?}: {}", status.code(), status.message()),
+    }
 }

@@ -12,8 +12,8 @@
 //!   acknowledged write is on the leader's disk, and openraft counted it committed only with
 //!   followers whose answers were durable, so it is on a majority;
 //! - a follower answers an AppendEntries only once the entries it matched are durable
-//!   (`PeerService::append_entries` calls `flush_through`), so every follower's vote in the
-//!   leader's quorum is a durable copy;
+//!   (`PeerService::append_entries` and, pipelined, `append_replies` call `flush_through`), so
+//!   every follower's vote in the leader's quorum is a durable copy;
 //! - a leader never tells followers a commit index beyond its own durable entries (`PeerLink`
 //!   holds an AppendEntries until the leader's copy through its `leader_commit` is durable,
 //!   for at most half the call's deadline, and caps `leader_commit` at what is durable then),
