@@ -16,8 +16,8 @@ use std::time::Duration;
 use coord_proto::v1::peer::peer_client::PeerClient;
 use coord_proto::v1::peer::PeerMessage;
 use coord_server::consensus::{
-    decode_peer, forge, peer_request, ConsensusError, MessageKind, Probe, ProbeMethod, Written,
-    CLUSTER_ID_METADATA_KEY,
+    decode_peer, forge, peer_request, with_cluster_id, ConsensusError, MessageKind, Probe,
+    ProbeMethod, Written,
 };
 
 #[tokio::main(flavor = "current_thread")]
@@ -85,12 +85,10 @@ async fn streamed_answer(
     message.kind = MessageKind::AppendStream.code();
     let mut request = tonic::Request::new(tokio_stream::iter(vec![message]));
     request.set_timeout(Duration::from_secs(10));
-    if let Ok(value) = cluster_id.parse() {
-        request
-            .metadata_mut()
-            .insert(CLUSTER_ID_METADATA_KEY, value);
-    }
-    let answers = match client.append_stream(request).await {
+    let answers = match client
+        .append_stream(with_cluster_id(request, cluster_id))
+        .await
+    {
         Ok(answers) => answers,
         Err(status) => return format!("refused {:?}: {}", status.code(), status.message()),
     };

@@ -82,8 +82,8 @@ pub use join::{JoinCall, MembershipView, PROMOTE_LAG_MAX};
 pub use leader::{LeaderCall, MembershipChange, Route, WriteBatchCall, WriteCall, Written};
 pub use peer_channel::{PEER_CONNECTION_WINDOW_BYTES, PEER_STREAM_WINDOW_BYTES};
 pub use peer_client::{
-    peer_request, PeerCallError, PeerClients, PeerDialer, PeerMethod, CLUSTER_ID_METADATA_KEY,
-    PEER_MESSAGE_BYTES_MAX,
+    peer_request, with_cluster_id, PeerCallError, PeerClients, PeerDialer, PeerMethod,
+    CLUSTER_ID_METADATA_KEY, PEER_MESSAGE_BYTES_MAX,
 };
 pub use probe::{forge, Probe, ProbeMethod};
 pub use state_machine::{ApplyObserver, CoordRaft, Replica};

@@ -39,7 +39,7 @@ use super::election::AckClock;
 use super::handoff::Standing;
 use super::log_flush::LogFlusher;
 use super::peer_channel::PeerChannel;
-use super::peer_client::{peer_request, PeerDialer};
+use super::peer_client::{peer_request, with_cluster_id, PeerDialer};
 use super::types::{Member, TypeConfig};
 use super::wire::{decode_peer, encode_peer, MessageKind, VoteCall};
 
@@ -167,23 +167,11 @@ impl PeerLink {
             }
         };
         let response = match tokio::time::timeout(ttl, call).await {
-            Err(_) => {
-                return Err(RPCError::Timeout(Timeout {
-                    action: method.action(),
-                    id: self.from,
-                    target: self.target,
-                    timeout: ttl,
-                }))
-            }
+            Err(_) => return Err(RPCError::Timeout(self.timeout(method.action(), ttl))),
             Ok(Err(status)) => {
                 // Drop the connection so the next call reconnects from scratch.
                 self.client = None;
-                let error = AnyError::error(format!("{}: {}", self.address, status.message()));
-                return Err(if status.code() == tonic::Code::Unavailable {
-                    RPCError::Unreachable(Unreachable::new(&error))
-                } else {
-                    RPCError::Network(NetworkError::new(&error))
-                });
+                return Err(status_error(&self.address, &status));
             }
             Ok(Ok(response)) => response.into_inner(),
         };
@@ -321,14 +309,14 @@ impl RaftNetworkV2<TypeConfig> for StreamingLink {
             + 'static,
     {
         Box::pin(async move {
-            if self.inner.inner().streams {
+            let input = if self.inner.inner().streams {
                 match self.inner.inner_mut().open_stream(input, &option).await? {
                     Opened::Streaming(answers) => return Ok(answers),
-                    Opened::Unsupported(input) => {
-                        return stream_append_sequential(self, input, option).await
-                    }
+                    Opened::Unsupported(input) => input,
                 }
-            }
+            } else {
+                input
+            };
             stream_append_sequential(self, input, option).await
         })
     }
@@ -388,7 +376,11 @@ impl PeerLink {
             &self.cluster_id,
         );
         let answers = match tokio::time::timeout(ttl, client.append_stream(call)).await {
-            Err(_) => return Err(RPCError::Timeout(self.timeout(ttl))),
+            Err(_) => {
+                return Err(RPCError::Timeout(
+                    self.timeout(openraft::network::RPCTypes::AppendEntries, ttl),
+                ))
+            }
             Ok(Err(status)) if status.code() == tonic::Code::Unimplemented => {
                 self.streams = false;
                 return Ok(Opened::Unsupported(input));
@@ -407,7 +399,7 @@ impl PeerLink {
             done: false,
             peer: Peer {
                 address: self.address.clone(),
-                timeout: self.timeout(ttl),
+                timeout: self.timeout(openraft::network::RPCTypes::AppendEntries, ttl),
                 target: self.target,
                 acks: self.acks.clone(),
                 durable: self.durable.clone(),
@@ -420,9 +412,13 @@ impl PeerLink {
         ))))
     }
 
-    fn timeout(&self, ttl: std::time::Duration) -> Timeout<TypeConfig> {
+    fn timeout(
+        &self,
+        action: openraft::network::RPCTypes,
+        ttl: std::time::Duration,
+    ) -> Timeout<TypeConfig> {
         Timeout {
-            action: openraft::network::RPCTypes::AppendEntries,
+            action,
             id: self.from,
             target: self.target,
             timeout: ttl,
@@ -431,22 +427,16 @@ impl PeerLink {
 }
 
 /// A failed peer call as openraft's error: a member that cannot be reached, or another failure.
-fn status_error(address: &str, status: &tonic::Status) -> RPCError<TypeConfig> {
+fn status_error<E: std::error::Error>(
+    address: &str,
+    status: &tonic::Status,
+) -> RPCError<TypeConfig, E> {
     let error = AnyError::error(format!("{address}: {}", status.message()));
     if status.code() == tonic::Code::Unavailable {
         RPCError::Unreachable(Unreachable::new(&error))
     } else {
         RPCError::Network(NetworkError::new(&error))
     }
-}
-
-fn with_cluster_id<T>(mut request: tonic::Request<T>, cluster_id: &str) -> tonic::Request<T> {
-    if let Ok(value) = cluster_id.parse() {
-        request
-            .metadata_mut()
-            .insert(super::peer_client::CLUSTER_ID_METADATA_KEY, value);
-    }
-    request
 }
 
 /// What an `AppendStream`'s pump needs of its link.

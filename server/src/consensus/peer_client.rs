@@ -108,6 +108,11 @@ pub fn peer_request(
 ) -> tonic::Request<PeerMessage> {
     let mut request = tonic::Request::new(message);
     request.set_timeout(timeout);
+    with_cluster_id(request, cluster_id)
+}
+
+/// `request` with the sender's cluster id, which the receiving member checks first.
+pub fn with_cluster_id<T>(mut request: tonic::Request<T>, cluster_id: &str) -> tonic::Request<T> {
     if let Ok(value) = cluster_id.parse() {
         request
             .metadata_mut()
