@@ -11,7 +11,9 @@ use crate::output::Printer;
 
 #[derive(Subcommand)]
 pub enum ClusterCommand {
-    /// Leader, term, and each member's role and progress.
+    /// Leader, term, and each member's role and progress, as the member asked sees them. Only
+    /// the leader knows every member's progress: another member shows "-" (JSON: null) for all
+    /// but itself.
     Status,
 }
 

@@ -275,8 +275,8 @@ impl Printer {
                         "client_address": identity.client_address,
                         "voter": identity.voter,
                         "role": role_name(member.role),
-                        "matched_index": member.matched_index,
-                        "lag": member.lag,
+                        "matched_index": (!member.progress_unknown).then_some(member.matched_index),
+                        "lag": (!member.progress_unknown).then_some(member.lag),
                         "reachable": member.reachable,
                     })
                 })
@@ -320,17 +320,29 @@ impl Printer {
             text.push_str(&security_line(security));
         }
         text.push_str("ID  ROLE       PEER                   MATCHED    LAG  REACHABLE\n");
+        let mut progress_unknown = false;
         for member in &status.members {
             let identity = member.member.clone().unwrap_or_default();
+            let (matched, lag) = if member.progress_unknown {
+                progress_unknown = true;
+                ("-".to_owned(), "-".to_owned())
+            } else {
+                (member.matched_index.to_string(), member.lag.to_string())
+            };
             text.push_str(&format!(
                 "{:<3} {:<10} {:<22} {:<10} {:<4} {}\n",
                 identity.id,
                 role_name(member.role),
                 identity.peer_address,
-                member.matched_index,
-                member.lag,
+                matched,
+                lag,
                 if member.reachable { "yes" } else { "no" }
             ));
+        }
+        if progress_unknown {
+            text.push_str(
+                "(-: only the leader knows each member's progress; ask it with --endpoints)\n",
+            );
         }
         emit(&text);
     }

@@ -1,9 +1,10 @@
 //! Restarts and failovers that clients ride out: a killed leader is replaced as soon as its port
 //! refuses connections, a paused one after the election timeout; a member that returns from a
-//! pause does not depose the leader; SIGTERM of the leader hands leadership over and the member exits within
-//! its bound; open watch and keep-alive streams end at once with a retryable status; a removed
-//! member refuses clients; a first start that fails leaves no identity behind; a client's
-//! writes go to the leader and follow it when leadership moves, its reads stay where they were.
+//! pause does not depose the leader; a leader restarted alone comes back as a follower; SIGTERM
+//! of the leader hands leadership over and the member exits within its bound; open watch and
+//! keep-alive streams end at once with a retryable status; a removed member refuses clients; a
+//! first start that fails leaves no identity behind; a client's writes go to the leader and
+//! follow it when leadership moves, its reads stay where they were.
 //!
 //! Tests in this file run one at a time (`SERIAL`): each starts several servers.
 
@@ -239,6 +240,83 @@ async fn a_paused_leader_is_replaced_after_the_election_timeout_and_steps_down_o
 /// A client of `endpoints` (in this order, the first preferred) whose write attempts may each
 /// wait 30 s (a quarter of its request timeout): long enough that a test can tell a call that
 /// waited out its attempt from one that moved on.
+/// A leader killed with the rest of the cluster and restarted alone comes back as a follower:
+/// it never claims to lead a term it cannot prove it still leads (openraft's
+/// `enable_leader_restore` is off; turned on, the member names itself leader at once and this
+/// fails). Then the others return, one of them leads, and nothing acknowledged was lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_restarted_alone_comes_back_as_a_follower() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(&[1, 2, 3], LEADER_WAIT).await;
+    let client = cluster.client().await;
+    client
+        .create("/before", "x", &coord_client::CreateOptions::default())
+        .await
+        .expect("a write with every member up");
+    drop(client);
+    let others: Vec<u64> = cluster
+        .ids()
+        .into_iter()
+        .filter(|id| *id != leader)
+        .collect();
+    // The leader first, so that its last stored vote is its own (a leader that outlived its
+    // followers would step down first, having lost its quorum).
+    cluster.member(leader).kill9();
+    for id in &others {
+        cluster.member(*id).kill9();
+    }
+    cluster.member(leader).restart();
+
+    // Watch it for several election timeouts once it answers: it must never name itself.
+    let address = cluster.member(leader).direct_client_address();
+    let options = coord_client::ClientOptions {
+        connect_timeout: Duration::from_millis(500),
+        request_timeout: Duration::from_millis(500),
+        discover_members: false,
+        ..coord_client::ClientOptions::default()
+    };
+    let mut answers = 0;
+    let deadline = Instant::now() + LEADER_WAIT;
+    let mut watched_until = None;
+    while watched_until.is_none_or(|until| Instant::now() < until) {
+        assert!(
+            Instant::now() < deadline,
+            "the restarted member never answered:\n{}",
+            cluster.member(leader).log()
+        );
+        let status = match Client::connect_with([address.clone()], options.clone()).await {
+            Ok(client) => client.cluster_status().await.ok(),
+            Err(_) => None,
+        };
+        if let Some(status) = status {
+            assert_ne!(
+                status.leader_id,
+                leader,
+                "a member restarted alone claims to lead: {status:?}\n{}",
+                cluster.member(leader).log()
+            );
+            assert!(!status.leader_has_quorum, "{status:?}");
+            answers += 1;
+            watched_until.get_or_insert_with(|| Instant::now() + 4 * ELECTION_TIMEOUT);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(answers >= 5, "only {answers} answers while watched");
+
+    for id in &others {
+        cluster.member(*id).restart();
+    }
+    cluster.wait_for_leader(&[1, 2, 3], LEADER_WAIT).await;
+    let node = cluster
+        .client()
+        .await
+        .get("/before")
+        .await
+        .expect("the write acknowledged before the restart");
+    assert_eq!(node.data, b"x");
+}
+
 async fn patient_client(cluster: &Cluster, endpoints: Vec<String>) -> Client {
     let options = coord_client::ClientOptions {
         connect_timeout: Duration::from_secs(2),

@@ -149,6 +149,28 @@ async fn a_write_at_one_follower_is_read_linearizably_at_the_other() {
         )
         .await;
     }
+    // The leader knows every member's progress; a follower only its own, and says so.
+    let led = cluster
+        .client_of(leader)
+        .await
+        .cluster_status()
+        .await
+        .unwrap();
+    assert_eq!(led.members.len(), 3);
+    for member in &led.members {
+        assert!(!member.progress_unknown, "{led:?}");
+        assert!(member.matched_index > 0, "{led:?}");
+    }
+    let followed = reader.cluster_status().await.unwrap();
+    for member in &followed.members {
+        let id = member.member.as_ref().unwrap().id;
+        assert_eq!(member.progress_unknown, id != followers[1], "{followed:?}");
+        if id == followers[1] {
+            assert!(member.matched_index > 0, "{followed:?}");
+        } else {
+            assert_eq!((member.matched_index, member.lag), (0, 0), "{followed:?}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

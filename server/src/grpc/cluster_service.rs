@@ -168,6 +168,7 @@ impl ClusterApi for ClusterService {
                     lag: matched_index
                         .map_or(0, |matched| status.last_log_index.saturating_sub(matched)),
                     reachable,
+                    progress_unknown: matched_index.is_none(),
                 }
             })
             .collect();
