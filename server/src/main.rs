@@ -38,7 +38,13 @@ fn main() -> std::process::ExitCode {
     } else {
         subscriber.init();
     }
-    let runtime = match tokio::runtime::Runtime::new() {
+    // One worker per core unless --worker-threads says otherwise.
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if config.worker_threads > 0 {
+        runtime.worker_threads(usize::from(config.worker_threads));
+    }
+    let runtime = match runtime.build() {
         Ok(runtime) => runtime,
         Err(error) => {
             tracing::error!(%error, "cannot start the async runtime");

@@ -1,5 +1,6 @@
-//! Start-up refusals: a data directory of another member or cluster, and a taken port, each
-//! stop the member with a message that says what to change and a non-zero exit.
+//! Start-up: a data directory of another member or cluster, and a taken port, each stop the
+//! member with a message that says what to change and a non-zero exit; the runtime's thread
+//! count (`--worker-threads`) is taken within bounds.
 
 use std::process::Command;
 use std::time::Duration;
@@ -67,4 +68,24 @@ async fn refuses_foreign_data_directories_and_taken_ports() {
     // The original configuration still starts and finds its data.
     server.restart();
     server.client().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_on_one_worker_thread_serves_and_a_silly_thread_count_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::start_single(dir.path(), &["--worker-threads", "1"]);
+    let client = server.client().await;
+    client
+        .create("/one-thread", "x", &coord_client::CreateOptions::default())
+        .await
+        .expect("a write on one worker thread");
+    let node = client.get("/one-thread").await.expect("a read");
+    assert_eq!(node.data, b"x");
+    assert_eq!(server.terminate(Duration::from_secs(20)), Some(0));
+
+    let mut silly = server.args();
+    silly.extend(["--worker-threads".to_owned(), "5000".to_owned()]);
+    let (code, stderr) = run_server(&silly);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--worker-threads"), "{stderr}");
 }
