@@ -256,13 +256,6 @@ impl Printer {
     }
 
     pub fn cluster_status(&self, status: &ClusterStatusResponse) {
-        let role_name = |role: i32| match coord_client::MemberRole::try_from(role) {
-            Ok(coord_client::MemberRole::Leader) => "leader",
-            Ok(coord_client::MemberRole::Follower) => "follower",
-            Ok(coord_client::MemberRole::Candidate) => "candidate",
-            Ok(coord_client::MemberRole::Learner) => "learner",
-            _ => "unknown",
-        };
         if self.json {
             let members: Vec<Value> = status
                 .members
@@ -319,31 +312,7 @@ impl Printer {
         if let Some(security) = &status.security {
             text.push_str(&security_line(security));
         }
-        text.push_str("ID  ROLE       PEER                   MATCHED    LAG  REACHABLE\n");
-        let mut progress_unknown = false;
-        for member in &status.members {
-            let identity = member.member.clone().unwrap_or_default();
-            let (matched, lag) = if member.progress_unknown {
-                progress_unknown = true;
-                ("-".to_owned(), "-".to_owned())
-            } else {
-                (member.matched_index.to_string(), member.lag.to_string())
-            };
-            text.push_str(&format!(
-                "{:<3} {:<10} {:<22} {:<10} {:<4} {}\n",
-                identity.id,
-                role_name(member.role),
-                identity.peer_address,
-                matched,
-                lag,
-                if member.reachable { "yes" } else { "no" }
-            ));
-        }
-        if progress_unknown {
-            text.push_str(
-                "(-: only the leader knows each member's progress; ask it with --endpoints)\n",
-            );
-        }
+        text.push_str(&member_table(&status.members));
         emit(&text);
     }
 
@@ -906,10 +875,83 @@ fn error_kind(error: &Error) -> &'static str {
     }
 }
 
+/// A member role's name, as `cluster status` prints it.
+fn role_name(role: i32) -> &'static str {
+    match coord_client::MemberRole::try_from(role) {
+        Ok(coord_client::MemberRole::Leader) => "leader",
+        Ok(coord_client::MemberRole::Follower) => "follower",
+        Ok(coord_client::MemberRole::Candidate) => "candidate",
+        Ok(coord_client::MemberRole::Learner) => "learner",
+        _ => "unknown",
+    }
+}
+
+/// The members' table of `cluster status`: "-" where the answering member does not know a
+/// member's progress (only the leader knows every member's), with a line that says so.
+fn member_table(members: &[coord_client::MemberStatus]) -> String {
+    let mut text =
+        String::from("ID  ROLE       PEER                   MATCHED    LAG  REACHABLE\n");
+    let mut progress_unknown = false;
+    for member in members {
+        let identity = member.member.clone().unwrap_or_default();
+        let (matched, lag) = if member.progress_unknown {
+            progress_unknown = true;
+            ("-".to_owned(), "-".to_owned())
+        } else {
+            (member.matched_index.to_string(), member.lag.to_string())
+        };
+        text.push_str(&format!(
+            "{:<3} {:<10} {:<22} {:<10} {:<4} {}\n",
+            identity.id,
+            role_name(member.role),
+            identity.peer_address,
+            matched,
+            lag,
+            if member.reachable { "yes" } else { "no" }
+        ));
+    }
+    if progress_unknown {
+        text.push_str(
+            "(-: only the leader knows each member's progress; ask it with --endpoints)\n",
+        );
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{auth_status_json, auth_status_text, not_client_api, shown, Error};
+    use super::{auth_status_json, auth_status_text, member_table, not_client_api, shown, Error};
     use coord_client::{AuthGrant, AuthRole, AuthStatusResponse, AuthToken, AuthUser};
+
+    #[test]
+    fn member_progress_a_member_does_not_know_shows_as_a_dash_with_a_footnote() {
+        let member = |id, matched_index, progress_unknown| coord_client::MemberStatus {
+            member: Some(coord_client::Member {
+                id,
+                peer_address: format!("10.0.0.{id}:7401"),
+                client_address: String::new(),
+                voter: true,
+            }),
+            role: coord_client::MemberRole::Follower as i32,
+            matched_index,
+            lag: 0,
+            reachable: true,
+            progress_unknown,
+        };
+        let known = member_table(&[member(1, 40, false), member(2, 38, false)]);
+        assert!(known.contains(" 40 ") && known.contains(" 38 "), "{known}");
+        assert!(!known.contains("only the leader"), "{known}");
+        let asked_a_follower = member_table(&[member(1, 0, true), member(2, 40, false)]);
+        let first_row = asked_a_follower.lines().nth(1).unwrap();
+        assert!(
+            first_row.contains(" - ") && !first_row.contains(" 0 "),
+            "{first_row}"
+        );
+        assert!(
+            asked_a_follower.contains("only the leader"),
+            "{asked_a_follower}"
+        );
+    }
 
     #[test]
     fn a_peer_port_is_named_as_one() {
