@@ -912,7 +912,7 @@ fn member_table(members: &[coord_client::MemberStatus]) -> String {
     }
     if progress_unknown {
         text.push_str(
-            "(-: only the leader knows each member's progress; ask it with --endpoints)\n",
+            "(-: not known to the member asked; only the leader tracks every member's progress)\n",
         );
     }
     text
