@@ -887,7 +887,7 @@ fn role_name(role: i32) -> &'static str {
 }
 
 /// The members' table of `cluster status`: "-" where the answering member does not know a
-/// member's progress (only the leader knows every member's), with a line that says so.
+/// member's progress (only the leader tracks every member's), with a line that says so.
 fn member_table(members: &[coord_client::MemberStatus]) -> String {
     let mut text =
         String::from("ID  ROLE       PEER                   MATCHED    LAG  REACHABLE\n");

@@ -237,9 +237,6 @@ async fn a_paused_leader_is_replaced_after_the_election_timeout_and_steps_down_o
     cluster.converged_digest(&ids, LEADER_WAIT).await;
 }
 
-/// A client of `endpoints` (in this order, the first preferred) whose write attempts may each
-/// wait 30 s (a quarter of its request timeout): long enough that a test can tell a call that
-/// waited out its attempt from one that moved on.
 /// A leader killed with the rest of the cluster and restarted alone comes back as a follower:
 /// it never claims to lead a term it cannot prove it still leads (openraft's
 /// `enable_leader_restore` is off; turned on, the member names itself leader at once and this
@@ -317,6 +314,9 @@ async fn a_leader_restarted_alone_comes_back_as_a_follower() {
     assert_eq!(node.data, b"x");
 }
 
+/// A client of `endpoints` (in this order, the first preferred) whose write attempts may each
+/// wait 30 s (a quarter of its request timeout): long enough that a test can tell a call that
+/// waited out its attempt from one that moved on.
 async fn patient_client(cluster: &Cluster, endpoints: Vec<String>) -> Client {
     let options = coord_client::ClientOptions {
         connect_timeout: Duration::from_secs(2),

@@ -83,9 +83,18 @@ async fn a_member_on_one_worker_thread_serves_and_a_silly_thread_count_is_refuse
     assert_eq!(node.data, b"x");
     assert_eq!(server.terminate(Duration::from_secs(20)), Some(0));
 
+    // The same flags with the count out of range (given once: a repeated flag would be refused
+    // for that alone).
     let mut silly = server.args();
-    silly.extend(["--worker-threads".to_owned(), "5000".to_owned()]);
+    let flag = silly
+        .iter()
+        .position(|argument| argument == "--worker-threads")
+        .expect("the member was started with --worker-threads");
+    silly[flag + 1] = "5000".to_owned();
     let (code, stderr) = run_server(&silly);
     assert_eq!(code, Some(2), "{stderr}");
-    assert!(stderr.contains("--worker-threads"), "{stderr}");
+    assert!(
+        stderr.contains("--worker-threads") && stderr.contains("0..=1024"),
+        "{stderr}"
+    );
 }
