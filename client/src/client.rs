@@ -27,6 +27,7 @@ use std::time::Duration;
 use coord_proto::v1 as pb;
 use coord_proto::v1::cluster_client::ClusterClient;
 use coord_proto::v1::namespace_client::NamespaceClient;
+use coord_proto::v1::watch_client::WatchClient;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -52,6 +53,15 @@ enum CallKind {
     Write,
     /// Retried only when the cluster said it was not applied.
     Unsafe,
+}
+
+/// A member's answer to `AwaitTurn`: whether the turn came, checked at `revision`, and
+/// whether the node had to wait for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TurnAnswer {
+    pub(crate) granted: bool,
+    pub(crate) revision: u64,
+    pub(crate) waited: bool,
 }
 
 /// An answer that carries a response header (every write's does).
@@ -409,7 +419,18 @@ impl Client {
         } else {
             CallKind::Unsafe
         };
-        Ok(self.call_as(kind, call).await?.0)
+        Ok(self.call_as(kind, Duration::ZERO, call).await?.0)
+    }
+
+    /// Like `call` for a read, for a request that the server holds up to `wait` before it
+    /// answers (`AwaitTurn`): each attempt's budget and the call's time-out are longer by
+    /// `wait`, and an attempt that goes unanswered is not taken for a hung member.
+    pub(crate) async fn call_waiting<T, F, Fut>(&self, wait: Duration, call: F) -> Result<T, Error>
+    where
+        F: Fn(Transport, Duration) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        Ok(self.call_as(CallKind::Read, wait, call).await?.0)
     }
 
     /// Like `call`, for a write that carries a write id: retried like a read, since the
@@ -423,7 +444,7 @@ impl Client {
         F: Fn(Transport, Duration) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<M>, tonic::Status>>,
     {
-        let (response, address) = self.call_as(CallKind::Write, call).await?;
+        let (response, address) = self.call_as(CallKind::Write, Duration::ZERO, call).await?;
         if let Some(header) = response.get_ref().header() {
             let endpoints = &self.inner.endpoints;
             if endpoints.heard(&address, header.member_id, header.leader_id) {
@@ -434,20 +455,27 @@ impl Client {
         Ok(response)
     }
 
-    /// Runs `call` as `kind`; returns its answer and the endpoint that gave it.
-    async fn call_as<T, F, Fut>(&self, kind: CallKind, call: F) -> Result<(T, String), Error>
+    /// Runs `call` as `kind`, for a request the server may hold for `wait` (see
+    /// `call_waiting`); returns its answer and the endpoint that gave it.
+    async fn call_as<T, F, Fut>(
+        &self,
+        kind: CallKind,
+        wait: Duration,
+        call: F,
+    ) -> Result<(T, String), Error>
     where
         F: Fn(Transport, Duration) -> Fut,
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,
     {
         let endpoints = &self.inner.endpoints;
-        let deadline = Instant::now() + self.inner.options.request_timeout;
+        let deadline = Instant::now() + self.inner.options.request_timeout + wait;
         // A write's attempt gets longer than a read's: resending a large write that is merely
         // slow would double its load (the cluster applies it once, but appends it twice).
         let mut route = match kind {
             CallKind::Write => Route::for_write(self.inner.options.request_timeout),
             _ => Route::new(),
-        };
+        }
+        .held_for(wait);
         // Whether an earlier attempt of this write may have been applied.
         let mut uncertain = false;
         loop {
@@ -516,7 +544,9 @@ impl Client {
         let attempt =
             tokio::time::timeout(budget + ATTEMPT_GRACE, call(target.channel.clone(), budget));
         let answer = match kind {
+            // An attempt the server holds on purpose is not a hung member's.
             CallKind::Unsafe => attempt.await,
+            CallKind::Read | CallKind::Write if route.held() => attempt.await,
             // A retryable attempt is given up when its member hangs and another leads
             // (`hung.rs`).
             CallKind::Read | CallKind::Write => tokio::select! {
@@ -816,6 +846,37 @@ impl Client {
             .await?
             .into_inner();
         Ok(TxnResult::from_pb(response))
+    }
+
+    /// Asks a member to answer once the queue turn of `ask.name` in `ask.directory` comes
+    /// (`AwaitTurn`, see the proto), holding the request up to `wait`. `None` when the member
+    /// predates `AwaitTurn`: list and watch instead.
+    pub(crate) async fn await_turn(
+        &self,
+        ask: &pb::AwaitTurnRequest,
+        wait: Duration,
+    ) -> Result<Option<TurnAnswer>, Error> {
+        let request = pb::AwaitTurnRequest {
+            wait_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+            ..ask.clone()
+        };
+        let response = self
+            .call_waiting(wait, |channel, timeout| {
+                let request = with_timeout(request.clone(), timeout);
+                async move {
+                    match WatchClient::new(channel).await_turn(request).await {
+                        Ok(response) => Ok(Some(response.into_inner())),
+                        Err(status) if status.code() == tonic::Code::Unimplemented => Ok(None),
+                        Err(status) => Err(status),
+                    }
+                }
+            })
+            .await?;
+        Ok(response.map(|response| TurnAnswer {
+            granted: response.granted,
+            revision: response.header.map_or(0, |header| header.revision),
+            waited: response.waited,
+        }))
     }
 
     /// Asks whether `token` is still the create revision of the node at `path`.

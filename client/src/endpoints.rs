@@ -572,6 +572,8 @@ pub(crate) struct Route {
     first_budget: Duration,
     /// A write's: the known leader's endpoint is tried first.
     to_leader: bool,
+    /// How long the server may hold each attempt before it answers (`AwaitTurn`).
+    held: Duration,
 }
 
 impl Default for Route {
@@ -589,7 +591,20 @@ impl Route {
             backoff: RETRY_BACKOFF_MIN,
             first_budget: ATTEMPT_BUDGET_FIRST,
             to_leader: false,
+            held: Duration::ZERO,
         }
+    }
+
+    /// This route for a request the server holds up to `wait` before it answers: every
+    /// attempt's budget is longer by `wait`.
+    pub(crate) fn held_for(mut self, wait: Duration) -> Route {
+        self.held = wait;
+        self
+    }
+
+    /// Whether the server holds this route's attempts on purpose (`held_for`).
+    pub(crate) fn held(&self) -> bool {
+        !self.held.is_zero()
     }
 
     /// A write's route: it goes to the known leader first, and its first attempt gets a
@@ -606,9 +621,9 @@ impl Route {
     }
 
     /// The budget of the next attempt: `ATTEMPT_BUDGET_FIRST`, doubled for every attempt of
-    /// this route that timed out.
+    /// this route that timed out, and longer by the time the server holds it (`held_for`).
     pub(crate) fn budget(&self) -> Duration {
-        self.first_budget * (1u32 << self.timeouts.min(BUDGET_DOUBLINGS_MAX))
+        self.first_budget * (1u32 << self.timeouts.min(BUDGET_DOUBLINGS_MAX)) + self.held
     }
 
     /// Like `budget`, with the first attempt (before any time-out) given at most `cap`: for

@@ -34,7 +34,7 @@ use crate::observe;
 use crate::sessions::{KeeperConfig, SessionDeadlines, SessionKeeper};
 use crate::storage::{DataDirIdentity, IdentityError};
 use crate::tls_port::{PortsTls, TlsPort};
-use crate::watch::{History, HistoryLimits};
+use crate::watch::{History, HistoryLimits, TurnWaiters};
 
 /// How long a removed member keeps answering before it stops.
 const REMOVAL_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -214,6 +214,8 @@ struct Parts {
     /// Both ports' TLS, for the security status.
     tls: PortsTls,
     history: Arc<History>,
+    /// The `AwaitTurn` waits, woken by the apply observer.
+    turns: Arc<TurnWaiters>,
     directory: Arc<MemberDirectory>,
     greeter: Arc<Greeter>,
     keeper: Arc<SessionKeeper>,
@@ -246,8 +248,10 @@ impl Parts {
             bytes_max: config.watch_history_bytes,
         }));
         let deadlines = Arc::new(SessionDeadlines::default());
+        let turns = Arc::new(TurnWaiters::default());
         let observer = Arc::new(AppliedFanout {
             history: history.clone(),
+            turns: turns.clone(),
             deadlines: deadlines.clone(),
         });
         let consensus = Consensus::start(
@@ -288,6 +292,7 @@ impl Parts {
                 peer: security.peer_port.clone(),
             },
             history,
+            turns,
             directory,
             greeter,
             keeper,
@@ -337,7 +342,7 @@ impl Parts {
         let watch = WatchService::new(
             consensus.clone(),
             access.clone(),
-            self.history.clone(),
+            (self.history.clone(), self.turns.clone()),
             config.watch_progress_interval,
             config.max_watches,
             stopping.clone(),
@@ -663,10 +668,11 @@ async fn bind(role: &'static str, address: std::net::SocketAddr) -> Result<TcpLi
         })
 }
 
-/// What the member does with every applied batch: events into the watch history, session
-/// changes into the session deadlines.
+/// What the member does with every applied batch: the `AwaitTurn` waits on the paths it
+/// changed woken, events into the watch history, session changes into the session deadlines.
 struct AppliedFanout {
     history: Arc<History>,
+    turns: Arc<TurnWaiters>,
     deadlines: Arc<SessionDeadlines>,
 }
 
@@ -678,11 +684,13 @@ impl ApplyObserver for AppliedFanout {
         sessions: Vec<SessionChange>,
         at: std::time::Instant,
     ) {
+        self.turns.touched(events.iter().map(|event| &event.path));
         self.history.extend(events);
         self.deadlines.record(&sessions, at);
     }
 
     fn restored(&self, namespace: &Namespace, at: std::time::Instant) {
+        self.turns.wake_all();
         self.history.reset(namespace.revision());
         self.deadlines.reset(namespace.sessions(), at);
     }

@@ -13,6 +13,7 @@ pub mod kubelet;
 pub mod linearizability;
 pub mod metrics;
 pub mod nemesis;
+pub mod older_member;
 pub mod pki;
 pub mod proxy;
 pub mod rng;

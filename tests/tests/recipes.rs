@@ -1,8 +1,10 @@
 //! Locks, elections and barriers between real client processes on three real members:
 //! mutual exclusion over a shared file (also while the leader dies and a member pauses), no
-//! herd on release, split brain prevented by fencing after a holder is paused past its TTL,
-//! leader election with failover and an observer, single and double barriers with a crashing
-//! participant, `coordctl lock` end to end, and when a grant time is stamped.
+//! herd on release (each release wakes one waiting `AwaitTurn` on the members), split brain
+//! prevented by fencing after a holder is paused past its TTL, leader election with failover
+//! and an observer, single and double barriers with a crashing participant, `coordctl lock`
+//! end to end, when a grant time is stamped, and a mutex through a member that predates
+//! `AwaitTurn`.
 //!
 //! Tests in this file run one at a time (`SERIAL`).
 
@@ -11,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use coord_client::recipes::{list_elections, list_locks};
 use coord_client::{Client, Election, Error, HeldNode, Mutex, Op, Session, Txn};
-use coord_tests::{eventually, Cluster, ToolProcess};
+use coord_tests::metrics::{http_get, metric_value};
+use coord_tests::older_member::OlderMember;
+use coord_tests::{eventually, free_port, Cluster, ToolProcess};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -140,10 +144,33 @@ async fn mutual_exclusion_holds_while_the_leader_is_killed_and_a_member_paused()
 }
 
 /// 50 waiters queue behind a holder; each release wakes exactly one of them, in arrival order.
+/// The `AwaitTurn` wake-ups the members whose metrics listen on `ports` counted, summed.
+fn turn_wakeups(ports: &[u16]) -> u64 {
+    ports
+        .iter()
+        .map(|port| {
+            let (status, body) = http_get(*port, "/metrics").expect("metrics answer");
+            assert_eq!(status, 200);
+            let value = metric_value(&body, "coord_await_turn_wakeups_total")
+                .expect("the wake-up counter is exported");
+            value as u64
+        })
+        .sum()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_release_wakes_exactly_one_of_fifty_waiters() {
     let _serial = SERIAL.lock().await;
-    let cluster = started_cluster().await;
+    let metrics_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let cluster = Cluster::start_each(3, |id| {
+        let port = metrics_ports[usize::try_from(id - 1).expect("small ids")];
+        ["--session-checkpoint-interval", "1s", "--listen-metrics"]
+            .map(str::to_owned)
+            .into_iter()
+            .chain([format!("127.0.0.1:{port}")])
+            .collect()
+    });
+    cluster.wait_for_leader(&cluster.ids(), LEADER_WAIT).await;
     let holder_client = cluster.client().await;
     let holder_session = holder_client
         .open_session(Duration::from_secs(30))
@@ -156,7 +183,8 @@ async fn each_release_wakes_exactly_one_of_fifty_waiters() {
     let (granted, mut grants) = tokio::sync::mpsc::unbounded_channel();
     let mut waiters = Vec::new();
     for index in 0..50 {
-        // Each waiter has its own connection and session, like a separate process.
+        // Each waiter has its own connection and session, like a separate process, and waits
+        // on the member its client reads from (they are spread over the three).
         let client = cluster.client().await;
         let session = client
             .open_session(Duration::from_secs(30))
@@ -179,13 +207,9 @@ async fn each_release_wakes_exactly_one_of_fifty_waiters() {
         })
         .await;
     }
-    let woken = |waiters: &[(Client, tokio::task::JoinHandle<()>)]| -> u64 {
-        waiters
-            .iter()
-            .map(|(client, _)| client.watch_events_received())
-            .sum()
-    };
-    assert_eq!(woken(&waiters), 0, "nothing was released yet");
+    // Queueing fifty creates in the directory woke nobody: each waiter is filed under its
+    // predecessor, not the directory.
+    assert_eq!(turn_wakeups(&metrics_ports), 0, "nothing was released yet");
     first.release().await.expect("release");
     for release in 1..=50u64 {
         let (index, guard) = tokio::time::timeout(Duration::from_secs(20), grants.recv())
@@ -193,12 +217,12 @@ async fn each_release_wakes_exactly_one_of_fifty_waiters() {
             .expect("the next waiter is granted in time")
             .expect("waiters run");
         assert_eq!(index, release as usize - 1, "FIFO order");
-        // Give a stray wake-up time to arrive before counting.
+        // Give a stray wake-up time to happen before counting.
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(
-            woken(&waiters),
+            turn_wakeups(&metrics_ports),
             release,
-            "after {release} releases, watch events delivered to waiters"
+            "after {release} releases, waiters woken on the members"
         );
         guard.release().await.expect("release");
     }
@@ -812,4 +836,87 @@ async fn a_grant_is_stamped_after_a_second_held_and_never_over_a_proclaimed_valu
         .expect("someone leads");
     assert_eq!(leader.value, b"proclaimed");
     leadership.resign().await.expect("resign");
+}
+
+/// Against a member of a release before `AwaitTurn` (the `OlderMember` proxy answers it
+/// `UNIMPLEMENTED`), the recipes fall back to listing and watching: a mutex still excludes,
+/// queues and hands over, and `try_acquire` still says "held".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mutex_works_through_a_member_that_predates_await_turn() {
+    let _serial = SERIAL.lock().await;
+    if coord_tests::pki::harness_tls().is_some() {
+        eprintln!("skipped: the older-member proxy speaks plaintext only");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let server = coord_tests::ServerProcess::start_single(dir.path(), &[]);
+    // Connecting directly waits until the member serves.
+    let _direct = server.client().await;
+    let older = OlderMember::start(&server.client_address()).await;
+    let connect = || async {
+        let options = coord_client::ClientOptions {
+            discover_members: false,
+            ..coord_client::ClientOptions::default()
+        };
+        let client = Client::connect_with([older.address()], options)
+            .await
+            .expect("a client through the proxy");
+        let session = client
+            .open_session(Duration::from_secs(30))
+            .await
+            .expect("a session");
+        (client, session)
+    };
+    let (first_client, first_session) = connect().await;
+    let (second_client, second_session) = connect().await;
+    let first = Mutex::new(&first_client, &first_session, "/locks/older")
+        .acquire()
+        .await
+        .expect("the free lock is acquired");
+    let second_mutex = Mutex::new(&second_client, &second_session, "/locks/older");
+    assert!(
+        second_mutex
+            .try_acquire()
+            .await
+            .expect("try_acquire answers")
+            .is_none(),
+        "held by the first"
+    );
+    let waiter = tokio::spawn(async move {
+        let guard = second_mutex
+            .acquire()
+            .await
+            .expect("the waiter gets its turn");
+        (guard.token(), guard, second_session)
+    });
+    eventually(
+        "the waiter to watch its predecessor",
+        Duration::from_secs(10),
+        || async {
+            let locks = list_locks(&first_client, "/locks/older").await.ok()?;
+            (locks.first()?.waiters.len() == 1).then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiter.is_finished(), "no turn while the first holds");
+    let first_token = first.token();
+    first.release().await.expect("release");
+    let (token, _guard, _session) = tokio::time::timeout(Duration::from_secs(10), waiter)
+        .await
+        .expect("the waiter is granted after the release")
+        .expect("the waiter does not panic");
+    assert!(
+        token > first_token,
+        "tokens increase: {token} after {first_token}"
+    );
+    assert!(
+        older.turns_refused() >= 2,
+        "the recipes asked AwaitTurn first ({} refused)",
+        older.turns_refused()
+    );
+    assert!(
+        second_client.watch_events_received() >= 1,
+        "the waiter watched its predecessor"
+    );
 }

@@ -2,7 +2,8 @@
 //! leader kill and the watcher's own reconnection to another member; `Compacted` for a start
 //! older than the retained history; and an expired session's node seen going, with its reason,
 //! by a watcher on another member; thousands of watches of one client sharing its streams,
-//! each getting only its own events; and a watch not read that holds up none of the others.
+//! each getting only its own events; a watch not read that holds up none of the others; and
+//! `AwaitTurn`, a recipe waiter's turn decided on the member.
 //!
 //! Tests in this file run one at a time (`SERIAL`).
 
@@ -12,7 +13,8 @@ use std::time::Duration;
 use coord_client::{
     Client, ClientOptions, CreateOptions, DeleteReason, Error, EventKind, WatchOptions,
 };
-use coord_tests::{Cluster, ServerProcess, ToolProcess};
+use coord_tests::metrics::{http_get, metric_value};
+use coord_tests::{eventually, Cluster, ServerProcess, ToolProcess};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -471,4 +473,150 @@ async fn a_watch_not_read_does_not_hold_up_the_other_watches_of_its_client() {
         late.push(event.path);
     }
     assert_eq!(late, expected);
+}
+
+/// `AwaitTurn` over raw gRPC on one member: an answer at once when asked not to wait; a
+/// waiting call answered granted once its predecessor goes, at a revision that shows it gone;
+/// `NOT_FOUND` when the waiting node itself goes; not granted when the wait is over; and
+/// refusals with typed errors for a bad rule and for a wait past `--max-watches`, while the
+/// member keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn await_turn_answers_when_the_predecessor_goes_and_refuses_what_it_cannot_serve() {
+    use coord_proto::v1 as pb;
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let metrics_port = coord_tests::free_port();
+    let metrics = format!("127.0.0.1:{metrics_port}");
+    let server = ServerProcess::start_single(
+        dir.path(),
+        &["--max-watches", "1", "--listen-metrics", &metrics],
+    );
+    let client = server.client().await;
+    let session = client.open_session(Duration::from_secs(30)).await.unwrap();
+    client
+        .create("/q", "", &CreateOptions::default())
+        .await
+        .unwrap();
+    let queued = CreateOptions {
+        kind: coord_client::NodeKind::Ephemeral,
+        sequential: true,
+        session_id: session.id(),
+        ..CreateOptions::default()
+    };
+    let mut nodes = Vec::new();
+    for _ in 0..4 {
+        nodes.push(client.create("/q/lock-", "", &queued).await.unwrap());
+    }
+    let ask = |index: usize, wait_ms: u64| pb::AwaitTurnRequest {
+        directory: "/q".into(),
+        name: nodes[index].path.rsplit('/').next().unwrap().to_owned(),
+        token: nodes[index].stat.create_revision,
+        blocking_prefixes: vec!["lock-".into()],
+        permits: 1,
+        read: Some(pb::ReadOptions {
+            consistency: pb::Consistency::MinRevision as i32,
+            min_revision: nodes[index].stat.create_revision,
+        }),
+        wait_ms,
+    };
+    let raw = pb::watch_client::WatchClient::new(
+        coord_tests::pki::raw_channel(&server.client_address()).await,
+    );
+
+    // Not waiting: the first node holds, the second has one blocker.
+    let now = raw
+        .clone()
+        .await_turn(ask(0, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(now.granted && !now.waited, "{now:?}");
+    let now = raw
+        .clone()
+        .await_turn(ask(1, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!now.granted && now.blockers == 1, "{now:?}");
+
+    // A wait the member holds until the first node goes; a second waiting call finds no
+    // place left (`--max-watches 1`), with a typed error.
+    let waiting = tokio::spawn({
+        let mut raw = raw.clone();
+        let request = ask(1, 20_000);
+        async move { raw.await_turn(request).await }
+    });
+    eventually(
+        "the wait to take its place",
+        Duration::from_secs(10),
+        || async {
+            let (_, body) = http_get(metrics_port, "/metrics")?;
+            (metric_value(&body, "coord_watches_active")? == 1.0).then_some(())
+        },
+    )
+    .await;
+    let refused = raw.clone().await_turn(ask(2, 20_000)).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    assert!(refused.message().contains("--max-watches"), "{refused:?}");
+    assert!(!waiting.is_finished(), "the member holds the wait");
+    client
+        .delete(&nodes[0].path, coord_client::DeleteOptions::default())
+        .await
+        .unwrap();
+    let granted = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("answered soon after the predecessor went")
+        .unwrap()
+        .expect("granted")
+        .into_inner();
+    assert!(granted.granted && granted.waited, "{granted:?}");
+    // Checked at the deletion's revision or later: after the last create before it.
+    let revision = granted.header.as_ref().unwrap().revision;
+    assert!(revision > nodes[3].stat.create_revision, "{granted:?}");
+
+    // The third node waits on the second; deleting the third itself ends its wait.
+    let waiting = tokio::spawn({
+        let mut raw = raw.clone();
+        let request = ask(2, 20_000);
+        async move { raw.await_turn(request).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    client
+        .delete(&nodes[2].path, coord_client::DeleteOptions::default())
+        .await
+        .unwrap();
+    let gone = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("answered soon after the node went")
+        .unwrap()
+        .expect_err("the node is gone");
+    assert_eq!(gone.code(), tonic::Code::NotFound, "{gone:?}");
+
+    // A wait that ends first: the fourth node, behind the second, not granted after 300 ms.
+    let over = raw
+        .clone()
+        .await_turn(ask(3, 300))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        !over.granted && over.blockers == 1 && over.waited,
+        "{over:?}"
+    );
+
+    // A bad rule, a name without a sequence, and a missing directory.
+    let mut bad = ask(3, 0);
+    bad.blocking_prefixes.clear();
+    let refused = raw.clone().await_turn(bad).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    let mut bad = ask(3, 0);
+    bad.name = "ready".into();
+    let refused = raw.clone().await_turn(bad).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    let mut bad = ask(3, 0);
+    bad.directory = "/nowhere".into();
+    let refused = raw.clone().await_turn(bad).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::NotFound, "{refused:?}");
+    // The member still serves.
+    client.get("/q").await.unwrap();
 }

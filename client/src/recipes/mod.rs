@@ -11,10 +11,11 @@
 //!
 //! # Invariants
 //!
-//! - **Confirmed success.** After every wait a recipe lists its directory again with
-//!   linearizable reads; it reports success only if that listing shows its own node with its
-//!   token (the node's create revision) and grants the turn, and if the session is safe
-//!   ([`crate::Session::is_safe`]) when checked after that read. Success therefore means:
+//! - **Confirmed success.** After every wait a recipe checks its turn again: the member it
+//!   waits on answers `AwaitTurn` from its applied tree (or, with a member that predates that
+//!   call, the recipe lists its directory itself); it reports success only if that check found
+//!   its own node with its token (the node's create revision) and granted the turn, and if the
+//!   session is safe ([`crate::Session::is_safe`]) when checked after that read. Success therefore means:
 //!   the node existed after the last wait, and the session cannot expire before `safe_until`.
 //!   A failed check is a typed error ([`crate::Error::LockLost`],
 //!   [`crate::Error::SessionExpired`], [`crate::Error::SessionUnsafe`]), never a success.
@@ -61,6 +62,12 @@
 //! ```text
 //!  create ephemeral sequential node ──(unknown outcome: resend the same write id)
 //!        │
+//!        ▼
+//!  AwaitTurn on a member: it checks the turn at once and after each change
+//!  of the waiter's predecessor (or directory), and answers when granted
+//!  (or after 30 s, then asked again) ──► granted at revision R:
+//!        │                               session safe? ─► handle + monitor
+//!        │ UNIMPLEMENTED (an older member): the client's own loop below
 //!        ▼
 //!  list the directory (linearizable) at revision R ◄─────────────────┐
 //!        │ own node missing, or another token ─► Err(LockLost)       │

@@ -1,7 +1,9 @@
 //! `Queue`: the acquisition engine behind `Mutex`, `RwLock`, `Semaphore` and `Election`:
 //! enqueue an ephemeral sequential node, wait for the turn that a `Rule` defines, confirm,
 //! and return a `Holding`, which the recipes above wrap in their handles. Also the pure grant
-//! decision (`decide`), which listings and tests share. The steps of one queued node
+//! decision (`decide`), which listings and tests share, and the same rule as a member applies
+//! it (`turn_rule`): the queue first asks a member to wait for the turn (`AwaitTurn`), and
+//! lists and watches itself only when the member predates that call. The steps of one queued node
 //! (`Queued`: enqueue, list, wait, hand over) are shared with `DoubleBarrier`, whose turn
 //! comes by a count instead of a `Rule`.
 //!
@@ -15,9 +17,9 @@
 //!   revision after the listing that chose it, so a deletion between the listing and the watch
 //!   is not missed; after any wake-up it lists again rather than assume its turn has come
 //!   (the predecessor may have abandoned, and an earlier one may still be there);
-//! - `acquire` returns a holding only after a listing made after its last wait showed its node
-//!   with its token and granted the turn, and `confirm` then found the session safe; otherwise
-//!   it leaves no node behind. That listing reflects at least the revision of the event that
+//! - `acquire` returns a holding only after a check made after its last wait (the member's
+//!   `AwaitTurn` answer, or a listing) showed its node with its token and granted the turn, and
+//!   `confirm` then found the session safe; otherwise it leaves no node behind. That listing reflects at least the revision of the event that
 //!   ended the wait (or of the create, before any wait), not necessarily the leader's latest:
 //!   the nodes before ours only ever go away, so a later state could only grant more; and our
 //!   own node cannot have expired unseen, since the session is checked afterwards (it cannot
@@ -36,7 +38,10 @@ use super::holding::Holding;
 use super::pending::PendingNode;
 use super::record::NodeRecord;
 use super::role::Role;
-use super::wait::{check_session, persist, wait_for_change, Attempted, Patience, Woken};
+use super::wait::{
+    check_session, persist, session_error, session_lost, wait_for_change, Attempted, Patience,
+    Woken,
+};
 use crate::client::Client;
 use crate::error::Error;
 use crate::session::SessionView;
@@ -90,6 +95,51 @@ pub(crate) fn decide(rule: Rule, entries: &[Entry], own: usize) -> Decision {
     }
 }
 
+/// Which queued nodes block a turn in `AwaitTurn`, and how many may precede it: `decide`'s
+/// rule as the member applies it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TurnRule {
+    pub(crate) blocking_prefixes: Vec<String>,
+    pub(crate) permits: u64,
+}
+
+/// The rule `AwaitTurn` applies for a `role` node queued by `rule`: the prefixes of the roles
+/// `decide` would wait for, and the permits.
+pub(crate) fn turn_rule(role: Role, rule: Rule) -> TurnRule {
+    let family = role.family();
+    let blocks = |other: Role| match rule {
+        Rule::Exclusive | Rule::Permits(_) => other.family() == family,
+        Rule::Shared => other.family() == family && other.excludes_readers(),
+    };
+    TurnRule {
+        blocking_prefixes: Role::ALL
+            .into_iter()
+            .filter(|other| blocks(*other))
+            .map(|other| other.prefix().to_owned())
+            .collect(),
+        permits: match rule {
+            Rule::Permits(permits) => permits,
+            Rule::Exclusive | Rule::Shared => 1,
+        },
+    }
+}
+
+/// How `Queued::await_turn` ended, short of an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Awaited {
+    /// The member checked the turn granted at `revision`; `waited`: not at the first check.
+    Granted { revision: u64, waited: bool },
+    /// Not granted at once, and the patience was `Try` (the node is still there).
+    NotNow,
+    /// The deadline passed (the node is then deleted; stop using the `Queued`).
+    TimedOut,
+    /// The member does not serve `AwaitTurn`.
+    Unsupported,
+}
+
+/// The longest one `AwaitTurn` is asked to wait; a longer wait asks again.
+const TURN_WAIT: Duration = Duration::from_secs(30);
+
 /// A node queued or held, as `Queue::acquire` hands it over.
 pub(crate) struct Acquired {
     pub(crate) holding: Holding,
@@ -126,6 +176,21 @@ impl Queue<'_> {
         let Some(mut queued) = queued else {
             return Ok(None);
         };
+        match queued
+            .await_turn(&turn_rule(self.role, self.rule), patience)
+            .await?
+        {
+            Awaited::Granted { revision, waited } => {
+                return queued.hand_over(revision, waited).await.map(Some)
+            }
+            Awaited::NotNow => {
+                queued.abandon().await;
+                return Ok(None);
+            }
+            Awaited::TimedOut => return Ok(None),
+            // A member that predates `AwaitTurn`: list and watch.
+            Awaited::Unsupported => {}
+        }
         let mut waited = false;
         let seen_at = loop {
             let Some((listing, own)) = queued.list().await? else {
@@ -167,7 +232,11 @@ impl Queue<'_> {
 /// barrier's, whose turn rule is a count and a marker).
 ///
 /// ```text
-///  enqueue ──► list ──(turn not granted)──► wait ──(deadline)──► node deleted, None
+///  enqueue ──► await_turn (the member waits) ──(granted)──► hand_over
+///                 │ (deadline) ──► node deleted, None
+///                 │ (member before AwaitTurn)
+///                 ▼
+///               list ──(turn not granted)──► wait ──(deadline)──► node deleted, None
 ///               ▲  │                          │
 ///               │  └──(granted)──► hand_over  │
 ///               └─────────(changed)───────────┘
@@ -283,13 +352,80 @@ impl<'a> Queued<'a> {
         }
     }
 
+    /// Waits on a member (`AwaitTurn`) until the turn `rule` defines comes, within the
+    /// patience's deadline (at once for `Try`), retrying transient failures while the session is
+    /// safe. Ends with an error when the session is lost, and with `LockLost` if the node goes.
+    pub(crate) async fn await_turn(
+        &mut self,
+        rule: &TurnRule,
+        patience: Patience,
+    ) -> Result<Awaited, Error> {
+        let mut request = coord_proto::v1::AwaitTurnRequest {
+            directory: self.directory.to_owned(),
+            name: self.own_name.clone(),
+            token: self.token,
+            blocking_prefixes: rule.blocking_prefixes.clone(),
+            permits: rule.permits,
+            ..Default::default()
+        };
+        let mut waited = false;
+        loop {
+            let wait = match patience {
+                Patience::Try => Duration::ZERO,
+                Patience::Forever => TURN_WAIT,
+                Patience::Until(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        self.pending.remove().await;
+                        return Ok(Awaited::TimedOut);
+                    }
+                    left.min(TURN_WAIT)
+                }
+            };
+            let consistency = self
+                .fresh_from
+                .map_or(Consistency::Linearizable, Consistency::MinRevision);
+            request.read = Some(consistency.to_pb());
+            let asked = tokio::select! {
+                asked = persist(Some(self.session), self.deadline, || {
+                    self.client.await_turn(&request, wait)
+                }) => asked,
+                reason = session_lost(self.session) => {
+                    return Err(session_error(self.session, reason));
+                }
+            };
+            let answer = match asked {
+                Ok(Attempted::Done(Some(answer))) => answer,
+                Ok(Attempted::Done(None)) => return Ok(Awaited::Unsupported),
+                Ok(Attempted::TimedOut) => {
+                    self.pending.remove().await;
+                    return Ok(Awaited::TimedOut);
+                }
+                Err(Error::NoNode { .. }) => return Err(self.lost()),
+                Err(error) => return Err(error),
+            };
+            if answer.granted {
+                return Ok(Awaited::Granted {
+                    revision: answer.revision,
+                    waited: waited || answer.waited,
+                });
+            }
+            if patience == Patience::Try {
+                return Ok(Awaited::NotNow);
+            }
+            // Not yet, within this answer's wait: ask again, from what it saw.
+            waited = true;
+            self.fresh_from = Some(answer.revision);
+        }
+    }
+
     /// Gives up the turn: deletes the node now, or leaves it to the drop guard, which retries.
     pub(crate) async fn abandon(mut self) {
         self.pending.remove().await;
     }
 
-    /// The hand-off, once a listing made after the last wait (at revision `seen_at`) granted
-    /// the turn: `confirm` the session, then disarm the drop guard and start holding, watched
+    /// The hand-off, once a check made after the last wait (a listing, or a member's
+    /// `AwaitTurn` answer, at revision `seen_at`) granted the turn: `confirm` the session, then disarm the drop guard and start holding, watched
     /// from the listing's revision on. A waiter that was granted (`restamp`) has the grant
     /// time written into its node later, if it still holds it then (see `stamp_later`).
     pub(crate) async fn hand_over(
@@ -397,6 +533,58 @@ mod tests {
             Decision::Granted => None,
             Decision::WaitFor(index) => Some(&listing.entries[index].name),
             Decision::WaitForChildren => Some("*"),
+        }
+    }
+
+    /// What a member answers under `rule` (as `Namespace::turn` counts): granted when fewer
+    /// than `permits` entries before `own` are named by one of its prefixes.
+    fn member_grants(rule: &TurnRule, entries: &[Entry], own: usize) -> bool {
+        let blockers = entries[..own]
+            .iter()
+            .filter(|entry| {
+                rule.blocking_prefixes
+                    .iter()
+                    .any(|prefix| entry.name.starts_with(prefix.as_str()))
+            })
+            .count();
+        (blockers as u64) < rule.permits
+    }
+
+    /// Every queue of up to four nodes of any roles, every node in it and every rule: the
+    /// member's answer under `turn_rule` grants exactly when `decide` does.
+    #[test]
+    fn the_members_turn_rule_grants_exactly_what_decide_grants() {
+        let rules = [
+            Rule::Exclusive,
+            Rule::Shared,
+            Rule::Permits(1),
+            Rule::Permits(2),
+            Rule::Permits(3),
+        ];
+        let roles = Role::ALL.len();
+        for length in 1..=4u32 {
+            for code in 0..roles.pow(length) {
+                let names: Vec<String> = (0..length)
+                    .map(|place| {
+                        let role = Role::ALL[code / roles.pow(place) % roles];
+                        format!("{}{:010}", role.prefix(), place + 1)
+                    })
+                    .collect();
+                let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                let listing = listing(&names);
+                for (own, entry) in listing.entries.iter().enumerate() {
+                    for rule in rules {
+                        let decided = decide(rule, &listing.entries, own) == Decision::Granted;
+                        let member = turn_rule(entry.role, rule);
+                        assert_eq!(
+                            member_grants(&member, &listing.entries, own),
+                            decided,
+                            "{names:?}, {} by {rule:?}",
+                            entry.name
+                        );
+                    }
+                }
+            }
         }
     }
 

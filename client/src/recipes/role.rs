@@ -32,7 +32,7 @@ pub(crate) enum Family {
 }
 
 impl Role {
-    const ALL: [Role; 6] = [
+    pub(crate) const ALL: [Role; 6] = [
         Role::Lock,
         Role::Read,
         Role::Write,

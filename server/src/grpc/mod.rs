@@ -8,6 +8,7 @@
 
 mod access;
 mod auth_service;
+mod await_turn;
 mod cluster_service;
 mod header;
 mod namespace_service;
@@ -15,6 +16,7 @@ mod peer_service;
 mod propose;
 mod sessions_service;
 mod status;
+mod watch_budget;
 mod watch_service;
 
 pub use access::{Access, AUTH_PATH, RESERVED_ROOT};
@@ -24,7 +26,8 @@ pub use namespace_service::{NamespaceService, CHILDREN_PAGE_DEFAULT, CHILDREN_PA
 pub use peer_service::PeerService;
 pub use sessions_service::{SessionCaps, SessionsService, TtlBounds};
 pub use status::{consensus_status, fsm_status, starting_status};
-pub use watch_service::{WatchCounters, WatchService};
+pub use watch_budget::WatchCounters;
+pub use watch_service::WatchService;
 
 /// Largest client request accepted, in bytes: a txn may carry 8 MiB of data, plus framing.
 pub const CLIENT_MESSAGE_BYTES_MAX: usize = 9 * 1024 * 1024;

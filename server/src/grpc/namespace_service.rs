@@ -52,30 +52,36 @@ impl NamespaceService {
     }
 
     async fn barrier(&self, read: Option<pb::ReadOptions>) -> Result<(), Status> {
-        let read = read.unwrap_or_default();
-        let consistency = match pb::Consistency::try_from(read.consistency) {
-            Ok(pb::Consistency::Unspecified | pb::Consistency::Linearizable) => {
-                Consistency::Linearizable
-            }
-            Ok(pb::Consistency::Serializable) => Consistency::Serializable,
-            Ok(pb::Consistency::MinRevision) => {
-                Consistency::MinRevision(Revision(read.min_revision))
-            }
-            Err(_) => {
-                return Err(invalid_argument(format!(
-                    "read.consistency: unknown value {}",
-                    read.consistency
-                )))
-            }
-        };
-        self.consensus
-            .read_barrier(consistency)
-            .await
-            .map_err(|error| consensus_status(&error))
+        read_barrier(&self.consensus, read).await
     }
 }
 
-fn parse_path(text: &str) -> Result<NodePath, Status> {
+/// Waits for the read barrier `read` asks for (linearizable when unset).
+pub(super) async fn read_barrier(
+    consensus: &Consensus,
+    read: Option<pb::ReadOptions>,
+) -> Result<(), Status> {
+    let read = read.unwrap_or_default();
+    let consistency = match pb::Consistency::try_from(read.consistency) {
+        Ok(pb::Consistency::Unspecified | pb::Consistency::Linearizable) => {
+            Consistency::Linearizable
+        }
+        Ok(pb::Consistency::Serializable) => Consistency::Serializable,
+        Ok(pb::Consistency::MinRevision) => Consistency::MinRevision(Revision(read.min_revision)),
+        Err(_) => {
+            return Err(invalid_argument(format!(
+                "read.consistency: unknown value {}",
+                read.consistency
+            )))
+        }
+    };
+    consensus
+        .read_barrier(consistency)
+        .await
+        .map_err(|error| consensus_status(&error))
+}
+
+pub(super) fn parse_path(text: &str) -> Result<NodePath, Status> {
     NodePath::parse(text).map_err(|rule| fsm_status(&FsmError::invalid_path(text, rule)))
 }
 

@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeSet, VecDeque};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,12 +27,14 @@ use tokio::time::{Instant, Interval};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::access::{Access, Identity};
+use super::await_turn::{await_turn, TurnContext};
 use super::status::going_away_status;
+use super::watch_budget::{WatchBudget, WatchCounters};
 use crate::auth::{Caller, Permission};
 use crate::consensus::Consensus;
 use crate::fsm::{NodePath, Revision};
 use crate::pb::event_to_pb;
-use crate::watch::{ActiveWatch, EventClass, History, WatchFilter, WatchSet};
+use crate::watch::{ActiveWatch, EventClass, History, TurnWaiters, WatchFilter, WatchSet};
 
 /// Responses a stream queues before it stops reading the history until the connection took
 /// them.
@@ -49,6 +51,7 @@ pub struct WatchService {
     consensus: Arc<Consensus>,
     access: Arc<Access>,
     history: Arc<History>,
+    turns: Arc<TurnWaiters>,
     progress_interval: Duration,
     budget: Arc<WatchBudget>,
     /// Becomes true when the member stops: every stream then ends with a retryable status.
@@ -59,7 +62,7 @@ impl WatchService {
     pub fn new(
         consensus: Arc<Consensus>,
         access: Arc<Access>,
-        history: Arc<History>,
+        (history, turns): (Arc<History>, Arc<TurnWaiters>),
         progress_interval: Duration,
         max_watches: usize,
         stopping: tokio::sync::watch::Receiver<bool>,
@@ -68,47 +71,11 @@ impl WatchService {
             consensus,
             access,
             history,
+            turns,
             progress_interval,
             stopping,
-            budget: Arc::new(WatchBudget {
-                counters: Arc::new(WatchCounters::default()),
-                max: max_watches,
-            }),
+            budget: Arc::new(WatchBudget::new(max_watches)),
         }
-    }
-}
-
-/// The watches this member serves over all streams, against `--max-watches`.
-/// What the watch service counts, shared with the metrics.
-#[derive(Debug, Default)]
-pub struct WatchCounters {
-    /// Watches served now (`coord_watches_active`).
-    pub active: AtomicUsize,
-    /// Events delivered to watchers (`coord_watch_events_sent_total`).
-    pub events_sent: AtomicU64,
-    /// Watches cancelled because their watcher fell too far behind
-    /// (`coord_watches_cancelled_too_slow_total`).
-    pub cancelled_too_slow: AtomicU64,
-}
-
-struct WatchBudget {
-    counters: Arc<WatchCounters>,
-    max: usize,
-}
-
-impl WatchBudget {
-    /// Takes one watch's place; false when the member serves its most already.
-    fn take(&self) -> bool {
-        self.counters
-            .active
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |active| {
-                (active < self.max).then_some(active + 1)
-            })
-            .is_ok()
-    }
-
-    fn give_back(&self, watches: usize) {
-        self.counters.active.fetch_sub(watches, Ordering::Relaxed);
     }
 }
 
@@ -131,7 +98,7 @@ type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> 
 impl WatchService {
     /// What this service counts (watches served now, events sent, too-slow cancellations).
     pub fn counters(&self) -> Arc<WatchCounters> {
-        self.budget.counters.clone()
+        self.budget.shared_counters()
     }
 }
 
@@ -173,6 +140,20 @@ impl WatchApi for WatchService {
                 Some((response, (session, inputs)))
             });
         Ok(Response::new(Box::pin(responses)))
+    }
+
+    async fn await_turn(
+        &self,
+        request: Request<pb::AwaitTurnRequest>,
+    ) -> Result<Response<pb::AwaitTurnResponse>, Status> {
+        let context = TurnContext {
+            consensus: &self.consensus,
+            access: &self.access,
+            turns: &self.turns,
+            budget: &self.budget,
+            stopping: self.stopping.clone(),
+        };
+        await_turn(context, request).await
     }
 }
 
@@ -414,7 +395,7 @@ impl StreamSession {
                         compacted.oldest, next
                     );
                     self.budget
-                        .counters
+                        .counters()
                         .cancelled_too_slow
                         .fetch_add(1, Ordering::Relaxed);
                     self.cancel(id, pb::CancelReason::TooSlow, message, compacted.oldest);
@@ -503,7 +484,7 @@ impl StreamSession {
             .map(|event| event_to_pb(event, with_data))
             .collect();
         self.budget
-            .counters
+            .counters()
             .events_sent
             .fetch_add(events.len() as u64, Ordering::Relaxed);
         let header = self.header(reached);

@@ -113,6 +113,7 @@ pub struct MemberMetrics {
     watches: IntGauge,
     events_sent: IntCounter,
     too_slow: IntCounter,
+    turn_wakeups: IntCounter,
     handshakes_refused: IntCounterVec,
     plaintext_refused: IntCounter,
     peer_names_refused: IntCounter,
@@ -234,6 +235,11 @@ impl MemberMetrics {
                 "coord_watches_cancelled_too_slow_total",
                 "Watches cancelled because their watcher fell too far behind",
             )?,
+            turn_wakeups: counter(
+                r,
+                "coord_await_turn_wakeups_total",
+                "Times a waiting AwaitTurn was woken to check its turn again",
+            )?,
             handshakes_refused,
             plaintext_refused: counter(
                 r,
@@ -304,6 +310,10 @@ impl MemberMetrics {
         catch_up(
             &self.too_slow,
             watches.cancelled_too_slow.load(Ordering::Relaxed),
+        );
+        catch_up(
+            &self.turn_wakeups,
+            watches.turn_wakeups.load(Ordering::Relaxed),
         );
         self.refresh_security();
     }
