@@ -541,20 +541,8 @@ async fn await_turn_answers_when_the_predecessor_goes_and_refuses_what_it_cannot
 
     // A wait the member holds until the first node goes; a second waiting call finds no
     // place left (`--max-watches 1`), with a typed error.
-    let waiting = tokio::spawn({
-        let mut raw = raw.clone();
-        let request = ask(1, 20_000);
-        async move { raw.await_turn(request).await }
-    });
-    eventually(
-        "the wait to take its place",
-        Duration::from_secs(10),
-        || async {
-            let (_, body) = http_get(metrics_port, "/metrics")?;
-            (metric_value(&body, "coord_watches_active")? == 1.0).then_some(())
-        },
-    )
-    .await;
+    let waiting = wait_in_background(&raw, ask(1, 20_000));
+    waiting_on_member(metrics_port, 1.0).await;
     let refused = raw.clone().await_turn(ask(2, 20_000)).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
     assert!(refused.message().contains("--max-watches"), "{refused:?}");
@@ -563,10 +551,8 @@ async fn await_turn_answers_when_the_predecessor_goes_and_refuses_what_it_cannot
         .delete(&nodes[0].path, coord_client::DeleteOptions::default())
         .await
         .unwrap();
-    let granted = tokio::time::timeout(Duration::from_secs(10), waiting)
+    let granted = answer_of(waiting, "the predecessor went")
         .await
-        .expect("answered soon after the predecessor went")
-        .unwrap()
         .expect("granted")
         .into_inner();
     assert!(granted.granted && granted.waited, "{granted:?}");
@@ -575,20 +561,15 @@ async fn await_turn_answers_when_the_predecessor_goes_and_refuses_what_it_cannot
     assert!(revision > nodes[3].stat.create_revision, "{granted:?}");
 
     // The third node waits on the second; deleting the third itself ends its wait.
-    let waiting = tokio::spawn({
-        let mut raw = raw.clone();
-        let request = ask(2, 20_000);
-        async move { raw.await_turn(request).await }
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    waiting_on_member(metrics_port, 0.0).await;
+    let waiting = wait_in_background(&raw, ask(2, 20_000));
+    waiting_on_member(metrics_port, 1.0).await;
     client
         .delete(&nodes[2].path, coord_client::DeleteOptions::default())
         .await
         .unwrap();
-    let gone = tokio::time::timeout(Duration::from_secs(10), waiting)
+    let gone = answer_of(waiting, "the node went")
         .await
-        .expect("answered soon after the node went")
-        .unwrap()
         .expect_err("the node is gone");
     assert_eq!(gone.code(), tonic::Code::NotFound, "{gone:?}");
 
@@ -619,4 +600,37 @@ async fn await_turn_answers_when_the_predecessor_goes_and_refuses_what_it_cannot
     assert_eq!(refused.code(), tonic::Code::NotFound, "{refused:?}");
     // The member still serves.
     client.get("/q").await.unwrap();
+}
+
+type TurnAnswer = Result<tonic::Response<coord_proto::v1::AwaitTurnResponse>, tonic::Status>;
+
+/// Sends `request` on a task of its own.
+fn wait_in_background(
+    raw: &coord_proto::v1::watch_client::WatchClient<tonic::transport::Channel>,
+    request: coord_proto::v1::AwaitTurnRequest,
+) -> tokio::task::JoinHandle<TurnAnswer> {
+    let mut raw = raw.clone();
+    tokio::spawn(async move { raw.await_turn(request).await })
+}
+
+/// The answer of a wait sent by `wait_in_background`, due soon after `what`.
+async fn answer_of(waiting: tokio::task::JoinHandle<TurnAnswer>, what: &str) -> TurnAnswer {
+    tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .unwrap_or_else(|_| panic!("answered soon after {what}"))
+        .expect("the waiting task does not panic")
+}
+
+/// Waits until the member whose metrics listen on `metrics_port` serves `count` watches (a
+/// waiting `AwaitTurn` is one).
+async fn waiting_on_member(metrics_port: u16, count: f64) {
+    eventually(
+        "the member's watch count",
+        Duration::from_secs(10),
+        || async {
+            let (_, body) = http_get(metrics_port, "/metrics")?;
+            (metric_value(&body, "coord_watches_active")? == count).then_some(())
+        },
+    )
+    .await;
 }
