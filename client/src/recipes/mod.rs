@@ -25,9 +25,11 @@
 //!   drop guard. A create whose outcome is unknown is sent again with the *same* write id, which
 //!   the cluster applies at most once and answers with the first outcome, so the recipe learns
 //!   whether and where its node exists instead of guessing.
-//! - **No herd.** A mutex, writer or candidate watches only its immediate predecessor; a reader
-//!   watches only the last writer before it. A semaphore and a double barrier watch their
-//!   directory's child list: correctness needs a count, not one node (see their docs).
+//! - **No herd.** A mutex, writer or candidate waits only on its immediate predecessor; a reader
+//!   only on the last writer before it (the member files an `AwaitTurn` under that node, and a
+//!   waiter that lists and watches watches it). A semaphore and a double barrier wait on their
+//!   directory's child list: correctness needs a count, not one node (see their docs); a
+//!   semaphore's waiters are then woken on the member, without a message each.
 //! - **Tokens.** A holder's fencing token is its node's `create_revision`: strictly greater for
 //!   every later holder of the same name, because revisions strictly increase.
 //!
