@@ -47,4 +47,4 @@ pub use outcome::{OutcomeRecord, REMEMBERED_READ_BYTES_MAX};
 pub use path::{NodePath, PathRule, PATH_BYTES_MAX, PATH_DEPTH_MAX};
 pub use proposal::Proposal;
 pub use snapshot::SnapshotError;
-pub use turn::{sequence_of, Turn, TurnRule, TURN_PREFIXES_MAX, TURN_PREFIX_BYTES_MAX};
+pub use turn::{Turn, TurnRule};

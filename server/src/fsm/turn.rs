@@ -70,7 +70,7 @@ fn digits(text: &str) -> Option<u64> {
 }
 
 /// The sequence suffix of a queued child's name: its trailing digits.
-pub fn sequence_of(name: &str) -> Option<u64> {
+fn sequence_of(name: &str) -> Option<u64> {
     let start = name.trim_end_matches(|c: char| c.is_ascii_digit()).len();
     digits(&name[start..])
 }

@@ -96,7 +96,8 @@ fn classes_of(kinds: &[i32]) -> Result<BTreeSet<EventClass>, String> {
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send + 'static>>;
 
 impl WatchService {
-    /// What this service counts (watches served now, events sent, too-slow cancellations).
+    /// What this service counts (watches served now, events sent, too-slow cancellations,
+    /// `AwaitTurn` wake-ups).
     pub fn counters(&self) -> Arc<WatchCounters> {
         self.budget.shared_counters()
     }
