@@ -1050,6 +1050,52 @@ fn once(client: &str, sequence: u64, answered_below: u64, command: Command) -> P
     )
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// `remember` keeps the byte count by what each write adds and lets go: after any run of
+    /// writes (new, repeated, refused, answered, past the per-client window) it is the sum a
+    /// restore computes from the records.
+    #[test]
+    fn remembered_bytes_stay_the_sum_of_the_records(
+        writes in prop::collection::vec(
+            (0u8..2, 0u64..1_000, 0u64..1_000, prop::bool::weighted(0.05), 0u8..4),
+            1..700,
+        ),
+    ) {
+        let mut namespace = Namespace::new();
+        let mut answered = [0u64; 2];
+        for (step, (client, sequence, answered_below, lifts, path)) in writes.into_iter().enumerate() {
+            let slot = usize::from(client);
+            if lifts {
+                answered[slot] = answered[slot].max(answered_below.min(sequence));
+            }
+            // Creates of a few paths: some succeed, some are refused as existing.
+            let command = create(&format!("/n{path}"), NodeKind::Persistent);
+            let proposal = once(&format!("client-{client}"), sequence, answered[slot], command);
+            namespace.apply_proposal(Revision(step as u64 + 1), &proposal);
+            let sum: u64 = namespace.writers().values().map(WriterRecord::bytes).sum();
+            prop_assert_eq!(namespace.writers_bytes, sum, "after write {}", step);
+            for record in namespace.writers().values() {
+                prop_assert!(record.results.len() <= WRITER_RESULTS_MAX);
+            }
+        }
+    }
+}
+
+#[test]
+fn remembered_bytes_stay_the_sum_past_the_per_client_window() {
+    let mut namespace = Namespace::new();
+    let writes = WRITER_RESULTS_MAX as u64 + 40;
+    for sequence in 0..writes {
+        let command = create(&format!("/w{}", sequence % 7), NodeKind::Persistent);
+        namespace.apply_proposal(Revision(sequence + 1), &once("c", sequence, 0, command));
+    }
+    let record = &namespace.writers()["c"];
+    assert_eq!(record.results.len(), WRITER_RESULTS_MAX);
+    assert_eq!(namespace.writers_bytes, record.bytes());
+}
+
 #[test]
 fn a_repeated_write_id_gets_the_first_outcome_and_applies_once() {
     let mut namespace = Namespace::new();

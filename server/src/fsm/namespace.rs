@@ -76,12 +76,19 @@ pub struct WriterRecord {
 impl WriterRecord {
     /// About how many bytes the remembered outcomes hold.
     pub fn bytes(&self) -> u64 {
-        64 + self
-            .results
-            .values()
-            .map(|outcome| 16 + outcome.bytes())
-            .sum::<u64>()
+        WRITER_RECORD_BYTES + outcomes_bytes(self.results.values())
     }
+}
+
+/// What a client's record counts before its outcomes.
+const WRITER_RECORD_BYTES: u64 = 64;
+
+/// What remembered outcomes count toward `WRITERS_BYTES_MAX`.
+fn outcomes_bytes<'a>(outcomes: impl IntoIterator<Item = &'a OutcomeRecord>) -> u64 {
+    outcomes
+        .into_iter()
+        .map(|outcome| 16 + outcome.bytes())
+        .sum()
 }
 
 /// What a node counts toward the tree's size: its path, its data and a fixed allowance for
@@ -429,31 +436,34 @@ impl Namespace {
     /// Records the outcome of a new write, forgetting what the client no longer needs and,
     /// beyond the bounds, the oldest outcomes and the least recent client.
     fn remember(&mut self, id: &WriteId, revision: Revision, outcome: &Result<Output, FsmError>) {
-        let known = self.writers.contains_key(&id.client);
-        let record = self
-            .writers
-            .entry(id.client.clone())
-            .or_insert_with(|| WriterRecord {
+        // `writers_bytes` moves by what this write adds and lets go, so a write costs the
+        // outcomes it forgets rather than a pass over every outcome the client has.
+        let mut added = 0;
+        let record = self.writers.entry(id.client.clone()).or_insert_with(|| {
+            added += WRITER_RECORD_BYTES;
+            WriterRecord {
                 answered_below: 0,
                 results: BTreeMap::new(),
                 last_revision: revision,
                 last_clock_ms: 0,
-            });
-        let before = if known { record.bytes() } else { 0 };
+            }
+        });
         record.answered_below = record.answered_below.max(id.answered_below);
-        let answered_below = record.answered_below;
-        record
-            .results
-            .retain(|sequence, _| *sequence >= answered_below);
-        record
-            .results
-            .insert(id.sequence, OutcomeRecord::remembered(outcome, revision));
+        let needed = record.results.split_off(&record.answered_below);
+        let mut freed = outcomes_bytes(std::mem::replace(&mut record.results, needed).values());
+        let remembered = OutcomeRecord::remembered(outcome, revision);
+        added += outcomes_bytes([&remembered]);
+        if let Some(replaced) = record.results.insert(id.sequence, remembered) {
+            freed += outcomes_bytes([&replaced]);
+        }
         while record.results.len() > WRITER_RESULTS_MAX {
-            record.results.pop_first();
+            if let Some((_, oldest)) = record.results.pop_first() {
+                freed += outcomes_bytes([&oldest]);
+            }
         }
         record.last_revision = revision;
         record.last_clock_ms = self.clock_ms;
-        self.writers_bytes = self.writers_bytes + record.bytes() - before;
+        self.writers_bytes = self.writers_bytes + added - freed;
         while self.writers.len() > WRITERS_MAX || self.writers_bytes > WRITERS_BYTES_MAX {
             let least_recent = self
                 .writers
