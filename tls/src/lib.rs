@@ -1,7 +1,7 @@
 //! TLS for Coord: the certificates and keys of a member's two ports and of clients, read from
 //! PEM files and read again when those files change; the connectors that open TLS and
-//! plaintext connections for tonic channels, each request's HTTP/2 frames gathered into one
-//! write (`Coalesce`); the identity a certificate names; and plain-language explanations of the
+//! plaintext connections, each request's HTTP/2 frames gathered into one write (`Coalesce`);
+//! the HTTP/2 channel clients and members call over (`Http2Channel`); the identity a certificate names; and plain-language explanations of the
 //! common handshake failures.
 //!
 //! Only rustls with the ring provider is used: no OpenSSL and no second crypto provider.
@@ -11,6 +11,7 @@
 //! that is missing, half written or not matching its key never replaces a working one (the
 //! old one stays, and the failure is logged once per change of the files).
 
+mod channel;
 mod client;
 mod coalesce;
 mod connector;
@@ -22,6 +23,7 @@ mod reload;
 mod server;
 mod tcp;
 
+pub use channel::{ChannelConnector, Http2Channel, Http2Settings, KeepAlive};
 pub use client::{ClientTls, ClientTlsFiles};
 pub use coalesce::Coalesce;
 pub use connector::{ConnectError, TlsConnector, TlsIo, HANDSHAKE_FAILED};

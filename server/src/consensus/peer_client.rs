@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use coord_proto::v1::peer::peer_client::PeerClient;
 use coord_proto::v1::peer::PeerMessage;
-use coord_tls::{ClientTls, TcpConnector, TlsConnector};
+use coord_tls::{ChannelConnector, ClientTls, TcpConnector, TlsConnector};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use thiserror::Error;
@@ -19,7 +19,7 @@ use tonic::codegen::http::Uri;
 use super::error::ConsensusError;
 use super::ids::MemberId;
 use super::leader::{Forwarder, LeaderCall};
-use super::peer_channel::{PeerChannel, PeerConnector};
+use super::peer_channel::{peer_channel, PeerChannel};
 use super::wire::{decode_peer, encode_peer, FormatError, MessageKind};
 
 /// Connect timeout for a peer link.
@@ -157,17 +157,17 @@ impl PeerDialer {
         // Our own connectors (source address, TCP_NODELAY, each request's frames in one
         // write: `coord_tls::Coalesce`) rather than tonic's.
         let connector = match &self.tls {
-            Some(tls) => PeerConnector::Tls(
+            Some(tls) => ChannelConnector::Tls(
                 TlsConnector::new(tls.clone(), PEER_CONNECT_TIMEOUT)
                     .local_address(self.source_address)
                     .allowed_names(self.allowed_names.clone())
                     .log_refusals("peer"),
             ),
-            None => PeerConnector::Tcp(
+            None => ChannelConnector::Tcp(
                 TcpConnector::new(PEER_CONNECT_TIMEOUT).local_address(self.source_address),
             ),
         };
-        let channel = PeerChannel::new(origin.clone(), connector);
+        let channel = peer_channel(origin.clone(), connector);
         Ok(PeerClient::with_origin(channel, origin)
             .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX))
