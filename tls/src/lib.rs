@@ -1,8 +1,8 @@
 //! TLS for Coord: the certificates and keys of a member's two ports and of clients, read from
 //! PEM files and read again when those files change; the connectors that open TLS and
 //! plaintext connections, each request's HTTP/2 frames gathered into one write (`Coalesce`);
-//! the HTTP/2 channel clients and members call over (`Http2Channel`); the identity a certificate names; and plain-language explanations of the
-//! common handshake failures.
+//! the HTTP/2 channel clients and members call over (`Http2Channel`); the identity a
+//! certificate names; and plain-language explanations of the common handshake failures.
 //!
 //! Only rustls with the ring provider is used: no OpenSSL and no second crypto provider.
 //! Every configuration offers ALPN `h2`, since both ports speak gRPC over HTTP/2.
