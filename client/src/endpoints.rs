@@ -287,7 +287,7 @@ impl Dial {
 
 /// A lazily connected channel to `address` (`host:port`, or a URI with a scheme), over TLS
 /// when `tls` is given. Each call is handed to the connection's task itself
-/// (`coord_tls::Http2Channel`), not through tonic's `tower::buffer` task: one task wake-up
+/// (`coord_tls::Http2Channel`), not through tonic's `tower::buffer` task: one task hand-off
 /// less on every call.
 fn channel(
     address: &str,

@@ -1054,8 +1054,8 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     /// `remember` keeps the byte count by what each write adds and lets go: after any run of
-    /// writes (new, repeated, refused, answered, past the per-client window) it is the sum a
-    /// restore computes from the records.
+    /// writes (new, repeated, refused as stale, answered) it is the sum a restore computes from
+    /// the records. Past the per-client window: the test after this one.
     #[test]
     fn remembered_bytes_stay_the_sum_of_the_records(
         writes in prop::collection::vec(

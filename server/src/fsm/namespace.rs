@@ -453,6 +453,8 @@ impl Namespace {
         let mut freed = outcomes_bytes(std::mem::replace(&mut record.results, needed).values());
         let remembered = OutcomeRecord::remembered(outcome, revision);
         added += outcomes_bytes([&remembered]);
+        // A new write's sequence is not remembered (`remembered` would have answered it); a
+        // replaced outcome is still counted out, so the count stays exact whoever calls this.
         if let Some(replaced) = record.results.insert(id.sequence, remembered) {
             freed += outcomes_bytes([&replaced]);
         }
