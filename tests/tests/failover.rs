@@ -4,7 +4,8 @@
 //! of the leader hands leadership over and the member exits within its bound; open watch and
 //! keep-alive streams end at once with a retryable status; a removed member refuses clients; a
 //! first start that fails leaves no identity behind; a client's writes go to the leader and
-//! follow it when leadership moves, its reads stay where they were.
+//! follow it when leadership moves, its reads stay where they were; a new leader redials its
+//! stopped predecessor at a paced rate and catches it up when it returns.
 //!
 //! Tests in this file run one at a time (`SERIAL`): each starts several servers.
 
@@ -203,6 +204,52 @@ async fn a_killed_leader_is_replaced_at_once_because_its_port_refuses_connection
         .filter(|id| *id != leader)
         .collect();
     cluster.converged_digest(&survivors, LEADER_WAIT).await;
+}
+
+/// What openraft logs each time a leader cannot open a replication stream to a member.
+const STREAM_REFUSED: &str = "initiate-stream-replication";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_redials_its_stopped_predecessor_at_a_paced_rate_and_catches_it_up() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = Cluster::start(3, &[]);
+    let old = cluster.wait_for_leader(&[1, 2, 3], LEADER_WAIT).await;
+    // Concurrent writers before, during and after: the new leader has entries for its
+    // predecessor all along.
+    let mut writers = Vec::new();
+    for _ in 0..4 {
+        writers.push(Writer::start(cluster.client().await));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // SIGTERM: the leader hands leadership over, then exits.
+    cluster.member(old).terminate(Duration::from_secs(8));
+    let stopped = Instant::now();
+    let others: Vec<u64> = cluster.ids().into_iter().filter(|id| *id != old).collect();
+    let leader = cluster.wait_for_leader(&others, LEADER_WAIT).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut written = 0;
+    for writer in writers {
+        written += writer.stop().await;
+    }
+    let elapsed = stopped.elapsed();
+    let refused = cluster.member(leader).log().matches(STREAM_REFUSED).count();
+    eprintln!(
+        "leader SIGTERM: {refused} refused stream openings in {elapsed:?} ({written} writes)"
+    );
+
+    // Paced, the attempts come at most every 200 ms after a short ramp: about a dozen in two
+    // seconds. Unpaced they came with every few writes, hundreds a second. The bound allows
+    // twice the paced rate.
+    let allowed = 10 + elapsed.as_millis() / 100;
+    assert!(
+        (1..=allowed as usize).contains(&refused),
+        "{refused} refused openings in {elapsed:?} (allowed 1 to {allowed}); logs:\n{}",
+        cluster.log_tails(20)
+    );
+
+    cluster.member(old).start();
+    cluster.converged_digest(&[1, 2, 3], LEADER_WAIT).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,13 +3,16 @@
 //! (`wire.rs`); the remote's `Result` travels back the same way.
 //!
 //! Every call has a deadline (openraft's per-RPC TTL); a connection that fails is dropped and
-//! re-created lazily on the next call, and openraft backs off from unreachable members.
+//! re-created lazily on the next call. openraft backs off from unreachable members only
+//! between requests it hands a stream; a stream that cannot even be opened is paced here
+//! (`Redial`).
 //!
 //! Invariant: an AppendEntries never tells a follower of a commit index beyond the entries on
 //! this member's own disk (the third gate of `log_flush`): it waits for its own write, at most
 //! half the call's deadline, and sends a lower commit index after that.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use coord_proto::v1::peer::peer_client::PeerClient;
 use std::collections::VecDeque;
@@ -91,6 +94,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             durable: self.durable.clone(),
             standing: self.standing.clone(),
             streams: true,
+            redial: Redial::default(),
         })
     }
 }
@@ -109,6 +113,8 @@ pub struct PeerLink {
     /// Whether the peer takes `AppendStream`: false once it answered UNIMPLEMENTED (an older
     /// member), until the connection is made again.
     streams: bool,
+    /// When the next `AppendStream` may be opened, after the peer could not be reached.
+    redial: Redial,
 }
 
 type CallError<E> = RPCError<TypeConfig, E>;
@@ -366,6 +372,10 @@ impl PeerLink {
     where
         S: futures::Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
     {
+        let pause = self.redial.pause_before(Instant::now());
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
         let mut client = self.client().map_err(RPCError::Unreachable)?;
         let ttl = option.hard_ttl();
         let (sender, outgoing) = tokio::sync::mpsc::unbounded_channel();
@@ -387,10 +397,14 @@ impl PeerLink {
             }
             Ok(Err(status)) => {
                 self.client = None;
+                if status.code() == tonic::Code::Unavailable {
+                    self.redial.failed(Instant::now());
+                }
                 return Err(status_error(&self.address, &status));
             }
             Ok(Ok(response)) => response.into_inner(),
         };
+        self.redial = Redial::default();
         let pump = Pump {
             input: Some(input),
             sender: Some(sender),
@@ -423,6 +437,47 @@ impl PeerLink {
             target: self.target,
             timeout: ttl,
         }
+    }
+}
+
+/// The first pause before opening a stream again to a peer that could not be reached.
+const REDIAL_PAUSE_FIRST: Duration = Duration::from_millis(20);
+
+/// The longest such pause (openraft's own default backoff): a member back from a restart is
+/// replicated to again within this.
+const REDIAL_PAUSE_MAX: Duration = Duration::from_millis(200);
+
+/// Paces the opening of `AppendStream`s to a peer that could not be reached.
+///
+/// openraft sleeps its backoff inside the request stream it hands `stream_append`, and only
+/// when that stream is polled; a connection refused before that returned at once, and
+/// openraft opened the next stream at once. A leader whose follower had stopped retried its
+/// port about 2,000 times a second, two warnings each, on a core its clients needed. Pauses
+/// double from `REDIAL_PAUSE_FIRST` to `REDIAL_PAUSE_MAX` while attempts fail; a stream opened
+/// ends them.
+#[derive(Debug, Default)]
+struct Redial {
+    /// The pause taken after the last failure (zero: the last attempt did not fail).
+    pause: Duration,
+    /// When the next attempt may start.
+    not_before: Option<Instant>,
+}
+
+impl Redial {
+    /// An attempt at `now` failed to reach the peer.
+    fn failed(&mut self, now: Instant) {
+        self.pause = if self.pause.is_zero() {
+            REDIAL_PAUSE_FIRST
+        } else {
+            (self.pause * 2).min(REDIAL_PAUSE_MAX)
+        };
+        self.not_before = Some(now + self.pause);
+    }
+
+    /// How long an attempt about to start at `now` waits first.
+    fn pause_before(&self, now: Instant) -> Duration {
+        self.not_before
+            .map_or(Duration::ZERO, |at| at.saturating_duration_since(now))
     }
 }
 
@@ -560,5 +615,37 @@ where
     match input {
         Some(input) => input.next().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redialling_pauses_double_while_attempts_fail_up_to_the_cap() {
+        let start = Instant::now();
+        let mut redial = Redial::default();
+        assert_eq!(redial.pause_before(start), Duration::ZERO);
+
+        let mut pauses = Vec::new();
+        let mut now = start;
+        for _ in 0..6 {
+            redial.failed(now);
+            pauses.push(redial.pause_before(now));
+            now += redial.pause_before(now);
+        }
+        let millis: Vec<u128> = pauses.iter().map(Duration::as_millis).collect();
+        assert_eq!(millis, [20, 40, 80, 160, 200, 200]);
+        // Time already waited elsewhere counts.
+        redial.failed(now);
+        assert_eq!(
+            redial.pause_before(now + Duration::from_millis(150)),
+            Duration::from_millis(50)
+        );
+        assert_eq!(
+            redial.pause_before(now + Duration::from_secs(1)),
+            Duration::ZERO
+        );
     }
 }
