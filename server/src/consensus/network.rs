@@ -451,10 +451,10 @@ const REDIAL_PAUSE_MAX: Duration = Duration::from_millis(200);
 ///
 /// openraft sleeps its backoff inside the request stream it hands `stream_append`, and only
 /// when that stream is polled; a connection refused before that returned at once, and
-/// openraft opened the next stream at once. A leader whose follower had stopped retried its
-/// port about 2,000 times a second, two warnings each, on a core its clients needed. Pauses
-/// double from `REDIAL_PAUSE_FIRST` to `REDIAL_PAUSE_MAX` while attempts fail; a stream opened
-/// ends them.
+/// openraft opened the next stream after the next message its core handled. A new leader
+/// under load retried its stopped predecessor's port tens of thousands of times a second (a
+/// release build under `coord-bench writes`), on a core its clients needed. Pauses double from
+/// `REDIAL_PAUSE_FIRST` to `REDIAL_PAUSE_MAX` while attempts fail; a stream opened ends them.
 #[derive(Debug, Default)]
 struct Redial {
     /// The pause taken after the last failure (zero: the last attempt did not fail).
