@@ -455,6 +455,8 @@ const REDIAL_PAUSE_MAX: Duration = Duration::from_millis(200);
 /// under load retried its stopped predecessor's port tens of thousands of times a second (a
 /// release build under `coord-bench writes`), on a core its clients needed. Pauses double from
 /// `REDIAL_PAUSE_FIRST` to `REDIAL_PAUSE_MAX` while attempts fail; a stream opened ends them.
+/// openraft's heartbeats are one-request streams too: to a member that cannot be reached they
+/// now time out within the pause instead of failing at once, which changes nothing for it.
 #[derive(Debug, Default)]
 struct Redial {
     /// The pause taken after the last failure (zero: the last attempt did not fail).
