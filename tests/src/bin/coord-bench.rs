@@ -17,7 +17,8 @@
 //! Without `--endpoints`, `writes` and `reads` start their own servers in a temporary directory
 //! (`--members 1` or `3`; the `coord-server` binary next to this one). `writes --no-discovery`
 //! keeps the client on the endpoints given: with a follower's endpoint alone, every write is
-//! forwarded to the leader.
+//! forwarded to the leader. `locks --pinned` keeps each contender on one member and prints the
+//! hand-offs to the leader's clients and to the followers' apart.
 //! With `COORD_TEST_TLS=1` every member it starts serves both ports over TLS (peer mutual TLS)
 //! and every client connects over TLS with a client certificate: the same run, TLS on.
 //! `COORD_TOKEN` gives the clients a bearer token (a cluster with auth enabled, `--endpoints`).
@@ -1051,8 +1052,10 @@ async fn locks(arguments: &[String]) -> anyhow::Result<()> {
     let uncontended: usize = flag(arguments, "--uncontended", "200")
         .parse()
         .context("--uncontended")?;
-    let (cluster, _leader, pids) = three_members().await?;
+    let (cluster, leader, pids) = three_members().await?;
     let endpoints = cluster.endpoints();
+    // Member ids are 1..=3 in the order of `endpoints`.
+    let leader_index = usize::try_from(leader - 1).context("member ids start at 1")?;
     let pids: Vec<u32> = pids.into_iter().map(|(_, pid)| pid).collect();
 
     let client = connect(&endpoints).await?;
@@ -1075,21 +1078,36 @@ async fn locks(arguments: &[String]) -> anyhow::Result<()> {
     ));
 
     let pinned = arguments.iter().any(|argument| argument == "--pinned");
-    locks_contended(&endpoints, contenders, seconds, pinned, &pids).await
+    let placement = if pinned {
+        Placement::Pinned { leader_index }
+    } else {
+        Placement::Discovering
+    };
+    locks_contended(&endpoints, contenders, seconds, placement, &pids).await
+}
+
+/// How the contenders of `locks` reach the cluster.
+#[derive(Clone, Copy, PartialEq)]
+enum Placement {
+    /// Each client discovers the members and writes to the leader.
+    Discovering,
+    /// Each client knows its own member only (as peerbench's lock-cycle connects them), so a
+    /// client of a follower has its releases forwarded and its turn decided there; the
+    /// leader is `endpoints[leader_index]`.
+    Pinned { leader_index: usize },
 }
 
 /// `contenders` clients, spread over `endpoints`, acquiring and releasing one lock for
-/// `seconds`: hand-offs per second, and how long each hand-off and release took. `pinned`: each
-/// client knows its own member only (as peerbench's lock-cycle connects them), so a client of
-/// a follower has its releases forwarded and its watches served there; otherwise clients
-/// discover the members and write to the leader.
+/// `seconds`: hand-offs per second, and how long each hand-off and release took; with pinned
+/// clients, hand-offs apart by where the new holder is pinned (the leader or a follower).
 async fn locks_contended(
     endpoints: &[String],
     contenders: usize,
     seconds: u64,
-    pinned: bool,
+    placement: Placement,
     pids: &[u32],
 ) -> anyhow::Result<()> {
+    let pinned = placement != Placement::Discovering;
     let stop_at = Instant::now() + Duration::from_secs(seconds);
     let cpu_before = members_cpu_time(pids);
     // When the last release began: the next acquisition to return measures its hand-off.
@@ -1108,12 +1126,14 @@ async fn locks_contended(
             let client = connect_discovering(rotated, !pinned).await?;
             let session = client.open_session(Duration::from_secs(10)).await?;
             let mutex = Mutex::new(&client, &session, "/bench/contended");
+            let on_leader =
+                matches!(placement, Placement::Pinned { leader_index } if leader_index == shift);
             let (mut handoffs, mut releases) = (Vec::new(), Vec::new());
             while Instant::now() < stop_at {
                 let guard = mutex.acquire().await?;
                 let releasing = {
                     let mut began = release_began.lock().expect("not poisoned");
-                    handoffs.extend(began.take().map(|began| began.elapsed()));
+                    handoffs.extend(began.take().map(|began| (began.elapsed(), on_leader)));
                     *began.insert(Instant::now())
                 };
                 guard.release().await?;
@@ -1150,6 +1170,26 @@ async fn locks_contended(
     ));
     handoffs.sort();
     releases.sort();
+    if pinned {
+        let ms = |samples: &[Duration]| percentile(samples, 0.50).as_secs_f64() * 1e3;
+        let (to_leader, to_followers): (Vec<_>, Vec<_>) =
+            handoffs.iter().partition(|(_, on_leader)| *on_leader);
+        let durations = |part: Vec<&(Duration, bool)>| -> Vec<Duration> {
+            part.into_iter().map(|(duration, _)| *duration).collect()
+        };
+        let (to_leader, to_followers) = (durations(to_leader), durations(to_followers));
+        if !to_leader.is_empty() && !to_followers.is_empty() {
+            report(&format!(
+                "locks: hand-off p50 to a holder pinned to the leader {:.2}ms (x{}), to a \
+                 follower {:.2}ms (x{})",
+                ms(&to_leader),
+                to_leader.len(),
+                ms(&to_followers),
+                to_followers.len(),
+            ));
+        }
+    }
+    let handoffs: Vec<Duration> = handoffs.into_iter().map(|(duration, _)| duration).collect();
     if !handoffs.is_empty() {
         let ms = |samples: &[Duration], fraction| percentile(samples, fraction).as_secs_f64() * 1e3;
         report(&format!(
