@@ -1168,26 +1168,18 @@ async fn locks_contended(
         per_contender.last().copied().unwrap_or_default(),
         cpu_line(pids, cpu_before, releases.len(), elapsed),
     ));
+    report_handoffs(handoffs, releases, pinned);
+    Ok(())
+}
+
+/// Reports the percentiles of `handoffs` (each with whether the new holder was pinned to the
+/// leader; with `pinned` clients the p50 to the leader's and to followers' apart) and of
+/// `releases`.
+fn report_handoffs(mut handoffs: Vec<(Duration, bool)>, mut releases: Vec<Duration>, pinned: bool) {
     handoffs.sort();
     releases.sort();
     if pinned {
-        let ms = |samples: &[Duration]| percentile(samples, 0.50).as_secs_f64() * 1e3;
-        let (to_leader, to_followers): (Vec<_>, Vec<_>) =
-            handoffs.iter().partition(|(_, on_leader)| *on_leader);
-        let durations = |part: Vec<&(Duration, bool)>| -> Vec<Duration> {
-            part.into_iter().map(|(duration, _)| *duration).collect()
-        };
-        let (to_leader, to_followers) = (durations(to_leader), durations(to_followers));
-        if !to_leader.is_empty() && !to_followers.is_empty() {
-            report(&format!(
-                "locks: hand-off p50 to a holder pinned to the leader {:.2}ms (x{}), to a \
-                 follower {:.2}ms (x{})",
-                ms(&to_leader),
-                to_leader.len(),
-                ms(&to_followers),
-                to_followers.len(),
-            ));
-        }
+        report_handoffs_by_member(&handoffs);
     }
     let handoffs: Vec<Duration> = handoffs.into_iter().map(|(duration, _)| duration).collect();
     if !handoffs.is_empty() {
@@ -1201,7 +1193,31 @@ async fn locks_contended(
             ms(&releases, 0.99),
         ));
     }
-    Ok(())
+}
+
+/// Reports the hand-off p50 to holders pinned to the leader and to followers apart, from
+/// sorted `(hand-off, new holder pinned to the leader)` samples.
+fn report_handoffs_by_member(handoffs: &[(Duration, bool)]) {
+    let durations = |to_leader: bool| -> Vec<Duration> {
+        handoffs
+            .iter()
+            .filter(|(_, on_leader)| *on_leader == to_leader)
+            .map(|(duration, _)| *duration)
+            .collect()
+    };
+    let (to_leader, to_followers) = (durations(true), durations(false));
+    if to_leader.is_empty() || to_followers.is_empty() {
+        return;
+    }
+    let ms = |samples: &[Duration]| percentile(samples, 0.50).as_secs_f64() * 1e3;
+    report(&format!(
+        "locks: hand-off p50 to a holder pinned to the leader {:.2}ms (x{}), to a follower \
+         {:.2}ms (x{})",
+        ms(&to_leader),
+        to_leader.len(),
+        ms(&to_followers),
+        to_followers.len(),
+    ));
 }
 
 #[cfg(test)]
