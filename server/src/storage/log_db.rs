@@ -298,7 +298,11 @@ mod tests {
         let last = log.last().unwrap().map(|(index, _)| index);
         assert_eq!(last, Some(256 * 64));
         let tail = log.read_range(256 * 64 - 63, 256 * 64 + 1).unwrap();
-        assert!(tail.len() == 64 && tail.iter().all(|(_, read)| *read == body));
+        assert_eq!(tail.len(), 64);
+        assert!(
+            tail.iter().all(|(_, read)| *read == body),
+            "an entry read back after the restart differs from the one appended"
+        );
         assert_eq!(
             log.get_meta("committed").unwrap(),
             Some(255u64.to_be_bytes().to_vec())

@@ -1168,19 +1168,16 @@ async fn locks_contended(
         per_contender.last().copied().unwrap_or_default(),
         cpu_line(pids, cpu_before, releases.len(), elapsed),
     ));
-    report_handoffs(handoffs, releases, pinned);
+    report_handoffs(handoffs, releases);
     Ok(())
 }
 
 /// Reports the percentiles of `handoffs` (each with whether the new holder was pinned to the
-/// leader; with `pinned` clients the p50 to the leader's and to followers' apart) and of
-/// `releases`.
-fn report_handoffs(mut handoffs: Vec<(Duration, bool)>, mut releases: Vec<Duration>, pinned: bool) {
+/// leader; when some were, the p50 to the leader's and to followers' apart) and of `releases`.
+fn report_handoffs(mut handoffs: Vec<(Duration, bool)>, mut releases: Vec<Duration>) {
     handoffs.sort();
     releases.sort();
-    if pinned {
-        report_handoffs_by_member(&handoffs);
-    }
+    report_handoffs_by_member(&handoffs);
     let handoffs: Vec<Duration> = handoffs.into_iter().map(|(duration, _)| duration).collect();
     if !handoffs.is_empty() {
         let ms = |samples: &[Duration], fraction| percentile(samples, fraction).as_secs_f64() * 1e3;
@@ -1196,7 +1193,8 @@ fn report_handoffs(mut handoffs: Vec<(Duration, bool)>, mut releases: Vec<Durati
 }
 
 /// Reports the hand-off p50 to holders pinned to the leader and to followers apart, from
-/// sorted `(hand-off, new holder pinned to the leader)` samples.
+/// sorted `(hand-off, new holder pinned to the leader)` samples; nothing unless both kinds
+/// are there (clients that discover the members are never marked pinned).
 fn report_handoffs_by_member(handoffs: &[(Duration, bool)]) {
     let durations = |to_leader: bool| -> Vec<Duration> {
         handoffs
