@@ -137,7 +137,8 @@ async fn fill(client: &Client, address: &str) {
     client.set("/app/config", "v3", None).await.unwrap();
 }
 
-/// Copies a data directory, leaving out RocksDB's own info logs and lock file.
+/// Copies a data directory, leaving out RocksDB's own info logs and lock file, and the zeros a
+/// log segment is allocated with past its records (`trimmed_segment`).
 fn copy_data_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("the fixture directory can be created");
     for entry in std::fs::read_dir(from).expect("the data directory can be read") {
@@ -149,10 +150,26 @@ fn copy_data_dir(from: &Path, to: &Path) {
         let path = entry.path();
         if path.is_dir() {
             copy_data_dir(&path, &to.join(&name));
+        } else if name.ends_with(".seg") {
+            let bytes = std::fs::read(&path).expect("a log segment can be read");
+            std::fs::write(to.join(&name), trimmed_segment(&bytes))
+                .expect("a log segment can be copied");
         } else {
             std::fs::copy(&path, to.join(&name)).expect("a data file can be copied");
         }
     }
+}
+
+/// A log segment without the zeros it was allocated with past its last record: everything up to
+/// the last non-zero byte, rounded up to a whole 4 KiB (so a record whose body ends in zeros
+/// keeps them), never longer than the file. A shorter segment reads back the same: its records
+/// end where its bytes do.
+fn trimmed_segment(bytes: &[u8]) -> &[u8] {
+    let used = bytes
+        .iter()
+        .rposition(|byte| *byte != 0)
+        .map_or(0, |at| at + 1);
+    &bytes[..used.next_multiple_of(4096).min(bytes.len())]
 }
 
 /// Copies the fixture's data directory to `to`, for a replay.

@@ -241,7 +241,11 @@ mod tests {
     #[test]
     fn queued_entries_reach_the_disk_in_order_and_only_when_flushed() {
         let directory = tempfile::tempdir().unwrap();
-        let log_db = LogDb::open(directory.path()).unwrap();
+        let log_db = LogDb::open(
+            &directory.path().join("db"),
+            &directory.path().join("segments"),
+        )
+        .unwrap();
         let flusher = LogFlusher::new(log_db.clone(), None, None);
         flusher.queue(records(1..=3), log_id(3));
         flusher.queue(records(4..=5), log_id(5));
@@ -266,7 +270,11 @@ mod tests {
     #[tokio::test]
     async fn a_wait_ends_once_its_entries_are_written_and_never_waits_for_what_was_not_queued() {
         let directory = tempfile::tempdir().unwrap();
-        let log_db = LogDb::open(directory.path()).unwrap();
+        let log_db = LogDb::open(
+            &directory.path().join("db"),
+            &directory.path().join("segments"),
+        )
+        .unwrap();
         let flusher = Arc::new(LogFlusher::new(log_db.clone(), Some(log_id(2)), None));
         // Already durable, or never queued (index 9 when the log ends at 2).
         flusher.wait_through(2).await.unwrap();

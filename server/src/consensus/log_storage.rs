@@ -443,7 +443,8 @@ mod tests {
             &self,
         ) -> Result<(tempfile::TempDir, LogStorage, StateMachine), StorageError> {
             let dir = tempfile::tempdir().expect("a temporary directory");
-            let log_db = LogDb::open(&dir.path().join("log")).expect("the log opens");
+            let log_db = LogDb::open(&dir.path().join("log"), &dir.path().join("log-segments"))
+                .expect("the log opens");
             let log = LogStorage::new(
                 log_db,
                 1,
@@ -480,7 +481,8 @@ mod tests {
             .await
             .expect("the vote is saved");
         drop(log);
-        let log_db = LogDb::open(&dir.path().join("log")).expect("the log opens again");
+        let log_db = LogDb::open(&dir.path().join("log"), &dir.path().join("log-segments"))
+            .expect("the log opens again");
         let mut log = LogStorage::new(
             log_db,
             1,

@@ -166,7 +166,7 @@ fn open_storage(
     (appended_bytes, last_log): (Arc<AtomicU64>, Arc<LastLogId>),
     (observer, timings): (Arc<dyn ApplyObserver>, &RaftTimings),
 ) -> Result<(LogStorage, StateMachine), StartError> {
-    let log_db = LogDb::open(&data_dir.join("log"))?;
+    let log_db = LogDb::open(&data_dir.join("log"), &data_dir.join("log-segments"))?;
     let log_storage = LogStorage::new(
         log_db,
         member_id.0,

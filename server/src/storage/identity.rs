@@ -10,9 +10,15 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 const IDENTITY_FILE: &str = "identity";
-/// The data directory's format: 2 since log entries, the snapshot file and peer messages carry
-/// format versions. A directory of format 1 (unversioned records) is refused by name.
-const IDENTITY_FORMAT: u32 = 2;
+/// The data directory's format: 3 since the log's entries live in segment files
+/// (`segment_log.rs`); 2 kept them in RocksDB, and log entries, the snapshot file and peer
+/// messages carry format versions since 2. A directory of format 2 is upgraded in place: its
+/// identity says 3 before its log is moved, so that a release which reads only format 2 refuses
+/// it rather than find an empty log. A directory of format 1 (unversioned records) is refused by
+/// name.
+const IDENTITY_FORMAT: u32 = 3;
+/// The older format this build upgrades.
+const UPGRADABLE_FORMAT: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DataDirIdentity {
@@ -70,7 +76,7 @@ impl DataDirIdentity {
             Ok(bytes) => {
                 let stored: DataDirIdentity = serde_json::from_slice(&bytes)
                     .map_err(|error| unreadable(format!("identity file is malformed: {error}")))?;
-                if stored.format != IDENTITY_FORMAT {
+                if stored.format != IDENTITY_FORMAT && stored.format != UPGRADABLE_FORMAT {
                     return Err(IdentityError::Format {
                         dir: dir_text,
                         found: stored.format,
@@ -91,6 +97,14 @@ impl DataDirIdentity {
                         expected: cluster_id.to_owned(),
                     });
                 }
+                if stored.format == UPGRADABLE_FORMAT {
+                    let upgraded = DataDirIdentity {
+                        format: IDENTITY_FORMAT,
+                        ..stored
+                    };
+                    write_identity(dir, &upgraded).map_err(unreadable)?;
+                    tracing::info!(dir = %dir_text, "data directory upgraded to format 3");
+                }
                 Ok(false)
             }
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
@@ -107,18 +121,23 @@ impl DataDirIdentity {
                     cluster_id: cluster_id.to_owned(),
                     member_id,
                 };
-                let bytes = serde_json::to_vec_pretty(&identity).expect("identity serializes");
-                let temporary = dir.join("identity.tmp");
-                fs::write(&temporary, bytes)
-                    .and_then(|()| fs::File::open(&temporary)?.sync_all())
-                    .and_then(|()| fs::rename(&temporary, &path))
-                    .and_then(|()| fs::File::open(dir)?.sync_all())
-                    .map_err(|error| unreadable(format!("cannot write identity: {error}")))?;
+                write_identity(dir, &identity).map_err(unreadable)?;
                 Ok(true)
             }
             Err(error) => Err(unreadable(format!("cannot read identity: {error}"))),
         }
     }
+}
+
+/// Replaces `dir`'s identity file atomically: a temporary file, synced, renamed over it.
+fn write_identity(dir: &Path, identity: &DataDirIdentity) -> Result<(), String> {
+    let bytes = serde_json::to_vec_pretty(identity).expect("identity serializes");
+    let temporary = dir.join("identity.tmp");
+    fs::write(&temporary, bytes)
+        .and_then(|()| fs::File::open(&temporary)?.sync_all())
+        .and_then(|()| fs::rename(&temporary, dir.join(IDENTITY_FILE)))
+        .and_then(|()| fs::File::open(dir)?.sync_all())
+        .map_err(|error| format!("cannot write identity: {error}"))
 }
 
 #[cfg(test)]
@@ -146,12 +165,26 @@ mod tests {
             refused,
             IdentityError::Format {
                 found: 1,
-                supported: 2,
+                supported: 3,
                 ..
             }
         ));
         assert!(refused
             .to_string()
-            .contains("has format 1, but this build reads format 2"));
+            .contains("has format 1, but this build reads format 3"));
+        // Format 2 is upgraded in place, once its owner is checked.
+        let two = r#"{"format": 2, "cluster_id": "c1", "member_id": 1}"#;
+        fs::write(data_dir.join(IDENTITY_FILE), two).unwrap();
+        assert!(matches!(
+            DataDirIdentity::claim(&data_dir, "c1", 2),
+            Err(IdentityError::OtherMember { found: 1, .. })
+        ));
+        assert!(fs::read_to_string(data_dir.join(IDENTITY_FILE))
+            .unwrap()
+            .contains("\"format\": 2"));
+        assert!(!DataDirIdentity::claim(&data_dir, "c1", 1).unwrap());
+        let stored: DataDirIdentity =
+            serde_json::from_slice(&fs::read(data_dir.join(IDENTITY_FILE)).unwrap()).unwrap();
+        assert_eq!(stored.format, 3);
     }
 }

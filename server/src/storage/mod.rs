@@ -1,4 +1,5 @@
-//! Durable storage: the only module that knows RocksDB and the data directory's layout.
+//! Durable storage: the only module that knows RocksDB, the log's files and the data
+//! directory's layout.
 //!
 //! It stores opaque, checksummed records and knows nothing of Raft or of the namespace.
 //! Invariant: every record is checksummed before it is written and verified when it is read
@@ -7,7 +8,9 @@
 //! Data directory layout:
 //! ```text
 //! <data-dir>/identity      member id and cluster id, written once
-//! <data-dir>/log/          RocksDB: column families `log` (Raft entries) and `meta`
+//! <data-dir>/log/          RocksDB: column family `meta` (vote, committed and purged log ids,
+//!                          the log's first index); `log` held the entries before format 3
+//! <data-dir>/log-segments/ the Raft entries, in preallocated segment files (`segment_log.rs`)
 //! <data-dir>/snapshot      the latest state machine snapshot (atomically replaced)
 //! ```
 
@@ -15,6 +18,7 @@ mod checksum;
 mod fault;
 mod identity;
 mod log_db;
+mod segment_log;
 mod snapshot_file;
 
 pub use fault::StorageFault;
