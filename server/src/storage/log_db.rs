@@ -21,7 +21,7 @@ use rocksdb::{ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOp
 
 use super::checksum;
 use super::fault::StorageFault;
-use super::segment_log::{SegmentLog, SEGMENT_BYTES};
+use super::segment_log::{io_fault, sync_dir, SegmentLog, SEGMENT_BYTES};
 
 const LOG_CF: &str = "log";
 const META_CF: &str = "meta";
@@ -186,20 +186,6 @@ fn get_meta(db: &DB, key: &str) -> Result<Option<Vec<u8>>, StorageFault> {
     }
 }
 
-fn io_fault(path: &Path) -> impl FnOnce(std::io::Error) -> StorageFault + '_ {
-    move |source| StorageFault::Io {
-        path: path.display().to_string(),
-        source,
-    }
-}
-
-fn sync_parent(path: &Path) -> Result<(), StorageFault> {
-    let parent = path.parent().unwrap_or(Path::new("."));
-    fs::File::open(parent)
-        .and_then(|handle| handle.sync_all())
-        .map_err(io_fault(parent))
-}
-
 /// Moves a log kept in the `log` family (data directory format 2) into segments under
 /// `segments_dir`: written whole into a staging directory, synced, renamed into place, and only
 /// then deleted from the family. A crash at any point leaves either the family or the segments
@@ -246,7 +232,7 @@ fn migrate(db: &DB, segments_dir: &Path, segment_bytes: u64) -> Result<(), Stora
     } else {
         fs::create_dir_all(segments_dir).map_err(io_fault(segments_dir))?;
     }
-    sync_parent(segments_dir)?;
+    sync_dir(segments_dir.parent().unwrap_or(Path::new(".")))?;
     if legacy {
         empty_log_family(db)?;
     }

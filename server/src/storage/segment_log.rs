@@ -107,7 +107,7 @@ fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn io_fault(path: &Path) -> impl FnOnce(std::io::Error) -> StorageFault + '_ {
+pub(super) fn io_fault(path: &Path) -> impl FnOnce(std::io::Error) -> StorageFault + '_ {
     move |source| StorageFault::Io {
         path: path.display().to_string(),
         source,
@@ -165,7 +165,7 @@ fn parse_name(name: &str) -> Option<(u64, u64)> {
     Some((first.parse().ok()?, sequence.parse().ok()?))
 }
 
-fn sync_dir(dir: &Path) -> Result<(), StorageFault> {
+pub(super) fn sync_dir(dir: &Path) -> Result<(), StorageFault> {
     File::open(dir)
         .and_then(|handle| handle.sync_all())
         .map_err(io_fault(dir))
