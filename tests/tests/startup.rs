@@ -1,6 +1,7 @@
 //! Start-up: a data directory of another member or cluster, and a taken port, each stop the
 //! member with a message that says what to change and a non-zero exit; the runtime's thread
-//! count (`--worker-threads`) is taken within bounds.
+//! count (`--worker-threads`) is taken within bounds; transparent huge pages are off for the
+//! member's process unless `--transparent-huge-pages true` asks for them.
 
 use std::process::Command;
 use std::time::Duration;
@@ -97,4 +98,34 @@ async fn a_member_on_one_worker_thread_serves_and_a_silly_thread_count_is_refuse
         stderr.contains("--worker-threads") && stderr.contains("0..=1024"),
         "{stderr}"
     );
+}
+
+/// What `/proc/<pid>/status` says of transparent huge pages for the process (`THP_enabled`,
+/// 0 once it turned them off); `None` where the kernel has none to say.
+fn huge_pages_enabled(pid: u32) -> Option<bool> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("a status");
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("THP_enabled:"))?;
+    Some(line.split_whitespace().nth(1) != Some("0"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_turns_transparent_huge_pages_off_unless_asked_to_keep_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = ServerProcess::start_single(dir.path(), &[]);
+    server.client().await;
+    let pid = server.pid().expect("running");
+    let Some(enabled) = huge_pages_enabled(pid) else {
+        eprintln!("this kernel reports no THP_enabled: it has no transparent huge pages");
+        return;
+    };
+    assert!(!enabled, "the member left transparent huge pages on");
+
+    server.set_extra_args(&["--transparent-huge-pages", "true"]);
+    server.restart();
+    server.client().await;
+    let pid = server.pid().expect("running");
+    assert_eq!(huge_pages_enabled(pid), Some(true));
+    assert_eq!(server.terminate(Duration::from_secs(20)), Some(0));
 }
