@@ -68,7 +68,7 @@ fn main() -> std::process::ExitCode {
 /// pages (`prctl(PR_SET_THP_DISABLE)`, for the whole process, whatever
 /// `/sys/kernel/mm/transparent_hugepage/enabled` says). Measured on a kernel set to `always`
 /// (December 2026, 3 members, 64 writers): page faults, most of them zeroing 2 MiB pages for a
-/// growing heap, went from 7 to 10 % of the members' CPU samples to 2 to 4 %, and the three
+/// growing heap, went from 7 to 10 % of the members' CPU samples to 1.7 %, and the three
 /// members' resident memory from about 395 to 300 MiB (README, "Benchmarks"). A kernel that
 /// cannot only costs the warning.
 fn no_transparent_huge_pages() {
