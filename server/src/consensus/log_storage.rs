@@ -11,8 +11,9 @@
 //! a read whose entries are already on disk writes nothing (the flusher writes the whole queue
 //! whenever it writes). A member that led starts again as a follower (openraft's
 //! `enable_leader_restore` is off).
-//! The vote is written synced; the committed index is written unsynced, and capped at the
-//! durable entries, because losing it only means replaying a little more log on restart.
+//! The vote is written synced; the committed index is written unsynced, at most once per
+//! `committed_save::SAVE_INTERVAL` and capped at the durable entries, because losing it only
+//! means replaying a little more log on restart.
 
 use std::fmt::Debug;
 use std::io;
@@ -23,6 +24,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use openraft::storage::{IOFlushed, RaftLogStorage};
 use openraft::{EntryPayload, LogState, RaftLogReader};
 
+use super::committed_save::{CommittedSaver, COMMITTED_KEY};
 use super::election::LastLogId;
 use super::log_flush::LogFlusher;
 use super::log_tail::{LogTail, TAIL_BYTES_MAX, TAIL_ENTRIES_MAX};
@@ -32,7 +34,6 @@ use super::wire::{decode_log_entry, decode_log_meta, encode_log_entry, encode_lo
 use crate::storage::{LogDb, StorageFault};
 
 const VOTE_KEY: &str = "vote";
-const COMMITTED_KEY: &str = "committed";
 const PURGED_KEY: &str = "purged";
 
 #[derive(Clone)]
@@ -46,6 +47,8 @@ pub struct LogStorage {
     tail: Arc<Mutex<LogTail>>,
     /// Writes the appended entries to disk.
     flusher: Arc<LogFlusher>,
+    /// Stores the committed log id now and then.
+    committed: Arc<CommittedSaver>,
     /// This member: entries it appends as their leader have their write started at once.
     member_id: u64,
 }
@@ -61,13 +64,15 @@ impl LogStorage {
         write_seconds: Option<prometheus::Histogram>,
     ) -> Result<LogStorage, io::Error> {
         let on_disk = LogStorage::read_last_log_id(&log_db)?.last_log_id;
-        let flusher = LogFlusher::new(log_db.clone(), on_disk, write_seconds);
+        let flusher = Arc::new(LogFlusher::new(log_db.clone(), on_disk, write_seconds));
+        let committed = Arc::new(CommittedSaver::new(log_db.clone(), flusher.clone()));
         Ok(LogStorage {
             log_db,
             appended_bytes,
             last_log_id,
             tail: Arc::new(Mutex::new(LogTail::new(TAIL_ENTRIES_MAX, TAIL_BYTES_MAX))),
-            flusher: Arc::new(flusher),
+            flusher,
+            committed,
             member_id,
         })
     }
@@ -80,6 +85,11 @@ impl LogStorage {
     /// What makes this log's appends durable, for the gates outside the log (see `log_flush`).
     pub fn flusher(&self) -> Arc<LogFlusher> {
         self.flusher.clone()
+    }
+
+    /// What stores the committed log id, for writing the latest at shutdown.
+    pub fn committed_saver(&self) -> Arc<CommittedSaver> {
+        self.committed.clone()
     }
 
     /// Writes out everything queued (on this worker or the blocking pool, see `blocking`).
@@ -296,18 +306,14 @@ impl RaftLogStorage<TypeConfig> for LogStorage {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
-        // Unsynced: a memtable insert and a write to the page cache, too short to be worth
-        // handing the runtime's worker to another thread, as `blocking` would on every commit.
-        // Capped at the durable entries: a leader counts its own copy before it is on disk, and
-        // a restart must not expect entries that never got there.
-        let committed = committed.min(self.flusher.durable());
-        let bytes = encode_log_meta(&committed);
-        self.log_db
-            .put_meta_relaxed(COMMITTED_KEY, &bytes)
-            .map_err(write_fault)
+        // Stored now and then (`committed_save`), capped at the durable entries: a leader
+        // counts its own copy before it is on disk, and a restart must not expect entries that
+        // never got there.
+        self.committed.save(committed).map_err(write_fault)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
+        self.committed.write_latest().map_err(write_fault)?;
         let log_db = self.log_db.clone();
         blocking(
             move || match log_db.get_meta(COMMITTED_KEY).map_err(read_fault)? {

@@ -29,6 +29,7 @@
 
 mod admission;
 mod changes;
+mod committed_save;
 mod election;
 mod error;
 mod features;
@@ -96,6 +97,7 @@ pub use wire::{decode_peer, encode_peer, peer_kind, FormatError, MessageKind, Vo
 use crate::fsm::{Command, FsmError, Output, Proposal, Revision};
 use crate::storage::{LogDb, SnapshotFile};
 use admission::Admission;
+use committed_save::CommittedSaver;
 use election::{AckClock, ElectionTiming, Elector, LastLogId};
 use forward_batch::{ForwardBatcher, WriteForwarder};
 use gone::KnownLeader;
@@ -153,10 +155,15 @@ pub struct Consensus {
     features: FeatureBook,
     /// Makes the log's appends durable (`log_flush.rs`).
     flusher: Arc<LogFlusher>,
+    /// Stores the committed log id now and then (`committed_save.rs`).
+    committed: Arc<CommittedSaver>,
     /// Sends the client writes this member forwards to the leader in batches
     /// (`forward_batch.rs`).
     forwards: ForwardBatcher,
 }
+
+/// What writes the log's entries and what stores its committed log id.
+type LogWriters = (Arc<LogFlusher>, Arc<CommittedSaver>);
 
 /// The log (with its flusher) and the state machine, which applies only what the log has on
 /// disk.
@@ -204,6 +211,7 @@ impl Consensus {
             (observer, &timings),
         )?;
         let flusher = log_storage.flusher();
+        let committed = log_storage.committed_saver();
         let replica = state_machine.replica();
         let acks = Arc::new(AckClock::default());
         let standing = Arc::new(handoff::Standing::default());
@@ -255,7 +263,7 @@ impl Consensus {
             .run(),
         );
         Ok(Consensus::assemble(
-            (raft, replica, config, peers, flusher),
+            (raft, replica, config, peers, (flusher, committed)),
             (size_trigger, elector),
             (acks, last_log, leader_changes, known_leader, leader_seen_rx),
             removed_by_peers,
@@ -265,12 +273,12 @@ impl Consensus {
     }
 
     fn assemble(
-        (raft, replica, config, peers, flusher): (
+        (raft, replica, config, peers, (flusher, committed)): (
             CoordRaft,
             Arc<Replica>,
             ConsensusConfig,
             Arc<PeerClients>,
-            Arc<LogFlusher>,
+            LogWriters,
         ),
         (size_trigger, elector): (tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>),
         (acks, last_log, leader_changes, known_leader, leader_seen): (
@@ -312,6 +320,7 @@ impl Consensus {
             writes,
             features: FeatureBook::default(),
             flusher,
+            committed,
             raft,
         }
     }
@@ -1331,6 +1340,10 @@ impl Consensus {
         let flusher = self.flusher.clone();
         if let Ok(Err(fault)) = tokio::task::spawn_blocking(move || flusher.drain()).await {
             tracing::warn!(%fault, "the log's last entries could not be written at shutdown");
+        }
+        // After the entries, so that the cap lets all of it through.
+        if let Err(fault) = self.committed.write_latest() {
+            tracing::warn!(%fault, "the committed log id could not be stored at shutdown");
         }
     }
 }
