@@ -28,6 +28,9 @@ use crate::storage::{LogDb, StorageFault};
 pub const COMMITTED_KEY: &str = "committed";
 /// Longest time between a commit and the write that stores it (bar a failed write).
 pub const SAVE_INTERVAL: Duration = Duration::from_millis(50);
+/// Writes a timer task makes while the cap holds the latest value back (a leader's own write
+/// still under way), before it leaves the rest to the next commit.
+const HELD_BACK_WRITES_MAX: usize = 20;
 
 /// What a reported commit asks for, given when the last write was and whether a timer waits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,9 +129,11 @@ impl CommittedSaver {
 
 /// The timer task: after `delay`, stores what was reported meanwhile, unless the member has
 /// stopped. A value the cap held back (the leader's own write still under way) is tried again
-/// after another interval.
+/// after another interval, at most `HELD_BACK_WRITES_MAX` times: a member whose committed index
+/// runs ahead of its log for longer (a follower that installed a snapshot and has no entries
+/// after it) must not wake every interval while idle.
 async fn write_after(saver: Weak<CommittedSaver>, mut delay: Duration) {
-    loop {
+    for _ in 0..HELD_BACK_WRITES_MAX {
         tokio::time::sleep(delay).await;
         let Some(saver) = saver.upgrade() else {
             return;
@@ -144,6 +149,9 @@ async fn write_after(saver: Weak<CommittedSaver>, mut delay: Duration) {
             return;
         }
         delay = SAVE_INTERVAL;
+    }
+    if let Some(saver) = saver.upgrade() {
+        saver.state().timer_waiting = false;
     }
 }
 
@@ -207,6 +215,22 @@ mod tests {
         assert_eq!(stored(&log_db), Some(4));
         saver.write_latest().unwrap();
         assert_eq!(stored(&log_db), Some(4));
+    }
+
+    #[tokio::test]
+    async fn a_held_back_value_is_stored_once_its_entries_are_durable() {
+        let directory = tempfile::tempdir().unwrap();
+        let (saver, log_db) = saver(&directory, 4);
+        saver.save(Some(log_id(3))).unwrap();
+        saver.save(Some(log_id(9))).unwrap();
+        let records = (5..=9).map(|index| (index, vec![index as u8])).collect();
+        saver.flusher.queue(records, log_id(9));
+        saver.flusher.flush_through(9).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while stored(&log_db) != Some(9) && Instant::now() < deadline {
+            tokio::time::sleep(SAVE_INTERVAL / 5).await;
+        }
+        assert_eq!(stored(&log_db), Some(9));
     }
 
     #[tokio::test]
