@@ -158,18 +158,8 @@ async fn write_after(saver: Weak<CommittedSaver>, mut delay: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::consensus::types::CommittedLeaderId;
+    use crate::consensus::log_flush::tests::log_id;
     use crate::consensus::wire::decode_log_meta;
-
-    fn log_id(index: u64) -> LogId {
-        LogId::new(
-            CommittedLeaderId {
-                term: 1,
-                node_id: 1,
-            },
-            index,
-        )
-    }
 
     /// A saver over a new log whose entries through `durable` are on disk.
     fn saver(directory: &tempfile::TempDir, durable: u64) -> (Arc<CommittedSaver>, LogDb) {
@@ -191,6 +181,15 @@ mod tests {
         committed.map(|log_id| log_id.index)
     }
 
+    /// What is stored once it is `index`, or after 10 s (a timer's write is awaited).
+    async fn stored_once(log_db: &LogDb, index: u64) -> Option<u64> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while stored(log_db) != Some(index) && Instant::now() < deadline {
+            tokio::time::sleep(SAVE_INTERVAL / 5).await;
+        }
+        stored(log_db)
+    }
+
     #[tokio::test]
     async fn a_burst_of_commits_is_stored_by_one_later_write() {
         let directory = tempfile::tempdir().unwrap();
@@ -200,11 +199,11 @@ mod tests {
         saver.save(Some(log_id(5))).unwrap();
         saver.save(Some(log_id(7))).unwrap();
         assert_eq!(stored(&log_db), Some(3), "the next wait for the timer");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while stored(&log_db) != Some(7) && Instant::now() < deadline {
-            tokio::time::sleep(SAVE_INTERVAL / 5).await;
-        }
-        assert_eq!(stored(&log_db), Some(7), "the timer stores the latest");
+        assert_eq!(
+            stored_once(&log_db, 7).await,
+            Some(7),
+            "the timer stores the latest"
+        );
     }
 
     #[tokio::test]
@@ -226,11 +225,7 @@ mod tests {
         let records = (5..=9).map(|index| (index, vec![index as u8])).collect();
         saver.flusher.queue(records, log_id(9));
         saver.flusher.flush_through(9).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while stored(&log_db) != Some(9) && Instant::now() < deadline {
-            tokio::time::sleep(SAVE_INTERVAL / 5).await;
-        }
-        assert_eq!(stored(&log_db), Some(9));
+        assert_eq!(stored_once(&log_db, 9).await, Some(9));
     }
 
     #[tokio::test]

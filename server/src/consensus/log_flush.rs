@@ -215,11 +215,12 @@ impl LogFlusher {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::consensus::types::CommittedLeaderId;
 
-    fn log_id(index: u64) -> LogId {
+    /// The log id at `index` in term 1 of member 1 (also for `committed_save`'s tests).
+    pub(crate) fn log_id(index: u64) -> LogId {
         LogId::new(
             CommittedLeaderId {
                 term: 1,
