@@ -13,7 +13,9 @@
 //! - what is stored never exceeds the entries on this member's disk (`LogFlusher::durable`, read
 //!   when it is written), so a restart never expects entries it did not keep;
 //! - the latest value is written within about `SAVE_INTERVAL` of being reported (a timer task
-//!   writes what a burst left behind), and at once by `write_latest` (shutdown, `read_committed`);
+//!   writes what a burst left behind, and what the cap held back once it is durable, trying for
+//!   at most `HELD_BACK_WRITES_MAX` intervals), and at once by `write_latest` (shutdown,
+//!   `read_committed`);
 //! - the timer task holds the saver weakly: a member that stops does not keep its log open.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
@@ -95,15 +97,26 @@ impl CommittedSaver {
         let mut state = self.state();
         state.latest = committed;
         match next(state.last_write, state.timer_waiting, Instant::now()) {
-            Next::WriteNow => self.write(&mut state),
+            Next::WriteNow => {
+                self.write(&mut state)?;
+                if state.stored < state.latest && !state.timer_waiting {
+                    // Held back by the cap: the timer stores the rest once it is durable.
+                    self.start_timer(&mut state, SAVE_INTERVAL);
+                }
+                Ok(())
+            }
             Next::WriteAfter(delay) => {
-                state.timer_waiting = true;
-                let saver = Arc::downgrade(self);
-                tokio::spawn(write_after(saver, delay));
+                self.start_timer(&mut state, delay);
                 Ok(())
             }
             Next::Nothing => Ok(()),
         }
+    }
+
+    /// Starts the timer task, on the current runtime, to write after `delay`.
+    fn start_timer(self: &Arc<Self>, state: &mut State, delay: Duration) {
+        state.timer_waiting = true;
+        tokio::spawn(write_after(Arc::downgrade(self), delay));
     }
 
     /// Writes the latest value reported, if it is not stored yet.
@@ -181,6 +194,14 @@ mod tests {
         committed.map(|log_id| log_id.index)
     }
 
+    /// Writes entries `indexes` to the saver's log, durably.
+    fn write_entries(saver: &CommittedSaver, indexes: std::ops::RangeInclusive<u64>) {
+        let last = *indexes.end();
+        let records = indexes.map(|index| (index, vec![index as u8])).collect();
+        saver.flusher.queue(records, log_id(last));
+        saver.flusher.flush_through(last).unwrap();
+    }
+
     /// What is stored once it is `index`, or after 10 s (a timer's write is awaited).
     async fn stored_once(log_db: &LogDb, index: u64) -> Option<u64> {
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -222,9 +243,17 @@ mod tests {
         let (saver, log_db) = saver(&directory, 4);
         saver.save(Some(log_id(3))).unwrap();
         saver.save(Some(log_id(9))).unwrap();
-        let records = (5..=9).map(|index| (index, vec![index as u8])).collect();
-        saver.flusher.queue(records, log_id(9));
-        saver.flusher.flush_through(9).unwrap();
+        write_entries(&saver, 5..=9);
+        assert_eq!(stored_once(&log_db, 9).await, Some(9));
+    }
+
+    #[tokio::test]
+    async fn a_value_held_back_at_a_write_made_at_once_is_stored_later() {
+        let directory = tempfile::tempdir().unwrap();
+        let (saver, log_db) = saver(&directory, 4);
+        saver.save(Some(log_id(9))).unwrap();
+        assert_eq!(stored(&log_db), Some(4), "capped at the durable entries");
+        write_entries(&saver, 5..=9);
         assert_eq!(stored_once(&log_db, 9).await, Some(9));
     }
 
