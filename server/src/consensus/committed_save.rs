@@ -146,7 +146,7 @@ impl CommittedSaver {
 /// runs ahead of its log for longer (a follower that installed a snapshot and has no entries
 /// after it) must not wake every interval while idle.
 async fn write_after(saver: Weak<CommittedSaver>, mut delay: Duration) {
-    for _ in 0..HELD_BACK_WRITES_MAX {
+    for writes in 1..=HELD_BACK_WRITES_MAX {
         tokio::time::sleep(delay).await;
         let Some(saver) = saver.upgrade() else {
             return;
@@ -156,15 +156,12 @@ async fn write_after(saver: Weak<CommittedSaver>, mut delay: Duration) {
             // The log's own writes go to the same disk and stop the member if it fails.
             tracing::warn!(%fault, "the committed log id could not be stored");
         }
-        let held_back = state.latest.min(saver.flusher.durable()) < state.latest;
-        if !held_back || saver.flusher.fault().is_some() {
+        let held_back = state.stored < state.latest && saver.flusher.fault().is_none();
+        if !held_back || writes == HELD_BACK_WRITES_MAX {
             state.timer_waiting = false;
             return;
         }
         delay = SAVE_INTERVAL;
-    }
-    if let Some(saver) = saver.upgrade() {
-        saver.state().timer_waiting = false;
     }
 }
 
