@@ -18,7 +18,9 @@
 //! (`--members 1` or `3`; the `coord-server` binary next to this one). `writes --no-discovery`
 //! keeps the client on the endpoints given: with a follower's endpoint alone, every write is
 //! forwarded to the leader. `locks --pinned` keeps each contender on one member and prints the
-//! hand-offs to the leader's clients and to the followers' apart.
+//! hand-offs to the leader's clients and to the followers' apart; `--uncontended 0` skips the
+//! uncontended pairs. Counts of clients, operations, writers, watchers, writes and contenders
+//! must be at least 1.
 //! With `COORD_TEST_TLS=1` every member it starts serves both ports over TLS (peer mutual TLS)
 //! and every client connects over TLS with a client certificate: the same run, TLS on.
 //! `COORD_TOKEN` gives the clients a bearer token (a cluster with auth enabled, `--endpoints`).
@@ -36,6 +38,16 @@ fn flag(arguments: &[String], name: &str, default: &str) -> String {
         .and_then(|index| arguments.get(index + 1))
         .cloned()
         .unwrap_or_else(|| default.to_owned())
+}
+
+/// A count flag that must be at least 1: a load of nothing has no latency to report, and the
+/// percentiles of no samples would be made up.
+fn count(arguments: &[String], name: &str, default: &str) -> anyhow::Result<usize> {
+    let value: usize = flag(arguments, name, default)
+        .parse()
+        .context(name.to_owned())?;
+    anyhow::ensure!(value > 0, "{name} must be at least 1");
+    Ok(value)
 }
 
 fn report(line: &str) {
@@ -178,10 +190,8 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn writes(arguments: &[String]) -> anyhow::Result<()> {
-    let clients: usize = flag(arguments, "--clients", "32")
-        .parse()
-        .context("--clients")?;
-    let ops: usize = flag(arguments, "--ops", "20000").parse().context("--ops")?;
+    let clients = count(arguments, "--clients", "32")?;
+    let ops = count(arguments, "--ops", "20000")?;
     let value_bytes: usize = flag(arguments, "--value-bytes", "100")
         .parse()
         .context("--value-bytes")?;
@@ -359,10 +369,8 @@ enum LeaderFault {
 }
 
 async fn failover(arguments: &[String]) -> anyhow::Result<()> {
-    let runs: usize = flag(arguments, "--runs", "5").parse().context("--runs")?;
-    let writers: usize = flag(arguments, "--writers", "4")
-        .parse()
-        .context("--writers")?;
+    let runs = count(arguments, "--runs", "5")?;
+    let writers = count(arguments, "--writers", "4")?;
     let faults = match flag(arguments, "--fault", "all").as_str() {
         "kill" => vec![LeaderFault::Kill],
         "stop" => vec![LeaderFault::Stop],
@@ -477,10 +485,8 @@ async fn failover_run(
 }
 
 async fn reads(arguments: &[String]) -> anyhow::Result<()> {
-    let clients: usize = flag(arguments, "--clients", "32")
-        .parse()
-        .context("--clients")?;
-    let ops: usize = flag(arguments, "--ops", "20000").parse().context("--ops")?;
+    let clients = count(arguments, "--clients", "32")?;
+    let ops = count(arguments, "--ops", "20000")?;
     let consistency = match flag(arguments, "--consistency", "linearizable").as_str() {
         "linearizable" => coord_client::Consistency::Linearizable,
         "serializable" => coord_client::Consistency::Serializable,
@@ -937,12 +943,8 @@ async fn latency_watcher(
 }
 
 async fn watch_latency(arguments: &[String]) -> anyhow::Result<()> {
-    let watchers: usize = flag(arguments, "--watchers", "100")
-        .parse()
-        .context("--watchers")?;
-    let writes: usize = flag(arguments, "--writes", "2000")
-        .parse()
-        .context("--writes")?;
+    let watchers = count(arguments, "--watchers", "100")?;
+    let writes = count(arguments, "--writes", "2000")?;
     let rate: f64 = flag(arguments, "--rate", "0").parse().context("--rate")?;
     let (cluster, leader, _pids) = three_members().await?;
     let endpoints = cluster.endpoints();
@@ -1043,9 +1045,7 @@ fn report_watch_delays(
 /// Uncontended acquire + release latency of a `Mutex`, then hand-offs per second with many
 /// contenders on one lock, each with its own connection and session (like separate processes).
 async fn locks(arguments: &[String]) -> anyhow::Result<()> {
-    let contenders: usize = flag(arguments, "--contenders", "16")
-        .parse()
-        .context("--contenders")?;
+    let contenders = count(arguments, "--contenders", "16")?;
     let seconds: u64 = flag(arguments, "--seconds", "10")
         .parse()
         .context("--seconds")?;
@@ -1058,25 +1058,9 @@ async fn locks(arguments: &[String]) -> anyhow::Result<()> {
     let leader_index = usize::try_from(leader - 1).context("member ids start at 1")?;
     let pids: Vec<u32> = pids.into_iter().map(|(_, pid)| pid).collect();
 
-    let client = connect(&endpoints).await?;
-    let session = client.open_session(Duration::from_secs(10)).await?;
-    let mutex = Mutex::new(&client, &session, "/bench/uncontended");
-    // The first acquisition creates the lock's directory.
-    mutex.acquire().await?.release().await?;
-    let mut latencies = Vec::with_capacity(uncontended);
-    for _ in 0..uncontended {
-        let begun = Instant::now();
-        let guard = mutex.acquire().await?;
-        guard.release().await?;
-        latencies.push(begun.elapsed());
+    if uncontended > 0 {
+        locks_uncontended(&endpoints, uncontended).await?;
     }
-    latencies.sort();
-    report(&format!(
-        "locks: uncontended acquire+release x{uncontended}: p50={:.2}ms p99={:.2}ms",
-        percentile(&latencies, 0.50).as_secs_f64() * 1e3,
-        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
-    ));
-
     let pinned = arguments.iter().any(|argument| argument == "--pinned");
     let placement = if pinned {
         Placement::Pinned { leader_index }
@@ -1084,6 +1068,30 @@ async fn locks(arguments: &[String]) -> anyhow::Result<()> {
         Placement::Discovering
     };
     locks_contended(&endpoints, contenders, seconds, placement, &pids).await
+}
+
+/// One client acquiring and releasing a lock nobody else wants, `times` times: the latency of
+/// an acquire and release pair.
+async fn locks_uncontended(endpoints: &[String], times: usize) -> anyhow::Result<()> {
+    let client = connect(endpoints).await?;
+    let session = client.open_session(Duration::from_secs(10)).await?;
+    let mutex = Mutex::new(&client, &session, "/bench/uncontended");
+    // The first acquisition creates the lock's directory.
+    mutex.acquire().await?.release().await?;
+    let mut latencies = Vec::with_capacity(times);
+    for _ in 0..times {
+        let begun = Instant::now();
+        let guard = mutex.acquire().await?;
+        guard.release().await?;
+        latencies.push(begun.elapsed());
+    }
+    latencies.sort();
+    report(&format!(
+        "locks: uncontended acquire+release x{times}: p50={:.2}ms p99={:.2}ms",
+        percentile(&latencies, 0.50).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+    ));
+    Ok(())
 }
 
 /// How the contenders of `locks` reach the cluster.
@@ -1254,6 +1262,21 @@ mod tests {
             "{error}"
         );
         assert!(check_flags("writes", &arguments("--clients --ops 5")).is_err());
+    }
+
+    #[test]
+    fn a_count_of_nothing_is_refused_and_a_default_is_kept() {
+        let error = count(&arguments("--uncontended 0 --ops 0"), "--ops", "20000").unwrap_err();
+        assert!(
+            error.to_string().contains("--ops must be at least 1"),
+            "{error}"
+        );
+        assert!(count(&arguments("--ops ten"), "--ops", "20000").is_err());
+        assert_eq!(
+            count(&arguments("--clients 3"), "--ops", "20000").unwrap(),
+            20_000
+        );
+        assert_eq!(count(&arguments("--ops 7"), "--ops", "20000").unwrap(), 7);
     }
 
     #[test]
