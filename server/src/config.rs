@@ -150,9 +150,11 @@ pub struct ServerConfig {
     pub max_connections: usize,
 
     /// Threads that run this member's work (requests, consensus, replication); 0: one per core
-    /// the process may use (cgroup CPU limits count). Where several members share a machine's
-    /// cores (a test rig, three members on one host), 1 each spends less CPU per write: fewer
-    /// hand-offs of work between threads. Reads scale with threads on a machine of its own.
+    /// the process may use (cgroup CPU limits count), divided among the members that share this
+    /// host, which this member knows of when its own peer address and theirs in
+    /// --initial-cluster are loopback addresses (three members on one 2-core host: 1 each, as
+    /// fewer hand-offs of work between threads spend less CPU per write and per read). Reads
+    /// scale with threads on a machine of its own.
     #[arg(long, env = "COORD_WORKER_THREADS", default_value_t = 0,
           value_parser = clap::value_parser!(u16).range(0..=1024))]
     pub worker_threads: u16,
@@ -331,6 +333,34 @@ impl ServerConfig {
         Ok(())
     }
 
+    /// The threads the runtime gets for `cores` usable cores: --worker-threads when given,
+    /// else the cores divided among the members on this host (`members_on_this_host`), at
+    /// least one.
+    pub fn worker_threads_for(&self, cores: usize) -> usize {
+        if self.worker_threads > 0 {
+            return usize::from(self.worker_threads);
+        }
+        (cores / self.members_on_this_host()).max(1)
+    }
+
+    /// How many founding members run on this host, this one included, as far as the flags
+    /// tell: when this member's peer address is a loopback address, every member of
+    /// --initial-cluster at a loopback address; otherwise (or with flags that do not parse)
+    /// this member alone, since other hosts' members cannot be told from names.
+    pub fn members_on_this_host(&self) -> usize {
+        if !is_loopback_address(&self.peer_address()) {
+            return 1;
+        }
+        let Ok(members) = self.initial_members() else {
+            return 1;
+        };
+        let local = members
+            .values()
+            .filter(|address| is_loopback_address(address))
+            .count();
+        local.max(1)
+    }
+
     /// This member's client address as others should use it.
     pub fn client_address(&self) -> String {
         advertised(self.advertise_client.as_deref(), self.listen_client)
@@ -420,6 +450,18 @@ fn advertised(given: Option<&str>, listening: SocketAddr) -> String {
     }
 }
 
+/// Whether `HOST:PORT` names a loopback address (`127.0.0.0/8`, `[::1]` or `localhost`).
+fn is_loopback_address(address: &str) -> bool {
+    let Some((host, _port)) = address.trim().rsplit_once(':') else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// This host's name (in a container, its hostname), if the kernel tells it.
 fn host_name() -> Option<String> {
     let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
@@ -474,6 +516,52 @@ mod tests {
             let refused = ServerConfig::try_parse_from(["coord-server", "--worker-threads", bad]);
             assert!(refused.is_err(), "{bad:?} was accepted");
         }
+    }
+
+    #[test]
+    fn members_sharing_this_host_share_its_cores() {
+        let on_loopback = [
+            "--id",
+            "2",
+            "--listen-peer",
+            "127.0.0.1:7502",
+            "--initial-cluster",
+            "1=127.0.0.1:7501,2=127.0.0.1:7502,3=localhost:7503",
+        ];
+        let shared = config(&on_loopback);
+        assert_eq!(shared.members_on_this_host(), 3);
+        assert_eq!(shared.worker_threads_for(2), 1);
+        assert_eq!(shared.worker_threads_for(8), 2);
+        // The flag wins.
+        let mut pinned = on_loopback.to_vec();
+        pinned.extend(["--worker-threads", "4"]);
+        assert_eq!(config(&pinned).worker_threads_for(2), 4);
+        // Members on other hosts, or named by host names: one member per host.
+        let apart = config(&[
+            "--id",
+            "1",
+            "--listen-peer",
+            "10.0.0.1:7401",
+            "--initial-cluster",
+            "1=10.0.0.1:7401,2=10.0.0.2:7401,3=10.0.0.3:7401",
+        ]);
+        assert_eq!(apart.members_on_this_host(), 1);
+        assert_eq!(apart.worker_threads_for(8), 8);
+        let named = config(&[
+            "--id",
+            "1",
+            "--listen-peer",
+            "127.0.0.1:7401",
+            "--initial-cluster",
+            "1=[::1]:7401,2=coord-1.coord:7401",
+        ]);
+        assert_eq!(named.members_on_this_host(), 1);
+        // A lone member on loopback keeps every core.
+        assert_eq!(config(&[]).members_on_this_host(), 1);
+        assert_eq!(config(&[]).worker_threads_for(2), 2);
+        assert!(is_loopback_address("[::1]:7401"));
+        assert!(!is_loopback_address("localhost"));
+        assert!(!is_loopback_address("coord-0:7401"));
     }
 
     #[test]

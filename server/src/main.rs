@@ -41,12 +41,18 @@ fn main() -> std::process::ExitCode {
     if !config.transparent_huge_pages {
         no_transparent_huge_pages();
     }
-    // One worker per core unless --worker-threads says otherwise.
+    // One worker per core, shared among the members on this host, unless --worker-threads
+    // says otherwise.
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let workers = config.worker_threads_for(cores);
+    tracing::info!(
+        workers,
+        cores,
+        members_on_this_host = config.members_on_this_host(),
+        "worker threads"
+    );
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    runtime.enable_all();
-    if config.worker_threads > 0 {
-        runtime.worker_threads(usize::from(config.worker_threads));
-    }
+    runtime.enable_all().worker_threads(workers);
     let runtime = match runtime.build() {
         Ok(runtime) => runtime,
         Err(error) => {
