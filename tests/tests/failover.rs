@@ -4,8 +4,9 @@
 //! of the leader hands leadership over and the member exits within its bound; open watch and
 //! keep-alive streams end at once with a retryable status; a removed member refuses clients; a
 //! first start that fails leaves no identity behind; a client's writes go to the leader and
-//! follow it when leadership moves, its reads stay where they were; a new leader redials its
-//! stopped predecessor at a paced rate and catches it up when it returns.
+//! follow it when leadership moves, its reads stay where they were; a follower sends a write
+//! with its write id on to the new leader when its forward to a paused one is given up; a new
+//! leader redials its stopped predecessor at a paced rate and catches it up when it returns.
 //!
 //! Tests in this file run one at a time (`SERIAL`): each starts several servers.
 
@@ -560,6 +561,79 @@ async fn a_follower_gives_up_its_forward_to_a_paused_leader_once_another_leads()
         .expect("the write is applied by the new leader");
     let node = client.get("/k").await.expect("read back");
     assert_eq!(node.data, b"after");
+}
+
+/// A raw `Set` of `/k` (one gRPC call, no client retries) through `namespace`, with a write id
+/// of `sequence` or none.
+async fn raw_set(
+    namespace: &mut pb::namespace_client::NamespaceClient<tonic::transport::Channel>,
+    data: &str,
+    sequence: Option<u64>,
+) -> Result<tonic::Response<pb::SetResponse>, tonic::Status> {
+    let write_id = sequence.map(|sequence| pb::WriteId {
+        client_id: "raw-forwarded".into(),
+        sequence,
+        answered_below: sequence,
+    });
+    let call = namespace.set(pb::SetRequest {
+        path: "/k".into(),
+        data: data.as_bytes().to_vec(),
+        expected_version: None,
+        write_id,
+    });
+    tokio::time::timeout(MOVED_ON_WITHIN, call)
+        .await
+        .expect("the forward waited on the paused leader")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_sends_a_write_with_its_id_on_to_the_new_leader_and_no_other() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = Cluster::start(3, &["--request-timeout", "60s"]);
+    let leader = cluster.wait_for_leader(&[1, 2, 3], LEADER_WAIT).await;
+    let follower = cluster
+        .ids()
+        .into_iter()
+        .find(|id| *id != leader)
+        .expect("a follower");
+    let address = cluster.member(follower).direct_client_address();
+    patient_client(&cluster, vec![address.clone()])
+        .await
+        .create("/k", "", &coord_client::CreateOptions::default())
+        .await
+        .expect("the follower forwards the write");
+    let mut namespace = pb::namespace_client::NamespaceClient::connect(format!("http://{address}"))
+        .await
+        .expect("connect to the follower");
+    raw_set(&mut namespace, "before", Some(1))
+        .await
+        .expect("the follower forwards the write");
+
+    // The forward to a paused leader is given up once another leads; a write with its id goes
+    // on to the new leader within the same call.
+    cluster.member(leader).pause();
+    let answered = raw_set(&mut namespace, "after", Some(2)).await;
+    cluster.member(leader).resume();
+    let answered = answered.unwrap_or_else(|status| {
+        panic!(
+            "the write was not sent on: {status}\n{}",
+            cluster.log_tails(40)
+        )
+    });
+    let header = answered.into_inner().header.expect("a header");
+    assert_ne!(header.leader_id, leader, "answered under the new leader");
+
+    // A write without an id may have been applied by the leader it went to: it is not sent
+    // again, and its caller hears that its outcome is unknown.
+    let next = cluster.wait_for_leader(&cluster.ids(), LEADER_WAIT).await;
+    if next != follower {
+        cluster.member(next).pause();
+        let refused = raw_set(&mut namespace, "unrepeatable", None).await;
+        cluster.member(next).resume();
+        let status = refused.expect_err("a write without an id is not sent on");
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status}");
+        assert!(status.message().contains("abandoned"), "{status}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

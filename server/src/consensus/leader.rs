@@ -38,6 +38,13 @@ pub trait LeaderCall: Serialize + DeserializeOwned + Send + Sync {
     /// finish; false for calls whose success itself moves leadership (a move, a removal of
     /// the leader, a membership change that may remove it).
     const GIVEN_UP_WITH_ITS_LEADER: bool = true;
+
+    /// Whether this call, given up with its leader, may go to the next leader as well without
+    /// being applied twice (`Consensus::on_leader`): false unless the leader applies it at
+    /// most once whatever the number of copies it gets.
+    fn repeatable(&self) -> bool {
+        false
+    }
 }
 
 /// Where leader-only work goes right now.
@@ -67,6 +74,12 @@ pub struct Written {
 impl LeaderCall for WriteCall {
     const KIND: MessageKind = MessageKind::Write;
     type Reply = Written;
+
+    /// A client's write with its write id: the state machine applies an id once and answers a
+    /// copy with the first outcome (a write without one, a session write, is not repeated).
+    fn repeatable(&self) -> bool {
+        self.proposal.write_id.is_some()
+    }
 }
 
 /// Client writes a follower forwards together, in the order they reached it; the leader runs

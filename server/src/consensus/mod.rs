@@ -117,6 +117,34 @@ const REMOVAL_CONFIRM: Duration = Duration::from_secs(3);
 /// (term, leader) as `changes.rs` last noted them.
 type LeaderSeen = tokio::sync::watch::Receiver<(u64, Option<u64>)>;
 
+/// A forward given up because another member leads now (`Consensus::forward_while_leading`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Deposed {
+    /// The member that leads now (0: none named yet).
+    leader: u64,
+    term: u64,
+}
+
+impl Deposed {
+    /// What the caller hears of the forward to `to`: its outcome is unknown.
+    fn into_error(self, to: MemberId) -> ConsensusError {
+        ConsensusError::LeaderUnreachable {
+            leader: to,
+            reason: format!(
+                "member {} leads now (term {}); the request forwarded to member {to} was \
+                 abandoned",
+                self.leader, self.term
+            ),
+        }
+    }
+}
+
+impl std::fmt::Display for Deposed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "member {} leads now (term {})", self.leader, self.term)
+    }
+}
+
 /// One member's Raft node: the log, the state machine and the protocol.
 pub struct Consensus {
     raft: CoordRaft,
@@ -523,20 +551,28 @@ impl Consensus {
             Route::Leader { id, address } => (id, address),
             Route::Nowhere { leader_hint } => return Err(ConsensusError::NoLeader { leader_hint }),
         };
-        let forwarded = self
+        match self
             .forward_while_leading(via, id, &address, &call, timeout)
-            .await;
-        if !matches!(forwarded, Err(ConsensusError::NoLeader { .. })) {
-            return forwarded;
+            .await
+        {
+            // The leader is gone (its port refused the connection) or says it no longer
+            // leads; nothing was applied. Once the next leader is known, go there instead.
+            Ok(Err(ConsensusError::NoLeader { .. })) => {}
+            // Given up because another member leads now: a call the leader applies at most
+            // once (a client write with its write id) goes there too, sparing the client a
+            // retry of its own; any other reports its outcome unknown.
+            Err(deposed) if call.repeatable() => {
+                tracing::debug!(%deposed, "forwarding the write again, to the new leader");
+            }
+            Err(deposed) => return Err(deposed.into_error(id)),
+            Ok(answered) => return answered,
         }
-        // The leader is gone (its port refused the connection) or says it no longer leads;
-        // nothing was applied. Once the next leader is known, go there instead.
         match self.route_after_leader_change(id).await {
             Route::Local => here(call).await,
-            Route::Leader { id, address } => {
-                self.forward_while_leading(via, id, &address, &call, timeout)
-                    .await
-            }
+            Route::Leader { id, address } => self
+                .forward_while_leading(via, id, &address, &call, timeout)
+                .await
+                .unwrap_or_else(|deposed| Err(deposed.into_error(id))),
             Route::Nowhere { leader_hint } => Err(ConsensusError::NoLeader { leader_hint }),
         }
     }
@@ -544,8 +580,8 @@ impl Consensus {
     /// Forwards `call` to the leader `id`, giving up (outcome unknown) as soon as this member
     /// learns that another member leads (for calls that say so, `GIVEN_UP_WITH_ITS_LEADER`):
     /// a leader that hangs (a paused process, a hung host) would otherwise hold the caller for
-    /// the whole request timeout after the cluster moved on. The caller retries; a write
-    /// carries its write id, so it is applied at most once.
+    /// the whole request timeout after the cluster moved on. `Err(Deposed)` when given up:
+    /// the call may have been applied (`on_leader_via` decides what follows).
     async fn forward_while_leading<C: LeaderCall, W: Forwarder<C>>(
         &self,
         via: &W,
@@ -553,9 +589,9 @@ impl Consensus {
         address: &str,
         call: &C,
         timeout: Duration,
-    ) -> Result<C::Reply, ConsensusError> {
+    ) -> Result<Result<C::Reply, ConsensusError>, Deposed> {
         if !C::GIVEN_UP_WITH_ITS_LEADER {
-            return via.forward(id, address, call, timeout).await;
+            return Ok(via.forward(id, address, call, timeout).await);
         }
         let mut leader_seen = self.leader_seen.clone();
         let deposed = async {
@@ -569,14 +605,10 @@ impl Consensus {
             }
         };
         tokio::select! {
-            forwarded = via.forward(id, address, call, timeout) => forwarded,
-            (leader, term) = deposed => Err(ConsensusError::LeaderUnreachable {
-                leader: id,
-                reason: format!(
-                    "member {} leads now (term {term}); the request forwarded to member {id} \
-                     was abandoned",
-                    leader.unwrap_or_default()
-                ),
+            forwarded = via.forward(id, address, call, timeout) => Ok(forwarded),
+            (leader, term) = deposed => Err(Deposed {
+                leader: leader.unwrap_or_default(),
+                term,
             }),
         }
     }
@@ -667,8 +699,9 @@ impl Consensus {
 
     /// Proposes a write here; `NoLeader` unless this member leads (never forwarded: the
     /// session keeper's decisions hold only on the leader that made them). Waits while a
-    /// leadership move is under way.
+    /// leadership move is under way, and while this member's leadership is new (`settled`).
     pub async fn write_here(&self, call: WriteCall) -> Result<Written, ConsensusError> {
+        self.settled_leadership().await;
         let _proposing = match self.handoff.begin_proposal() {
             Some(proposing) => proposing,
             None => {
@@ -701,6 +734,23 @@ impl Consensus {
             revision,
             outcome: crate::fsm::OutcomeRecord::of(&outcome),
         })
+    }
+
+    /// Returns once this member either leads with its leadership established (an entry of its
+    /// term applied, so a quorum has answered it) or does not lead, waiting at most an election
+    /// timeout. openraft refuses writes to a leader elected a moment ago until a quorum has
+    /// answered it (its lease), which clients would hear as `NoLeader` and retry after a
+    /// pause: the first writes after a failover, often forwarded by the members that just
+    /// learnt of the new leader, would each lose that pause.
+    async fn settled_leadership(&self) {
+        let mut metrics = self.raft.metrics();
+        let settled = wait_for_metrics(&mut metrics, |metrics| {
+            metrics.state != ServerState::Leader
+                || metrics
+                    .last_applied
+                    .is_some_and(|log_id| log_id.leader_id.term == metrics.current_term)
+        });
+        let _ = tokio::time::timeout(self.config.election_timeout, settled).await;
     }
 
     /// Whether the writes proposed here may share entries: every member of the latest
