@@ -528,17 +528,23 @@ async fn writes_go_to_the_leader_and_follow_it_while_reads_stay_on_the_preferred
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_follower_gives_up_its_forward_to_a_paused_leader_once_another_leads() {
-    let _serial = SERIAL.lock().await;
-    // The members would otherwise wait 60 s for a forwarded write.
-    let mut cluster = Cluster::start(3, &["--request-timeout", "60s"]);
+/// Three members whose forwards may wait 60 s (so that only a given-up forward ends a wait
+/// early), with the leader and one follower.
+async fn three_with_a_follower() -> (Cluster, u64, u64) {
+    let cluster = Cluster::start(3, &["--request-timeout", "60s"]);
     let leader = cluster.wait_for_leader(&[1, 2, 3], LEADER_WAIT).await;
     let follower = cluster
         .ids()
         .into_iter()
         .find(|id| *id != leader)
         .expect("a follower");
+    (cluster, leader, follower)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_gives_up_its_forward_to_a_paused_leader_once_another_leads() {
+    let _serial = SERIAL.lock().await;
+    let (mut cluster, leader, follower) = three_with_a_follower().await;
     // Through the follower only: the client has nowhere else to go, so only the follower can
     // end the wait.
     let address = cluster.member(follower).direct_client_address();
@@ -589,13 +595,7 @@ async fn raw_set(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_sends_a_write_with_its_id_on_to_the_new_leader_and_no_other() {
     let _serial = SERIAL.lock().await;
-    let mut cluster = Cluster::start(3, &["--request-timeout", "60s"]);
-    let leader = cluster.wait_for_leader(&[1, 2, 3], LEADER_WAIT).await;
-    let follower = cluster
-        .ids()
-        .into_iter()
-        .find(|id| *id != leader)
-        .expect("a follower");
+    let (mut cluster, leader, follower) = three_with_a_follower().await;
     let address = cluster.member(follower).direct_client_address();
     patient_client(&cluster, vec![address.clone()])
         .await
