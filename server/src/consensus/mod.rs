@@ -117,8 +117,16 @@ const REMOVAL_CONFIRM: Duration = Duration::from_secs(3);
 /// (term, leader) as `changes.rs` last noted them.
 type LeaderSeen = tokio::sync::watch::Receiver<(u64, Option<u64>)>;
 
+/// Whether this member's state machine has applied an entry of its current term (as a leader:
+/// its leadership is established, a quorum has answered it).
+fn applied_own_entry(metrics: &openraft::RaftMetrics<TypeConfig>) -> bool {
+    metrics
+        .last_applied
+        .is_some_and(|log_id| log_id.leader_id.term == metrics.current_term)
+}
+
 /// A forward given up because another member leads now (`Consensus::forward_while_leading`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 struct Deposed {
     /// The member that leads now (0: none named yet).
     leader: u64,
@@ -130,11 +138,7 @@ impl Deposed {
     fn into_error(self, to: MemberId) -> ConsensusError {
         ConsensusError::LeaderUnreachable {
             leader: to,
-            reason: format!(
-                "member {} leads now (term {}); the request forwarded to member {to} was \
-                 abandoned",
-                self.leader, self.term
-            ),
+            reason: format!("{self}; the request forwarded to member {to} was abandoned"),
         }
     }
 }
@@ -441,10 +445,7 @@ impl Consensus {
     pub fn established_leadership(&self) -> Option<Term> {
         let metrics = self.raft.metrics();
         let metrics = metrics.borrow_watched();
-        let applied_own_entry = metrics
-            .last_applied
-            .is_some_and(|log_id| log_id.leader_id.term == metrics.current_term);
-        (metrics.state == ServerState::Leader && applied_own_entry)
+        (metrics.state == ServerState::Leader && applied_own_entry(&metrics))
             .then_some(Term(metrics.current_term))
     }
 
@@ -743,14 +744,19 @@ impl Consensus {
     /// pause: the first writes after a failover, often forwarded by the members that just
     /// learnt of the new leader, would each lose that pause.
     async fn settled_leadership(&self) {
+        let settled = |metrics: &openraft::RaftMetrics<TypeConfig>| {
+            metrics.state != ServerState::Leader || applied_own_entry(metrics)
+        };
         let mut metrics = self.raft.metrics();
-        let settled = wait_for_metrics(&mut metrics, |metrics| {
-            metrics.state != ServerState::Leader
-                || metrics
-                    .last_applied
-                    .is_some_and(|log_id| log_id.leader_id.term == metrics.current_term)
-        });
-        let _ = tokio::time::timeout(self.config.election_timeout, settled).await;
+        // Every write passes here: no timer unless there is something to wait for.
+        if settled(&metrics.borrow_watched()) {
+            return;
+        }
+        let _ = tokio::time::timeout(
+            self.config.election_timeout,
+            wait_for_metrics(&mut metrics, settled),
+        )
+        .await;
     }
 
     /// Whether the writes proposed here may share entries: every member of the latest
