@@ -11,7 +11,8 @@
 //!
 //! - No write waits for company: a write leaves at once unless `BATCHES_IN_FLIGHT` batches to
 //!   that leader are unanswered; the writes that arrive meanwhile leave together, up to
-//!   `WRITES_PER_BATCH_MAX` writes and about `BATCH_BYTES` bytes.
+//!   `WRITES_PER_BATCH_MAX` writes and about `BATCH_BYTES` bytes. While batches are out,
+//!   the writes decoded in one turn of the worker (a burst) leave together too (`InFlight`).
 //! - Each write keeps its deadline and gets its own answer. One its caller gave up on before
 //!   it left (a leader change, `Consensus::forward_while_leading`) is not sent.
 //! - A batch that fails in transit fails each of its writes as a forward alone would:
@@ -26,12 +27,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use prometheus::Histogram;
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 use tokio::time::Instant;
 
 use super::error::ConsensusError;
 use super::features::FeatureBook;
 use super::ids::MemberId;
+use super::in_flight::InFlight;
 use super::leader::{Forwarder, WriteBatchCall, WriteCall, Written};
 use super::peer_client::{PeerCallError, PeerClients, PeerMethod};
 use super::wire::{encoded_len, MessageKind};
@@ -166,11 +168,9 @@ struct Drain<S> {
 impl<S: BatchSender> Drain<S> {
     async fn run(self, mut waiting: mpsc::UnboundedReceiver<Queued>) {
         let this = Arc::new(self);
-        let in_flight = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
+        let in_flight = InFlight::new(BATCHES_IN_FLIGHT);
         while let Some(first) = waiting.recv().await {
-            let Ok(permit) = in_flight.clone().acquire_owned().await else {
-                return;
-            };
+            let permit = in_flight.turn().await;
             let batch = gather(first, &mut waiting);
             if !batch.is_empty() {
                 tokio::spawn(this.clone().send(batch, permit));
@@ -280,6 +280,8 @@ impl Forwarder<WriteCall> for WriteForwarder<'_> {
 
 #[cfg(test)]
 mod tests {
+    use tokio::sync::Semaphore;
+
     use super::*;
     use crate::fsm::{Command, OutcomeRecord, Output, Revision, SetCommand};
 
@@ -418,6 +420,56 @@ mod tests {
             expected,
             "the waiting writes left together, in order"
         );
+    }
+
+    /// Waits (a bounded number of short sleeps) until `batcher` has sent `writes` writes in all;
+    /// the batches sent.
+    async fn sent(batcher: &ForwardBatcher<FakeLeader>, writes: usize) -> Vec<Vec<u64>> {
+        for _ in 0..500 {
+            let sent = batches(batcher);
+            if sent.iter().map(Vec::len).sum::<usize>() >= writes {
+                return sent;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        panic!("{writes} writes not sent: {:?}", batches(batcher));
+    }
+
+    /// As a member runs: one worker, whose last woken task runs next (tokio's LIFO slot), so
+    /// that the drain would otherwise run between the writes of one burst.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn writes_that_arrive_together_while_a_batch_is_out_leave_together() {
+        let batcher = batcher(0, |answers| Ok(Ok(answers)));
+        let first = spawn_write(&batcher, 1);
+        assert_eq!(
+            sent(&batcher, 1).await,
+            vec![vec![1]],
+            "a lone write leaves at once"
+        );
+        // A burst: requests decoded from one read, each handled by its own task, all spawned
+        // in one turn of the worker.
+        let spawner = {
+            let batcher = batcher.clone();
+            tokio::spawn(async move {
+                (10..20)
+                    .map(|number| spawn_write(&batcher, number))
+                    .collect::<Vec<_>>()
+            })
+        };
+        let burst = spawner.await.unwrap();
+        let mut together = sent(&batcher, 11).await;
+        assert_eq!(
+            together.len(),
+            2,
+            "the burst left in one batch: {together:?}"
+        );
+        together[1].sort_unstable();
+        assert_eq!(together[1], (10..20).collect::<Vec<_>>());
+        batcher.sender.hold.add_permits(100);
+        first.await.unwrap().unwrap();
+        for task in burst {
+            task.await.unwrap().unwrap();
+        }
     }
 
     #[tokio::test]

@@ -37,6 +37,7 @@ mod forward_batch;
 mod gone;
 mod handoff;
 mod ids;
+mod in_flight;
 mod join;
 mod leader;
 mod log_flush;

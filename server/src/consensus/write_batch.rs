@@ -6,9 +6,10 @@
 //! must receive, fsync and answer (the log's own writes are grouped by `log_flush`, but a
 //! follower's round is per AppendEntries, one in flight). The batcher keeps the queue on its side:
 //! at most `IN_FLIGHT_MAX` entries are being proposed at once, and what arrives meanwhile goes
-//! in the next entry. A write that finds nothing queued and an entry free is proposed at once
-//! by its own task, alone, as a plain proposal: a lone writer waits for nothing and takes no
-//! extra hand-off between tasks.
+//! in the next entry. A write that finds nothing queued and no entry being proposed is
+//! proposed at once by its own task, alone, as a plain proposal: a lone writer waits for
+//! nothing and takes no extra hand-off between tasks. With entries out, writes come in bursts,
+//! and the batching task gathers each whole (`InFlight`).
 //!
 //! Invariants:
 //! - each write gets the revision and outcome of its own item, or, when the entry could not be
@@ -23,9 +24,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::Histogram;
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 
 use super::error::{client_write_error, ConsensusError};
+use super::in_flight::InFlight;
 use super::proposal::WriteOutcome;
 use super::state_machine::CoordRaft;
 use super::types::TypeConfig;
@@ -52,7 +54,7 @@ pub struct WriteBatcher {
     queue: mpsc::UnboundedSender<Queued>,
     timeout: Duration,
     /// Entries being proposed, at most `IN_FLIGHT_MAX`.
-    in_flight: Arc<Semaphore>,
+    in_flight: InFlight,
     /// Writes queued and not yet in an entry.
     waiting: Arc<AtomicUsize>,
     proposer: Proposer,
@@ -68,7 +70,7 @@ impl WriteBatcher {
             timeout,
             writes_per_entry,
         };
-        let in_flight = Arc::new(Semaphore::new(IN_FLIGHT_MAX));
+        let in_flight = InFlight::new(IN_FLIGHT_MAX);
         let waiting = Arc::new(AtomicUsize::new(0));
         let batching = Batching {
             proposer: proposer.clone(),
@@ -90,13 +92,11 @@ impl WriteBatcher {
     pub async fn write(&self, proposal: Proposal) -> WriteResult {
         let (reply, answer) = oneshot::channel();
         let queued = Queued { proposal, reply };
-        if self.waiting.load(Ordering::Acquire) == 0 {
-            if let Ok(permit) = self.in_flight.clone().try_acquire_owned() {
-                // Nothing waits and an entry may start: this write goes alone, proposed by its
-                // own task (no hand-off to the batching task on a lone writer's path).
-                self.proposer.clone().propose(vec![queued], permit).await;
-                return answer.await.unwrap_or(Err(ConsensusError::ShuttingDown));
-            }
+        if let Some(permit) = self.in_flight.alone(self.waiting.load(Ordering::Acquire)) {
+            // Nothing waits and no entry is out: this write goes alone, proposed by its own task
+            // (no hand-off to the batching task on a lone writer's path).
+            self.proposer.clone().propose(vec![queued], permit).await;
+            return answer.await.unwrap_or(Err(ConsensusError::ShuttingDown));
         }
         self.waiting.fetch_add(1, Ordering::AcqRel);
         self.queue
@@ -135,7 +135,7 @@ struct Proposer {
 /// The task that gathers queued writes into entries.
 struct Batching {
     proposer: Proposer,
-    in_flight: Arc<Semaphore>,
+    in_flight: InFlight,
     waiting: Arc<AtomicUsize>,
 }
 
@@ -150,12 +150,7 @@ impl Batching {
                     None => return,
                 },
             };
-            let permit = self
-                .in_flight
-                .clone()
-                .acquire_owned()
-                .await
-                .expect("the semaphore is never closed");
+            let permit = self.in_flight.turn().await;
             let mut batch = vec![first];
             let mut bytes = payload_bytes(&batch[0].proposal.command);
             while batch.len() < BATCH_ITEMS_MAX {
