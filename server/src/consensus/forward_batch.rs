@@ -422,10 +422,10 @@ mod tests {
         );
     }
 
-    /// Waits (a bounded number of short sleeps) until `batcher` has sent `writes` writes in all;
-    /// the batches sent.
+    /// Waits (at most about 5 s, in short sleeps) until `batcher` has sent `writes` writes in
+    /// all; the batches sent.
     async fn sent(batcher: &ForwardBatcher<FakeLeader>, writes: usize) -> Vec<Vec<u64>> {
-        for _ in 0..500 {
+        for _ in 0..2500 {
             let sent = batches(batcher);
             if sent.iter().map(Vec::len).sum::<usize>() >= writes {
                 return sent;
