@@ -17,7 +17,8 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
-/// The value of the unlabelled metric `name` in the Prometheus text `text`.
+/// The value of the metric `name` in the Prometheus text `text`; a labelled one is named with
+/// its labels as the text writes them (`coord_server_writes_per_entry_bucket{le="1"}`).
 pub fn metric_value(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .filter(|line| !line.starts_with('#'))

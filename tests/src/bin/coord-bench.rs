@@ -1,7 +1,7 @@
 //! `coord-bench`: small benchmarks that print numbers (never assert on them).
 //!
 //! ```text
-//! coord-bench writes  [--endpoints E] [--clients 32] [--ops 20000] [--value-bytes 100] [--no-discovery]
+//! coord-bench writes  [--endpoints E] [--clients 32] [--ops 20000] [--value-bytes 100] [--no-discovery] [--via-follower]
 //! coord-bench reads   [--endpoints E] [--clients 32] [--ops 20000] [--consistency linearizable|serializable]
 //! coord-bench restart [--nodes 100000]
 //! coord-bench snapshots [--nodes 100000] [--seconds 10]
@@ -17,7 +17,10 @@
 //! Without `--endpoints`, `writes` and `reads` start their own servers in a temporary directory
 //! (`--members 1` or `3`; the `coord-server` binary next to this one). `writes --no-discovery`
 //! keeps the client on the endpoints given: with a follower's endpoint alone, every write is
-//! forwarded to the leader. `locks --pinned` keeps each contender on one member and prints the
+//! forwarded to the leader; `--via-follower` does the same with a follower of the members it
+//! started. `writes` also prints, from the metrics of the members it started, how many writes
+//! shared each log entry and each forward to the leader, and how many went alone: the first
+//! thing to look at when throughput under many writers changes. `locks --pinned` keeps each contender on one member and prints the
 //! hand-offs to the leader's clients and to the followers' apart; `--uncontended 0` skips the
 //! uncontended pairs. Counts of clients, operations, writers, watchers, writes and contenders
 //! must be at least 1.
@@ -84,7 +87,7 @@ fn rss_kib(pid: u32) -> Option<u64> {
 
 /// The usage text; every flag a command accepts (`COMMANDS`) appears on its line.
 const USAGE: &str = "\
-usage: coord-bench writes   [--endpoints E | --members N] [--clients N] [--ops N] [--value-bytes B] [--no-discovery]
+usage: coord-bench writes   [--endpoints E | --members N] [--clients N] [--ops N] [--value-bytes B] [--no-discovery] [--via-follower]
        coord-bench reads    [--endpoints E | --members N] [--clients N] [--ops N] [--consistency C]
        coord-bench restart  [--nodes N]
        coord-bench snapshots [--nodes N] [--seconds N]
@@ -105,7 +108,7 @@ const COMMANDS: &[(&str, &[&str], &[&str])] = &[
             "--ops",
             "--value-bytes",
         ],
-        &["--no-discovery"],
+        &["--no-discovery", "--via-follower"],
     ),
     (
         "reads",
@@ -197,14 +200,28 @@ async fn writes(arguments: &[String]) -> anyhow::Result<()> {
         .context("--value-bytes")?;
     let directory = tempfile::tempdir()?;
     let (target, endpoints) = target(arguments, directory.path()).await;
-    let discover = !arguments
+    let via_follower = arguments
         .iter()
-        .any(|argument| argument == "--no-discovery");
+        .any(|argument| argument == "--via-follower");
+    let (endpoints, discover) = if via_follower {
+        let follower = target
+            .follower_endpoint
+            .clone()
+            .context("--via-follower needs members started here (--members 2 or more)")?;
+        (follower, false)
+    } else {
+        let discover = !arguments
+            .iter()
+            .any(|argument| argument == "--no-discovery");
+        (endpoints, discover)
+    };
     let client = connect_discovering(endpoints.split(','), discover).await?;
     let root = format!("/bench-{}", std::process::id());
     client.create(&root, "", &CreateOptions::default()).await?;
+    settle_batching(&client, &target, &root).await?;
     let value = vec![b'v'; value_bytes];
     let cpu_before = members_cpu_time(&target.pids);
+    let batching_before = target.batching();
     let started = Instant::now();
     let mut tasks = Vec::new();
     for worker in 0..clients {
@@ -230,7 +247,7 @@ async fn writes(arguments: &[String]) -> anyhow::Result<()> {
     let (latencies, elapsed) = join_latencies(tasks, started).await?;
     report(&format!(
         "writes: clients={clients} ops={} value={value_bytes}B elapsed={:.2}s throughput={:.0} ops/s \
-         latency p50={:.2}ms p90={:.2}ms p99={:.2}ms max={:.2}ms{}",
+         latency p50={:.2}ms p90={:.2}ms p99={:.2}ms max={:.2}ms{}{}",
         latencies.len(),
         elapsed.as_secs_f64(),
         latencies.len() as f64 / elapsed.as_secs_f64(),
@@ -239,6 +256,7 @@ async fn writes(arguments: &[String]) -> anyhow::Result<()> {
         percentile(&latencies, 0.99).as_secs_f64() * 1e3,
         latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
         cpu_line(&target.pids, cpu_before, latencies.len(), elapsed),
+        batching_line(batching_before, target.batching()),
     ));
     Ok(())
 }
@@ -281,6 +299,147 @@ struct Target {
     _cluster: Option<Cluster>,
     /// The process ids of the members this benchmark started (none with `--endpoints`).
     pids: Vec<u32>,
+    /// The metrics ports (`--listen-metrics` on loopback) of the members it started.
+    metrics_ports: Vec<u16>,
+    /// The client endpoint of a member that was a follower once the cluster had a leader
+    /// (none with `--endpoints` or a single member).
+    follower_endpoint: Option<String>,
+}
+
+impl Target {
+    /// How the members it started have gathered writes so far, all members together (the
+    /// leader's entries; the followers' forwards); zero with `--endpoints`.
+    fn batching(&self) -> Batching {
+        self.metrics_ports
+            .iter()
+            .filter_map(|port| coord_tests::metrics::http_get(*port, "/metrics"))
+            .map(|(_, text)| Batching::read(&text))
+            .fold(Batching::default(), Batching::plus)
+    }
+}
+
+/// How writes were gathered: log entries proposed by a leader and calls forwarding writes to
+/// it, how many writes they held, and how many held one write alone.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct Batching {
+    entries: f64,
+    entry_writes: f64,
+    entries_alone: f64,
+    forwards: f64,
+    forward_writes: f64,
+    forwards_alone: f64,
+}
+
+impl Batching {
+    /// The counts in one member's Prometheus text (`coord_server_writes_per_entry` and
+    /// `coord_server_writes_per_forward`, whose first bucket is `le="1"`); zero for what is
+    /// missing.
+    fn read(text: &str) -> Batching {
+        let value = |name: &str| coord_tests::metrics::metric_value(text, name).unwrap_or(0.0);
+        let entry = "coord_server_writes_per_entry";
+        let forward = "coord_server_writes_per_forward";
+        Batching {
+            entries: value(&format!("{entry}_count")),
+            entry_writes: value(&format!("{entry}_sum")),
+            entries_alone: value(&format!("{entry}_bucket{{le=\"1\"}}")),
+            forwards: value(&format!("{forward}_count")),
+            forward_writes: value(&format!("{forward}_sum")),
+            forwards_alone: value(&format!("{forward}_bucket{{le=\"1\"}}")),
+        }
+    }
+
+    fn plus(self, other: Batching) -> Batching {
+        Batching {
+            entries: self.entries + other.entries,
+            entry_writes: self.entry_writes + other.entry_writes,
+            entries_alone: self.entries_alone + other.entries_alone,
+            forwards: self.forwards + other.forwards,
+            forward_writes: self.forward_writes + other.forward_writes,
+            forwards_alone: self.forwards_alone + other.forwards_alone,
+        }
+    }
+
+    fn since(self, before: Batching) -> Batching {
+        Batching {
+            entries: self.entries - before.entries,
+            entry_writes: self.entry_writes - before.entry_writes,
+            entries_alone: self.entries_alone - before.entries_alone,
+            forwards: self.forwards - before.forwards,
+            forward_writes: self.forward_writes - before.forward_writes,
+            forwards_alone: self.forwards_alone - before.forwards_alone,
+        }
+    }
+}
+
+/// Before a timed run against members started here: writes rounds of concurrent creates under
+/// `root` until the leader has put several writes in one entry (and, when they go through a
+/// follower, the follower several in one forward), for at most `SETTLE_WAIT`. A leader writes
+/// one write per entry until every member has said it applies batch entries, and a follower
+/// forwards one write per call until the leader has said it takes batches (the members ask each
+/// other once a second), so without this the first second or two of a fresh cluster's run
+/// measures plain entries (in one 20,000-write run, 10,756 of its 11,240 entries held one
+/// write).
+async fn settle_batching(client: &Client, target: &Target, root: &str) -> anyhow::Result<()> {
+    const SETTLE_WAIT: Duration = Duration::from_secs(10);
+    const ROUND: usize = 32;
+    if target.metrics_ports.len() < 2 {
+        return Ok(());
+    }
+    let deadline = Instant::now() + SETTLE_WAIT;
+    for round in 0.. {
+        let before = target.batching();
+        let mut writes = tokio::task::JoinSet::new();
+        for index in 0..ROUND {
+            let (client, path) = (client.clone(), format!("{root}/settle-{round}-{index}"));
+            writes.spawn(async move {
+                client
+                    .create(&path, "", &CreateOptions::default())
+                    .await
+                    .map(|_| ())
+            });
+        }
+        while let Some(written) = writes.join_next().await {
+            written.context("a settling write")??;
+        }
+        let settled = target.batching().since(before);
+        let forwards_settled = settled.forwards == 0.0 || settled.forward_writes > settled.forwards;
+        if settled.entry_writes > settled.entries && forwards_settled {
+            break;
+        }
+        if Instant::now() >= deadline {
+            report(&format!(
+                "writes: no entry held more than one write within {SETTLE_WAIT:?}; measuring \
+                 anyway"
+            ));
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// The report's words on how the writes between `before` and `after` were gathered: entries
+/// and forwards, writes per each, and how many held a single write. Empty when no entry was
+/// counted (`--endpoints`, or members without metrics).
+fn batching_line(before: Batching, after: Batching) -> String {
+    let run = after.since(before);
+    let mut line = String::new();
+    for (what, groups, writes, alone) in [
+        ("entries", run.entries, run.entry_writes, run.entries_alone),
+        (
+            "forwards",
+            run.forwards,
+            run.forward_writes,
+            run.forwards_alone,
+        ),
+    ] {
+        if groups > 0.0 {
+            line.push_str(&format!(
+                "; {what} {groups:.0} ({:.1} writes each, {alone:.0} with one)",
+                writes / groups
+            ));
+        }
+    }
+    line
 }
 
 /// CPU time (user and system) the processes `pids` have used so far, all together.
@@ -316,6 +475,8 @@ async fn target(arguments: &[String], directory: &std::path::Path) -> (Target, S
                 _single: None,
                 _cluster: None,
                 pids: Vec::new(),
+                metrics_ports: Vec::new(),
+                follower_endpoint: None,
             },
             arguments[index + 1].clone(),
         );
@@ -323,8 +484,15 @@ async fn target(arguments: &[String], directory: &std::path::Path) -> (Target, S
     let members: u64 = flag(arguments, "--members", "1")
         .parse()
         .expect("--members is a number");
+    let metrics_ports: Vec<u16> = (0..members).map(|_| coord_tests::free_port()).collect();
+    let metrics_flag = |id: u64| {
+        let port = metrics_ports[usize::try_from(id - 1).expect("a small member id")];
+        vec!["--listen-metrics".to_owned(), format!("127.0.0.1:{port}")]
+    };
     if members == 1 {
-        let server = ServerProcess::start_single(directory, &[]);
+        let flags = metrics_flag(1);
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let server = ServerProcess::start_single(directory, &flags);
         server.client().await;
         let address = server.client_address();
         let pids = server.pid().into_iter().collect();
@@ -333,14 +501,20 @@ async fn target(arguments: &[String], directory: &std::path::Path) -> (Target, S
                 _single: Some(server),
                 _cluster: None,
                 pids,
+                metrics_ports,
+                follower_endpoint: None,
             },
             address,
         );
     }
-    let mut cluster = Cluster::start(members, &[]);
+    let mut cluster = Cluster::start_each(members, metrics_flag);
     let ids: Vec<u64> = (1..=members).collect();
-    cluster.wait_for_leader(&ids, Duration::from_secs(30)).await;
-    let endpoints = cluster.endpoints().join(",");
+    let leader = cluster.wait_for_leader(&ids, Duration::from_secs(30)).await;
+    let all = cluster.endpoints();
+    let follower_endpoint = ids
+        .iter()
+        .find(|id| **id != leader)
+        .map(|id| all[usize::try_from(id - 1).expect("a small member id")].clone());
     let pids = ids
         .iter()
         .filter_map(|id| cluster.member(*id).pid())
@@ -350,8 +524,10 @@ async fn target(arguments: &[String], directory: &std::path::Path) -> (Target, S
             _single: None,
             _cluster: Some(cluster),
             pids,
+            metrics_ports,
+            follower_endpoint,
         },
-        endpoints,
+        all.join(","),
     )
 }
 
@@ -1277,6 +1453,36 @@ mod tests {
             20_000
         );
         assert_eq!(count(&arguments("--ops 7"), "--ops", "20000").unwrap(), 7);
+    }
+
+    #[test]
+    fn batching_is_read_from_a_members_histograms_and_reported_for_the_run_alone() {
+        let text = "\
+# TYPE coord_server_writes_per_entry histogram
+coord_server_writes_per_entry_bucket{le=\"1\"} 504
+coord_server_writes_per_entry_bucket{le=\"2\"} 900
+coord_server_writes_per_entry_sum 40000
+coord_server_writes_per_entry_count 2679
+coord_server_writes_per_forward_bucket{le=\"1\"} 0
+coord_server_writes_per_forward_sum 0
+coord_server_writes_per_forward_count 0
+";
+        let member = Batching::read(text);
+        assert_eq!(member.entries, 2679.0);
+        assert_eq!(member.entry_writes, 40000.0);
+        assert_eq!(member.entries_alone, 504.0);
+        assert_eq!(Batching::read("").plus(member), member);
+        let before = Batching {
+            entries: 79.0,
+            entry_writes: 1000.0,
+            entries_alone: 4.0,
+            ..Batching::default()
+        };
+        assert_eq!(
+            batching_line(before, member),
+            "; entries 2600 (15.0 writes each, 500 with one)"
+        );
+        assert_eq!(batching_line(member, member), "");
     }
 
     #[test]
