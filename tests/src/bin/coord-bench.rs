@@ -20,9 +20,9 @@
 //! forwarded to the leader; `--via-follower` does the same with a follower of the members it
 //! started. `writes` also prints, from the metrics of the members it started, how many writes
 //! shared each log entry and each forward to the leader, and how many went alone: the first
-//! thing to look at when throughput under many writers changes. `locks --pinned` keeps each contender on one member and prints the
-//! hand-offs to the leader's clients and to the followers' apart; `--uncontended 0` skips the
-//! uncontended pairs. Counts of clients, operations, writers, watchers, writes and contenders
+//! thing to look at when throughput under many writers changes. `locks --pinned` keeps each
+//! contender on one member and prints the hand-offs to the leader's clients and to the
+//! followers' apart; `--uncontended 0` skips the uncontended pairs. Counts of clients, operations, writers, watchers, writes and contenders
 //! must be at least 1.
 //! With `COORD_TEST_TLS=1` every member it starts serves both ports over TLS (peer mutual TLS)
 //! and every client connects over TLS with a client certificate: the same run, TLS on.
@@ -348,26 +348,24 @@ impl Batching {
         }
     }
 
-    fn plus(self, other: Batching) -> Batching {
+    /// Each count of `self` combined with the same count of `other` by `combine`.
+    fn zip(self, other: Batching, combine: impl Fn(f64, f64) -> f64) -> Batching {
         Batching {
-            entries: self.entries + other.entries,
-            entry_writes: self.entry_writes + other.entry_writes,
-            entries_alone: self.entries_alone + other.entries_alone,
-            forwards: self.forwards + other.forwards,
-            forward_writes: self.forward_writes + other.forward_writes,
-            forwards_alone: self.forwards_alone + other.forwards_alone,
+            entries: combine(self.entries, other.entries),
+            entry_writes: combine(self.entry_writes, other.entry_writes),
+            entries_alone: combine(self.entries_alone, other.entries_alone),
+            forwards: combine(self.forwards, other.forwards),
+            forward_writes: combine(self.forward_writes, other.forward_writes),
+            forwards_alone: combine(self.forwards_alone, other.forwards_alone),
         }
     }
 
+    fn plus(self, other: Batching) -> Batching {
+        self.zip(other, |mine, theirs| mine + theirs)
+    }
+
     fn since(self, before: Batching) -> Batching {
-        Batching {
-            entries: self.entries - before.entries,
-            entry_writes: self.entry_writes - before.entry_writes,
-            entries_alone: self.entries_alone - before.entries_alone,
-            forwards: self.forwards - before.forwards,
-            forward_writes: self.forward_writes - before.forward_writes,
-            forwards_alone: self.forwards_alone - before.forwards_alone,
-        }
+        self.zip(before, |now, then| now - then)
     }
 }
 
