@@ -383,7 +383,8 @@ async fn settle_batching(client: &Client, target: &Target, root: &str) -> anyhow
     if target.metrics_ports.len() < 2 {
         return Ok(());
     }
-    let deadline = Instant::now() + SETTLE_WAIT;
+    let begun = Instant::now();
+    let deadline = begun + SETTLE_WAIT;
     for round in 0.. {
         let before = target.batching();
         let mut writes = tokio::task::JoinSet::new();
@@ -402,6 +403,11 @@ async fn settle_batching(client: &Client, target: &Target, root: &str) -> anyhow
         let settled = target.batching().since(before);
         let forwards_settled = settled.forwards == 0.0 || settled.forward_writes > settled.forwards;
         if settled.entry_writes > settled.entries && forwards_settled {
+            report(&format!(
+                "writes: batching after {:.2}s of settling ({} rounds of {ROUND} writes)",
+                begun.elapsed().as_secs_f64(),
+                round + 1
+            ));
             break;
         }
         if Instant::now() >= deadline {
