@@ -4,8 +4,9 @@
 //!
 //! openraft 0.9's core waited for each append's flush before its next step, replication
 //! included, so a leader paid its own fsync and then its followers' in series. Now
-//! `LogStorage::append` queues the encoded entries here, starts a flush, and reports the append
-//! complete at once. Durability is then enforced where it matters, at three gates:
+//! `LogStorage::append` queues the encoded entries here, starts a flush (on a leader, once the
+//! sends of the entries are under way), and reports the append complete at once. Durability is
+//! then enforced where it matters, at three gates:
 //!
 //! - a member applies an entry (and so answers the client, serves it to reads and watches) only
 //!   once it is durable here (`StateMachine::apply` waits with `wait_through`): an
