@@ -159,6 +159,17 @@ pub struct ServerConfig {
           value_parser = clap::value_parser!(u16).range(0..=1024))]
     pub worker_threads: u16,
 
+    /// How Linux schedules this member's threads: `batch` (SCHED_BATCH: a thread woken by a
+    /// message, a timer or a finished disk write waits for the running thread's turn to end
+    /// instead of taking its core at once), `normal` (SCHED_OTHER, the kernel's default), or
+    /// `auto`: `batch` while members share this host (as --worker-threads counts them), where
+    /// each message from one member woke the next and took the core from the sender before
+    /// its other sends went out (README, "Benchmarks"), and `normal` otherwise. Either way the
+    /// threads get the same share of the CPU.
+    #[arg(long, env = "COORD_CPU_SCHEDULING", default_value = "auto",
+          value_parser = ["auto", "batch", "normal"])]
+    pub cpu_scheduling: String,
+
     /// Whether this member's memory may be backed by transparent huge pages. Off by default:
     /// where the kernel gives every allocation 2 MiB pages (`always`), a growing heap has whole
     /// huge pages zeroed for a few small allocations: 7 to 10 % of the members' CPU under 64
@@ -341,6 +352,15 @@ impl ServerConfig {
             return usize::from(self.worker_threads);
         }
         (cores / self.members_on_this_host()).max(1)
+    }
+
+    /// Whether this member's threads run under SCHED_BATCH (`--cpu-scheduling`).
+    pub fn batch_scheduling(&self) -> bool {
+        match self.cpu_scheduling.as_str() {
+            "batch" => true,
+            "normal" => false,
+            _ => self.members_on_this_host() > 1,
+        }
     }
 
     /// How many founding members run on this host, this one included, as far as the flags
@@ -558,6 +578,17 @@ mod tests {
         assert_eq!(named.members_on_this_host(), 1);
         // A lone member on loopback keeps every core.
         assert_eq!(config(&[]).members_on_this_host(), 1);
+        // Members sharing a host stop taking each other's cores on every message.
+        assert!(shared.batch_scheduling());
+        assert!(!apart.batch_scheduling());
+        assert!(!named.batch_scheduling());
+        assert!(!config(&[]).batch_scheduling());
+        let mut normal = on_loopback.to_vec();
+        normal.extend(["--cpu-scheduling", "normal"]);
+        assert!(!config(&normal).batch_scheduling());
+        assert!(config(&["--cpu-scheduling", "batch"]).batch_scheduling());
+        let refused = ServerConfig::try_parse_from(["coord-server", "--cpu-scheduling", "fifo"]);
+        assert!(refused.is_err());
         assert_eq!(config(&[]).worker_threads_for(2), 2);
         assert!(is_loopback_address("[::1]:7401"));
         assert!(!is_loopback_address("localhost"));

@@ -1,12 +1,14 @@
 //! Start-up: a data directory of another member or cluster, and a taken port, each stop the
 //! member with a message that says what to change and a non-zero exit; the runtime's thread
 //! count (`--worker-threads`) is taken within bounds; transparent huge pages are off for the
-//! member's process unless `--transparent-huge-pages true` asks for them.
+//! member's process unless `--transparent-huge-pages true` asks for them; members sharing a
+//! host run every thread under SCHED_BATCH, a member alone under the default policy, unless
+//! `--cpu-scheduling` says otherwise.
 
 use std::process::Command;
 use std::time::Duration;
 
-use coord_tests::{binary, free_port, ServerProcess};
+use coord_tests::{binary, free_port, Cluster, ServerProcess};
 
 fn run_server(args: &[String]) -> (Option<i32>, String) {
     let output = Command::new(binary("coord-server"))
@@ -128,4 +130,63 @@ async fn a_member_turns_transparent_huge_pages_off_unless_asked_to_keep_them() {
     let pid = server.pid().expect("running");
     assert_eq!(huge_pages_enabled(pid), Some(true));
     assert_eq!(server.terminate(Duration::from_secs(20)), Some(0));
+}
+
+/// The scheduling policy of each thread of the process (`policy` in `/proc/<pid>/task/*/stat`:
+/// 0 SCHED_OTHER, 3 SCHED_BATCH); threads that end while being read are left out.
+fn thread_policies(pid: u32) -> Vec<u32> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the process's threads");
+    let mut policies = Vec::new();
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        // The fields after the command name, which sits in parentheses and may hold spaces:
+        // `policy` is field 41 of the line, so the 39th after the name.
+        let after_name = &stat[stat.rfind(')').expect("a command name") + 2..];
+        let policy = after_name
+            .split_whitespace()
+            .nth(38)
+            .expect("a policy field");
+        policies.push(policy.parse().expect("a number"));
+    }
+    policies
+}
+
+const SCHED_OTHER: u32 = 0;
+const SCHED_BATCH: u32 = 3;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_sharing_a_host_schedule_every_thread_as_a_batch() {
+    let cluster = Cluster::start(3, &[]);
+    cluster
+        .wait_for_leader(&[1, 2, 3], Duration::from_secs(30))
+        .await;
+    for member in &cluster.members {
+        let policies = thread_policies(member.pid().expect("running"));
+        assert!(policies.len() > 1, "a member runs several threads");
+        assert!(
+            policies.iter().all(|&policy| policy == SCHED_BATCH),
+            "threads of a member sharing this host: {policies:?}"
+        );
+    }
+    drop(cluster);
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut alone = ServerProcess::start_single(dir.path(), &[]);
+    alone.client().await;
+    let policies = thread_policies(alone.pid().expect("running"));
+    assert!(
+        policies.iter().all(|&policy| policy == SCHED_OTHER),
+        "threads of a member alone on its host: {policies:?}"
+    );
+    alone.set_extra_args(&["--cpu-scheduling", "batch"]);
+    alone.restart();
+    alone.client().await;
+    let policies = thread_policies(alone.pid().expect("running"));
+    assert!(
+        policies.iter().all(|&policy| policy == SCHED_BATCH),
+        "threads with --cpu-scheduling batch: {policies:?}"
+    );
+    assert_eq!(alone.terminate(Duration::from_secs(20)), Some(0));
 }
