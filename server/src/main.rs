@@ -92,8 +92,8 @@ fn no_transparent_huge_pages() {
 /// Measured with three members on one 2-core host (December 2026, release builds, rounds
 /// alternating with the members under SCHED_OTHER): a member's message woke the next member,
 /// which took the core from the sender before its second AppendEntries went out; under
-/// SCHED_BATCH, `writes --clients 1` went from 1,177 to 1,250 writes/s to 1,312 to 1,326, and
-/// the members' CPU per write from 792 to 833 us to 743 to 750 (README, "Benchmarks"). `false`
+/// SCHED_BATCH, `writes --clients 1` went from 1,170 to 1,226 writes/s to 1,221 to 1,357, and
+/// the members' CPU per write from 797 to 838 us to 718 to 780 (README, "Benchmarks"). `false`
 /// (with a warning) when the kernel refuses.
 fn batch_scheduling() -> bool {
     let parameters = libc::sched_param { sched_priority: 0 };
