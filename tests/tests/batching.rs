@@ -194,3 +194,63 @@ async fn writes_a_follower_forwards_travel_together_and_each_gets_its_own_answer
         "the leader refused a forward"
     );
 }
+
+/// A follower leaves out the answers that would only repeat what the leader heard (each
+/// commit-only AppendEntries after a write), yet learns every commit, and the leader waits for
+/// none of the answers left out (a request it waited for in vain would time out its stream).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn followers_answer_a_leader_only_with_news_and_still_learn_every_commit() {
+    let (cluster, metrics_ports, leader) = cluster_with_metrics().await;
+    let client = cluster.direct_client_of(leader).await;
+    let mut last_revision = 0;
+    for index in 0..50 {
+        let node = client
+            .create(&format!("/news-{index}"), "x", &CreateOptions::default())
+            .await
+            .expect("each write commits");
+        last_revision = node.stat.create_revision;
+    }
+    let followers: Vec<u64> = cluster
+        .ids()
+        .into_iter()
+        .filter(|id| *id != leader)
+        .collect();
+    for follower in followers {
+        let port = metrics_ports[usize::try_from(follower - 1).expect("small ids")];
+        let (_, metrics) = http_get(port, "/metrics").expect("the member's metrics");
+        let answers = |answer: &str| {
+            metric_value(
+                &metrics,
+                &format!("coord_peer_append_answers_total{{answer=\"{answer}\"}}"),
+            )
+            .unwrap_or(0.0)
+        };
+        assert!(answers("sent") >= 50.0, "member {follower}: {metrics}");
+        assert!(
+            answers("left_out") >= 25.0,
+            "member {follower} answered every commit-only request: sent {}, left out {}",
+            answers("sent"),
+            answers("left_out")
+        );
+        // The commit of the last write reached the follower without its answers.
+        let direct = cluster.direct_client_of(follower).await;
+        let node = tokio::time::timeout(
+            LEADER_WAIT,
+            direct.get_with("/news-49", Consistency::MinRevision(last_revision)),
+        )
+        .await
+        .expect("the follower applies the last write")
+        .expect("the last write is on the follower");
+        assert_eq!(node.stat.create_revision, last_revision);
+    }
+    let leader_log = cluster
+        .members
+        .iter()
+        .find(|member| member.id == leader)
+        .expect("the leader is a member")
+        .log();
+    assert!(
+        !leader_log.contains("timeout after") && !leader_log.contains("requests unanswered"),
+        "the leader waited for an answer that never came:\n{leader_log}"
+    );
+}
