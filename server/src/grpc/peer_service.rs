@@ -269,19 +269,17 @@ fn answers_to_send(
     answers
         .then(move |answer| {
             let consensus = consensus.clone();
-            let repeat = match &answer {
-                Ok(Ok(matched)) => !news.is_news(*matched),
-                _ => false,
-            };
+            let left_out =
+                news_only && matches!(&answer, Ok(Ok(matched)) if !news.is_news(*matched));
             let counts = consensus.append_answers();
-            let counted = if news_only && repeat {
+            let counted = if left_out {
                 &counts.left_out
             } else {
                 &counts.sent
             };
             counted.fetch_add(1, Ordering::Relaxed);
             async move {
-                if news_only && repeat {
+                if left_out {
                     return None;
                 }
                 if let Ok(Ok(Some(matched))) = &answer {
