@@ -128,11 +128,6 @@ mod tests {
         ))
     }
 
-    /// `ms` milliseconds after `start`.
-    fn at(start: Instant, ms: u64) -> Instant {
-        start + std::time::Duration::from_millis(ms)
-    }
-
     /// The requests a leader sends in one stream under `coord-bench writes --clients 1`: each
     /// write's entries, then a commit-only request that repeats their match.
     fn sent_and_answered(requests: &[Option<LogId>]) -> (Vec<Option<LogId>>, Unanswered) {
@@ -175,14 +170,17 @@ mod tests {
         let start = Instant::now();
         let mut ledger = Unanswered::default();
         ledger.sent(log(5), start);
-        ledger.sent(log(5), at(start, 1));
-        ledger.sent(log(7), at(start, 2));
+        ledger.sent(log(5), start + std::time::Duration::from_millis(1));
+        ledger.sent(log(7), start + std::time::Duration::from_millis(2));
         assert_eq!(ledger.len(), 3);
         ledger.matched(log(5));
         assert_eq!(ledger.len(), 1);
-        assert_eq!(ledger.oldest(), Some(at(start, 2)));
+        assert_eq!(
+            ledger.oldest(),
+            Some(start + std::time::Duration::from_millis(2))
+        );
         // Sent after the answer arrived: the follower will say nothing to it.
-        ledger.sent(log(5), at(start, 3));
+        ledger.sent(log(5), start + std::time::Duration::from_millis(3));
         assert_eq!(ledger.len(), 1);
         ledger.matched(log(7));
         assert!(ledger.is_empty());
@@ -211,7 +209,7 @@ mod tests {
         let start = Instant::now();
         let mut ledger = Unanswered::default();
         ledger.sent(log(5), start);
-        ledger.sent(log(6), at(start, 1));
+        ledger.sent(log(6), start + std::time::Duration::from_millis(1));
         assert_eq!(ledger.oldest(), Some(start));
         assert_eq!(ledger.len(), 2);
     }

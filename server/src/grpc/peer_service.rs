@@ -269,17 +269,19 @@ fn answers_to_send(
     answers
         .then(move |answer| {
             let consensus = consensus.clone();
-            let left_out =
-                news_only && matches!(&answer, Ok(Ok(matched)) if !news.is_news(*matched));
+            let repeat = match &answer {
+                Ok(Ok(matched)) => !news.is_news(*matched),
+                _ => false,
+            };
             let counts = consensus.append_answers();
-            let counted = if left_out {
+            let counted = if news_only && repeat {
                 &counts.left_out
             } else {
                 &counts.sent
             };
             counted.fetch_add(1, Ordering::Relaxed);
             async move {
-                if left_out {
+                if news_only && repeat {
                     return None;
                 }
                 if let Ok(Ok(Some(matched))) = &answer {
