@@ -200,7 +200,7 @@ async fn writes_a_follower_forwards_travel_together_and_each_gets_its_own_answer
 /// none of the answers left out (a request it waited for in vain would time out its stream).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn followers_answer_a_leader_only_with_news_and_still_learn_every_commit() {
-    let (mut cluster, metrics_ports, leader) = cluster_with_metrics().await;
+    let (cluster, metrics_ports, leader) = cluster_with_metrics().await;
     let client = cluster.direct_client_of(leader).await;
     let mut last_revision = 0;
     for index in 0..50 {
@@ -243,7 +243,12 @@ async fn followers_answer_a_leader_only_with_news_and_still_learn_every_commit()
         .expect("the last write is on the follower");
         assert_eq!(node.stat.create_revision, last_revision);
     }
-    let leader_log = cluster.member(leader).log();
+    let leader_log = cluster
+        .members
+        .iter()
+        .find(|member| member.id == leader)
+        .expect("the leader is a member")
+        .log();
     assert!(
         !leader_log.contains("timeout after") && !leader_log.contains("requests unanswered"),
         "the leader waited for an answer that never came:\n{leader_log}"
