@@ -28,7 +28,6 @@
 //! quorum after the read arrived.
 
 mod admission;
-mod append_answers;
 mod changes;
 mod committed_save;
 mod election;
@@ -74,7 +73,6 @@ use openraft::{ChangeMembers, Config, ReadPolicy, ServerState, SnapshotPolicy};
 use openraft_legacy::network_v1::InstallSnapshotRequest;
 
 pub use admission::{Refusal, LOG_INDEX_MAX, SNAPSHOT_BYTES_MAX, TERM_MAX};
-pub use append_answers::{AnswerCounts, NewsFilter, APPEND_ANSWERS_METADATA_KEY, NEWS_ONLY};
 pub use election::{PreVote, PreVoteReply};
 use error::client_write_error;
 pub use error::{ConsensusError, StartError};
@@ -195,8 +193,6 @@ pub struct Consensus {
     /// Sends the client writes this member forwards to the leader in batches
     /// (`forward_batch.rs`).
     forwards: ForwardBatcher,
-    /// The `AppendStream` answers this member sent and left out (`append_answers.rs`).
-    answers: AnswerCounts,
 }
 
 /// What writes the log's entries and what stores its committed log id.
@@ -359,13 +355,7 @@ impl Consensus {
             flusher,
             committed,
             raft,
-            answers: AnswerCounts::default(),
         }
-    }
-
-    /// The `AppendStream` answers this member sent and left out, as a follower.
-    pub fn append_answers(&self) -> &AnswerCounts {
-        &self.answers
     }
 
     /// Resolves once this member's log holds the entries through `index` on disk (the second

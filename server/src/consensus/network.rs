@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use coord_proto::v1::peer::peer_client::PeerClient;
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io::Cursor;
 
@@ -37,7 +38,6 @@ use openraft_legacy::network_v1::{
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::append_answers::{matches_through, Unanswered, APPEND_ANSWERS_METADATA_KEY, NEWS_ONLY};
 use super::election::AckClock;
 use super::handoff::Standing;
 use super::log_flush::LogFlusher;
@@ -379,15 +379,11 @@ impl PeerLink {
         let mut client = self.client().map_err(RPCError::Unreachable)?;
         let ttl = option.hard_ttl();
         let (sender, outgoing) = tokio::sync::mpsc::unbounded_channel();
-        let mut call = with_cluster_id(
+        let call = with_cluster_id(
             tonic::Request::new(tokio_stream::wrappers::UnboundedReceiverStream::new(
                 outgoing,
             )),
             &self.cluster_id,
-        );
-        call.metadata_mut().insert(
-            APPEND_ANSWERS_METADATA_KEY,
-            tonic::metadata::MetadataValue::from_static(NEWS_ONLY),
         );
         let answers = match tokio::time::timeout(ttl, client.append_stream(call)).await {
             Err(_) => {
@@ -413,7 +409,7 @@ impl PeerLink {
             input: Some(input),
             sender: Some(sender),
             answers,
-            unanswered: Unanswered::default(),
+            sent: VecDeque::new(),
             done: false,
             peer: Peer {
                 address: self.address.clone(),
@@ -517,8 +513,8 @@ struct Pump<S> {
     /// Dropped once the input ended, so the peer sees the stream end.
     sender: Option<tokio::sync::mpsc::UnboundedSender<coord_proto::v1::peer::PeerMessage>>,
     answers: tonic::Streaming<coord_proto::v1::peer::PeerMessage>,
-    /// The requests sent whose answer is still to come (`append_answers`).
-    unanswered: Unanswered,
+    /// When each unanswered request was sent, oldest first.
+    sent: VecDeque<tokio::time::Instant>,
     /// Set after an error: the stream ends.
     done: bool,
     peer: Peer,
@@ -534,11 +530,11 @@ where
     /// request sent was answered, or after an error.
     async fn next_answer(&mut self) -> Option<StreamItem> {
         loop {
-            if self.done || (self.input.is_none() && self.unanswered.is_empty()) {
+            if self.done || (self.input.is_none() && self.sent.is_empty()) {
                 return None;
             }
-            let deadline = self.unanswered.oldest().map(|sent| sent + self.ttl);
-            let room = self.unanswered.len() < APPEND_PIPELINE_DEPTH;
+            let deadline = self.sent.front().map(|sent| *sent + self.ttl);
+            let room = self.sent.len() < APPEND_PIPELINE_DEPTH;
             let overdue = async {
                 match deadline {
                     Some(deadline) => tokio::time::sleep_until(deadline).await,
@@ -570,11 +566,7 @@ where
             // A closed call reports itself through the answers.
             let _ = sender.send(encode_peer(MessageKind::AppendStream, &request));
         }
-        let through = matches_through(
-            request.prev_log_id,
-            request.entries.last().map(|entry| entry.log_id),
-        );
-        self.unanswered.sent(through, tokio::time::Instant::now());
+        self.sent.push_back(tokio::time::Instant::now());
     }
 
     fn answered(
@@ -594,6 +586,7 @@ where
             Some(Err(status)) => return Err(status_error(&self.peer.address, &status)),
             Some(Ok(message)) => message,
         };
+        self.sent.pop_front();
         let answer: Result<StreamAppendResult<TypeConfig>, String> =
             decode_peer(&message, MessageKind::AppendStream).map_err(|error| {
                 RPCError::Network(NetworkError::new(&AnyError::error(format!(
@@ -609,9 +602,6 @@ where
         // As for single calls: an answer in the leader's term counts towards its quorum.
         if !matches!(answer, Err(StreamAppendError::HigherVote(_))) {
             self.peer.acks.record(self.peer.target);
-        }
-        if let Ok(matched) = &answer {
-            self.unanswered.matched(*matched);
         }
         // openraft ends the stream after a conflict or a higher vote.
         self.done = answer.is_err();

@@ -6,13 +6,11 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use coord_proto::v1::peer::peer_server::Peer as PeerApi;
 use coord_proto::v1::peer::PeerMessage;
 use futures::{future, Stream, StreamExt};
-use openraft::error::Fatal;
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, StreamAppendResult, VoteRequest,
 };
@@ -23,9 +21,9 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::consensus::{
     decode_peer, encode_peer, peer_kind, Consensus, ConsensusError, FormatError, JoinCall,
-    LeaderCall, MembershipChange, MessageKind, MoveLeader, NewsFilter, PeerFeatures, PreVote,
-    Refusal, TimeoutNow, TypeConfig, VoteCall, WriteBatchCall, WriteCall, Written,
-    APPEND_ANSWERS_METADATA_KEY, CLUSTER_ID_METADATA_KEY, NEWS_ONLY, WRITES_PER_BATCH_MAX,
+    LeaderCall, MembershipChange, MessageKind, MoveLeader, PeerFeatures, PreVote, Refusal,
+    TimeoutNow, TypeConfig, VoteCall, WriteBatchCall, WriteCall, Written, CLUSTER_ID_METADATA_KEY,
+    WRITES_PER_BATCH_MAX,
 };
 use crate::fsm::{Limits, OutcomeRecord, Revision};
 use crate::membership::{Greeter, MemberDirectory};
@@ -201,14 +199,10 @@ impl PeerService {
     /// gate of `log_flush`); one synced write covers every answer queued behind it. The first
     /// refused request ends the input, and the stream ends with its status after the answers
     /// to the requests before it.
-    ///
-    /// With `news_only` (the leader asked, `append_answers`), an answer that matched no further
-    /// than one already sent on this stream is left out; refusals always travel.
     fn append_replies(
         &self,
         from: Option<SocketAddr>,
         incoming: Streaming<PeerMessage>,
-        news_only: bool,
     ) -> AppendReplies {
         let kind = MessageKind::AppendStream;
         let refusal: Arc<Mutex<Option<Status>>> = Arc::default();
@@ -242,11 +236,26 @@ impl PeerService {
                 future::ready(checked.is_ok())
             })
             .filter_map(|checked| future::ready(checked.ok()));
-        let answers = answers_to_send(
-            self.consensus.clone(),
-            self.consensus.raft().stream_append(requests),
-            news_only,
-        );
+        let consensus = self.consensus.clone();
+        let answers = self
+            .consensus
+            .raft()
+            .stream_append(requests)
+            .then(move |answer| {
+                let consensus = consensus.clone();
+                async move {
+                    if let Ok(Ok(Some(matched))) = &answer {
+                        consensus
+                            .log_durable_through(matched.index)
+                            .await
+                            .map_err(|fault| {
+                                Status::internal(format!("the log could not be written: {fault}"))
+                            })?;
+                    }
+                    let answer: StreamAnswer = answer.map_err(|fatal| fatal.to_string());
+                    Ok(reply(kind, &answer))
+                }
+            });
         let ending = futures::stream::once(async move {
             refusal
                 .lock()
@@ -256,47 +265,6 @@ impl PeerService {
         .filter_map(|refused| future::ready(refused.map(Err)));
         Box::pin(answers.chain(ending))
     }
-}
-
-/// openraft's answers to an `AppendStream` as they go back: each once the entries it matched
-/// are durable, without those that only repeat an earlier match when `news_only`, counted.
-fn answers_to_send(
-    consensus: Arc<Consensus>,
-    answers: impl Stream<Item = Result<StreamAppendResult<TypeConfig>, Fatal<TypeConfig>>>,
-    news_only: bool,
-) -> impl Stream<Item = Result<PeerMessage, Status>> {
-    let mut news = NewsFilter::default();
-    answers
-        .then(move |answer| {
-            let consensus = consensus.clone();
-            let repeat = match &answer {
-                Ok(Ok(matched)) => !news.is_news(*matched),
-                _ => false,
-            };
-            let counts = consensus.append_answers();
-            let counted = if news_only && repeat {
-                &counts.left_out
-            } else {
-                &counts.sent
-            };
-            counted.fetch_add(1, Ordering::Relaxed);
-            async move {
-                if news_only && repeat {
-                    return None;
-                }
-                if let Ok(Ok(Some(matched))) = &answer {
-                    let durable = consensus.log_durable_through(matched.index).await;
-                    if let Err(fault) = durable {
-                        return Some(Err(Status::internal(format!(
-                            "the log could not be written: {fault}"
-                        ))));
-                    }
-                }
-                let answer: StreamAnswer = answer.map_err(|fatal| fatal.to_string());
-                Some(Ok(reply(MessageKind::AppendStream, &answer)))
-            }
-        })
-        .filter_map(future::ready)
 }
 
 fn reply<T: Serialize>(kind: MessageKind, value: &T) -> PeerMessage {
@@ -345,15 +313,9 @@ impl PeerApi for PeerService {
         self.check_cluster(&request)?;
         self.check_raft_traffic()?;
         let from = crate::listener::remote_address(&request);
-        let news_only = request
-            .metadata()
-            .get(APPEND_ANSWERS_METADATA_KEY)
-            .is_some_and(|value| value == NEWS_ONLY);
-        Ok(Response::new(self.append_replies(
-            from,
-            request.into_inner(),
-            news_only,
-        )))
+        Ok(Response::new(
+            self.append_replies(from, request.into_inner()),
+        ))
     }
 
     async fn vote(&self, request: Request<PeerMessage>) -> Result<Response<PeerMessage>, Status> {

@@ -115,7 +115,6 @@ pub struct MemberMetrics {
     too_slow: IntCounter,
     turn_wakeups: IntCounter,
     handshakes_refused: IntCounterVec,
-    append_answers: IntCounterVec,
     plaintext_refused: IntCounter,
     peer_names_refused: IntCounter,
     unauthenticated: IntCounter,
@@ -157,15 +156,6 @@ impl MemberMetrics {
             &["port"],
         )?;
         registry.register(Box::new(handshakes_refused.clone()))?;
-        let append_answers = IntCounterVec::new(
-            Opts::new(
-                "coord_peer_append_answers_total",
-                "Answers to a leader's pipelined AppendEntries, as a follower: sent, or left out \
-                 because an earlier answer already matched as far",
-            ),
-            &["answer"],
-        )?;
-        registry.register(Box::new(append_answers.clone()))?;
         sources.requests.register(&registry)?;
         sources.consensus.timings().register(&registry)?;
         let r = &registry;
@@ -251,7 +241,6 @@ impl MemberMetrics {
                 "Times a waiting AwaitTurn was woken to check its turn again",
             )?,
             handshakes_refused,
-            append_answers,
             plaintext_refused: counter(
                 r,
                 "coord_tls_plaintext_refused_total",
@@ -326,13 +315,6 @@ impl MemberMetrics {
             &self.turn_wakeups,
             watches.turn_wakeups.load(Ordering::Relaxed),
         );
-        let answers = consensus.append_answers();
-        for (label, count) in [("sent", &answers.sent), ("left_out", &answers.left_out)] {
-            catch_up(
-                &self.append_answers.with_label_values(&[label]),
-                count.load(Ordering::Relaxed),
-            );
-        }
         self.refresh_security();
     }
 
