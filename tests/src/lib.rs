@@ -22,7 +22,7 @@ mod tool;
 pub mod workload;
 
 pub use cluster::Cluster;
-pub use server::{binary, free_port, ServerProcess};
+pub use server::{binary, free_port, ServerProcess, HEAVY_WORK_TIMINGS};
 pub use tool::ToolProcess;
 
 use std::time::Duration;

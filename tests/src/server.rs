@@ -56,6 +56,18 @@ pub fn free_port() -> u16 {
     panic!("no free loopback port in {PORTS:?}");
 }
 
+/// Timings for tests whose members do heavy work (large txns, many entries per AppendEntries)
+/// in a debug build: the AppendEntries deadline is the heartbeat interval, and the tests' 100 ms
+/// is shorter than such a follower's answer on a loaded machine. A 250 ms heartbeat and a 1.5 s
+/// election timeout (the server's defaults are 100 ms and 1 s); passed after the tests' own
+/// timings, which they override.
+pub const HEAVY_WORK_TIMINGS: [&str; 4] = [
+    "--heartbeat-interval",
+    "250ms",
+    "--election-timeout",
+    "1500ms",
+];
+
 /// A running (or stopped) member. Killed with SIGKILL when dropped.
 pub struct ServerProcess {
     pub id: u64,
@@ -180,7 +192,7 @@ impl ServerProcess {
             self.direct_client_address(),
             "--listen-peer".to_owned(),
             format!("{}:{}", self.ip, self.peer_port),
-            // Fast elections keep restarts short in tests.
+            // Fast elections keep restarts short in tests (`HEAVY_WORK_TIMINGS` overrides them).
             "--heartbeat-interval".to_owned(),
             "100ms".to_owned(),
             "--election-timeout".to_owned(),

@@ -12,21 +12,13 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use coord_client::{Consistency, CreateOptions, DeleteOptions, Op, Txn, WatchOptions};
-use coord_tests::{binary, eventually, Cluster};
-
-/// Production timings: the AppendEntries deadline is the heartbeat interval.
-const DEFAULT_TIMINGS: [&str; 4] = [
-    "--heartbeat-interval",
-    "250ms",
-    "--election-timeout",
-    "1500ms",
-];
+use coord_tests::{binary, eventually, Cluster, HEAVY_WORK_TIMINGS};
 
 const MIB: usize = 1024 * 1024;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_largest_allowed_txns_from_many_clients_commit_and_the_cluster_keeps_committing() {
-    let cluster = Cluster::start(3, &DEFAULT_TIMINGS);
+    let cluster = Cluster::start(3, &HEAVY_WORK_TIMINGS);
     ready(&cluster).await;
     // 96 MiB through a debug build on two cores shared with other tests: a long budget, since
     // the test is about committing at all, not about speed.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use coord_client::{Client, Consistency, CreateOptions, Error, Op, Txn};
-use coord_tests::{eventually, Cluster};
+use coord_tests::{eventually, Cluster, HEAVY_WORK_TIMINGS};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -229,23 +229,10 @@ async fn killing_the_leader_under_load_loses_no_acknowledged_write() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_member_far_behind_catches_up_by_snapshot() {
     let _serial = SERIAL.lock().await;
-    // Production timings: the AppendEntries deadline is the heartbeat interval, and the one
-    // live follower of these 50-create txns, a debug build on a loaded machine, answered later
-    // than the tests' 100 ms often enough for the leader to find no quorum and refuse writes
-    // (README, "--heartbeat-interval": size it above the answer time).
-    let mut cluster = Cluster::start(
-        3,
-        &[
-            "--snapshot-entries",
-            "100",
-            "--snapshot-keep-entries",
-            "10",
-            "--heartbeat-interval",
-            "250ms",
-            "--election-timeout",
-            "1500ms",
-        ],
-    );
+    // The one live follower of these 50-create txns answered later than the tests' 100 ms
+    // often enough for the leader to find no quorum and refuse writes.
+    let snapshots = ["--snapshot-entries", "100", "--snapshot-keep-entries", "10"];
+    let mut cluster = Cluster::start(3, &[&snapshots[..], &HEAVY_WORK_TIMINGS[..]].concat());
     let leader = cluster.wait_for_leader(&[1, 2, 3], LEADER_WAIT).await;
     let absent = followers(&[1, 2, 3], leader)[0];
     cluster.member(absent).kill9();
