@@ -18,6 +18,7 @@ pub mod pki;
 pub mod proxy;
 pub mod rng;
 mod server;
+pub mod slow_disk;
 mod tool;
 pub mod workload;
 

@@ -86,6 +86,8 @@ pub struct ServerProcess {
     /// Start with `--join CLUSTER_ID` (a new member waiting to be added).
     join: Option<String>,
     extra_args: Vec<String>,
+    /// Environment variables set for the process beyond the harness's own.
+    env: Vec<(String, String)>,
     log_path: PathBuf,
     child: Option<Child>,
     /// The TLS the harness's clients of this member use (`COORD_TEST_TLS`'s by default; a
@@ -120,6 +122,7 @@ impl ServerProcess {
             initial_cluster: None,
             join: None,
             extra_args: extra_args.iter().map(|arg| (*arg).to_owned()).collect(),
+            env: Vec::new(),
             log_path: member_dir.join("server.log"),
             child: None,
             client_tls: crate::pki::harness_client_tls(),
@@ -231,12 +234,19 @@ impl ServerProcess {
         let child = Command::new(binary("coord-server"))
             .args(self.args())
             .env("RUST_LOG", "info,openraft=warn")
+            .envs(self.env.iter().map(|(key, value)| (key, value)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file handles can be cloned"))
             .stderr(log)
             .spawn()
             .expect("coord-server starts");
         self.child = Some(child);
+    }
+
+    /// Sets the environment variable `key` for the next start (replacing an earlier value).
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.retain(|(set, _)| set != key);
+        self.env.push((key.to_owned(), value.to_owned()));
     }
 
     /// Replaces the extra arguments used by the next `restart`.

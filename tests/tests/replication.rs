@@ -1,6 +1,6 @@
 //! Replication with real three-member clusters on loopback: routing from any member,
-//! linearizable reads on followers, leader failure, catch-up by snapshot, a paused leader,
-//! membership changes, and reads without a quorum.
+//! linearizable reads on followers, leader failure, catch-up by snapshot, a follower with a
+//! slow disk, a paused leader, membership changes, and reads without a quorum.
 //!
 //! Tests in this file run one at a time (`SERIAL`): each starts several servers, and two
 //! clusters on two cores would mostly measure the scheduler.
@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use coord_client::{Client, Consistency, CreateOptions, Error, Op, Txn};
-use coord_tests::{eventually, Cluster, HEAVY_WORK_TIMINGS};
+use coord_tests::metrics::{http_get, metric_value};
+use coord_tests::slow_disk::slow_down_syncs;
+use coord_tests::{eventually, free_port, Cluster, HEAVY_WORK_TIMINGS};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -291,6 +293,108 @@ async fn a_member_far_behind_catches_up_by_snapshot() {
         caught_up.snapshot_index,
         status.purged_index
     );
+}
+
+/// How many replication streams the member whose metrics listen on `port` gave up on.
+fn streams_given_up(port: u16) -> f64 {
+    let (_, text) = http_get(port, "/metrics").expect("the metrics listener answers");
+    metric_value(&text, "coord_raft_append_streams_given_up_total").expect("the metric is exported")
+}
+
+/// One follower's disk takes 1.5 heartbeat intervals for every sync, as a throttled cloud
+/// volume can, and the other follower is down, so every commit waits for the slow disk. The
+/// follower's answers come later than each AppendEntries' deadline (the heartbeat interval),
+/// but they come: the leader keeps its replication stream (it gave one up only after five
+/// deadlines of silence) instead of sending the same entries again to a follower busy writing
+/// them, and it keeps taking writes and serving linearizable reads, also after an idle pause
+/// longer than its quorum check's window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_whose_disk_syncs_slower_than_the_heartbeat_keeps_the_cluster_writing() {
+    let _serial = SERIAL.lock().await;
+    let metrics_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let mut cluster = Cluster::start_each(3, |id| {
+        let port = metrics_ports[usize::try_from(id - 1).expect("small ids")];
+        vec!["--listen-metrics".to_owned(), format!("127.0.0.1:{port}")]
+    });
+    let leader = cluster.wait_for_leader(&[1, 2, 3], LEADER_WAIT).await;
+    let [slow, absent] = followers(&[1, 2, 3], leader)[..] else {
+        unreachable!("three members, one leader")
+    };
+    let leader_metrics = metrics_ports[usize::try_from(leader - 1).expect("small ids")];
+
+    // The tests' heartbeat interval is 100 ms.
+    cluster.member(slow).kill9();
+    slow_down_syncs(cluster.member(slow), Duration::from_millis(150));
+    cluster.member(slow).restart();
+    let client = cluster.client_of(leader).await;
+    client
+        .create("/slow", "", &CreateOptions::default())
+        .await
+        .unwrap();
+    assert_converged(&cluster, &[1, 2, 3]).await;
+    cluster.member(absent).kill9();
+    let given_up_before = streams_given_up(leader_metrics);
+
+    // Four writers of single creates and 50-create txns: every commit needs the slow disk.
+    let mut writers = Vec::new();
+    for writer in 0..4 {
+        let client = client.clone();
+        writers.push(tokio::spawn(async move {
+            for round in 0..10 {
+                client
+                    .create(
+                        &format!("/slow/w{writer}-{round:02}"),
+                        "payload",
+                        &CreateOptions::default(),
+                    )
+                    .await
+                    .expect("a write commits on the slow follower");
+                if round % 5 == 4 {
+                    let mut txn = Txn::new();
+                    for index in 0..50 {
+                        txn = txn.then(Op::create(
+                            &format!("/slow/t{writer}-{round:02}-{index:02}"),
+                            "payload",
+                            &CreateOptions::default(),
+                        ));
+                    }
+                    client
+                        .txn(txn)
+                        .await
+                        .expect("a txn commits on the slow follower");
+                }
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+
+    // Idle for longer than the leader's quorum check looks back (three election timeouts of
+    // 500 ms): heartbeats need no sync, and keep the leader's quorum current.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    client
+        .create("/slow/after-idle", "", &CreateOptions::default())
+        .await
+        .expect("a write after an idle pause commits");
+    let children = client
+        .children("/slow")
+        .await
+        .expect("a linearizable read is served");
+    assert_eq!(children.len(), 4 * 10 + 4 * 2 * 50 + 1);
+
+    assert_eq!(
+        cluster.wait_for_leader(&[leader, slow], LEADER_WAIT).await,
+        leader,
+        "the leader kept its leadership"
+    );
+    let given_up = streams_given_up(leader_metrics) - given_up_before;
+    assert!(
+        given_up == 0.0,
+        "the leader gave up {given_up} replication streams to the slow follower"
+    );
+    cluster.member(absent).restart();
+    assert_converged(&cluster, &[1, 2, 3]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -36,6 +36,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -188,20 +189,34 @@ impl LastLogId {
 /// When each peer last acknowledged this member's AppendEntries (as leader), for the
 /// leader-side quorum check: a leader that a quorum stopped answering says so instead of
 /// taking writes that cannot commit.
+/// Also counts the `AppendStream`s this member gave up on, silent too long (see `network.rs`).
 #[derive(Debug, Default)]
-pub struct AckClock(Mutex<BTreeMap<u64, Instant>>);
+pub struct AckClock {
+    answers: Mutex<BTreeMap<u64, Instant>>,
+    streams_given_up: AtomicU64,
+}
 
 impl AckClock {
     pub fn record(&self, peer: u64) {
-        self.0
+        self.answers
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(peer, Instant::now());
     }
 
+    /// A follower's `AppendStream` was given up: nothing came back for its whole patience.
+    pub fn stream_given_up(&self) {
+        self.streams_given_up.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many `AppendStream`s this member gave up on since it started.
+    pub fn streams_given_up(&self) -> u64 {
+        self.streams_given_up.load(Ordering::Relaxed)
+    }
+
     /// Whether `peer` answered within `within`.
     pub fn answered_within(&self, peer: u64, within: Duration) -> bool {
-        let acks = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let acks = self.answers.lock().unwrap_or_else(PoisonError::into_inner);
         acks.get(&peer)
             .is_some_and(|at| Instant::now().saturating_duration_since(*at) <= within)
     }
@@ -209,7 +224,7 @@ impl AckClock {
     /// Whether a majority of every voter set in `configs` (`me` counts as always current)
     /// acknowledged within `within`.
     pub fn quorum_within(&self, me: u64, configs: &[BTreeSet<u64>], within: Duration) -> bool {
-        let acks = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let acks = self.answers.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
         let fresh: BTreeSet<u64> = configs
             .iter()

@@ -1014,6 +1014,12 @@ impl Consensus {
         self.leader_changes.load(Ordering::Relaxed)
     }
 
+    /// How many AppendEntries streams to followers this member, as leader, gave up on because
+    /// nothing came back for their whole patience (each one's entries are sent again).
+    pub fn append_streams_given_up(&self) -> u64 {
+        self.acks.streams_given_up()
+    }
+
     /// Whether this member leads and a quorum answered it within an election timeout.
     pub fn leader_has_quorum(&self) -> bool {
         matches!(self.route(), Route::Local)

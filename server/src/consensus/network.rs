@@ -2,8 +2,9 @@
 //! member's peer port. Messages are openraft's own types in a versioned `PeerMessage`
 //! (`wire.rs`); the remote's `Result` travels back the same way.
 //!
-//! Every call has a deadline (openraft's per-RPC TTL); a connection that fails is dropped and
-//! re-created lazily on the next call. openraft backs off from unreachable members only
+//! Every call has a deadline (openraft's per-RPC TTL); a pipelined `AppendStream` is given up
+//! only after `STREAM_PATIENCE_DEADLINES` of them without any answer. A connection that fails
+//! is dropped and re-created lazily on the next call. openraft backs off from unreachable members only
 //! between requests it hands a stream; a stream that cannot even be opened is paced here
 //! (`Redial`).
 //!
@@ -405,20 +406,23 @@ impl PeerLink {
             Ok(Ok(response)) => response.into_inner(),
         };
         self.redial = Redial::default();
+        let patience = ttl * STREAM_PATIENCE_DEADLINES;
         let pump = Pump {
             input: Some(input),
             sender: Some(sender),
             answers,
             sent: VecDeque::new(),
+            last_answer: None,
             done: false,
             peer: Peer {
                 address: self.address.clone(),
-                timeout: self.timeout(openraft::network::RPCTypes::AppendEntries, ttl),
+                timeout: self.timeout(openraft::network::RPCTypes::AppendEntries, patience),
                 target: self.target,
                 acks: self.acks.clone(),
                 durable: self.durable.clone(),
             },
             ttl,
+            patience,
         };
         Ok(Opened::Streaming(Box::pin(futures::stream::unfold(
             pump,
@@ -506,6 +510,19 @@ struct Peer {
     durable: Arc<LogFlusher>,
 }
 
+/// How many AppendEntries deadlines (openraft's heartbeat interval) an `AppendStream` may go
+/// without a single answer while requests wait, before it is given up.
+///
+/// A follower answers a pipelined request once its entries are on its disk, so one answer can
+/// take a whole fsync, and a backlog of large entries several. Giving up on each request at its
+/// own deadline, as a unary call would, made openraft open a new stream and send every entry
+/// again, to the follower already busy writing them (the snapshot test saw up to 426 such
+/// timeouts in one run); its answers, arriving late, never counted towards the leader's quorum
+/// check either. A stream that still answers is therefore kept; one that is silent this long
+/// (a paused, partitioned or dead peer) is given up, and openraft opens another. Heartbeats are
+/// single-request streams that openraft bounds by the heartbeat interval itself.
+const STREAM_PATIENCE_DEADLINES: u32 = 5;
+
 /// Both halves of one `AppendStream`: the requests going out and the answers coming back.
 struct Pump<S> {
     /// `None` once openraft ended the requests.
@@ -515,11 +532,16 @@ struct Pump<S> {
     answers: tonic::Streaming<coord_proto::v1::peer::PeerMessage>,
     /// When each unanswered request was sent, oldest first.
     sent: VecDeque<tokio::time::Instant>,
+    /// When the last answer came.
+    last_answer: Option<tokio::time::Instant>,
     /// Set after an error: the stream ends.
     done: bool,
     peer: Peer,
-    /// How long a request may go unanswered.
+    /// openraft's deadline for one AppendEntries (its heartbeat interval).
     ttl: std::time::Duration,
+    /// How long the stream may go without an answer while requests wait
+    /// (`STREAM_PATIENCE_DEADLINES` deadlines).
+    patience: std::time::Duration,
 }
 
 impl<S> Pump<S>
@@ -533,7 +555,10 @@ where
             if self.done || (self.input.is_none() && self.sent.is_empty()) {
                 return None;
             }
-            let deadline = self.sent.front().map(|sent| *sent + self.ttl);
+            let deadline = self
+                .sent
+                .front()
+                .map(|oldest| silence_deadline(*oldest, self.last_answer, self.patience));
             let room = self.sent.len() < APPEND_PIPELINE_DEPTH;
             let overdue = async {
                 match deadline {
@@ -546,6 +571,7 @@ where
                 answer = self.answers.next() => return Some(self.answered(answer)),
                 () = overdue => {
                     self.done = true;
+                    self.peer.acks.stream_given_up();
                     return Some(Err(RPCError::Timeout(self.peer.timeout.clone())));
                 }
                 request = next_request(&mut self.input), if room && self.input.is_some() => {
@@ -587,6 +613,7 @@ where
             Some(Ok(message)) => message,
         };
         self.sent.pop_front();
+        self.last_answer = Some(tokio::time::Instant::now());
         let answer: Result<StreamAppendResult<TypeConfig>, String> =
             decode_peer(&message, MessageKind::AppendStream).map_err(|error| {
                 RPCError::Network(NetworkError::new(&AnyError::error(format!(
@@ -609,6 +636,17 @@ where
     }
 }
 
+/// When a stream whose oldest unanswered request went out at `oldest` is given up: `patience`
+/// after that request or after the last answer, whichever came later. A follower working
+/// through a backlog answers in order, so each answer restarts the wait for the next.
+fn silence_deadline(
+    oldest: tokio::time::Instant,
+    last_answer: Option<tokio::time::Instant>,
+    patience: Duration,
+) -> tokio::time::Instant {
+    last_answer.map_or(oldest, |answered| answered.max(oldest)) + patience
+}
+
 /// The next request from openraft, or `None` once it ends them.
 async fn next_request<S>(input: &mut Option<S>) -> Option<AppendEntriesRequest<TypeConfig>>
 where
@@ -623,6 +661,26 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stream_is_given_up_after_its_patience_of_silence_not_at_each_requests_deadline() {
+        let patience = Duration::from_millis(500);
+        let oldest = tokio::time::Instant::now();
+        // Nothing answered yet: silence counts from the oldest unanswered request.
+        assert_eq!(silence_deadline(oldest, None, patience), oldest + patience);
+        // An answer since that request went out restarts the wait, however late the request.
+        let answered = oldest + Duration::from_millis(450);
+        assert_eq!(
+            silence_deadline(oldest, Some(answered), patience),
+            answered + patience
+        );
+        // An answer from before it does not extend it.
+        let sent_later = oldest + Duration::from_millis(600);
+        assert_eq!(
+            silence_deadline(sent_later, Some(answered), patience),
+            sent_later + patience
+        );
+    }
 
     #[test]
     fn redialling_pauses_double_while_attempts_fail_up_to_the_cap() {

@@ -98,6 +98,7 @@ pub struct MemberMetrics {
     is_leader: IntGauge,
     leader_has_quorum: IntGauge,
     leader_changes: IntCounter,
+    append_streams_given_up: IntCounter,
     term: IntGauge,
     last_log_index: IntGauge,
     applied_index: IntGauge,
@@ -175,6 +176,12 @@ impl MemberMetrics {
                 r,
                 "coord_server_leader_changes_seen_total",
                 "Times this member saw a new leader",
+            )?,
+            append_streams_given_up: counter(
+                r,
+                "coord_raft_append_streams_given_up_total",
+                "AppendEntries streams to a follower this member, as leader, gave up on: nothing \
+                 came back for five heartbeat intervals, so their entries are sent again",
             )?,
             term: gauge(r, "coord_raft_term", "The current Raft term")?,
             last_log_index: gauge(
@@ -276,6 +283,10 @@ impl MemberMetrics {
         self.leader_has_quorum
             .set(i64::from(consensus.leader_has_quorum()));
         catch_up(&self.leader_changes, consensus.leader_changes());
+        catch_up(
+            &self.append_streams_given_up,
+            consensus.append_streams_given_up(),
+        );
         let as_gauge = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
         self.term.set(as_gauge(status.term.0));
         self.last_log_index.set(as_gauge(status.last_log_index));

@@ -1,0 +1,46 @@
+/* A disk that syncs slowly, for one coord-server process: loaded with LD_PRELOAD, it delays
+ * every fsync and fdatasync by COORD_TEST_SYNC_DELAY_MS milliseconds before doing it, as a
+ * throttled or overloaded volume would. Built and loaded by `coord_tests::slow_disk`. */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <time.h>
+
+typedef int (*sync_call)(int);
+
+static void wait_like_a_slow_disk(void) {
+    static long delay_ms = -1;
+    if (delay_ms < 0) {
+        const char *text = getenv("COORD_TEST_SYNC_DELAY_MS");
+        delay_ms = text ? atol(text) : 0;
+    }
+    if (delay_ms <= 0) {
+        return;
+    }
+    struct timespec left = {delay_ms / 1000, (delay_ms % 1000) * 1000000L};
+    while (nanosleep(&left, &left) != 0 && errno == EINTR) {
+    }
+}
+
+int fsync(int fd) {
+    static sync_call real;
+    if (!real) {
+        real = (sync_call)dlsym(RTLD_NEXT, "fsync");
+    }
+    int saved = errno;
+    wait_like_a_slow_disk();
+    errno = saved;
+    return real(fd);
+}
+
+int fdatasync(int fd) {
+    static sync_call real;
+    if (!real) {
+        real = (sync_call)dlsym(RTLD_NEXT, "fdatasync");
+    }
+    int saved = errno;
+    wait_like_a_slow_disk();
+    errno = saved;
+    return real(fd);
+}
