@@ -56,11 +56,11 @@ pub fn free_port() -> u16 {
     panic!("no free loopback port in {PORTS:?}");
 }
 
-/// Timings for tests whose members do heavy work (large txns, many entries per AppendEntries)
-/// in a debug build: the AppendEntries deadline is the heartbeat interval, and the tests' 100 ms
-/// is shorter than such a follower's answer on a loaded machine. A 250 ms heartbeat and a 1.5 s
-/// election timeout (the server's defaults are 100 ms and 1 s); passed after the tests' own
-/// timings, which they override.
+/// Timings for tests whose members do the heaviest work (the largest txns, from many clients)
+/// in a debug build, where a heartbeat, which must be answered within one interval, can wait
+/// behind that work for longer than the tests' 100 ms on a loaded machine. A 250 ms heartbeat
+/// and a 1.5 s election timeout (the server's defaults are 100 ms and 1 s); passed after the
+/// tests' own timings, which they override.
 pub const HEAVY_WORK_TIMINGS: [&str; 4] = [
     "--heartbeat-interval",
     "250ms",
