@@ -9,12 +9,14 @@ use crate::server::ServerProcess;
 use crate::{eventually, tree_digest};
 
 pub struct Cluster {
-    /// Keeps every member's directory alive for the cluster's lifetime.
-    pub dir: tempfile::TempDir,
     pub members: Vec<ServerProcess>,
     /// The proxies every link crosses, for clusters started with `start_behind_proxies`.
     /// Declared after `members`, so members die before their links do.
     pub network: Option<FaultyNetwork>,
+    /// Keeps every member's directory alive for the cluster's lifetime. Declared last, so it
+    /// is removed only once every member is dead: a member still running while it was removed
+    /// could create files in it meanwhile, and leave a `member-N` directory behind in /tmp.
+    pub dir: tempfile::TempDir,
 }
 
 /// Timeouts for the harness's own status calls, which must not hang on a paused member.

@@ -100,12 +100,13 @@ fn assert_denied<T: std::fmt::Debug>(outcome: Result<T, Error>, permission: &str
 /// A member with auth enabled: root (admin), alice (read on /app), bob (read, write, create
 /// on /app), and /app/x and /other/y created before enabling.
 struct Secured {
-    _dir: tempfile::TempDir,
     server: ServerProcess,
     root: Client,
     alice: Client,
     alice_token: String,
     bob: Client,
+    /// The member's directory: last, so it is removed after the member died.
+    _dir: tempfile::TempDir,
 }
 
 async fn secured() -> Secured {
