@@ -23,24 +23,23 @@ static void wait_like_a_slow_disk(void) {
     }
 }
 
-int fsync(int fd) {
-    static sync_call real;
-    if (!real) {
-        real = (sync_call)dlsym(RTLD_NEXT, "fsync");
+/* Waits, then makes the real call (looked up once), with the caller's errno kept. */
+static int sync_slowly(const char *name, sync_call *real, int fd) {
+    if (!*real) {
+        *real = (sync_call)dlsym(RTLD_NEXT, name);
     }
     int saved = errno;
     wait_like_a_slow_disk();
     errno = saved;
-    return real(fd);
+    return (*real)(fd);
+}
+
+int fsync(int fd) {
+    static sync_call real;
+    return sync_slowly("fsync", &real, fd);
 }
 
 int fdatasync(int fd) {
     static sync_call real;
-    if (!real) {
-        real = (sync_call)dlsym(RTLD_NEXT, "fdatasync");
-    }
-    int saved = errno;
-    wait_like_a_slow_disk();
-    errno = saved;
-    return real(fd);
+    return sync_slowly("fdatasync", &real, fd);
 }

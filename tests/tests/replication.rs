@@ -92,6 +92,13 @@ async fn assert_converged(cluster: &Cluster, ids: &[u64]) -> Vec<String> {
     cluster.converged_digest(ids, Duration::from_secs(60)).await
 }
 
+/// A txn that creates each of `paths` with a small payload.
+fn creates(paths: impl IntoIterator<Item = String>) -> Txn {
+    paths.into_iter().fold(Txn::new(), |txn, path| {
+        txn.then(Op::create(&path, "payload", &CreateOptions::default()))
+    })
+}
+
 fn followers(all: &[u64], leader: u64) -> Vec<u64> {
     all.iter().copied().filter(|id| *id != leader).collect()
 }
@@ -250,15 +257,9 @@ async fn a_member_far_behind_catches_up_by_snapshot() {
         let client = client.clone();
         writers.push(tokio::spawn(async move {
             for batch in (writer..400).step_by(4) {
-                let mut txn = Txn::new();
-                for index in batch * 50..(batch + 1) * 50 {
-                    txn = txn.then(Op::create(
-                        &format!("/bulk/n{index:05}"),
-                        "payload",
-                        &CreateOptions::default(),
-                    ));
-                }
-                client.txn(txn).await.unwrap();
+                let paths =
+                    (batch * 50..(batch + 1) * 50).map(|index| format!("/bulk/n{index:05}"));
+                client.txn(creates(paths)).await.unwrap();
             }
         }));
     }
@@ -350,16 +351,10 @@ async fn a_follower_whose_disk_syncs_slower_than_the_heartbeat_keeps_the_cluster
                     .await
                     .expect("a write commits on the slow follower");
                 if round % 5 == 4 {
-                    let mut txn = Txn::new();
-                    for index in 0..50 {
-                        txn = txn.then(Op::create(
-                            &format!("/slow/t{writer}-{round:02}-{index:02}"),
-                            "payload",
-                            &CreateOptions::default(),
-                        ));
-                    }
+                    let paths =
+                        (0..50).map(|index| format!("/slow/t{writer}-{round:02}-{index:02}"));
                     client
-                        .txn(txn)
+                        .txn(creates(paths))
                         .await
                         .expect("a txn commits on the slow follower");
                 }
