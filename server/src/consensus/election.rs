@@ -189,6 +189,7 @@ impl LastLogId {
 /// When each peer last acknowledged this member's AppendEntries (as leader), for the
 /// leader-side quorum check: a leader that a quorum stopped answering says so instead of
 /// taking writes that cannot commit.
+///
 /// Also counts the `AppendStream`s this member gave up on, silent too long (see `network.rs`).
 #[derive(Debug, Default)]
 pub struct AckClock {

@@ -4,9 +4,9 @@
 //!
 //! Every call has a deadline (openraft's per-RPC TTL); a pipelined `AppendStream` is given up
 //! only after `STREAM_PATIENCE_DEADLINES` of them without any answer. A connection that fails
-//! is dropped and re-created lazily on the next call. openraft backs off from unreachable members only
-//! between requests it hands a stream; a stream that cannot even be opened is paced here
-//! (`Redial`).
+//! is dropped and re-created lazily on the next call. openraft backs off from unreachable
+//! members only between requests it hands a stream; a stream that cannot even be opened is
+//! paced here (`Redial`).
 //!
 //! Invariant: an AppendEntries never tells a follower of a commit index beyond the entries on
 //! this member's own disk (the third gate of `log_flush`): it waits for its own write, at most
