@@ -44,6 +44,17 @@ impl Cluster {
         Cluster::start_with(size, args_of, None)
     }
 
+    /// Like `start`, each member also serving metrics (`--listen-metrics`) on a loopback port
+    /// of its own; returns the cluster and those ports, member 1's first.
+    pub fn start_with_metrics(size: u64) -> (Cluster, Vec<u16>) {
+        let ports: Vec<u16> = (0..size).map(|_| crate::free_port()).collect();
+        let cluster = Cluster::start_each(size, |id| {
+            let port = ports[usize::try_from(id - 1).expect("member ids fit in usize")];
+            vec!["--listen-metrics".to_owned(), format!("127.0.0.1:{port}")]
+        });
+        (cluster, ports)
+    }
+
     /// Starts `size` members whose every peer and client link crosses a fault-injecting proxy
     /// (`Cluster::network`); `seed` fixes the proxies' loss and jitter.
     pub fn start_behind_proxies(size: u64, extra_args: &[&str], seed: u64) -> Cluster {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use coord_client::{Consistency, CreateOptions};
 use coord_tests::metrics::{http_get, metric_value};
-use coord_tests::{free_port, Cluster};
+use coord_tests::Cluster;
 use tokio::time::Instant;
 
 const LEADER_WAIT: Duration = Duration::from_secs(30);
@@ -27,11 +27,7 @@ fn sequence_of(path: &str) -> u64 {
 
 /// A three-member cluster whose members serve metrics, and their metrics ports by id - 1.
 async fn cluster_with_metrics() -> (Cluster, Vec<u16>, u64) {
-    let metrics_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let cluster = Cluster::start_each(3, |id| {
-        let port = metrics_ports[usize::try_from(id - 1).expect("small ids")];
-        vec!["--listen-metrics".to_owned(), format!("127.0.0.1:{port}")]
-    });
+    let (cluster, metrics_ports) = Cluster::start_with_metrics(3);
     let leader = cluster.wait_for_leader(&[1, 2, 3], LEADER_WAIT).await;
     (cluster, metrics_ports, leader)
 }

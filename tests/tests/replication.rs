@@ -13,7 +13,7 @@ use std::time::Duration;
 use coord_client::{Client, Consistency, CreateOptions, Error, Op, Txn};
 use coord_tests::metrics::{http_get, metric_value};
 use coord_tests::slow_disk::slow_down_syncs;
-use coord_tests::{eventually, free_port, Cluster};
+use coord_tests::{eventually, Cluster};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -312,11 +312,7 @@ fn streams_given_up(port: u16) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_follower_whose_disk_syncs_slower_than_the_heartbeat_keeps_the_cluster_writing() {
     let _serial = SERIAL.lock().await;
-    let metrics_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let mut cluster = Cluster::start_each(3, |id| {
-        let port = metrics_ports[usize::try_from(id - 1).expect("small ids")];
-        vec!["--listen-metrics".to_owned(), format!("127.0.0.1:{port}")]
-    });
+    let (mut cluster, metrics_ports) = Cluster::start_with_metrics(3);
     let leader = cluster.wait_for_leader(&[1, 2, 3], LEADER_WAIT).await;
     let [slow, absent] = followers(&[1, 2, 3], leader)[..] else {
         unreachable!("three members, one leader")
