@@ -846,8 +846,11 @@ async fn a_removed_member_refuses_clients_instead_of_serving_stale_data() {
         let address = cluster.member(removed).direct_client_address();
         async move {
             // Only this member: a client that discovers the others would move on to them.
+            // `NOT_A_MEMBER` is retryable, so a read retries it until its timeout; that must
+            // end well within the member's 2 s of refusals before it stops, or the last
+            // attempt meets a closed port and the read fails as unreachable instead.
             let options = coord_client::ClientOptions {
-                request_timeout: Duration::from_secs(2),
+                request_timeout: Duration::from_secs(1),
                 discover_members: false,
                 tls: coord_tests::pki::harness_client_tls(),
                 token: None,
