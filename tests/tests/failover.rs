@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use coord_client::{Client, Error};
 use coord_proto::v1 as pb;
+use coord_tests::metrics::{http_get, metric_value};
 use coord_tests::{eventually, Cluster, ServerProcess};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -156,6 +157,64 @@ async fn a_follower_back_from_a_long_pause_does_not_depose_the_leader() {
     assert!(
         gap < ELECTION_TIMEOUT,
         "writes stopped for {gap:?}; logs:\n{}",
+        cluster.log_tails(40)
+    );
+    let ids = cluster.ids();
+    cluster.converged_digest(&ids, LEADER_WAIT).await;
+}
+
+/// `coord_peer_connections_opened_total` on the member whose metrics listen on `port`.
+fn peer_connections_opened(port: u16) -> f64 {
+    let (_, text) = http_get(port, "/metrics").expect("the metrics listener answers");
+    metric_value(&text, "coord_peer_connections_opened_total").expect("the metric is exported")
+}
+
+/// A follower paused for seconds: the leader's links to it give up on their silent connections
+/// (a replication stream after five unanswered heartbeat intervals, any connection after its
+/// keep-alive pings go unanswered for 1.5 s) and dial it anew; the leader's
+/// `coord_peer_connections_opened_total` counts those connections and stays still while nothing
+/// fails; the follower, back, catches up over them. The pings alone are tested against a peer
+/// that never answers, in `peer_channel.rs`: here openraft's own retries would redial too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_redials_a_paused_follower_and_counts_the_connections() {
+    let _serial = SERIAL.lock().await;
+    let (mut cluster, ports) = Cluster::start_with_metrics(3);
+    let leader = cluster.wait_for_leader(&[1, 2, 3], LEADER_WAIT).await;
+    let follower = cluster
+        .ids()
+        .into_iter()
+        .find(|id| *id != leader)
+        .expect("a follower");
+    let port_of = |id: u64| ports[usize::try_from(id - 1).expect("member ids fit in usize")];
+    let writer = Writer::start(cluster.client_of(leader).await);
+    // Settled: the links a leader opens at its election are open and carry writes.
+    tokio::time::sleep(ELECTION_TIMEOUT * 2).await;
+    let before = peer_connections_opened(port_of(leader));
+    assert!(
+        before >= 2.0,
+        "the leader dialled both followers, yet counts {before} connections"
+    );
+    tokio::time::sleep(ELECTION_TIMEOUT * 2).await;
+    let settled = peer_connections_opened(port_of(leader));
+    assert_eq!(
+        settled, before,
+        "a leader with both followers answering opens no connections"
+    );
+
+    cluster.member(follower).pause();
+    tokio::time::sleep(ELECTION_TIMEOUT * 8).await;
+    cluster.member(follower).resume();
+    let written = writer.stop().await;
+    assert!(
+        written > 0,
+        "the leader kept writing with the other follower"
+    );
+
+    let after = peer_connections_opened(port_of(leader));
+    assert!(
+        after > before,
+        "the leader's links to the paused follower must give up and dial anew \
+         ({before} opened before the pause, {after} after); logs:\n{}",
         cluster.log_tails(40)
     );
     let ids = cluster.ids();

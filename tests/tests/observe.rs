@@ -38,6 +38,7 @@ async fn health_and_metrics_answer_and_move_under_load() {
         "coord_server_leader_has_quorum",
         "coord_server_leader_changes_seen_total",
         "coord_raft_append_streams_given_up_total",
+        "coord_peer_connections_opened_total",
         "coord_raft_term",
         "coord_raft_applied_index",
         "coord_raft_last_log_index",

@@ -17,10 +17,13 @@
 //!   connect error", or the TLS handshake's) and the `ConnectError` as its source: such a call
 //!   certainly never reached the other side. Every other failure is hyper's, mapped by tonic
 //!   as for its own channel;
-//! - every request goes to the channel's origin (scheme and authority), whatever its URI says.
+//! - every request goes to the channel's origin (scheme and authority), whatever its URI says;
+//! - a channel made with `Http2Channel::counting` adds one to its counter for each connection
+//!   it opened (the HTTP/2 handshake done), never for a failed attempt.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -93,11 +96,49 @@ struct Shared {
     open: Mutex<Option<SendRequest<Body>>>,
     /// Held while a connection is being opened, so that only one is.
     opening: tokio::sync::Mutex<()>,
+    /// Counts the connections opened, when the owner wants them counted.
+    opened: Option<Arc<AtomicU64>>,
 }
 
 impl Http2Channel {
     /// A channel to `origin` that connects on its first call.
     pub fn new(origin: Uri, connector: ChannelConnector, settings: Http2Settings) -> Http2Channel {
+        Http2Channel::with_counter(origin, connector, settings, None)
+    }
+
+    /// A channel like `new`'s that adds one to `opened` for each connection it opens: channels
+    /// given the same counter add up to how often they (re)connected.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    ///
+    /// use coord_tls::{ChannelConnector, Http2Channel, Http2Settings, TcpConnector};
+    ///
+    /// let opened = Arc::new(AtomicU64::new(0));
+    /// let connector = ChannelConnector::Tcp(TcpConnector::new(Duration::from_secs(1)));
+    /// let origin = "http://127.0.0.1:2379".parse().unwrap();
+    /// let settings = Http2Settings::default();
+    /// let _channel = Http2Channel::counting(origin, connector, settings, opened.clone());
+    /// // Nothing is dialled before the first call.
+    /// assert_eq!(opened.load(Ordering::Relaxed), 0);
+    /// ```
+    pub fn counting(
+        origin: Uri,
+        connector: ChannelConnector,
+        settings: Http2Settings,
+        opened: Arc<AtomicU64>,
+    ) -> Http2Channel {
+        Http2Channel::with_counter(origin, connector, settings, Some(opened))
+    }
+
+    fn with_counter(
+        origin: Uri,
+        connector: ChannelConnector,
+        settings: Http2Settings,
+        opened: Option<Arc<AtomicU64>>,
+    ) -> Http2Channel {
         Http2Channel {
             shared: Arc::new(Shared {
                 origin,
@@ -105,6 +146,7 @@ impl Http2Channel {
                 settings,
                 open: Mutex::new(None),
                 opening: tokio::sync::Mutex::new(()),
+                opened,
             }),
         }
     }
@@ -156,6 +198,9 @@ impl Shared {
             // Ends when either side closes the connection; the next call opens another.
             let _ = connection.await;
         });
+        if let Some(opened) = &self.opened {
+            opened.fetch_add(1, Ordering::Relaxed);
+        }
         *self.open.lock().unwrap_or_else(PoisonError::into_inner) = Some(sender.clone());
         Ok(sender)
     }

@@ -248,7 +248,10 @@ impl Consensus {
         let replica = state_machine.replica();
         let acks = Arc::new(AckClock::default());
         let standing = Arc::new(handoff::Standing::default());
-        let network = peer_network(&config, &acks, &flusher, &standing);
+        // One dialer for openraft's links and Coord's own calls: their clones share its count
+        // of connections opened.
+        let dialer = peer_dialer(&config);
+        let network = peer_network(&config, dialer.clone(), &acks, &flusher, &standing);
         let raft = CoordRaft::new(
             config.member_id.0,
             Arc::new(raft_config),
@@ -266,10 +269,7 @@ impl Consensus {
             appended_bytes,
             config.snapshot_bytes,
         ));
-        let peers = Arc::new(PeerClients::new(
-            config.cluster_id.clone(),
-            peer_dialer(&config),
-        ));
+        let peers = Arc::new(PeerClients::new(config.cluster_id.clone(), dialer));
         let leader_changes = Arc::new(AtomicU64::new(0));
         let (leader_seen, leader_seen_rx) = tokio::sync::watch::channel((0, None));
         tokio::spawn(changes::log_changes(
@@ -1020,6 +1020,14 @@ impl Consensus {
         self.acks.streams_given_up()
     }
 
+    /// How many connections this member opened to other members' peer ports since it started
+    /// (openraft's replication, heartbeat and vote links, and Coord's own peer calls). Every
+    /// election and new leader opens some; a steady rise says connections keep failing, such
+    /// as a peer that stops answering keep-alive pings.
+    pub fn peer_connections_opened(&self) -> u64 {
+        self.peers.connections_opened()
+    }
+
     /// Whether this member leads and a quorum answered it within an election timeout.
     pub fn leader_has_quorum(&self) -> bool {
         matches!(self.route(), Route::Local)
@@ -1419,6 +1427,7 @@ fn peer_dialer(config: &ConsensusConfig) -> PeerDialer {
         source_address: config.peer_source_address,
         tls: config.peer_tls.clone(),
         allowed_names: config.peer_allowed_names.clone(),
+        connections_opened: Arc::default(),
     }
 }
 
@@ -1496,6 +1505,7 @@ fn raft_config(config: &ConsensusConfig) -> Result<Config, StartError> {
 /// it stands for election in a hand-off.
 fn peer_network(
     config: &ConsensusConfig,
+    dialer: PeerDialer,
     acks: &Arc<AckClock>,
     flusher: &Arc<LogFlusher>,
     standing: &Arc<handoff::Standing>,
@@ -1503,7 +1513,7 @@ fn peer_network(
     PeerNetwork::new(
         config.member_id.0,
         config.cluster_id.clone(),
-        peer_dialer(config),
+        dialer,
         acks.clone(),
         flusher.clone(),
         standing.clone(),

@@ -1,7 +1,8 @@
 //! The HTTP/2 channel a member's calls to one peer go over (openraft's and Coord's):
 //! `coord_tls::Http2Channel`, which hands each call to the connection's task itself rather
 //! than through tonic's `tower::buffer` task, with the peer port's flow-control windows and
-//! HTTP/2 keep-alive pings.
+//! HTTP/2 keep-alive pings. Each connection opened adds one to the member's count of peer
+//! connections (`coord_peer_connections_opened_total`).
 //!
 //! Invariant: a connection whose peer stops answering pings (paused, cut off, or wedged
 //! anywhere between the two members' connection tasks) is closed within
@@ -9,6 +10,8 @@
 //! call dials a new one. openraft's deadlines end calls, never connections: before the pings a
 //! link whose calls kept timing out kept sending them down the same silent connection.
 
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 use std::time::Duration;
 
 use coord_tls::{ChannelConnector, Http2Channel, Http2Settings, KeepAlive};
@@ -29,8 +32,13 @@ pub const PEER_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(1);
 /// The channel every call to one peer goes over.
 pub type PeerChannel = Http2Channel;
 
-/// A lazily connecting channel to the peer at `origin`.
-pub fn peer_channel(origin: Uri, connector: ChannelConnector) -> PeerChannel {
+/// A lazily connecting channel to the peer at `origin`, counting the connections it opens
+/// into `opened`.
+pub fn peer_channel(
+    origin: Uri,
+    connector: ChannelConnector,
+    opened: Arc<AtomicU64>,
+) -> PeerChannel {
     let settings = Http2Settings {
         stream_window_bytes: Some(PEER_STREAM_WINDOW_BYTES),
         connection_window_bytes: Some(PEER_CONNECTION_WINDOW_BYTES),
@@ -39,13 +47,12 @@ pub fn peer_channel(origin: Uri, connector: ChannelConnector) -> PeerChannel {
             timeout: PEER_KEEPALIVE_TIMEOUT,
         }),
     };
-    Http2Channel::new(origin, connector, settings)
+    Http2Channel::counting(origin, connector, settings, opened)
 }
 
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
 
     use coord_proto::v1::peer::peer_client::PeerClient;
     use coord_proto::v1::peer::PeerMessage;
@@ -79,7 +86,9 @@ mod tests {
         let (address, accepted) = silent_peer().await;
         let origin: Uri = format!("http://{address}").parse().unwrap();
         let connector = ChannelConnector::Tcp(TcpConnector::new(Duration::from_secs(1)));
-        let mut client = PeerClient::with_origin(peer_channel(origin.clone(), connector), origin);
+        let opened = Arc::new(AtomicU64::new(0));
+        let channel = peer_channel(origin.clone(), connector, opened.clone());
+        let mut client = PeerClient::with_origin(channel, origin);
         // Far longer than the pings take to give up (1.5 s), and bounded.
         let bound = Duration::from_secs(20);
 
@@ -89,6 +98,11 @@ mod tests {
             .expect("the keep-alive pings close the silent connection");
         let status = first.expect_err("a silent peer answers nothing");
         assert_eq!(accepted.load(Ordering::SeqCst), 1, "{status:?}");
+        assert_eq!(
+            opened.load(Ordering::SeqCst),
+            1,
+            "the connection is counted once"
+        );
 
         // The next call goes over a new connection rather than the dead one.
         let second = tokio::time::timeout(bound, client.read_index(PeerMessage::default()))
@@ -96,5 +110,10 @@ mod tests {
             .expect("the keep-alive pings close the second connection too");
         assert!(second.is_err());
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        assert_eq!(
+            opened.load(Ordering::SeqCst),
+            2,
+            "the new connection is counted"
+        );
     }
 }

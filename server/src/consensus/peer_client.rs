@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -131,6 +132,8 @@ pub struct PeerDialer {
     pub tls: Option<Arc<ClientTls>>,
     /// `--peer-cert-allowed-cn`: the common names a member dialled must present (empty: any).
     pub allowed_names: Vec<String>,
+    /// Counts the connections opened by every client this dialer made (and its clones').
+    pub connections_opened: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for PeerDialer {
@@ -140,6 +143,7 @@ impl std::fmt::Debug for PeerDialer {
             .field("source_address", &self.source_address)
             .field("tls", &self.tls.as_ref().map(|tls| tls.files()))
             .field("allowed_names", &self.allowed_names)
+            .field("connections_opened", &self.connections_opened)
             .finish()
     }
 }
@@ -167,7 +171,7 @@ impl PeerDialer {
                 TcpConnector::new(PEER_CONNECT_TIMEOUT).local_address(self.source_address),
             ),
         };
-        let channel = peer_channel(origin.clone(), connector);
+        let channel = peer_channel(origin.clone(), connector, self.connections_opened.clone());
         Ok(PeerClient::with_origin(channel, origin)
             .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX))
@@ -187,6 +191,13 @@ impl PeerClients {
             dialer,
             clients: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// How many connections the clients of this dialer, and of its clones, opened.
+    pub fn connections_opened(&self) -> u64 {
+        self.dialer
+            .connections_opened
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn clients(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, PeerClient<PeerChannel>>> {

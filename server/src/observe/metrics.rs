@@ -99,6 +99,7 @@ pub struct MemberMetrics {
     leader_has_quorum: IntGauge,
     leader_changes: IntCounter,
     append_streams_given_up: IntCounter,
+    peer_connections_opened: IntCounter,
     term: IntGauge,
     last_log_index: IntGauge,
     applied_index: IntGauge,
@@ -182,6 +183,12 @@ impl MemberMetrics {
                 "coord_raft_append_streams_given_up_total",
                 "AppendEntries streams to a follower this member, as leader, gave up on: nothing \
                  came back for five heartbeat intervals, so their entries are sent again",
+            )?,
+            peer_connections_opened: counter(
+                r,
+                "coord_peer_connections_opened_total",
+                "Connections this member opened to other members' peer ports: some at every \
+                 election and new leader; a steady rise means connections keep failing",
             )?,
             term: gauge(r, "coord_raft_term", "The current Raft term")?,
             last_log_index: gauge(
@@ -286,6 +293,10 @@ impl MemberMetrics {
         catch_up(
             &self.append_streams_given_up,
             consensus.append_streams_given_up(),
+        );
+        catch_up(
+            &self.peer_connections_opened,
+            consensus.peer_connections_opened(),
         );
         let as_gauge = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
         self.term.set(as_gauge(status.term.0));
