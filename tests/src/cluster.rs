@@ -183,6 +183,14 @@ impl Cluster {
         self.members.iter().map(|member| member.id).collect()
     }
 
+    /// A member other than `leader`: the lowest id of the others.
+    pub fn a_follower(&self, leader: u64) -> u64 {
+        self.ids()
+            .into_iter()
+            .find(|id| *id != leader)
+            .expect("a cluster of more than one member")
+    }
+
     /// The leader of the highest term any running member reports, asked directly (past any
     /// proxy), or `None` when no member names one.
     pub async fn current_leader(&self) -> Option<u64> {

@@ -140,11 +140,7 @@ async fn concurrent_writes_share_entries_and_each_keeps_its_own_revision() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn writes_a_follower_forwards_travel_together_and_each_gets_its_own_answer() {
     let (cluster, metrics_ports, leader) = cluster_with_metrics().await;
-    let follower = cluster
-        .ids()
-        .into_iter()
-        .find(|id| *id != leader)
-        .expect("three members");
+    let follower = cluster.a_follower(leader);
     let follower_metrics = metrics_ports[usize::try_from(follower - 1).expect("small ids")];
     // A client of the follower alone: every write it makes is forwarded.
     let client = cluster.direct_client_of(follower).await;

@@ -109,11 +109,7 @@ async fn a_follower_back_from_a_long_pause_does_not_depose_the_leader() {
     let mut cluster = Cluster::start(3, &[]);
     let leader = cluster.wait_for_leader(&[1, 2, 3], LEADER_WAIT).await;
     let (_, term) = leader_and_term(&cluster, leader).await;
-    let follower = cluster
-        .ids()
-        .into_iter()
-        .find(|id| *id != leader)
-        .expect("a follower");
+    let follower = cluster.a_follower(leader);
     let writer = Writer::start(cluster.client_of(leader).await);
     tokio::time::sleep(Duration::from_millis(300)).await;
     writer.reset_gap();
@@ -180,11 +176,7 @@ async fn the_leader_redials_a_paused_follower_and_counts_the_connections() {
     let _serial = SERIAL.lock().await;
     let (mut cluster, ports) = Cluster::start_with_metrics(3);
     let leader = cluster.wait_for_leader(&[1, 2, 3], LEADER_WAIT).await;
-    let follower = cluster
-        .ids()
-        .into_iter()
-        .find(|id| *id != leader)
-        .expect("a follower");
+    let follower = cluster.a_follower(leader);
     let port_of = |id: u64| ports[usize::try_from(id - 1).expect("member ids fit in usize")];
     let writer = Writer::start(cluster.client_of(leader).await);
     // Settled: the links a leader opens at its election are open and carry writes.
@@ -592,11 +584,7 @@ async fn writes_go_to_the_leader_and_follow_it_while_reads_stay_on_the_preferred
 async fn three_with_a_follower() -> (Cluster, u64, u64) {
     let cluster = Cluster::start(3, &["--request-timeout", "60s"]);
     let leader = cluster.wait_for_leader(&[1, 2, 3], LEADER_WAIT).await;
-    let follower = cluster
-        .ids()
-        .into_iter()
-        .find(|id| *id != leader)
-        .expect("a follower");
+    let follower = cluster.a_follower(leader);
     (cluster, leader, follower)
 }
 
@@ -751,11 +739,7 @@ async fn move_leader_hands_leadership_to_the_chosen_voter() {
     let cluster = Cluster::start(3, &[]);
     let leader = cluster.wait_for_leader(&[1, 2, 3], LEADER_WAIT).await;
     let (_, term) = leader_and_term(&cluster, leader).await;
-    let target = cluster
-        .ids()
-        .into_iter()
-        .find(|id| *id != leader)
-        .expect("a follower");
+    let target = cluster.a_follower(leader);
     let writer = Writer::start(cluster.client().await);
     tokio::time::sleep(Duration::from_millis(300)).await;
     writer.reset_gap();
@@ -791,11 +775,7 @@ async fn sigterm_ends_open_watch_and_keep_alive_streams_with_a_retryable_status(
     let _serial = SERIAL.lock().await;
     let mut cluster = Cluster::start(3, &[]);
     let leader = cluster.wait_for_leader(&[1, 2, 3], LEADER_WAIT).await;
-    let follower = cluster
-        .ids()
-        .into_iter()
-        .find(|id| *id != leader)
-        .expect("a follower");
+    let follower = cluster.a_follower(leader);
     let channel =
         coord_tests::pki::raw_channel(&cluster.member(follower).direct_client_address()).await;
 
@@ -881,11 +861,7 @@ async fn a_removed_member_refuses_clients_instead_of_serving_stale_data() {
     let _serial = SERIAL.lock().await;
     let mut cluster = Cluster::start(3, &[]);
     let leader = cluster.wait_for_leader(&[1, 2, 3], LEADER_WAIT).await;
-    let removed = cluster
-        .ids()
-        .into_iter()
-        .find(|id| *id != leader)
-        .expect("a follower");
+    let removed = cluster.a_follower(leader);
     let client = cluster.client_of(leader).await;
     client.set("/", b"root".to_vec(), None).await.ok();
     client.member_remove(removed).await.expect("removed");

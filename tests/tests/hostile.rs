@@ -118,7 +118,7 @@ async fn forged_peer_messages_are_refused_and_no_member_aborts_or_loses_its_data
     let leader = cluster
         .wait_for_leader(&cluster.ids(), Duration::from_secs(10))
         .await;
-    let follower = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+    let follower = cluster.a_follower(leader);
     let targets = [
         cluster.member(follower).peer_address(),
         cluster.member(leader).peer_address(),

@@ -586,10 +586,7 @@ async fn a_client_given_one_member_discovers_the_others_and_fails_over_to_them()
     let _serial = SERIAL.lock().await;
     let mut cluster = Cluster::start(3, &[]);
     let leader = cluster.wait_for_leader(&[1, 2, 3], LEADER_WAIT).await;
-    let follower = [1, 2, 3]
-        .into_iter()
-        .find(|id| *id != leader)
-        .expect("three members");
+    let follower = cluster.a_follower(leader);
     let only = cluster.member(follower).client_address();
     // Members learn each other's client addresses within a second or so of starting.
     let client = eventually(
@@ -736,7 +733,7 @@ async fn a_founding_member_restarted_empty_neither_stops_the_leader_nor_loses_da
     }
     // A follower of the initial cluster loses its disk and restarts without --join-via: the
     // leader sees its log go back and must start over with it rather than stop.
-    let follower = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
+    let follower = cluster.a_follower(leader);
     let member = cluster.member(follower);
     member.kill9();
     member.wipe();

@@ -46,7 +46,7 @@ async fn a_watcher_on_a_follower_gets_every_event_in_order_through_failures() {
     let _serial = SERIAL.lock().await;
     let mut cluster = Cluster::start(3, &[]);
     let leader = cluster.wait_for_leader(&[1, 2, 3], LEADER_WAIT).await;
-    let follower = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+    let follower = cluster.a_follower(leader);
     let writer = client_starting_at(&cluster, leader).await;
     let directory = writer
         .create("/w", "", &CreateOptions::default())
@@ -203,7 +203,7 @@ async fn a_watcher_on_another_member_sees_an_expired_sessions_node_go() {
     let _serial = SERIAL.lock().await;
     let cluster = Cluster::start(3, &[]);
     let leader = cluster.wait_for_leader(&[1, 2, 3], LEADER_WAIT).await;
-    let other = cluster.ids().into_iter().find(|id| *id != leader).unwrap();
+    let other = cluster.a_follower(leader);
     let holder_endpoint = cluster
         .members
         .iter()
