@@ -30,3 +30,14 @@ pub fn metric_value(text: &str, name: &str) -> Option<f64> {
                 .ok()
         })
 }
+
+/// The value of the metric `name` the member whose metrics listen on `port` exports now.
+///
+/// # Panics
+/// When the listener does not answer 200 or does not export `name`: the tests that scrape a
+/// metric need it.
+pub fn scrape(port: u16, name: &str) -> f64 {
+    let (status, text) = http_get(port, "/metrics").expect("the metrics listener answers");
+    assert_eq!(status, 200, "/metrics on port {port} answered {status}");
+    metric_value(&text, name).unwrap_or_else(|| panic!("{name} is not exported on port {port}"))
+}

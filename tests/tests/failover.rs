@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use coord_client::{Client, Error};
 use coord_proto::v1 as pb;
-use coord_tests::metrics::{http_get, metric_value};
+use coord_tests::metrics::scrape;
 use coord_tests::{eventually, Cluster, ServerProcess};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -161,8 +161,7 @@ async fn a_follower_back_from_a_long_pause_does_not_depose_the_leader() {
 
 /// `coord_peer_connections_opened_total` on the member whose metrics listen on `port`.
 fn peer_connections_opened(port: u16) -> f64 {
-    let (_, text) = http_get(port, "/metrics").expect("the metrics listener answers");
-    metric_value(&text, "coord_peer_connections_opened_total").expect("the metric is exported")
+    scrape(port, "coord_peer_connections_opened_total")
 }
 
 /// A follower paused for seconds: the leader's links to it give up on their silent connections

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use coord_client::recipes::{list_elections, list_locks};
 use coord_client::{Client, Election, Error, HeldNode, Mutex, Op, Session, Txn};
-use coord_tests::metrics::{http_get, metric_value};
+use coord_tests::metrics::scrape;
 use coord_tests::older_member::OlderMember;
 use coord_tests::{eventually, free_port, Cluster, ToolProcess};
 
@@ -148,13 +148,7 @@ async fn mutual_exclusion_holds_while_the_leader_is_killed_and_a_member_paused()
 fn turn_wakeups(ports: &[u16]) -> u64 {
     ports
         .iter()
-        .map(|port| {
-            let (status, body) = http_get(*port, "/metrics").expect("metrics answer");
-            assert_eq!(status, 200);
-            let value = metric_value(&body, "coord_await_turn_wakeups_total")
-                .expect("the wake-up counter is exported");
-            value as u64
-        })
+        .map(|port| scrape(*port, "coord_await_turn_wakeups_total") as u64)
         .sum()
 }
 

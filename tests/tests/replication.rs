@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use coord_client::{Client, Consistency, CreateOptions, Error, Op, Txn};
-use coord_tests::metrics::{http_get, metric_value};
+use coord_tests::metrics::scrape;
 use coord_tests::slow_disk::slow_down_syncs;
 use coord_tests::{eventually, Cluster};
 
@@ -329,8 +329,7 @@ async fn far_behind_catches_up_by_snapshot(worker_threads: &str) {
 
 /// How many replication streams the member whose metrics listen on `port` gave up on.
 fn streams_given_up(port: u16) -> f64 {
-    let (_, text) = http_get(port, "/metrics").expect("the metrics listener answers");
-    metric_value(&text, "coord_raft_append_streams_given_up_total").expect("the metric is exported")
+    scrape(port, "coord_raft_append_streams_given_up_total")
 }
 
 /// One follower's disk takes 1.5 heartbeat intervals for every sync, as a throttled cloud
