@@ -13,6 +13,9 @@
 //!   that leader are unanswered; the writes that arrive meanwhile leave together, up to
 //!   `WRITES_PER_BATCH_MAX` writes and about `BATCH_BYTES` bytes. While batches are out,
 //!   the writes decoded in one turn of the worker (a burst) leave together too (`InFlight`).
+//! - A write that finds nothing queued and no batch out leaves on its caller's task, a batch of
+//!   one, without the queue and the drain task: a lone writer's forward takes no hand-off
+//!   between tasks on the way out or back (`InFlight::alone`, as the leader's `WriteBatcher`).
 //! - Each write keeps its deadline and gets its own answer. One its caller gave up on before
 //!   it left (a leader change, `Consensus::forward_while_leading`) is not sent.
 //! - A batch that fails in transit fails each of its writes as a forward alone would:
@@ -23,9 +26,11 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use futures::future::Either;
 use prometheus::Histogram;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 use tokio::time::Instant;
@@ -88,16 +93,37 @@ struct Queued {
 /// The follower's queues of writes for the leader, one per leader (see the module doc).
 pub struct ForwardBatcher<S: BatchSender = PeerClients> {
     sender: Arc<S>,
-    /// Per leader: its peer address and the queue to it.
-    queues: Mutex<HashMap<MemberId, (String, mpsc::UnboundedSender<Queued>)>>,
+    /// Per leader: the lane to it.
+    lanes: Mutex<HashMap<MemberId, Lane<S>>>,
     writes_per_forward: Histogram,
+}
+
+/// The way to one leader at one address: its queue, drained by its own task, and the batches
+/// out to it, whether the drain task or a lone write's caller sent them.
+struct Lane<S> {
+    queue: mpsc::UnboundedSender<Queued>,
+    drain: Arc<Drain<S>>,
+    in_flight: InFlight,
+    /// Writes in the queue, not yet gathered into a batch.
+    waiting: Arc<AtomicUsize>,
+}
+
+impl<S> Clone for Lane<S> {
+    fn clone(&self) -> Lane<S> {
+        Lane {
+            queue: self.queue.clone(),
+            drain: self.drain.clone(),
+            in_flight: self.in_flight.clone(),
+            waiting: self.waiting.clone(),
+        }
+    }
 }
 
 impl<S: BatchSender> ForwardBatcher<S> {
     pub fn new(sender: Arc<S>, writes_per_forward: Histogram) -> ForwardBatcher<S> {
         ForwardBatcher {
             sender,
-            queues: Mutex::new(HashMap::new()),
+            lanes: Mutex::new(HashMap::new()),
             writes_per_forward,
         }
     }
@@ -121,9 +147,22 @@ impl<S: BatchSender> ForwardBatcher<S> {
             answer,
         };
         let unanswered = |reason: String| ConsensusError::LeaderUnreachable { leader, reason };
-        if self.queue(leader, address).send(queued).is_err() {
-            return Err(ConsensusError::NoLeader { leader_hint: None });
-        }
+        let lane = self.lane(leader, address);
+        let answered = match lane.in_flight.alone(lane.waiting.load(Ordering::Acquire)) {
+            // Nothing queued and nothing out: this write leaves alone, sent by its caller's task.
+            Some(permit) => Either::Left(async move {
+                lane.drain.send(vec![queued], permit).await;
+                answered.await
+            }),
+            None => {
+                lane.waiting.fetch_add(1, Ordering::AcqRel);
+                if lane.queue.send(queued).is_err() {
+                    lane.waiting.fetch_sub(1, Ordering::AcqRel);
+                    return Err(ConsensusError::NoLeader { leader_hint: None });
+                }
+                Either::Right(answered)
+            }
+        };
         match tokio::time::timeout(timeout, answered).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(unanswered(
@@ -135,29 +174,56 @@ impl<S: BatchSender> ForwardBatcher<S> {
         }
     }
 
-    /// The queue to `leader` at `address`, with its drain task started on first use.
-    fn queue(&self, leader: MemberId, address: &str) -> mpsc::UnboundedSender<Queued> {
-        let mut queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((known, queue)) = queues.get(&leader) {
-            if known == address && !queue.is_closed() {
-                return queue.clone();
+    /// The lane to `leader` at `address`, with its drain task started on first use.
+    fn lane(&self, leader: MemberId, address: &str) -> Lane<S> {
+        let mut lanes = self.lanes.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(lane) = lanes.get(&leader) {
+            if lane.drain.address == address && !lane.queue.is_closed() {
+                return lane.clone();
             }
         }
-        let (queue, waiting) = mpsc::unbounded_channel();
-        let drain = Drain {
-            sender: self.sender.clone(),
-            leader,
-            address: address.to_owned(),
-            writes_per_forward: self.writes_per_forward.clone(),
+        let (queue, receiver) = mpsc::unbounded_channel();
+        let lane = Lane {
+            queue,
+            drain: Arc::new(Drain {
+                sender: self.sender.clone(),
+                leader,
+                address: address.to_owned(),
+                writes_per_forward: self.writes_per_forward.clone(),
+            }),
+            in_flight: InFlight::new(BATCHES_IN_FLIGHT),
+            waiting: Arc::new(AtomicUsize::new(0)),
         };
-        tokio::spawn(drain.run(waiting));
-        // A queue to the leader's old address ends once its writes have left.
-        queues.insert(leader, (address.to_owned(), queue.clone()));
-        queue
+        tokio::spawn(lane.clone().drain_queue(receiver));
+        // A lane to the leader's old address ends once its queued writes have left.
+        lanes.insert(leader, lane.clone());
+        lane
     }
 }
 
-/// Sends the writes queued for one leader.
+impl<S: BatchSender> Lane<S> {
+    /// Sends the writes queued on this lane until every handle to the queue is gone.
+    async fn drain_queue(self, mut receiver: mpsc::UnboundedReceiver<Queued>) {
+        let Lane {
+            queue,
+            drain,
+            in_flight,
+            waiting,
+        } = self;
+        // The task holds no sender of its own: it ends once the lane is replaced and its last
+        // queued write has left.
+        drop(queue);
+        while let Some(first) = receiver.recv().await {
+            let permit = in_flight.turn().await;
+            let batch = gather(first, &mut receiver, &waiting);
+            if !batch.is_empty() {
+                tokio::spawn(drain.clone().send_owned(batch, permit));
+            }
+        }
+    }
+}
+
+/// Sends batches to one leader: those the drain task gathers and lone writes alike.
 struct Drain<S> {
     sender: Arc<S>,
     leader: MemberId,
@@ -166,19 +232,12 @@ struct Drain<S> {
 }
 
 impl<S: BatchSender> Drain<S> {
-    async fn run(self, mut waiting: mpsc::UnboundedReceiver<Queued>) {
-        let this = Arc::new(self);
-        let in_flight = InFlight::new(BATCHES_IN_FLIGHT);
-        while let Some(first) = waiting.recv().await {
-            let permit = in_flight.turn().await;
-            let batch = gather(first, &mut waiting);
-            if !batch.is_empty() {
-                tokio::spawn(this.clone().send(batch, permit));
-            }
-        }
+    async fn send_owned(self: Arc<Self>, batch: Vec<Queued>, permit: OwnedSemaphorePermit) {
+        self.send(batch, permit).await;
     }
 
-    async fn send(self: Arc<Self>, batch: Vec<Queued>, _permit: OwnedSemaphorePermit) {
+    /// Sends `batch` and answers each of its writes; the turn is held until then.
+    async fn send(&self, batch: Vec<Queued>, _permit: OwnedSemaphorePermit) {
         let now = Instant::now();
         let timeout = batch
             .iter()
@@ -211,11 +270,15 @@ impl<S: BatchSender> Drain<S> {
 
 /// `first` and the writes queued behind it, within the batch limits, less those whose caller
 /// gave up.
-fn gather(first: Queued, waiting: &mut mpsc::UnboundedReceiver<Queued>) -> Vec<Queued> {
+fn gather(
+    first: Queued,
+    queue: &mut mpsc::UnboundedReceiver<Queued>,
+    waiting: &AtomicUsize,
+) -> Vec<Queued> {
     let mut bytes = first.bytes;
     let mut batch = vec![first];
     while batch.len() < WRITES_PER_BATCH_MAX && bytes < BATCH_BYTES {
-        match waiting.try_recv() {
+        match queue.try_recv() {
             Ok(next) => {
                 bytes += next.bytes;
                 batch.push(next);
@@ -223,6 +286,7 @@ fn gather(first: Queued, waiting: &mut mpsc::UnboundedReceiver<Queued>) -> Vec<Q
             Err(_) => break,
         }
     }
+    waiting.fetch_sub(batch.len(), Ordering::AcqRel);
     batch.retain(|queued| !queued.answer.is_closed());
     batch
 }
@@ -420,6 +484,29 @@ mod tests {
             expected,
             "the waiting writes left together, in order"
         );
+    }
+
+    /// On one thread, nothing else runs while the forward is polled: the batch reaches the
+    /// leader within the forward's first poll only if the caller's task sent it itself.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_lone_write_is_sent_by_its_callers_own_task() {
+        let batcher = batcher(0, |answers| Ok(Ok(answers)));
+        let call = write(1);
+        let bytes = encoded_len(&call);
+        let timeout = Duration::from_secs(10);
+        let forward = batcher.forward(MemberId(1), "leader:1", call, bytes, timeout);
+        let mut forward = std::pin::pin!(forward);
+        assert!(
+            futures::poll!(forward.as_mut()).is_pending(),
+            "the leader holds the batch"
+        );
+        assert_eq!(
+            batches(&batcher),
+            vec![vec![1]],
+            "sent within the first poll"
+        );
+        batcher.sender.hold.add_permits(1);
+        assert_eq!(forward.await.unwrap().revision, Revision(1));
     }
 
     /// Waits (at most about 5 s, in short sleeps) until `batcher` has sent `writes` writes in
