@@ -422,6 +422,7 @@ fn decode_everything(bytes: &[u8]) {
         MessageKind::TimeoutNow,
         MessageKind::MoveLeader,
         MessageKind::WriteBatch,
+        MessageKind::ForwardStream,
     ] {
         let mut message = encode_peer(kind, &());
         message.payload = bytes.to_vec();
@@ -434,6 +435,8 @@ fn decode_everything(bytes: &[u8]) {
         );
         let _ = decode_peer::<WriteCall>(&message, kind);
         let _ = decode_peer::<crate::consensus::WriteBatchCall>(&message, kind);
+        let _ = decode_peer::<crate::consensus::StreamedBatch>(&message, kind);
+        let _ = decode_peer::<crate::consensus::StreamedReply>(&message, kind);
         let _ = decode_peer::<
             Result<
                 Vec<Result<crate::consensus::Written, crate::consensus::ConsensusError>>,

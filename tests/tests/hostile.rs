@@ -160,6 +160,37 @@ async fn forged_peer_messages_are_refused_and_no_member_aborts_or_loses_its_data
                 "stream-{kind} to {target}: {answer}"
             );
         }
+        // Forged batches on a `Peer.ForwardStream` are refused as single calls are.
+        for kind in ["forward-oversize-batch", "garbage"] {
+            let answer = probe(
+                target,
+                &status.cluster_id,
+                status.term,
+                &format!("forward-stream-{kind}"),
+            );
+            assert!(
+                answer.starts_with("refused InvalidArgument"),
+                "forward-stream-{kind} to {target}: {answer}"
+            );
+        }
+        let answer = probe(
+            target,
+            &status.cluster_id,
+            status.term,
+            "forward-stream-forward-oversize",
+        );
+        assert!(
+            answer.starts_with("accepted Ok(StreamedReply { tag: 1, reply: Ok([Ok(Written")
+                && answer.contains("Refused(TooLarge"),
+            "{answer}"
+        );
+        let answer = probe(
+            target,
+            "other-cluster",
+            status.term,
+            "forward-stream-forward-oversize",
+        );
+        assert!(answer.starts_with("refused PermissionDenied"), "{answer}");
         // A forged forwarded write is answered as refused by the member's limits, applied
         // nowhere.
         let answer = probe(target, &status.cluster_id, status.term, "forward-oversize");

@@ -1,10 +1,11 @@
 //! `ForwardBatcher`: a follower sends the client writes it forwards to the leader several to a
-//! `Peer.Forward` call (`WriteBatchCall`), instead of one call each. A forwarded write used to
-//! cost a unary call of its own on both members, about as much CPU as the write itself; under
-//! load the calls now carry many writes each.
+//! batch (`WriteBatchCall`), instead of one call each. A forwarded write used to cost a unary
+//! call of its own on both members, about as much CPU as the write itself; under load a batch
+//! now carries many writes. Batches go on the follower's `Peer.ForwardStream` to the leader
+//! (`forward_stream.rs`), or as `Peer.Forward` calls to a leader without it.
 //!
 //! ```text
-//!  write ─► queue (one per leader) ─► drain task ─► batch ─► Peer.Forward(WriteBatch)
+//!  write ─► queue (one per leader) ─► drain task ─► batch ─► ForwardStreams
 //!                                                              │ leader: each write at once,
 //!  caller ◄── its own answer ◄── answers, in order ◄───────────┘ as if forwarded alone
 //! ```
@@ -57,7 +58,8 @@ const BATCHES_IN_FLIGHT: usize = 4;
 pub type BatchReply =
     Result<Result<Vec<Result<Written, ConsensusError>>, ConsensusError>, PeerCallError>;
 
-/// Sends one batch to a leader: `PeerClients` over `Peer.Forward`; tests use their own.
+/// Sends one batch to a leader: `ForwardStreams` over `Peer.ForwardStream`, `PeerClients` over
+/// `Peer.Forward`; tests use their own.
 pub trait BatchSender: Send + Sync + 'static {
     fn send_batch(
         &self,
@@ -91,7 +93,7 @@ struct Queued {
 }
 
 /// The follower's queues of writes for the leader, one per leader (see the module doc).
-pub struct ForwardBatcher<S: BatchSender = PeerClients> {
+pub struct ForwardBatcher<S: BatchSender> {
     sender: Arc<S>,
     /// Per leader: the lane to it.
     lanes: Mutex<HashMap<MemberId, Lane<S>>>,
@@ -316,13 +318,13 @@ fn answers_of(
 
 /// How `Consensus::write` forwards a client write: in a batch to a leader that takes them,
 /// one call of its own otherwise or when the write is larger than `ALONE_BYTES`.
-pub struct WriteForwarder<'a> {
-    pub batcher: &'a ForwardBatcher,
+pub struct WriteForwarder<'a, S: BatchSender> {
+    pub batcher: &'a ForwardBatcher<S>,
     pub peers: &'a PeerClients,
     pub features: &'a FeatureBook,
 }
 
-impl Forwarder<WriteCall> for WriteForwarder<'_> {
+impl<S: BatchSender> Forwarder<WriteCall> for WriteForwarder<'_, S> {
     async fn forward(
         &self,
         leader: MemberId,

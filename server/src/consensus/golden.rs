@@ -14,7 +14,9 @@ use serde::Serialize;
 
 use super::error::ConsensusError;
 use super::ids::MemberId;
-use super::leader::{MembershipChange, WriteBatchCall, WriteCall, Written};
+use super::leader::{
+    MembershipChange, StreamedBatch, StreamedReply, WriteBatchCall, WriteCall, Written,
+};
 use super::types::{CommittedLeaderId, LogId, SnapshotMeta, StoredMembership, Vote};
 use super::types::{Entry, Member, TypeConfig};
 use super::wire::{
@@ -250,7 +252,33 @@ fn write_batch_samples() -> Vec<Sample> {
         peer_sample(
             "write batch reply",
             MessageKind::WriteBatch,
-            &Ok::<_, ConsensusError>(answers),
+            &Ok::<_, ConsensusError>(answers.clone()),
+        ),
+        peer_sample(
+            "forward stream batch",
+            MessageKind::ForwardStream,
+            &StreamedBatch {
+                tag: 7,
+                batch: WriteBatchCall {
+                    writes: vec![delete("/a")],
+                },
+            },
+        ),
+        peer_sample(
+            "forward stream reply",
+            MessageKind::ForwardStream,
+            &StreamedReply {
+                tag: 7,
+                reply: Ok(answers),
+            },
+        ),
+        peer_sample(
+            "forward stream refusal",
+            MessageKind::ForwardStream,
+            &StreamedReply {
+                tag: 8,
+                reply: Err(ConsensusError::NoLeader { leader_hint: None }),
+            },
         ),
     ]
 }

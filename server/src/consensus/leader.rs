@@ -94,6 +94,21 @@ impl LeaderCall for WriteBatchCall {
     type Reply = Vec<Result<Written, ConsensusError>>;
 }
 
+/// A `WriteBatchCall` on a `Peer.ForwardStream`, with the tag its reply carries: the follower
+/// numbers the batches it sends on one stream, and the leader answers each as it finishes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamedBatch {
+    pub tag: u64,
+    pub batch: WriteBatchCall,
+}
+
+/// The leader's reply to the `StreamedBatch` with the same tag: as a `Peer.Forward` call's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamedReply {
+    pub tag: u64,
+    pub reply: Result<Vec<Result<Written, ConsensusError>>, ConsensusError>,
+}
+
 /// Sends a call of type `C` to the leader `leader` at peer address `address`, once, and
 /// returns its reply; a failure to reach it is `NoLeader` when the call was certainly not
 /// sent, `LeaderUnreachable` (outcome unknown) otherwise.

@@ -34,6 +34,7 @@ mod election;
 mod error;
 mod features;
 mod forward_batch;
+mod forward_stream;
 mod gone;
 mod handoff;
 mod ids;
@@ -81,7 +82,10 @@ pub use forward_batch::WRITES_PER_BATCH_MAX;
 pub use handoff::{MoveLeader, Moved, TimeoutNow};
 pub use ids::{MemberId, Term};
 pub use join::{JoinCall, MembershipView, PROMOTE_LAG_MAX};
-pub use leader::{LeaderCall, MembershipChange, Route, WriteBatchCall, WriteCall, Written};
+pub use leader::{
+    LeaderCall, MembershipChange, Route, StreamedBatch, StreamedReply, WriteBatchCall, WriteCall,
+    Written,
+};
 pub use peer_channel::{PEER_CONNECTION_WINDOW_BYTES, PEER_STREAM_WINDOW_BYTES};
 pub use peer_client::{
     peer_request, with_cluster_id, PeerCallError, PeerClients, PeerDialer, PeerMethod,
@@ -101,6 +105,7 @@ use admission::Admission;
 use committed_save::CommittedSaver;
 use election::{AckClock, ElectionTiming, Elector, LastLogId};
 use forward_batch::{ForwardBatcher, WriteForwarder};
+use forward_stream::ForwardStreams;
 use gone::KnownLeader;
 use handoff::HandOff;
 use leader::Forwarder;
@@ -192,7 +197,7 @@ pub struct Consensus {
     committed: Arc<CommittedSaver>,
     /// Sends the client writes this member forwards to the leader in batches
     /// (`forward_batch.rs`).
-    forwards: ForwardBatcher,
+    forwards: ForwardBatcher<ForwardStreams>,
 }
 
 /// What writes the log's entries and what stores its committed log id.
@@ -330,7 +335,10 @@ impl Consensus {
             config.request_timeout,
             timings.writes_per_entry.clone(),
         );
-        let forwards = ForwardBatcher::new(peers.clone(), timings.writes_per_forward.clone());
+        let forwards = ForwardBatcher::new(
+            Arc::new(ForwardStreams::new(peers.clone())),
+            timings.writes_per_forward.clone(),
+        );
         Consensus {
             replica,
             config,

@@ -254,6 +254,34 @@ impl PeerClients {
     }
 }
 
+impl PeerClients {
+    /// Opens a `Peer.ForwardStream` to the peer at `address`, sending what `requests` gives
+    /// (`forward_stream.rs`); returns its answers once the peer accepted it.
+    pub async fn open_forward_stream(
+        &self,
+        address: &str,
+        requests: tokio::sync::mpsc::UnboundedReceiver<PeerMessage>,
+    ) -> Result<tonic::Streaming<PeerMessage>, PeerCallError> {
+        let mut client = self.client(address)?;
+        let requests = tokio_stream::wrappers::UnboundedReceiverStream::new(requests);
+        let call = with_cluster_id(tonic::Request::new(requests), &self.cluster_id);
+        match client.forward_stream(call).await {
+            Ok(answers) => Ok(answers.into_inner()),
+            Err(status) => {
+                // An older peer's refusal says nothing about the connection.
+                if status.code() != tonic::Code::Unimplemented {
+                    self.clients().remove(address);
+                }
+                Err(PeerCallError::Failed {
+                    address: address.to_owned(),
+                    code: format!("{:?}", status.code()),
+                    message: status.message().to_owned(),
+                })
+            }
+        }
+    }
+}
+
 /// Runs a call on the leader as a `Peer.Forward` call of its own.
 impl<C: LeaderCall> Forwarder<C> for PeerClients {
     async fn forward(

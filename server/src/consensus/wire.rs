@@ -59,6 +59,9 @@ pub enum MessageKind {
     /// Client writes forwarded to the leader together (`WriteBatchCall`), to a leader that
     /// said it takes them (`COMMAND_SET_FORWARD_BATCHES`).
     WriteBatch,
+    /// A batch of forwarded client writes on a `ForwardStream`, tagged (`StreamedBatch`); its
+    /// reply is a `StreamedReply` with the same tag.
+    ForwardStream,
 }
 
 impl MessageKind {
@@ -82,6 +85,7 @@ impl MessageKind {
             MessageKind::MoveLeader => 20,
             MessageKind::Join => 21,
             MessageKind::WriteBatch => 22,
+            MessageKind::ForwardStream => 23,
         }
     }
 
@@ -104,6 +108,7 @@ impl MessageKind {
             MessageKind::MoveLeader,
             MessageKind::Join,
             MessageKind::WriteBatch,
+            MessageKind::ForwardStream,
         ]
         .into_iter()
         .find(|kind| kind.code() == code)

@@ -22,8 +22,8 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::consensus::{
     decode_peer, encode_peer, peer_kind, Consensus, ConsensusError, FormatError, JoinCall,
     LeaderCall, MembershipChange, MessageKind, MoveLeader, PeerFeatures, PreVote, Refusal,
-    TimeoutNow, TypeConfig, VoteCall, WriteBatchCall, WriteCall, Written, CLUSTER_ID_METADATA_KEY,
-    WRITES_PER_BATCH_MAX,
+    StreamedBatch, StreamedReply, TimeoutNow, TypeConfig, VoteCall, WriteBatchCall, WriteCall,
+    Written, CLUSTER_ID_METADATA_KEY, WRITES_PER_BATCH_MAX,
 };
 use crate::fsm::{Limits, OutcomeRecord, Revision};
 use crate::membership::{Greeter, MemberDirectory};
@@ -32,8 +32,8 @@ use crate::throttle::LogThrottle;
 
 pub struct PeerService {
     consensus: Arc<Consensus>,
-    /// This member's limits, checked again on writes forwarded to it.
-    limits: Limits,
+    /// Runs the client writes forwarded to this member.
+    writes: ForwardedWrites,
     refusals: Arc<RefusalLog>,
     keeper: Arc<SessionKeeper>,
     directory: Arc<MemberDirectory>,
@@ -42,6 +42,50 @@ pub struct PeerService {
 
 fn refused(error: FormatError) -> Status {
     Status::invalid_argument(format!("peer message refused: {error}"))
+}
+
+/// Batches one `ForwardStream` runs at once; the next is read once one of them is answered
+/// (a follower keeps at most `forward_batch::BATCHES_IN_FLIGHT` out).
+const FORWARD_STREAM_BATCHES_MAX: usize = 16;
+
+/// Refuses a forwarded batch of more writes than a follower sends.
+fn check_batch_size(batch: &WriteBatchCall) -> Result<(), Status> {
+    if batch.writes.len() > WRITES_PER_BATCH_MAX {
+        return Err(Status::invalid_argument(format!(
+            "peer message refused: a batch of {} forwarded writes, where at most \
+             {WRITES_PER_BATCH_MAX} are sent",
+            batch.writes.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Runs client writes forwarded to this member, alone or in batches.
+#[derive(Clone)]
+struct ForwardedWrites {
+    consensus: Arc<Consensus>,
+    /// This member's limits, checked again on writes forwarded to it.
+    limits: Limits,
+}
+
+impl ForwardedWrites {
+    /// A client write a follower forwarded: checked against this member's limits (the
+    /// follower checked its own; the leader's hold), then written.
+    async fn write(&self, call: WriteCall) -> Result<Written, ConsensusError> {
+        match call.proposal.check_limits(&self.limits) {
+            Ok(()) => self.consensus.write_for_client(call).await,
+            Err(error) => Ok(Written {
+                revision: Revision(0),
+                outcome: OutcomeRecord::Refused(error),
+            }),
+        }
+    }
+
+    /// Each write of `batch` at once, as if forwarded alone; the answers in order.
+    async fn batch(&self, batch: WriteBatchCall) -> Vec<Result<Written, ConsensusError>> {
+        let writes = batch.writes.into_iter().map(|call| self.write(call));
+        futures::future::join_all(writes).await
+    }
 }
 
 /// Logs refused peer traffic, at most a line a second (`LogThrottle`).
@@ -69,8 +113,11 @@ impl PeerService {
         greeter: Arc<Greeter>,
     ) -> PeerService {
         PeerService {
+            writes: ForwardedWrites {
+                consensus: consensus.clone(),
+                limits,
+            },
             consensus,
-            limits,
             refusals: Arc::default(),
             keeper,
             directory,
@@ -141,35 +188,13 @@ impl PeerService {
         }
     }
 
-    /// A client write a follower forwarded: checked against this member's limits (the
-    /// follower checked its own; the leader's hold), then written.
-    async fn forwarded_write(&self, call: WriteCall) -> Result<Written, ConsensusError> {
-        match call.proposal.check_limits(&self.limits) {
-            Ok(()) => self.consensus.write_for_client(call).await,
-            Err(error) => Ok(Written {
-                revision: Revision(0),
-                outcome: OutcomeRecord::Refused(error),
-            }),
-        }
-    }
-
     /// Client writes a follower forwarded together: each runs at once as if forwarded alone,
     /// and the reply answers each in order. A batch larger than a follower sends is refused.
     async fn forwarded_batch(&self, message: &PeerMessage) -> Result<PeerMessage, Status> {
         let kind = MessageKind::WriteBatch;
         let batch: WriteBatchCall = decode_peer(message, kind).map_err(refused)?;
-        if batch.writes.len() > WRITES_PER_BATCH_MAX {
-            return Err(Status::invalid_argument(format!(
-                "peer message refused: a batch of {} forwarded writes, where at most \
-                 {WRITES_PER_BATCH_MAX} are sent",
-                batch.writes.len()
-            )));
-        }
-        let writes = batch
-            .writes
-            .into_iter()
-            .map(|call| self.forwarded_write(call));
-        let answers = futures::future::join_all(writes).await;
+        check_batch_size(&batch)?;
+        let answers = self.writes.batch(batch).await;
         Ok(reply(kind, &Ok::<_, ConsensusError>(answers)))
     }
 
@@ -185,8 +210,8 @@ impl PeerService {
     }
 }
 
-/// The answers of an `AppendStream`, as tonic sends them.
-type AppendReplies = Pin<Box<dyn Stream<Item = Result<PeerMessage, Status>> + Send + 'static>>;
+/// The answers of an `AppendStream` or a `ForwardStream`, as tonic sends them.
+type PeerReplies = Pin<Box<dyn Stream<Item = Result<PeerMessage, Status>> + Send + 'static>>;
 
 /// One answer of an `AppendStream`: openraft's, or the text of the fatal error that stopped
 /// Raft here (diagnostic only: error bodies differ between openraft releases).
@@ -203,7 +228,7 @@ impl PeerService {
         &self,
         from: Option<SocketAddr>,
         incoming: Streaming<PeerMessage>,
-    ) -> AppendReplies {
+    ) -> PeerReplies {
         let kind = MessageKind::AppendStream;
         let refusal: Arc<Mutex<Option<Status>>> = Arc::default();
         let (checker, refusals, refused_input) = (
@@ -256,15 +281,66 @@ impl PeerService {
                     Ok(reply(kind, &answer))
                 }
             });
-        let ending = futures::stream::once(async move {
-            refusal
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take()
-        })
-        .filter_map(|refused| future::ready(refused.map(Err)));
-        Box::pin(answers.chain(ending))
+        Box::pin(answers.chain(ending(refusal)))
     }
+}
+
+impl PeerService {
+    /// A follower's forwarded batches (`StreamedBatch`), each decoded and checked as a
+    /// `Peer.Forward` call's, and run as soon as it arrives, up to
+    /// `FORWARD_STREAM_BATCHES_MAX` at once; each reply (`StreamedReply`) leaves as soon as
+    /// its batch is done. The first refused message ends the input, and the stream ends with
+    /// its status once the batches before it are answered.
+    fn forward_replies(
+        &self,
+        from: Option<SocketAddr>,
+        incoming: Streaming<PeerMessage>,
+    ) -> PeerReplies {
+        let kind = MessageKind::ForwardStream;
+        let refusal: Arc<Mutex<Option<Status>>> = Arc::default();
+        let (refusals, refused_input) = (self.refusals.clone(), refusal.clone());
+        let batches = incoming
+            .map(move |message| -> Result<StreamedBatch, Status> {
+                let streamed: StreamedBatch = decode_peer(&message?, kind).map_err(|error| {
+                    refusals.note(from, "undecodable", &error);
+                    refused(error)
+                })?;
+                check_batch_size(&streamed.batch)?;
+                Ok(streamed)
+            })
+            .take_while(move |checked| {
+                if let Err(status) = checked {
+                    *refused_input.lock().unwrap_or_else(PoisonError::into_inner) =
+                        Some(status.clone());
+                }
+                future::ready(checked.is_ok())
+            })
+            .filter_map(|checked| future::ready(checked.ok()));
+        let writes = self.writes.clone();
+        let answers = batches
+            .map(move |StreamedBatch { tag, batch }| {
+                let writes = writes.clone();
+                async move {
+                    let reply = Ok(writes.batch(batch).await);
+                    Ok(encode_peer(kind, &StreamedReply { tag, reply }))
+                }
+            })
+            .buffer_unordered(FORWARD_STREAM_BATCHES_MAX);
+        Box::pin(answers.chain(ending(refusal)))
+    }
+}
+
+/// The status that ended a stream's input, if one did, as the stream's last item.
+fn ending(
+    refusal: Arc<Mutex<Option<Status>>>,
+) -> impl Stream<Item = Result<PeerMessage, Status>> + Send + 'static {
+    futures::stream::once(async move {
+        refusal
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    })
+    .filter_map(|refused| future::ready(refused.map(Err)))
 }
 
 fn reply<T: Serialize>(kind: MessageKind, value: &T) -> PeerMessage {
@@ -304,17 +380,30 @@ impl PeerApi for PeerService {
         Ok(Response::new(reply(kind, &result)))
     }
 
-    type AppendStreamStream = AppendReplies;
+    type AppendStreamStream = PeerReplies;
 
     async fn append_stream(
         &self,
         request: Request<Streaming<PeerMessage>>,
-    ) -> Result<Response<AppendReplies>, Status> {
+    ) -> Result<Response<PeerReplies>, Status> {
         self.check_cluster(&request)?;
         self.check_raft_traffic()?;
         let from = crate::listener::remote_address(&request);
         Ok(Response::new(
             self.append_replies(from, request.into_inner()),
+        ))
+    }
+
+    type ForwardStreamStream = PeerReplies;
+
+    async fn forward_stream(
+        &self,
+        request: Request<Streaming<PeerMessage>>,
+    ) -> Result<Response<PeerReplies>, Status> {
+        self.check_cluster(&request)?;
+        let from = crate::listener::remote_address(&request);
+        Ok(Response::new(
+            self.forward_replies(from, request.into_inner()),
         ))
     }
 
@@ -354,7 +443,7 @@ impl PeerApi for PeerService {
         let keeper = &self.keeper;
         let answer = match peer_kind(message).map_err(refused)? {
             MessageKind::Write => {
-                self.run::<WriteCall, _, _>(message, |call| self.forwarded_write(call))
+                self.run::<WriteCall, _, _>(message, |call| self.writes.write(call))
                     .await?
             }
             MessageKind::WriteBatch => self.forwarded_batch(message).await?,
