@@ -99,11 +99,12 @@ impl ForwardStreams {
         }
         let opened = match tokio::time::timeout(timeout, self.open(address)).await {
             Ok(opened) => opened,
-            Err(_) => Err(PeerCallError::Failed {
-                address: address.to_owned(),
-                code: format!("{:?}", tonic::Code::DeadlineExceeded),
-                message: format!("the forward stream was not accepted within {timeout:?}"),
-            }),
+            Err(_) => Err(PeerCallError::failed(
+                address,
+                &tonic::Status::deadline_exceeded(format!(
+                    "the forward stream was not accepted within {timeout:?}"
+                )),
+            )),
         };
         let mut links = self.links();
         match opened {
@@ -224,11 +225,7 @@ impl ForwardStream {
     }
 
     fn failed(&self, code: tonic::Code, message: String) -> PeerCallError {
-        PeerCallError::Failed {
-            address: self.address.clone(),
-            code: format!("{code:?}"),
-            message,
-        }
+        PeerCallError::failed(&self.address, &tonic::Status::new(code, message))
     }
 
     /// Sends `batch` and waits, until `deadline`, for its reply.
@@ -306,7 +303,7 @@ impl ForwardStream {
                         },
                     }
                 }
-                Some(Err(status)) => self.failed(status.code(), status.message().to_owned()),
+                Some(Err(status)) => PeerCallError::failed(&self.address, &status),
                 None => self.failed(
                     tonic::Code::Unavailable,
                     "the forward stream ended with batches unanswered".into(),

@@ -53,6 +53,15 @@ pub enum PeerCallError {
 }
 
 impl PeerCallError {
+    /// The call to `address` failed with `status`.
+    pub fn failed(address: &str, status: &tonic::Status) -> PeerCallError {
+        PeerCallError::Failed {
+            address: address.to_owned(),
+            code: format!("{:?}", status.code()),
+            message: status.message().to_owned(),
+        }
+    }
+
     /// Whether the peer answered that it has no such call: it runs an older release.
     pub fn is_unimplemented(&self) -> bool {
         matches!(self, PeerCallError::Failed { code, .. } if code == "Unimplemented")
@@ -244,17 +253,11 @@ impl PeerClients {
             }
             Err(status) => {
                 self.clients().remove(address);
-                Err(PeerCallError::Failed {
-                    address: address.to_owned(),
-                    code: format!("{:?}", status.code()),
-                    message: status.message().to_owned(),
-                })
+                Err(PeerCallError::failed(address, &status))
             }
         }
     }
-}
 
-impl PeerClients {
     /// Opens a `Peer.ForwardStream` to the peer at `address`, sending what `requests` gives
     /// (`forward_stream.rs`); returns its answers once the peer accepted it.
     pub async fn open_forward_stream(
@@ -272,11 +275,7 @@ impl PeerClients {
                 if status.code() != tonic::Code::Unimplemented {
                     self.clients().remove(address);
                 }
-                Err(PeerCallError::Failed {
-                    address: address.to_owned(),
-                    code: format!("{:?}", status.code()),
-                    message: status.message().to_owned(),
-                })
+                Err(PeerCallError::failed(address, &status))
             }
         }
     }

@@ -236,31 +236,23 @@ impl PeerService {
             self.refusals.clone(),
             refusal.clone(),
         );
-        let requests = incoming
-            .map(move |message| {
-                let message = message?;
-                if let Some(reason) = checker.raft_traffic_refused() {
-                    return Err(Status::unavailable(reason));
-                }
-                let request: AppendEntriesRequest<TypeConfig> = decode_peer(&message, kind)
-                    .map_err(|error| {
-                        refusals.note(from, "undecodable", &error);
-                        refused(error)
-                    })?;
-                checker.admit_append(&request).map_err(|refusal| {
-                    refusals.note(from, "impossible", &refusal);
-                    Status::invalid_argument(format!("peer message refused: {refusal}"))
+        let requests = incoming.map(move |message| {
+            let message = message?;
+            if let Some(reason) = checker.raft_traffic_refused() {
+                return Err(Status::unavailable(reason));
+            }
+            let request: AppendEntriesRequest<TypeConfig> =
+                decode_peer(&message, kind).map_err(|error| {
+                    refusals.note(from, "undecodable", &error);
+                    refused(error)
                 })?;
-                Ok(request)
-            })
-            .take_while(move |checked| {
-                if let Err(status) = checked {
-                    *refused_input.lock().unwrap_or_else(PoisonError::into_inner) =
-                        Some(status.clone());
-                }
-                future::ready(checked.is_ok())
-            })
-            .filter_map(|checked| future::ready(checked.ok()));
+            checker.admit_append(&request).map_err(|refusal| {
+                refusals.note(from, "impossible", &refusal);
+                Status::invalid_argument(format!("peer message refused: {refusal}"))
+            })?;
+            Ok(request)
+        });
+        let requests = until_refused(requests, refused_input);
         let consensus = self.consensus.clone();
         let answers = self
             .consensus
@@ -283,9 +275,7 @@ impl PeerService {
             });
         Box::pin(answers.chain(ending(refusal)))
     }
-}
 
-impl PeerService {
     /// A follower's forwarded batches (`StreamedBatch`), each decoded and checked as a
     /// `Peer.Forward` call's, and run as soon as it arrives, up to
     /// `FORWARD_STREAM_BATCHES_MAX` at once; each reply (`StreamedReply`) leaves as soon as
@@ -299,23 +289,15 @@ impl PeerService {
         let kind = MessageKind::ForwardStream;
         let refusal: Arc<Mutex<Option<Status>>> = Arc::default();
         let (refusals, refused_input) = (self.refusals.clone(), refusal.clone());
-        let batches = incoming
-            .map(move |message| -> Result<StreamedBatch, Status> {
-                let streamed: StreamedBatch = decode_peer(&message?, kind).map_err(|error| {
-                    refusals.note(from, "undecodable", &error);
-                    refused(error)
-                })?;
-                check_batch_size(&streamed.batch)?;
-                Ok(streamed)
-            })
-            .take_while(move |checked| {
-                if let Err(status) = checked {
-                    *refused_input.lock().unwrap_or_else(PoisonError::into_inner) =
-                        Some(status.clone());
-                }
-                future::ready(checked.is_ok())
-            })
-            .filter_map(|checked| future::ready(checked.ok()));
+        let batches = incoming.map(move |message| -> Result<StreamedBatch, Status> {
+            let streamed: StreamedBatch = decode_peer(&message?, kind).map_err(|error| {
+                refusals.note(from, "undecodable", &error);
+                refused(error)
+            })?;
+            check_batch_size(&streamed.batch)?;
+            Ok(streamed)
+        });
+        let batches = until_refused(batches, refused_input);
         let writes = self.writes.clone();
         let answers = batches
             .map(move |StreamedBatch { tag, batch }| {
@@ -328,6 +310,22 @@ impl PeerService {
             .buffer_unordered(FORWARD_STREAM_BATCHES_MAX);
         Box::pin(answers.chain(ending(refusal)))
     }
+}
+
+/// The checked messages of a stream's input, up to the first refused one, whose status goes
+/// to `refusal` (and then, through `ending`, ends the answers).
+fn until_refused<T: Send + 'static>(
+    checked: impl Stream<Item = Result<T, Status>> + Send + 'static,
+    refusal: Arc<Mutex<Option<Status>>>,
+) -> impl Stream<Item = T> + Send + 'static {
+    checked
+        .take_while(move |checked| {
+            if let Err(status) = checked {
+                *refusal.lock().unwrap_or_else(PoisonError::into_inner) = Some(status.clone());
+            }
+            future::ready(checked.is_ok())
+        })
+        .filter_map(|checked| future::ready(checked.ok()))
 }
 
 /// The status that ended a stream's input, if one did, as the stream's last item.
