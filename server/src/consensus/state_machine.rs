@@ -248,11 +248,20 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     /// Applies the entries openraft hands over as one batch: under one write lock, observed and
     /// published once, and only then answered (a client that has its answer finds its write in
     /// every read and watch of this member).
+    ///
+    /// It starts once the tasks that are ready have run. On a leader those include the
+    /// replication streams that carry the new commit index to the followers: openraft's core
+    /// wakes them and then this task, and a worker runs the task woken last first, so the
+    /// leader used to apply and answer its clients before any follower heard of the commit.
+    /// Measured (`coord-bench watch-latency --watchers 100`, release, alternating): a
+    /// follower's watchers got their event 0.03 ms (p50) after the writer's answer, against
+    /// 0.44 and 0.46 ms, with writes from one or 64 clients unchanged.
     async fn apply<S>(&mut self, entries: S) -> Result<(), io::Error>
     where
         S: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + Send,
     {
         let entries: Vec<EntryResponder<TypeConfig>> = entries.try_collect().await?;
+        tokio::task::yield_now().await;
         if let (Some(flusher), Some((last, _))) = (&self.durable, entries.last()) {
             flusher
                 .wait_through(last.log_id.index)
