@@ -34,6 +34,7 @@
 //! `enable_leader_restore` is off, `raft_config`): a leader killed before its own write could
 //! otherwise come back without entries a follower holds and reuse their log ids.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::watch;
@@ -68,6 +69,9 @@ pub struct LogFlusher {
     writing: Mutex<()>,
     durable: watch::Sender<Durable>,
     write_seconds: WriteTimer,
+    /// Whether a background flush (`flush_in_background`) is running or about to: at most one
+    /// is, and it writes what is queued while it runs before it ends.
+    flushing: AtomicBool,
 }
 
 fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -95,6 +99,7 @@ impl LogFlusher {
             })
             .0,
             write_seconds,
+            flushing: AtomicBool::new(false),
         }
     }
 
@@ -166,6 +171,45 @@ impl LogFlusher {
         self.flush_through(u64::MAX)
     }
 
+    /// Whether a background flush is running (or about to); records queued now are written
+    /// by it before it ends.
+    pub fn is_flushing(&self) -> bool {
+        self.flushing.load(Ordering::SeqCst)
+    }
+
+    /// Writes everything queued on the blocking pool, unless a background flush is already
+    /// under way: that one then writes these records too, after its current write, before it
+    /// ends. So records queued while a write runs cost no thread of their own.
+    ///
+    /// Every append used to start a flush of its own on the blocking pool, and so did a wait
+    /// that found its entries unwritten; all but one found the work done, after waiting on the
+    /// write lock, and each woke a pool thread. Measured on three release members under 64
+    /// writers (`coord-bench writes --clients 64 --value-bytes 256`, `perf stat` over 3 s):
+    /// `futex` calls 0.32 to 0.11 per write, `sched_yield` 3,109 to 3, context switches 0.67
+    /// to 0.48 per write; 27,234, 29,057 and 28,826 writes/s against 30,216, 31,804 and
+    /// 29,839 alternating. A failure ends the flush; it is kept, and every gate reports it.
+    pub fn flush_in_background(self: &Arc<Self>) {
+        if self.flushing.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let flusher = self.clone();
+        tokio::task::spawn_blocking(move || flusher.flush_until_idle());
+    }
+
+    /// The background flush: writes what is queued until nothing is. A record queued after
+    /// the last look found the flag down, so its caller started the next flush itself.
+    fn flush_until_idle(&self) {
+        loop {
+            let drained = self.drain();
+            self.flushing.store(false, Ordering::SeqCst);
+            let more = drained.is_ok() && !locked(&self.queue).records.is_empty();
+            // Someone else may have raised the flag meanwhile: their flush writes the rest.
+            if !more || self.flushing.swap(true, Ordering::SeqCst) {
+                return;
+            }
+        }
+    }
+
     fn record_fault(&self, fault: &StorageFault) -> Arc<str> {
         tracing::error!(%fault, "writing the log failed: a storage fault; raft stops");
         let fault: Arc<str> = Arc::from(fault.to_string());
@@ -190,8 +234,7 @@ impl LogFlusher {
             }
         };
         if unwritten && !self.is_durable_through(target) {
-            let flusher = self.clone();
-            tokio::task::spawn_blocking(move || flusher.flush_through(target));
+            self.flush_in_background();
         }
         let mut durable = self.durable.subscribe();
         let settled = durable
@@ -289,5 +332,52 @@ pub(super) mod tests {
             .unwrap();
         assert_eq!(flusher.durable(), Some(log_id(4)));
         assert_eq!(on_disk(&log_db), [3, 4]);
+    }
+
+    /// Appenders on several threads each queue entries and ask for a background flush, as a
+    /// leader's appends do; nothing else writes. Every entry must reach the disk, in order,
+    /// with no flush left running: a request that found a flush under way relies on it to
+    /// write its entries, and one lost between its last look and its end would never be.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn background_flushes_write_every_queued_entry_with_one_flush_at_a_time() {
+        let directory = tempfile::tempdir().unwrap();
+        let log_db = LogDb::open(
+            &directory.path().join("db"),
+            &directory.path().join("segments"),
+        )
+        .unwrap();
+        let flusher = Arc::new(LogFlusher::new(log_db.clone(), None, None));
+        let next = Arc::new(Mutex::new(1u64));
+        let appenders: Vec<_> = (0..4)
+            .map(|_| {
+                let (flusher, next) = (flusher.clone(), next.clone());
+                tokio::spawn(async move {
+                    for _ in 0..50 {
+                        {
+                            // Queued in log order, as openraft appends.
+                            let mut next = locked(&next);
+                            flusher.queue(records(*next..=*next), log_id(*next));
+                            *next += 1;
+                        }
+                        flusher.flush_in_background();
+                        tokio::task::yield_now().await;
+                    }
+                })
+            })
+            .collect();
+        for appender in appenders {
+            appender.await.unwrap();
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while flusher.durable() != Some(log_id(200)) || flusher.flushing.load(Ordering::SeqCst) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "durable through {:?}, a flush running: {}",
+                flusher.durable(),
+                flusher.flushing.load(Ordering::SeqCst)
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(on_disk(&log_db), (1..=200).collect::<Vec<_>>());
     }
 }

@@ -205,7 +205,9 @@ async fn blocking<T: Send + 'static>(
         .map_err(|error| io::Error::other(format!("storage task failed: {error}")))?
 }
 
-/// Runs `work` on the blocking pool once this worker has run every task that is ready now.
+/// Starts the background flush of what is queued (`LogFlusher::flush_in_background`) once
+/// this worker has run every task that is ready now; nothing to start while one is running,
+/// since it writes these records too before it ends.
 ///
 /// A leader's append wakes the replication streams that send its entries to the followers. Its
 /// own synced write, handed to a blocking thread at once, got there first: the kernel runs a
@@ -216,10 +218,13 @@ async fn blocking<T: Send + 'static>(
 /// empty), the leader's write starts a little later and the followers' copies earlier, and
 /// nothing waits for it unstarted: every gate that needs it durable starts it itself
 /// (`LogFlusher::wait_through`).
-fn after_ready_tasks(work: impl FnOnce() + Send + 'static) {
+fn flush_after_ready_tasks(flusher: Arc<LogFlusher>) {
+    if flusher.is_flushing() {
+        return;
+    }
     tokio::spawn(async move {
         tokio::task::yield_now().await;
-        tokio::task::spawn_blocking(work);
+        flusher.flush_in_background();
     });
 }
 
@@ -398,14 +403,13 @@ impl RaftLogStorage<TypeConfig> for LogStorage {
             };
         }
         // A leader's own entries: their write runs while they are sent to the followers, and
-        // starts once they are on their way (`after_ready_tasks`). A follower's are written by
-        // the AppendEntries answer that waits for them (the apply gate writes any left over).
+        // starts once they are on their way (`flush_after_ready_tasks`). A follower's are
+        // written by the AppendEntries answer that waits for them (the apply gate writes any
+        // left over).
         // A failure is kept by the flusher and stops the member at the next gate (see
         // `log_flush`).
         if last.leader_id.node_id == self.member_id {
-            after_ready_tasks(move || {
-                let _ = flusher.flush_through(last.index);
-            });
+            flush_after_ready_tasks(flusher);
         }
         callback.io_completed(Ok(()));
         Ok(())
@@ -542,33 +546,48 @@ mod tests {
             .enable_all()
             .build()
             .expect("a runtime starts");
+        let directory = tempfile::tempdir().unwrap();
+        let log_db = LogDb::open(
+            &directory.path().join("db"),
+            &directory.path().join("segments"),
+        )
+        .unwrap();
+        let appending = Arc::new(LogFlusher::new(log_db, None, None));
         let order = Arc::new(Mutex::new(Vec::new()));
         let log = order.clone();
         // On the lone worker, as an append is: the write is deferred first, then three tasks
         // become ready (the replication streams), each holding the worker for a while. Handed
-        // to the blocking pool at once, the write would be recorded while the first one held
-        // the worker.
+        // to the blocking pool at once, the write would be done while the first one held the
+        // worker, and the later ones would find the entry durable.
         let appended = runtime.spawn(async move {
-            let written = log.clone();
-            let (done, wait) = tokio::sync::oneshot::channel();
-            after_ready_tasks(move || {
-                written.lock().unwrap().push("write".to_owned());
-                let _ = done.send(());
-            });
+            let entry = crate::consensus::log_flush::tests::log_id(1);
+            appending.queue(vec![(1, vec![1])], entry);
+            flush_after_ready_tasks(appending.clone());
             for stream in 1..=3 {
-                let sent = log.clone();
+                let (sent, flusher) = (log.clone(), appending.clone());
                 tokio::spawn(async move {
                     std::thread::sleep(Duration::from_millis(20));
-                    sent.lock().unwrap().push(format!("send {stream}"));
+                    let durable = flusher.is_durable_through(1);
+                    sent.lock()
+                        .unwrap()
+                        .push(format!("send {stream}, durable {durable}"));
                 });
             }
-            tokio::time::timeout(Duration::from_secs(10), wait).await
+            // Looked for, not waited for with `wait_through`, which would start the write.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !appending.is_durable_through(1) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            appending.is_durable_through(1)
         });
         let written = runtime.block_on(appended).expect("the task does not panic");
-        assert!(written.is_ok(), "the write never ran");
+        assert!(written, "the write never ran");
         let order = order.lock().unwrap().clone();
-        assert_eq!(order.last().map(String::as_str), Some("write"), "{order:?}");
-        assert_eq!(order.len(), 4, "{order:?}");
+        assert_eq!(order.len(), 3, "{order:?}");
+        assert!(
+            order.iter().all(|sent| sent.ends_with("durable false")),
+            "{order:?}"
+        );
     }
 
     #[test]
