@@ -278,6 +278,17 @@ pub(super) mod tests {
         range.map(|index| (index, vec![index as u8])).collect()
     }
 
+    /// A log in a temporary directory, removed when the directory is dropped.
+    pub(crate) fn temporary_log() -> (tempfile::TempDir, LogDb) {
+        let directory = tempfile::tempdir().unwrap();
+        let log_db = LogDb::open(
+            &directory.path().join("db"),
+            &directory.path().join("segments"),
+        )
+        .unwrap();
+        (directory, log_db)
+    }
+
     fn on_disk(log_db: &LogDb) -> Vec<u64> {
         let read = log_db.read_range(0, u64::MAX).unwrap();
         read.into_iter().map(|(index, _)| index).collect()
@@ -285,12 +296,7 @@ pub(super) mod tests {
 
     #[test]
     fn queued_entries_reach_the_disk_in_order_and_only_when_flushed() {
-        let directory = tempfile::tempdir().unwrap();
-        let log_db = LogDb::open(
-            &directory.path().join("db"),
-            &directory.path().join("segments"),
-        )
-        .unwrap();
+        let (_directory, log_db) = temporary_log();
         let flusher = LogFlusher::new(log_db.clone(), None, None);
         flusher.queue(records(1..=3), log_id(3));
         flusher.queue(records(4..=5), log_id(5));
@@ -314,12 +320,7 @@ pub(super) mod tests {
 
     #[tokio::test]
     async fn a_wait_ends_once_its_entries_are_written_and_never_waits_for_what_was_not_queued() {
-        let directory = tempfile::tempdir().unwrap();
-        let log_db = LogDb::open(
-            &directory.path().join("db"),
-            &directory.path().join("segments"),
-        )
-        .unwrap();
+        let (_directory, log_db) = temporary_log();
         let flusher = Arc::new(LogFlusher::new(log_db.clone(), Some(log_id(2)), None));
         // Already durable, or never queued (index 9 when the log ends at 2).
         flusher.wait_through(2).await.unwrap();
@@ -340,12 +341,7 @@ pub(super) mod tests {
     /// write its entries, and one lost between its last look and its end would never be.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn background_flushes_write_every_queued_entry_with_one_flush_at_a_time() {
-        let directory = tempfile::tempdir().unwrap();
-        let log_db = LogDb::open(
-            &directory.path().join("db"),
-            &directory.path().join("segments"),
-        )
-        .unwrap();
+        let (_directory, log_db) = temporary_log();
         let flusher = Arc::new(LogFlusher::new(log_db.clone(), None, None));
         let next = Arc::new(Mutex::new(1u64));
         let appenders: Vec<_> = (0..4)

@@ -546,12 +546,7 @@ mod tests {
             .enable_all()
             .build()
             .expect("a runtime starts");
-        let directory = tempfile::tempdir().unwrap();
-        let log_db = LogDb::open(
-            &directory.path().join("db"),
-            &directory.path().join("segments"),
-        )
-        .unwrap();
+        let (_directory, log_db) = crate::consensus::log_flush::tests::temporary_log();
         let appending = Arc::new(LogFlusher::new(log_db, None, None));
         let order = Arc::new(Mutex::new(Vec::new()));
         let log = order.clone();
