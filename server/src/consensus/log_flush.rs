@@ -340,7 +340,7 @@ pub(super) mod tests {
     /// with no flush left running: a request that found a flush under way relies on it to
     /// write its entries, and one lost between its last look and its end would never be.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn background_flushes_write_every_queued_entry_with_one_flush_at_a_time() {
+    async fn background_flushes_write_every_queued_entry_and_none_is_left_running() {
         let (_directory, log_db) = temporary_log();
         let flusher = Arc::new(LogFlusher::new(log_db.clone(), None, None));
         let next = Arc::new(Mutex::new(1u64));
@@ -365,12 +365,12 @@ pub(super) mod tests {
             appender.await.unwrap();
         }
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while flusher.durable() != Some(log_id(200)) || flusher.flushing.load(Ordering::SeqCst) {
+        while flusher.durable() != Some(log_id(200)) || flusher.is_flushing() {
             assert!(
                 std::time::Instant::now() < deadline,
                 "durable through {:?}, a flush running: {}",
                 flusher.durable(),
-                flusher.flushing.load(Ordering::SeqCst)
+                flusher.is_flushing()
             );
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
